@@ -1,0 +1,139 @@
+"""One validated configuration for a run: YAML file, then command-line overrides.
+
+Every section forbids unknown keys, so a typo in a config file is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streamer.errors import StreamerError
+from streamer.tasks import TASKS, check_task
+
+DEFAULT_MODEL_ID = "florence-community/Florence-2-base"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Which Florence-2 to load and how to run it."""
+
+    id: str = DEFAULT_MODEL_ID
+    path: Path | None = Field(default=None, description="Local checkpoint folder; wins over `id` when set.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    task: str = "<OD>"
+    prompt: str | None = None
+    batch_size: int = Field(default=4, ge=1, le=256)
+    max_new_tokens: int = Field(default=256, ge=1, le=4096)
+    num_beams: int = Field(default=1, ge=1, le=16)
+    trust_remote_code: bool = False
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        return check_task(task)
+
+    @model_validator(mode="after")
+    def _prompt_matches_task(self) -> "ModelConfig":
+        if TASKS[self.task].needs_prompt and not self.prompt:
+            raise ValueError(f"task {self.task} needs a prompt (model.prompt or --prompt)")
+        return self
+
+
+class SamplerConfig(_Section):
+    """When a frame becomes a keyframe. The first frame always is.
+
+    A frame is a keyframe when `every_n_frames` frames have passed since the last one, or when the scene
+    changed by more than `scene_threshold`; `max_fps` caps either trigger.
+    """
+
+    every_n_frames: int | None = Field(default=10, ge=1)
+    max_fps: float | None = Field(default=5.0, gt=0)
+    scene_threshold: float | None = Field(default=0.12, gt=0, le=1)
+    scene_size: int = Field(default=64, ge=8, le=512, description="Width of the grey thumbnail the scene test uses.")
+
+
+class TrackerConfig(_Section):
+    """Which `trackers` algorithm links boxes between keyframes, and its thresholds."""
+
+    kind: Literal["bytetrack", "ocsort", "botsort", "sort"] = "bytetrack"
+    min_hits: int = Field(default=2, ge=1, description="Keyframes a box must be seen on before its track is confirmed.")
+    lost_after_s: float = Field(default=2.0, gt=0, description="Seconds unseen before a track ends (object_left).")
+    min_iou: float = Field(default=0.1, ge=0, le=1)
+    activation_threshold: float = Field(default=0.25, ge=0, le=1)
+
+
+class OutputConfig(_Section):
+    """Where results go. Unset paths land in a new folder under `dir` named after the source."""
+
+    dir: Path = Path("runs")
+    video: Path | None = None
+    events: Path | None = None
+    write_video: bool = True
+    codec: str = "libx264"
+    preset: str = "veryfast"
+    crf: int = Field(default=23, ge=0, le=51)
+
+
+class PipelineConfig(_Section):
+    """Queue bounds between the stages."""
+
+    frame_queue: int = Field(default=32, ge=1)
+    max_pending_frames: int = Field(default=256, ge=1)
+
+
+class Config(_Section):
+    model: ModelConfig = ModelConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    output: OutputConfig = OutputConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{where}'"
+    return f"{where}: {msg}" if where else msg
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read YAML (if given), apply dotted-key overrides such as {"model.task": "<OCR>"}, validate once."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise StreamerError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise StreamerError(f"config {path}: not valid YAML{where}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise StreamerError(f"config {path}: expected a mapping of sections, got {type(loaded).__name__}")
+        data = loaded or {}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise StreamerError(f"config: '{key}' must be a mapping")
+        node[leaf] = value
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        origin = f"config {path}" if path is not None else "config"
+        raise StreamerError(f"{origin}: {_first_error(exc)}") from None

@@ -1,0 +1,99 @@
+"""Events: what happened to the tracks of one source, as records people and other systems consume.
+
+- `object_appeared`: a track is confirmed (seen on `tracker.min_hits` keyframes).
+- `object_left`: a confirmed track unseen for `tracker.lost_after_s` seconds of stream time, or still present
+  when the stream ends (`reason`: `lost` or `stream_ended`), with its `dwell_s`.
+- `text_read`: text read on a track (OCR regions) or, for whole-frame OCR, on the frame; emitted when it changes.
+- `caption`: a frame-level caption from a caption task; emitted when it changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamer.records import Event, Frame, Tracks
+
+_CAPTION_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
+
+
+@dataclass(slots=True)
+class _Track:
+    track_id: int
+    label: str
+    first_pts: float
+    last_pts: float
+    bbox: tuple[float, float, float, float]
+    confidence: float | None
+    text: str | None = None
+
+
+class EventMaker:
+    """Turns each keyframe's tracks of one source into events; `finish` closes what is still open."""
+
+    def __init__(self, source: str, lost_after_s: float) -> None:
+        self.source = source
+        self.lost_after_s = lost_after_s
+        self._active: dict[int, _Track] = {}
+        self._frame_text: dict[str, str] = {}
+
+    def _event(self, kind: str, frame: Frame, track: _Track | None = None, **extra) -> Event:
+        text = extra.pop("text", None)
+        return Event(
+            type=kind,
+            source=self.source,
+            frame_index=frame.index,
+            pts=frame.pts,
+            wall_time=frame.wall_time,
+            track_id=None if track is None else track.track_id,
+            label=None if track is None else track.label,
+            bbox=None if track is None else track.bbox,
+            confidence=None if track is None else track.confidence,
+            text=text,
+            extra=extra,
+        )
+
+    def update(self, tracks: Tracks, task: str, frame_text: str | None = None) -> list[Event]:
+        """Events for one keyframe. `frame_text` is the answer of a text-only task, if any."""
+        frame, det = tracks.frame, tracks.detections
+        events: list[Event] = []
+        names = det.data.get("class_name")
+        texts = det.data.get("text")
+        seen: set[int] = set()
+        for i, track_id in enumerate(det.tracker_id if det.tracker_id is not None else []):
+            if track_id < 0:
+                continue
+            track_id = int(track_id)
+            seen.add(track_id)
+            bbox = tuple(float(v) for v in det.xyxy[i])
+            confidence = None if det.confidence is None else float(det.confidence[i])
+            track = self._active.get(track_id)
+            if track is None:
+                label = str(names[i]) if names is not None else "object"
+                track = _Track(track_id, label, frame.pts, frame.pts, bbox, confidence)
+                self._active[track_id] = track
+                events.append(self._event("object_appeared", frame, track))
+            track.last_pts, track.bbox, track.confidence = frame.pts, bbox, confidence
+            text = str(texts[i]).strip() if texts is not None else ""
+            if text and text != track.text:
+                track.text = text
+                events.append(self._event("text_read", frame, track, text=text))
+        for track_id, track in list(self._active.items()):
+            if track_id not in seen and frame.pts - track.last_pts >= self.lost_after_s:
+                events.append(self._left(frame, track, "lost"))
+        if frame_text:
+            kind = "caption" if task in _CAPTION_TASKS else "text_read"
+            if self._frame_text.get(task) != frame_text:
+                self._frame_text[task] = frame_text
+                events.append(self._event(kind, frame, text=frame_text, task=task))
+        return events
+
+    def _left(self, frame: Frame, track: _Track, reason: str) -> Event:
+        del self._active[track.track_id]
+        dwell = round(track.last_pts - track.first_pts, 6)
+        return self._event("object_left", frame, track, text=track.text, dwell_s=dwell, reason=reason)
+
+    def finish(self, last_frame: Frame | None) -> list[Event]:
+        """Close every open track at the end of the stream."""
+        if last_frame is None:
+            return []
+        return [self._left(last_frame, track, "stream_ended") for track in list(self._active.values())]

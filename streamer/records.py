@@ -1,0 +1,98 @@
+"""Typed records that flow one way through the pipeline: frame -> keyframe -> detections -> tracks -> events."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import supervision as sv
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """What the reader learned when it opened a source."""
+
+    source: str  # display name, never with credentials
+    width: int
+    height: int
+    fps: Fraction
+    total_frames: int | None  # None for live sources or containers that do not say
+
+
+@dataclass(slots=True)
+class Frame:
+    """One decoded picture. `image` is BGR uint8 (what OpenCV drawing and the encoder take)."""
+
+    source: str
+    index: int
+    pts: float  # seconds on the stream's clock
+    wall_time: float  # epoch seconds when the reader decoded it
+    image: np.ndarray
+
+
+@dataclass(slots=True)
+class Keyframe:
+    """A frame the sampler chose for the model, with the task to run on it."""
+
+    frame: Frame
+    task: str
+    prompt: str | None = None
+
+
+@dataclass(slots=True)
+class FrameDetections:
+    """The model's answer for one keyframe: boxes in source pixels, and text for text-only tasks."""
+
+    keyframe: Keyframe
+    detections: sv.Detections
+    text: str | None = None
+
+
+@dataclass(slots=True)
+class Tracks:
+    """Tracked boxes for one frame. Between keyframes these are the latest keyframe's tracks."""
+
+    frame: Frame
+    detections: sv.Detections  # tracker_id set; -1 marks a box not yet confirmed
+    keyframe: bool
+
+
+@dataclass(slots=True)
+class Event:
+    """One line of the event log; see schema/event.schema.json."""
+
+    type: str
+    source: str
+    frame_index: int
+    pts: float
+    wall_time: float
+    track_id: int | None = None
+    label: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    confidence: float | None = None
+    text: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "type": self.type,
+            "source": self.source,
+            "frame_index": self.frame_index,
+            "pts": round(self.pts, 6),
+            "wall_time": _dt.datetime.fromtimestamp(self.wall_time, tz=_dt.timezone.utc).isoformat(),
+            "track_id": self.track_id,
+            "label": self.label,
+            "bbox": None if self.bbox is None else [round(float(v), 2) for v in self.bbox],
+        }
+        if self.confidence is not None:
+            out["confidence"] = round(float(self.confidence), 4)
+        if self.text is not None:
+            out["text"] = self.text
+        out.update(self.extra)
+        return out

@@ -1,0 +1,52 @@
+"""The sampler: decides which frames the model sees.
+
+Three rules, all configurable (see `SamplerConfig`): the first frame is always a keyframe; after that a frame
+is a keyframe when `every_n_frames` have passed since the last one, or when the scene changed, measured as the
+mean absolute difference of a small grey thumbnail against the last keyframe's (0..1) above
+`scene_threshold`. `max_fps` caps both triggers, so a flickering scene cannot flood the model.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from streamer.config import SamplerConfig
+from streamer.records import Frame
+
+
+class Sampler:
+    def __init__(self, config: SamplerConfig) -> None:
+        self.config = config
+        self._last_index: int | None = None
+        self._last_pts: float | None = None
+        self._last_thumb: np.ndarray | None = None
+        self.keyframes = 0
+
+    def expected_rate(self, source_fps: float) -> float:
+        """Keyframes per second this sampler will give on a static scene; trackers are tuned to it."""
+        rate = source_fps / self.config.every_n_frames if self.config.every_n_frames else source_fps
+        if self.config.max_fps:
+            rate = min(rate, self.config.max_fps)
+        return max(rate, 1e-3)
+
+    def _thumbnail(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        side = self.config.scene_size
+        small = cv2.resize(image, (side, max(1, round(side * height / width))), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+
+    def is_keyframe(self, frame: Frame) -> bool:
+        cfg = self.config
+        first = self._last_index is None
+        if not first and cfg.max_fps and (frame.pts - self._last_pts) < (1.0 / cfg.max_fps) - 1e-6:
+            return False  # capped: skip even the thumbnail
+        thumb = self._thumbnail(frame.image) if cfg.scene_threshold else None
+        chosen = first or bool(cfg.every_n_frames and frame.index - self._last_index >= cfg.every_n_frames)
+        if not chosen and thumb is not None and self._last_thumb is not None:
+            change = float(cv2.absdiff(thumb, self._last_thumb).mean()) / 255.0
+            chosen = change > cfg.scene_threshold
+        if chosen:
+            self._last_index, self._last_pts, self._last_thumb = frame.index, frame.pts, thumb
+            self.keyframes += 1
+        return chosen

@@ -1,0 +1,73 @@
+"""Outputs: the annotated H.264 video and the JSONL event log.
+
+Both are opened only once the source and the model are known to work, so a bad run never truncates the outputs
+of an earlier one, and both are closed (the MP4 finalised, the log flushed) on every way out of a run.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from streamer.errors import StreamerError
+from streamer.records import Event, StreamInfo
+
+
+class VideoSink:
+    """Writes every frame at the source's rate and size."""
+
+    def __init__(self, path: Path, info: StreamInfo, codec: str = "libx264", preset: str = "veryfast", crf: int = 23):
+        if info.width % 2 or info.height % 2:
+            raise StreamerError(f"cannot encode {info.width}x{info.height} as H.264 4:2:0: width and height must be even")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(self.path), mode="w")
+        try:
+            stream = self._container.add_stream(codec, rate=info.fps)
+        except (av.error.FFmpegError, ValueError) as exc:
+            self._container.close()
+            raise StreamerError(f"cannot write video with codec '{codec}': {exc}") from None
+        stream.width, stream.height, stream.pix_fmt = info.width, info.height, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"preset": preset, "crf": str(crf)}
+        stream.codec_context.thread_type = "AUTO"
+        stream.time_base = Fraction(1, 1) / Fraction(info.fps)
+        self._stream = stream
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts = self.frames
+        self._container.mux(self._stream.encode(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        try:
+            self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+            self._container = None
+
+
+class JsonlSink:
+    """One JSON object per line, flushed per event so a killed run keeps what it logged."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("w", encoding="utf-8", buffering=1)
+        self.count = 0
+
+    def write(self, event: Event) -> None:
+        self._file.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
+        self.count += 1
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()

@@ -1,0 +1,47 @@
+"""The tracker: links a source's keyframe detections into tracks with the `trackers` package.
+
+Keyframes are sparse and may come irregularly (scene changes), so the tracker runs in timestamp mode on the
+frames' pts: its nominal frame rate is the sampler's keyframe rate and a lost track is dropped after
+`lost_after_s` seconds of stream time, whatever the video's own frame rate is.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import supervision as sv
+from trackers import BoTSORTTracker, ByteTrackTracker, OCSORTTracker, SORTTracker
+
+from streamer.config import TrackerConfig
+from streamer.records import FrameDetections
+
+_KINDS = {"bytetrack": ByteTrackTracker, "ocsort": OCSORTTracker, "botsort": BoTSORTTracker, "sort": SORTTracker}
+
+
+def _arguments(config: TrackerConfig, keyframe_rate: float) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        # `trackers` counts the buffer in 30 fps frames and turns it into seconds as buffer / 30.
+        "lost_track_buffer": max(1, math.ceil(config.lost_after_s * 30)),
+        "frame_rate": keyframe_rate,
+        "minimum_consecutive_frames": config.min_hits,
+    }
+    if config.kind == "botsort":
+        args.update(minimum_iou_threshold_first_assoc=config.min_iou, enable_cmc=False,
+                    track_activation_threshold=config.activation_threshold)
+    else:
+        args["minimum_iou_threshold"] = config.min_iou
+    if config.kind in ("bytetrack", "sort"):
+        args["track_activation_threshold"] = config.activation_threshold
+    return args
+
+
+class Tracker:
+    """One per source. `update` returns the keyframe's detections with `tracker_id` (-1: not confirmed yet)."""
+
+    def __init__(self, config: TrackerConfig, keyframe_rate: float) -> None:
+        self.config = config
+        self._tracker = _KINDS[config.kind](**_arguments(config, keyframe_rate))
+
+    def update(self, result: FrameDetections) -> sv.Detections:
+        return self._tracker.update(result.detections, timestamp=result.keyframe.frame.pts)
