@@ -101,20 +101,25 @@ class Pipeline:
                 stats.events += 1
                 stats.event_counts[event.type] = stats.event_counts.get(event.type, 0) + 1
 
-        def settle(wait: bool) -> None:
-            """Track, log, draw and write the frames at the head of the line whose keyframe is answered."""
+        def settle(wait: str) -> None:
+            """Track, log, draw and write the frames at the head of the line whose keyframe is answered.
+
+            `wait`: "none" stops at the first unanswered keyframe, "head" waits for the first one only (the line
+            is full), "all" waits for every one (the end of the run).
+            """
             nonlocal latest, last_frame
             while pending:
                 frame, future = pending[0]
                 if future is not None:
-                    if not wait and not future.done():
+                    if wait == "none" and not future.done():
                         return
                     result = future.result()
                     tracked = tracker.update(result)
                     latest = Tracks(frame, tracked, keyframe=True)
                     stats.detections += len(result.detections)
                     emit(maker.update(latest, result.keyframe.task, result.text))
-                    wait = False
+                    if wait == "head":
+                        wait = "none"
                 pending.popleft()
                 if video is not None:
                     video.write(annotator.draw(frame.image, latest or _empty_tracks(frame)))
@@ -140,11 +145,11 @@ class Pipeline:
                         future = worker.submit(Keyframe(frame, cfg.model.task, cfg.model.prompt))
                         stats.keyframes += 1
                     pending.append((frame, future))
-                    settle(wait=len(pending) >= cfg.pipeline.max_pending_frames)
+                    settle("head" if len(pending) >= cfg.pipeline.max_pending_frames else "none")
             except StreamerError as exc:  # a decode error: keep every frame read so far, then report it
                 failure = exc
             stats.stopped_early = self._stop.is_set()
-            settle(wait=True)
+            settle("all")
             emit(maker.finish(last_frame))
             if failure is not None:
                 raise failure

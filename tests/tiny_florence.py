@@ -133,3 +133,13 @@ def _wire_fixed_answer(model: Florence2ForConditionalGeneration, answer_ids: lis
     head.zero_()
     for tok, i in slot.items():
         head[tok, i] = 10.0
+
+
+DEMO_ANSWER = "car<loc_50><loc_550><loc_300><loc_830>"
+
+if __name__ == "__main__":
+    import sys
+
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else ".cache/tiny-florence")
+    build_tiny_florence(target, sys.argv[2] if len(sys.argv) > 2 else DEMO_ANSWER)
+    print(f"tiny Florence-2 (random weights, fixed answer) saved to {target}")

@@ -1,0 +1,32 @@
+# Each target sets up what it needs: a virtual environment in .venv with the CPU build of torch.
+VENV ?= .venv
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CLIP := clips/street.mp4
+TINY := .cache/tiny-florence
+
+.PHONY: demo demo-offline test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# The main job on the bundled clip with the default checkpoint (fetched once, then cached).
+demo: $(STAMP)
+	$(VENV)/bin/streamer run $(CLIP)
+
+# The same job offline, on a tiny random Florence-2 built locally: shows the outputs, not real detections.
+demo-offline: $(STAMP)
+	$(PY) tests/tiny_florence.py $(TINY)
+	$(VENV)/bin/streamer run $(CLIP) --model $(TINY)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,128 @@
+"""`streamer run` as a user runs it: a subprocess, the tiny Florence-2 loaded from its folder, real files out."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CLIP, ROOT, probe_video, read_events
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def streamer(*args, cwd=ROOT, env=ENV, timeout=180):
+    return subprocess.run([sys.executable, "-m", "streamer", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_run_on_the_bundled_clip_with_a_local_model(tiny_od, tmp_path, event_validator):
+    video, log = tmp_path / "annotated.mp4", tmp_path / "events.jsonl"
+    result = streamer("run", CLIP, "--model", tiny_od, "--out-video", video, "--events", log)
+    assert result.returncode == 0, result.stderr
+    out, source = probe_video(video), probe_video(CLIP)
+    assert (out["count"], out["width"], out["height"], out["rate"], out["codec"]) == (
+        source["count"], source["width"], source["height"], source["rate"], "h264")
+    events = read_events(log)
+    for event in events:
+        event_validator.validate(event)
+    appeared = [e for e in events if e["type"] == "object_appeared"]
+    assert len(appeared) == 1
+    assert appeared[0]["label"] == "car" and appeared[0]["bbox"] == [64.0, 72.0, 320.0, 216.0]
+    assert appeared[0]["source"] == str(CLIP)
+    assert [e["type"] for e in events][-1] == "object_left"
+    assert "event log" in result.stdout and "keyframes" in result.stdout
+
+
+def test_ocr_task_reads_text_onto_a_track(tiny_ocr, tmp_path, event_validator):
+    log = tmp_path / "events.jsonl"
+    result = streamer("run", CLIP, "--model", tiny_ocr, "--task", "OCR_WITH_REGION", "--no-video", "--events", log)
+    assert result.returncode == 0, result.stderr
+    reads = [e for e in read_events(log) if e["type"] == "text_read"]
+    assert len(reads) == 1 and reads[0]["text"] == "AB 42" and reads[0]["track_id"] is not None
+    event_validator.validate(reads[0])
+    assert not list(tmp_path.glob("*.mp4"))
+
+
+def test_without_paths_outputs_go_to_a_new_run_folder(tiny_od, tmp_path):
+    result = streamer("run", CLIP, "--model", tiny_od, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [folder] = list((tmp_path / "runs").iterdir())
+    assert folder.name.startswith("street-")
+    assert (folder / "annotated.mp4").stat().st_size > 0 and (folder / "events.jsonl").stat().st_size > 0
+    assert str(folder.relative_to(tmp_path)) in result.stdout
+
+
+def _truncated(tmp_path):
+    path = tmp_path / "truncated.mp4"
+    path.write_bytes(CLIP.read_bytes()[:20000])  # moov is at the front (faststart): frames stop early
+    return path
+
+
+BAD_INPUTS = {
+    "missing file": (lambda p, m: ["run", p / "nope.mp4", "--model", m], "input not found"),
+    "not a video": (lambda p, m: ["run", _write(p / "x.mp4", b"hello"), "--model", m], "not a video file"),
+    "bad yaml": (lambda p, m: ["run", CLIP, "--config", _write(p / "c.yaml", b"model: [x\n")], "not valid YAML"),
+    "unknown key": (lambda p, m: ["run", CLIP, "--config", _write(p / "c.yaml", b"modle: {}\n")], "unknown key 'modle'"),
+    "unknown task": (lambda p, m: ["run", CLIP, "--model", m, "--task", "<FLY>"], "unknown task '<FLY>'"),
+    "model folder missing": (lambda p, m: ["run", CLIP, "--model", p / "no-model"], "does not exist"),
+    "hub model offline": (lambda p, m: ["run", CLIP, "--model", "florence-community/Florence-2-base"], "model.path"),
+}
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_and_keeps_earlier_outputs(case, tiny_od, tmp_path):
+    make_args, message = BAD_INPUTS[case]
+    video, log = tmp_path / "old.mp4", tmp_path / "old.jsonl"
+    video.write_bytes(b"an earlier run's video")
+    log.write_text('{"an": "earlier event"}\n')
+    env = {**ENV, "HF_HOME": str(tmp_path / "hf")}
+    result = streamer(*make_args(tmp_path, tiny_od), "--out-video", video, "--events", log, env=env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert video.read_bytes() == b"an earlier run's video"
+    assert log.read_text() == '{"an": "earlier event"}\n'
+
+
+def test_truncated_video_fails_but_keeps_what_was_read(tiny_od, tmp_path, event_validator):
+    video, log = tmp_path / "out.mp4", tmp_path / "events.jsonl"
+    result = streamer("run", _truncated(tmp_path), "--model", tiny_od, "--out-video", video, "--events", log)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "truncated" in lines[0] and "Traceback" not in result.stderr
+    written = probe_video(video)
+    assert 0 < written["count"] < 150
+    events = read_events(log)
+    assert [e["type"] for e in events] == ["object_appeared", "object_left"]
+    for event in events:
+        event_validator.validate(event)
+
+
+def test_sigterm_stops_cleanly_with_a_playable_video(tiny_od, tmp_path):
+    import signal
+    import time
+
+    video, log = tmp_path / "out.mp4", tmp_path / "events.jsonl"
+    config = tmp_path / "every-frame.yaml"
+    config.write_text("sampler: {every_n_frames: 1, max_fps: null}\nmodel: {batch_size: 1}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "streamer", "run", str(CLIP), "--model", str(tiny_od),
+                             "--config", str(config), "--out-video", str(video), "--events", str(log)],
+                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "stopped early" in stdout
+    written = probe_video(video)
+    assert 0 < written["count"] < 150
+    assert read_events(log)[-1]["type"] == "object_left"

@@ -1,0 +1,82 @@
+import time
+
+import numpy as np
+import pytest
+
+from streamer.config import ModelConfig
+from streamer.errors import StreamerError
+from streamer.florence import Florence2Detector
+from streamer.reader import Reader
+from streamer.records import Keyframe
+
+
+@pytest.fixture(scope="module")
+def clip_frames(clip):
+    reader = Reader(str(clip))
+    reader.open()
+    reader.start()
+    frames = [f for f in reader.frames() if f.index in (0, 40, 80, 120)]
+    reader.stop()
+    return frames
+
+
+def test_od_boxes_come_back_in_source_pixels(tiny_od, clip_frames):
+    detector = Florence2Detector(ModelConfig(path=tiny_od, device="cpu"))
+    [result] = detector.detect([Keyframe(clip_frames[0], "<OD>")])
+    det = result.detections
+    assert list(det.data["class_name"]) == ["car"]
+    # <loc_100><loc_200><loc_500><loc_600> of a 640x360 frame: int((bin + 0.5) * size / 1000)
+    np.testing.assert_allclose(det.xyxy[0], [64, 72, 320, 216])
+
+
+def test_ocr_regions_become_boxes_with_text(tiny_ocr, clip_frames):
+    detector = Florence2Detector(ModelConfig(path=tiny_ocr, device="cpu", task="<OCR_WITH_REGION>"))
+    [result] = detector.detect([Keyframe(clip_frames[0], "<OCR_WITH_REGION>")])
+    det = result.detections
+    assert list(det.data["text"]) == ["AB 42"]
+    assert list(det.data["class_name"]) == ["text"]
+    np.testing.assert_allclose(det.xyxy[0], [64, 252, 192, 288])
+
+
+def test_text_tasks_answer_on_the_frame(tiny_ocr, clip_frames):
+    detector = Florence2Detector(ModelConfig(path=tiny_ocr, device="cpu", task="<OCR>"))
+    [result] = detector.detect([Keyframe(clip_frames[0], "<OCR>")])
+    assert len(result.detections) == 0
+    assert result.text.startswith("AB 42")
+
+
+def test_a_batch_answers_like_one_by_one(tiny_od, clip_frames):
+    detector = Florence2Detector(ModelConfig(path=tiny_od, device="cpu"))
+    keyframes = [Keyframe(f, "<OD>") for f in clip_frames]
+    batched = detector.detect(keyframes)
+    single = [detector.detect([k])[0] for k in keyframes]
+    assert [r.keyframe.frame.index for r in batched] == [0, 40, 80, 120]
+    for a, b in zip(batched, single):
+        np.testing.assert_array_equal(a.detections.xyxy, b.detections.xyxy)
+        assert list(a.detections.data["class_name"]) == list(b.detections.data["class_name"])
+
+
+def test_uncached_hub_model_offline_says_how_to_use_a_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.monotonic()
+    with pytest.raises(StreamerError) as err:
+        Florence2Detector(ModelConfig(id="florence-community/Florence-2-base", device="cpu"))
+    message = str(err.value)
+    assert "florence-community/Florence-2-base" in message and "model.path" in message
+    assert "\n" not in message
+    assert time.monotonic() - started < 30
+
+
+def test_unreachable_hub_fails_fast_without_offline_flag(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    with pytest.raises(StreamerError, match="hub cannot be reached"):
+        Florence2Detector(ModelConfig(id="florence-community/Florence-2-base", device="cpu"))
+
+
+@pytest.mark.parametrize("make, message", [(lambda p: p / "nope", "does not exist"), (lambda p: p, "holds no config.json")])
+def test_bad_model_folder(tmp_path, make, message):
+    with pytest.raises(StreamerError, match=message):
+        Florence2Detector(ModelConfig(path=make(tmp_path), device="cpu"))
