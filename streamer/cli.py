@@ -118,7 +118,7 @@ def _summary(stats: RunStats) -> str:
     if stats.video_path is not None:
         lines.append(f"  annotated video: {stats.video_path}")
     lines.append(f"  event log:       {stats.events_path}")
-    lines.append(f"  took {stats.seconds:.1f} s ({stats.fps:.1f} fps)")
+    lines.append(f"  model loaded in {stats.load_seconds:.1f} s; frames processed in {stats.seconds:.1f} s ({stats.fps:.1f} fps)")
     return "\n".join(lines)
 
 

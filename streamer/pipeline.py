@@ -42,7 +42,8 @@ class RunStats:
     events: int = 0
     event_counts: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
-    seconds: float = 0.0
+    seconds: float = 0.0  # processing time, after the model has loaded
+    load_seconds: float = 0.0
     video_path: Path | None = None
     events_path: Path | None = None
     stopped_early: bool = False
@@ -89,6 +90,8 @@ class Pipeline:
         except BaseException:
             reader.stop()
             raise
+        stats.load_seconds = time.monotonic() - stats.started
+        stats.started = time.monotonic()
         video = None
         log = None
         pending: deque[tuple[Frame, Future | None]] = deque()
