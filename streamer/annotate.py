@@ -14,36 +14,32 @@ def label_for(track_id: int, name: str, text: str) -> str:
 
 
 class Annotator:
-    """Colours follow the class name, so a track keeps its colour between keyframes."""
+    """Colours follow the class name, so a track keeps its colour between keyframes. Labels are built once per
+    keyframe's detections and reused on the frames in between."""
 
     def __init__(self) -> None:
         self._class_ids: dict[str, int] = {}
         self._boxes = sv.BoxAnnotator(color_lookup=sv.ColorLookup.CLASS, thickness=2)
         self._masks = sv.MaskAnnotator(color_lookup=sv.ColorLookup.CLASS, opacity=0.35)
         self._labels = sv.LabelAnnotator(color_lookup=sv.ColorLookup.CLASS, text_scale=0.5, text_padding=4)
-        self._prepared: sv.Detections | None = None
-        self._labels_cache: list[str] = []
+        self._prepared: list[tuple[sv.Detections, list[str]]] = []
 
-    def prepare(self, tracks: Tracks) -> None:
-        """Work that depends on the detections only, done once per keyframe rather than once per frame."""
-        det = tracks.detections
+    def _labels_for(self, det: sv.Detections) -> list[str]:
         names = det.data.get("class_name")
         names = [str(n) for n in names] if names is not None else ["object"] * len(det)
         det.class_id = np.array([self._class_ids.setdefault(n, len(self._class_ids)) for n in names], dtype=int)
         texts = det.data.get("text")
         ids = det.tracker_id if det.tracker_id is not None else [-1] * len(det)
-        self._labels_cache = [
-            label_for(int(t), n, str(texts[i]) if texts is not None else "") for i, (t, n) in enumerate(zip(ids, names))
-        ]
-        self._prepared = det
+        return [label_for(int(t), n, str(texts[i]) if texts is not None else "") for i, (t, n) in enumerate(zip(ids, names))]
 
-    def draw(self, image: np.ndarray, tracks: Tracks) -> np.ndarray:
-        det = tracks.detections
-        if len(det) == 0:
-            return image
-        if self._prepared is not det:
-            self.prepare(tracks)
-        if det.mask is not None:
-            image = self._masks.annotate(image, det)
-        image = self._boxes.annotate(image, det)
-        return self._labels.annotate(image, det, labels=self._labels_cache)
+    def draw(self, image: np.ndarray, tracks: list[Tracks]) -> np.ndarray:
+        """Draw the latest tracks of each scheduled task onto `image` (in place)."""
+        current = [t.detections for t in tracks if len(t.detections)]
+        if len(self._prepared) != len(current) or any(a is not b for (a, _), b in zip(self._prepared, current)):
+            self._prepared = [(det, self._labels_for(det)) for det in current]
+        for det, labels in self._prepared:
+            if det.mask is not None:
+                image = self._masks.annotate(image, det)
+            image = self._boxes.annotate(image, det)
+            image = self._labels.annotate(image, det, labels=labels)
+        return image

@@ -48,6 +48,8 @@ def _overrides(args: argparse.Namespace) -> dict:
            "output.video": args.out_video, "output.events": args.events}
     if args.model:
         out["model.path" if _looks_like_folder(args.model) else "model.id"] = args.model
+    if args.task:
+        out["schedule"] = []  # --task replaces a config file's schedule
     if args.no_video:
         out["output.write_video"] = False
     return out

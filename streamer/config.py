@@ -22,7 +22,7 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    """Which Florence-2 to load and how to run it."""
+    """Which Florence-2 to load and how to run it. `task`/`prompt` are the one-task shorthand for `schedule`."""
 
     id: str = DEFAULT_MODEL_ID
     path: Path | None = Field(default=None, description="Local checkpoint folder; wins over `id` when set.")
@@ -31,8 +31,11 @@ class ModelConfig(_Section):
     task: str = "<OD>"
     prompt: str | None = None
     batch_size: int = Field(default=4, ge=1, le=256)
+    max_wait_ms: float = Field(default=10.0, ge=0, description="How long a batch waits for more keyframes.")
     max_new_tokens: int = Field(default=256, ge=1, le=4096)
     num_beams: int = Field(default=1, ge=1, le=16)
+    min_confidence: float = Field(default=0.0, ge=0, le=1, description="Boxes below this confidence are dropped.")
+    compile: bool = Field(default=False, description="torch.compile the model (CUDA; slow first keyframes).")
     trust_remote_code: bool = False
 
     @field_validator("task")
@@ -40,10 +43,34 @@ class ModelConfig(_Section):
     def _known_task(cls, task: str) -> str:
         return check_task(task)
 
+
+class TaskEntry(_Section):
+    """One task of the schedule: what to run, on which keyframes, and optionally only inside a zone."""
+
+    task: str
+    prompt: str | None = None
+    every_n_keyframes: int = Field(default=1, ge=1)
+    every_s: float | None = Field(default=None, gt=0, description="At most once per this many seconds of video.")
+    zone: tuple[float, float, float, float] | None = Field(
+        default=None, description="x1, y1, x2, y2 in pixels, or relative to the frame when all are <= 1."
+    )
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        return check_task(task)
+
+    @field_validator("zone")
+    @classmethod
+    def _ordered_zone(cls, zone):
+        if zone is not None and (zone[2] <= zone[0] or zone[3] <= zone[1] or min(zone) < 0):
+            raise ValueError("a zone is x1, y1, x2, y2 with x2 > x1, y2 > y1, none negative")
+        return zone
+
     @model_validator(mode="after")
-    def _prompt_matches_task(self) -> "ModelConfig":
+    def _prompt_matches_task(self) -> "TaskEntry":
         if TASKS[self.task].needs_prompt and not self.prompt:
-            raise ValueError(f"task {self.task} needs a prompt (model.prompt or --prompt)")
+            raise ValueError(f"task {self.task} needs a prompt")
         return self
 
 
@@ -91,10 +118,21 @@ class PipelineConfig(_Section):
 
 class Config(_Section):
     model: ModelConfig = ModelConfig()
+    schedule: list[TaskEntry] = Field(default_factory=list, description="Tasks per keyframe; empty: model.task.")
     sampler: SamplerConfig = SamplerConfig()
     tracker: TrackerConfig = TrackerConfig()
     output: OutputConfig = OutputConfig()
     pipeline: PipelineConfig = PipelineConfig()
+
+    @model_validator(mode="after")
+    def _check_shorthand(self) -> "Config":
+        if not self.schedule and TASKS[self.model.task].needs_prompt and not self.model.prompt:
+            raise ValueError(f"task {self.model.task} needs a prompt (model.prompt or --prompt)")
+        return self
+
+    def tasks(self) -> list[TaskEntry]:
+        """The schedule, or the one task of `model.task` on every keyframe."""
+        return list(self.schedule) or [TaskEntry(task=self.model.task, prompt=self.model.prompt)]
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,6 +17,7 @@ import numpy as np
 import supervision as sv
 import torch
 
+from streamer.confidence import align, answer_confidence, box_groups
 from streamer.config import ModelConfig
 from streamer.errors import StreamerError
 from streamer.records import FrameDetections, Keyframe
@@ -104,58 +107,163 @@ def _first_line(exc: BaseException) -> str:
 
 
 class Florence2Detector:
-    """Runs one task on a batch of keyframes in one `generate` call and parses the answers."""
+    """Runs one task on a batch of keyframes in one `generate` call and parses the answers.
 
-    def __init__(self, config: ModelConfig) -> None:
+    Each keyframe's image is preprocessed once, however many tasks run on it (a small cache keyed by frame and
+    zone), and prompts are tokenised once per distinct prompt.
+    """
+
+    _PIXEL_CACHE = 64
+
+    def __init__(self, config: ModelConfig, **generate_kwargs) -> None:
         self.config = config
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.model, self.processor = load_florence(config, self.device, self.dtype)
         self.name = str(config.path) if config.path is not None else config.id
+        self.generate_kwargs = generate_kwargs
+        tokenizer = self.processor.tokenizer
+        locs = [f"<loc_{i}>" for i in range(1000)]
+        self._loc_bins = dict(zip(tokenizer.convert_tokens_to_ids(locs), range(1000)))
+        self._ignore = {tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id}
+        self._pixels: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._prompts: dict[str, list[int]] = {}
+        if config.compile:
+            self.model.forward = torch.compile(self.model.forward, dynamic=True)
+
+    def pixel_values(self, keyframe: Keyframe) -> torch.Tensor:
+        frame = keyframe.frame
+        key = (frame.source, frame.index, keyframe.zone)
+        cached = self._pixels.get(key)
+        if cached is None:
+            image = frame.image
+            if keyframe.zone is not None:
+                x1, y1, x2, y2 = keyframe.zone
+                image = image[y1:y2, x1:x2]
+            rgb = np.ascontiguousarray(image[..., ::-1])  # BGR -> RGB, once
+            cached = self.processor.image_processor(images=[rgb], return_tensors="pt")["pixel_values"]
+            self._pixels[key] = cached
+            if len(self._pixels) > self._PIXEL_CACHE:
+                self._pixels.popitem(last=False)
+        return cached
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids exactly as `Florence2Processor` builds them: image tokens, <s>, the task's question, </s>."""
+        ids = self._prompts.get(prompt)
+        if ids is None:
+            tok = self.processor.tokenizer
+            question = self.processor._construct_prompts([prompt])[0]
+            text = tok.image_token * self.processor.num_image_tokens + tok.bos_token + question + tok.eos_token
+            ids = self._prompts[prompt] = tok(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def inputs(self, keyframes: list[Keyframe]) -> dict[str, torch.Tensor]:
+        prompts = [k.task + (k.prompt or "") for k in keyframes]
+        text = self.processor.tokenizer.pad(
+            {"input_ids": [self.prompt_ids(p) for p in prompts]}, padding="longest", return_tensors="pt"
+        )
+        pixels = torch.cat([self.pixel_values(k) for k in keyframes])
+        return {
+            "input_ids": text["input_ids"].to(self.device),
+            "attention_mask": text["attention_mask"].to(self.device),
+            "pixel_values": pixels.to(self.device, self.dtype),
+        }
 
     @torch.inference_mode()
     def detect(self, keyframes: list[Keyframe]) -> list[FrameDetections]:
         if not keyframes:
             return []
-        task = keyframes[0].task
-        if any(k.task != task for k in keyframes):
+        if any(k.task != keyframes[0].task for k in keyframes):
             raise ValueError("a batch holds one task")
-        prompts = [task + (f" {k.prompt}" if k.prompt else "") for k in keyframes]
-        images = [np.ascontiguousarray(k.frame.image[..., ::-1]) for k in keyframes]  # BGR -> RGB
-        inputs = self.processor(text=prompts, images=images, return_tensors="pt", padding="longest")
-        inputs = inputs.to(self.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        generated = self.model.generate(
-            **inputs,
+        out = self.model.generate(
+            **self.inputs(keyframes),
             max_new_tokens=self.config.max_new_tokens,
             num_beams=self.config.num_beams,
             do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+            **self.generate_kwargs,
         )
-        texts = self.processor.batch_decode(generated, skip_special_tokens=False)
-        return [parse_answer(k, text, self.processor) for k, text in zip(keyframes, texts)]
+        beam_indices = getattr(out, "beam_indices", None) if self.config.num_beams > 1 else None
+        logprobs = self.model.compute_transition_scores(out.sequences, out.scores, beam_indices, normalize_logits=True)
+        results = []
+        for keyframe, sequence, scores in zip(keyframes, out.sequences.tolist(), logprobs.float().tolist()):
+            ids = sequence[1:]  # the first is the decoder start token, which has no score
+            text = self.processor.tokenizer.decode(sequence, skip_special_tokens=False)
+            result = parse_answer(keyframe, text, self.processor, Answer(ids, scores, self._loc_bins, self._ignore))
+            det = result.detections
+            if self.config.min_confidence > 0 and len(det):
+                result.detections = det[det.confidence >= self.config.min_confidence]
+            results.append(result)
+        return results
 
 
-def parse_answer(keyframe: Keyframe, text: str, processor) -> FrameDetections:
-    """Turn Florence-2's raw answer into detections in source pixels (or frame-level text)."""
-    height, width = keyframe.frame.image.shape[:2]
+@dataclass(frozen=True)
+class Answer:
+    """The generated tokens with their log-probabilities, for per-box confidence."""
+
+    ids: list[int]
+    logprobs: list[float]
+    loc_bins: dict[int, int]
+    ignore: set[int]
+
+
+def parse_answer(keyframe: Keyframe, text: str, processor, answer: Answer | None = None) -> FrameDetections:
+    """Turn Florence-2's raw answer into detections in frame pixels (or frame-level text)."""
+    frame_h, frame_w = keyframe.frame.image.shape[:2]
+    x0, y0 = (keyframe.zone[0], keyframe.zone[1]) if keyframe.zone else (0, 0)
+    width, height = (keyframe.zone[2] - x0, keyframe.zone[3] - y0) if keyframe.zone else (frame_w, frame_h)
     task = TASKS[keyframe.task]
+    text = text.replace("<pad>", "")
     parsed = processor.post_process_generation(text, task=task.token, image_size=(width, height))
-    answer = parsed[task.token]
     if task.kind == "text":
-        return FrameDetections(keyframe, _empty(), text=str(answer).strip())
+        return FrameDetections(keyframe, _empty(), text=str(parsed[task.token]).strip())
     detections = sv.Detections.from_vlm(sv.VLM.FLORENCE_2, parsed, resolution_wh=(width, height))
     n = len(detections)
     names = detections.data.get("class_name")
+    texts = [""] * n
     if task.kind == "ocr":
-        detections.data["text"] = np.array(names if names is not None else [""] * n, dtype=object)
-        names = ["text"] * n
+        texts, names = list(names if names is not None else texts), ["text"] * n
     elif names is None or task.kind == "polygons":
         names = [keyframe.prompt or task.token.strip("<>").lower()] * n
     detections.data["class_name"] = np.array([str(x) for x in names], dtype=object)
+    detections.data["text"] = np.array([str(x) for x in texts], dtype=object)
+    if answer is not None:
+        detections.confidence = _confidences(detections, task.kind, answer, processor, (width, height))
+    if keyframe.zone is not None:
+        _to_frame(detections, x0, y0, frame_w, frame_h)
     return FrameDetections(keyframe, detections)
+
+
+def _confidences(detections: sv.Detections, kind: str, answer: Answer, processor, size) -> np.ndarray:
+    fallback = answer_confidence(answer.ids, answer.logprobs, answer.ignore)
+    n = len(detections)
+    if kind == "polygons" or n == 0:
+        return np.full(n, fallback, dtype=np.float32)
+    group = 8 if kind == "ocr" else 4
+    parsed = detections.data["xyxyxyxy"].reshape(n, 8) if kind == "ocr" else detections.xyxy
+    walked = box_groups(answer.ids, answer.logprobs, answer.loc_bins, answer.ignore, group)
+    if walked:
+        bins = torch.tensor([b for b, _ in walked]).reshape(-1, 2 if group == 8 else 4)
+        pixels = processor.post_processor.dequantize(bins, size=size).reshape(len(walked), group).tolist()
+        walked = [(p, c) for p, (_, c) in zip(pixels, walked)]
+    return np.array(align(parsed, walked, fallback), dtype=np.float32)
+
+
+def _to_frame(detections: sv.Detections, x0: int, y0: int, frame_w: int, frame_h: int) -> None:
+    """Move detections found in a zone crop back to frame coordinates."""
+    detections.xyxy = detections.xyxy + np.array([x0, y0, x0, y0], dtype=detections.xyxy.dtype)
+    if "xyxyxyxy" in detections.data:
+        detections.data["xyxyxyxy"] = detections.data["xyxyxyxy"] + np.array([x0, y0], dtype=np.float32)
+    if detections.mask is not None:
+        crop_h, crop_w = detections.mask.shape[1:]
+        full = np.zeros((len(detections), frame_h, frame_w), dtype=bool)
+        full[:, y0 : y0 + crop_h, x0 : x0 + crop_w] = detections.mask
+        detections.mask = full
 
 
 def _empty() -> sv.Detections:
     detections = sv.Detections.empty()
     detections.data["class_name"] = np.array([], dtype=object)
+    detections.data["text"] = np.array([], dtype=object)
     return detections

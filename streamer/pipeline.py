@@ -8,6 +8,7 @@ the outputs.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -16,15 +17,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import supervision as sv
-
 from streamer.annotate import Annotator
-from streamer.config import Config
+from streamer.config import Config, TaskEntry
 from streamer.errors import StreamerError
 from streamer.events import EventMaker
 from streamer.reader import Reader
-from streamer.records import Event, Frame, Keyframe, StreamInfo, Tracks
+from streamer.records import Event, Frame, FrameDetections, StreamInfo, Tracks
 from streamer.sampler import Sampler
+from streamer.schedule import Schedule
 from streamer.sinks import JsonlSink, VideoSink
 from streamer.tracker import Tracker
 from streamer.worker import Detector, Worker
@@ -53,10 +53,20 @@ class RunStats:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def _empty_tracks(frame: Frame) -> Tracks:
-    detections = sv.Detections.empty()
-    detections.tracker_id = detections.class_id = None
-    return Tracks(frame, detections, keyframe=False)
+class _Branch:
+    """Tracks and events of one scheduled task of one source."""
+
+    def __init__(self, config: Config, entry: TaskEntry, keyframe_rate: float, source: str, ids) -> None:
+        # A task that runs every few keyframes (or seconds) cannot see a track more often than that.
+        period = max(entry.every_n_keyframes / keyframe_rate, entry.every_s or 0.0)
+        tracking = config.tracker.model_copy(update={"lost_after_s": max(config.tracker.lost_after_s, period)})
+        self.tracker = Tracker(tracking, 1.0 / period, ids)
+        self.events = EventMaker(source, tracking.lost_after_s)
+        self.latest: Tracks | None = None
+
+    def update(self, frame: Frame, result: FrameDetections) -> list[Event]:
+        self.latest = Tracks(frame, self.tracker.update(result), keyframe=True)
+        return self.events.update(self.latest, result.keyframe.task, result.text)
 
 
 class Pipeline:
@@ -82,11 +92,13 @@ class Pipeline:
         stats = RunStats(source=reader.name)
         stats.info = info = reader.open()
         sampler = Sampler(cfg.sampler)
-        tracker = Tracker(cfg.tracker, sampler.expected_rate(float(info.fps)))
-        maker = EventMaker(info.source, cfg.tracker.lost_after_s)
+        schedule = Schedule(cfg.tasks())
+        rate = sampler.expected_rate(float(info.fps))
+        ids = itertools.count()
+        branches = [_Branch(cfg, entry, rate, info.source, ids) for entry in schedule.entries]
         annotator = Annotator()
         try:
-            worker = Worker(self.make_detector(), max_batch=cfg.model.batch_size)
+            worker = Worker(self.make_detector(), max_batch=cfg.model.batch_size, max_wait_ms=cfg.model.max_wait_ms)
         except BaseException:
             reader.stop()
             raise
@@ -94,8 +106,7 @@ class Pipeline:
         stats.started = time.monotonic()
         video = None
         log = None
-        pending: deque[tuple[Frame, Future | None]] = deque()
-        latest: Tracks | None = None
+        pending: deque[tuple[Frame, list[tuple[_Branch, Future]]]] = deque()
         last_frame: Frame | None = None
 
         def emit(events: list[Event]) -> None:
@@ -110,22 +121,21 @@ class Pipeline:
             `wait`: "none" stops at the first unanswered keyframe, "head" waits for the first one only (the line
             is full), "all" waits for every one (the end of the run).
             """
-            nonlocal latest, last_frame
+            nonlocal last_frame
             while pending:
-                frame, future = pending[0]
-                if future is not None:
-                    if wait == "none" and not future.done():
+                frame, jobs = pending[0]
+                if jobs:
+                    if wait == "none" and not all(future.done() for _, future in jobs):
                         return
-                    result = future.result()
-                    tracked = tracker.update(result)
-                    latest = Tracks(frame, tracked, keyframe=True)
-                    stats.detections += len(result.detections)
-                    emit(maker.update(latest, result.keyframe.task, result.text))
+                    for branch, future in jobs:
+                        result = future.result()
+                        stats.detections += len(result.detections)
+                        emit(branch.update(frame, result))
                     if wait == "head":
                         wait = "none"
                 pending.popleft()
                 if video is not None:
-                    video.write(annotator.draw(frame.image, latest or _empty_tracks(frame)))
+                    video.write(annotator.draw(frame.image, [b.latest for b in branches if b.latest is not None]))
                 last_frame = frame
                 stats.frames += 1
                 if on_progress is not None:
@@ -143,17 +153,18 @@ class Pipeline:
             failure: StreamerError | None = None
             try:
                 for frame in reader.frames(stop=self._stop):
-                    future = None
+                    jobs = []
                     if sampler.is_keyframe(frame):
-                        future = worker.submit(Keyframe(frame, cfg.model.task, cfg.model.prompt))
+                        jobs = [(branches[i], worker.submit(job)) for i, job in schedule.jobs(frame)]
                         stats.keyframes += 1
-                    pending.append((frame, future))
+                    pending.append((frame, jobs))
                     settle("head" if len(pending) >= cfg.pipeline.max_pending_frames else "none")
             except StreamerError as exc:  # a decode error: keep every frame read so far, then report it
                 failure = exc
             stats.stopped_early = self._stop.is_set()
             settle("all")
-            emit(maker.finish(last_frame))
+            for branch in branches:
+                emit(branch.events.finish(last_frame))
             if failure is not None:
                 raise failure
             if not stats.stopped_early and info.total_frames and stats.frames < info.total_frames:

@@ -37,11 +37,12 @@ class Frame:
 
 @dataclass(slots=True)
 class Keyframe:
-    """A frame the sampler chose for the model, with the task to run on it."""
+    """A frame the sampler chose for the model, with the task to run on it (inside `zone`, if set)."""
 
     frame: Frame
     task: str
     prompt: str | None = None
+    zone: tuple[int, int, int, int] | None = None  # x1, y1, x2, y2 in frame pixels
 
 
 @dataclass(slots=True)

@@ -7,9 +7,12 @@ frames' pts: its nominal frame rate is the sampler's keyframe rate and a lost tr
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import supervision as sv
 from trackers import BoTSORTTracker, ByteTrackTracker, OCSORTTracker, SORTTracker
 
@@ -37,11 +40,21 @@ def _arguments(config: TrackerConfig, keyframe_rate: float) -> dict[str, Any]:
 
 
 class Tracker:
-    """One per source. `update` returns the keyframe's detections with `tracker_id` (-1: not confirmed yet)."""
+    """One per source and scheduled task. `update` returns the keyframe's detections with `tracker_id` set
+    (-1: not confirmed yet). Ids come from `ids`, shared by a source's trackers, so two tasks' tracks never share
+    an id."""
 
-    def __init__(self, config: TrackerConfig, keyframe_rate: float) -> None:
+    def __init__(self, config: TrackerConfig, keyframe_rate: float, ids: Iterator[int] | None = None) -> None:
         self.config = config
         self._tracker = _KINDS[config.kind](**_arguments(config, keyframe_rate))
+        self._ids = ids if ids is not None else itertools.count()
+        self._global: dict[int, int] = {}
 
     def update(self, result: FrameDetections) -> sv.Detections:
-        return self._tracker.update(result.detections, timestamp=result.keyframe.frame.pts)
+        tracked = self._tracker.update(result.detections, timestamp=result.keyframe.frame.pts)
+        if tracked.tracker_id is not None:
+            tracked.tracker_id = np.array(
+                [-1 if t < 0 else self._global.setdefault(int(t), next(self._ids)) for t in tracked.tracker_id],
+                dtype=int,
+            )
+        return tracked

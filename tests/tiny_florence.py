@@ -72,8 +72,12 @@ def _tokenizer() -> BartTokenizerFast:
     return fast
 
 
-def build_tiny_florence(folder: Path, answer: str) -> Path:
-    """Save a tiny Florence-2 (model + processor) to ``folder`` whose every answer is ``answer``."""
+def build_tiny_florence(folder: Path, answer: str, weights: dict[str, float] | None = None) -> Path:
+    """Save a tiny Florence-2 (model + processor) to ``folder`` whose every answer is ``answer``.
+
+    ``weights`` scales the logit of chosen answer tokens (default 10): a small weight makes the model less
+    sure of that token while still choosing it, which gives boxes known, different confidences.
+    """
     torch.manual_seed(0)
     tokenizer = _tokenizer()
     image_processor = CLIPImageProcessorPil(
@@ -100,7 +104,10 @@ def build_tiny_florence(folder: Path, answer: str) -> Path:
     config = Florence2Config(text_config=text_config, vision_config=vision_config,
                              image_token_id=tokenizer.image_token_id, tie_word_embeddings=False)
     model = Florence2ForConditionalGeneration(config).eval()
-    _wire_fixed_answer(model, answer_ids)
+    token_weights = {
+        token: w for text, w in (weights or {}).items() for token in tokenizer(text, add_special_tokens=False)["input_ids"]
+    }
+    _wire_fixed_answer(model, answer_ids, token_weights)
     model.generation_config.update(decoder_start_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
                                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                                    forced_bos_token_id=None, forced_eos_token_id=None, num_beams=1,
@@ -112,7 +119,7 @@ def build_tiny_florence(folder: Path, answer: str) -> Path:
 
 
 @torch.no_grad()
-def _wire_fixed_answer(model: Florence2ForConditionalGeneration, answer_ids: list[int]) -> None:
+def _wire_fixed_answer(model: Florence2ForConditionalGeneration, answer_ids: list[int], weights: dict[int, float]) -> None:
     lm = model.model.language_model
     lm.shared.weight.zero_()
     decoder = lm.decoder
@@ -132,7 +139,7 @@ def _wire_fixed_answer(model: Florence2ForConditionalGeneration, answer_ids: lis
     head = model.lm_head.weight
     head.zero_()
     for tok, i in slot.items():
-        head[tok, i] = 10.0
+        head[tok, i] = weights.get(tok, 10.0)
 
 
 DEMO_ANSWER = "car<loc_50><loc_550><loc_300><loc_830>"
