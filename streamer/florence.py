@@ -7,6 +7,7 @@ it answers at all; otherwise the user gets one line naming the model and how to 
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from streamer.records import FrameDetections, Keyframe
 from streamer.tasks import TASKS
 
 _HUB_TIMEOUT_S = 3.0
+_MARKUP = re.compile(r"</?(?:loc_\d+|poly|sep|s|pad)>")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -216,8 +218,9 @@ def parse_answer(keyframe: Keyframe, text: str, processor, answer: Answer | None
     task = TASKS[keyframe.task]
     text = text.replace("<pad>", "")
     parsed = processor.post_process_generation(text, task=task.token, image_size=(width, height))
-    if task.kind == "text":
-        return FrameDetections(keyframe, _empty(), text=str(parsed[task.token]).strip())
+    if task.kind == "text":  # region tasks echo the region's <loc_N> tokens; they are no text
+        answer_text = _MARKUP.sub("", str(parsed[task.token])).strip()
+        return FrameDetections(keyframe, _empty(), text=answer_text)
     detections = sv.Detections.from_vlm(sv.VLM.FLORENCE_2, parsed, resolution_wh=(width, height))
     n = len(detections)
     names = detections.data.get("class_name")

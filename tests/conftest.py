@@ -55,3 +55,10 @@ def probe_video(path: Path) -> dict:
         frames = [f.to_ndarray(format="bgr24") for f in container.decode(stream)]
         return {"frames": frames, "count": len(frames), "rate": stream.average_rate, "codec": stream.codec_context.name,
                 "width": stream.codec_context.width, "height": stream.codec_context.height}
+
+POLY_ANSWER = "<poly><loc_100><loc_100><loc_300><loc_100><loc_300><loc_300><loc_100><loc_300></poly>"
+
+
+@pytest.fixture(scope="session")
+def tiny_poly(tmp_path_factory) -> Path:
+    return build_tiny_florence(tmp_path_factory.mktemp("tiny-poly"), POLY_ANSWER)

@@ -1,0 +1,151 @@
+"""The Florence-2 worker: batching equals one by one, confidences are real and aligned, zones map back."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import read_events
+from scripted import ScriptedDetector
+from streamer.config import Config, ModelConfig
+from streamer.florence import Florence2Detector
+from streamer.pipeline import Pipeline
+from streamer.records import Frame, Keyframe
+from streamer.worker import Worker
+from tiny_florence import build_tiny_florence
+
+TWO_BOXES = "car<loc_100><loc_200><loc_500><loc_600>person<loc_600><loc_200><loc_700><loc_900>"
+
+
+@pytest.fixture(scope="module")
+def tiny_two(tmp_path_factory):
+    # The model is sure of "car" and unsure of "person" (a small logit weight), so their confidences differ.
+    return build_tiny_florence(tmp_path_factory.mktemp("tiny-two"), TWO_BOXES, weights={"person": 0.3})
+
+
+def frame(index, value=0):
+    rng = np.random.default_rng(index)
+    return Frame("s", index, index / 25, 0.0, rng.integers(0, 255, (360, 640, 3), dtype=np.uint8))
+
+
+def test_inputs_are_what_the_processor_builds(tiny_two):
+    detector = Florence2Detector(ModelConfig(path=tiny_two, device="cpu"))
+    keyframes = [Keyframe(frame(0), "<OD>"), Keyframe(frame(1), "<CAPTION_TO_PHRASE_GROUNDING>", "a red car on a road")]
+    # (one task per batch in the product; mixed here only to compare padding with the processor's)
+    ours = detector.inputs(keyframes)
+    theirs = detector.processor(
+        text=["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red car on a road"],
+        images=[np.ascontiguousarray(k.frame.image[..., ::-1]) for k in keyframes],
+        return_tensors="pt", padding="longest",
+    )
+    assert torch.equal(ours["input_ids"], theirs["input_ids"])
+    assert torch.equal(ours["attention_mask"], theirs["attention_mask"])
+    assert torch.allclose(ours["pixel_values"], theirs["pixel_values"])
+
+
+def test_confidences_are_aligned_in_range_and_filter(tiny_two):
+    detector = Florence2Detector(ModelConfig(path=tiny_two, device="cpu"))
+    [result] = detector.detect([Keyframe(frame(0), "<OD>")])
+    det = result.detections
+    assert list(det.data["class_name"]) == ["car", "person"]
+    car, person = det.confidence
+    assert 0.9 < car <= 1.0 and 0.0 < person < 0.5
+    np.testing.assert_allclose(det.xyxy[1], [384, 72, 448, 324])
+
+    filtered = Florence2Detector(ModelConfig(path=tiny_two, device="cpu", min_confidence=0.5))
+    [kept] = filtered.detect([Keyframe(frame(0), "<OD>")])
+    assert list(kept.detections.data["class_name"]) == ["car"]
+
+
+def test_batched_generate_equals_one_by_one_with_prompts_of_different_lengths(tiny_two):
+    detector = Florence2Detector(ModelConfig(path=tiny_two, device="cpu"))
+    task = "<CAPTION_TO_PHRASE_GROUNDING>"
+    keyframes = [Keyframe(frame(i), task, p) for i, p in enumerate(["car", "a red car on a road", "dog", "a bus"])]
+    batched = detector.detect(keyframes)
+    for keyframe, result in zip(keyframes, batched):
+        [single] = detector.detect([keyframe])
+        np.testing.assert_array_equal(result.detections.xyxy, single.detections.xyxy)
+        np.testing.assert_allclose(result.detections.confidence, single.detections.confidence, atol=1e-5)
+        assert list(result.detections.data["class_name"]) == list(single.detections.data["class_name"])
+
+
+def test_zone_crops_and_maps_boxes_back_to_frame_pixels(tiny_two):
+    detector = Florence2Detector(ModelConfig(path=tiny_two, device="cpu"))
+    [result] = detector.detect([Keyframe(frame(0), "<OD>", zone=(100, 50, 420, 230))])
+    # Bins of a 320x180 crop, then offset by the zone's corner.
+    np.testing.assert_allclose(result.detections.xyxy[0], [100 + 32, 50 + 36, 100 + 160, 50 + 108])
+
+
+def test_each_image_is_preprocessed_once_for_several_tasks(tiny_two, monkeypatch):
+    detector = Florence2Detector(ModelConfig(path=tiny_two, device="cpu"))
+    calls = []
+    original = detector.processor.image_processor.__call__
+
+    class Counting:
+        def __call__(self, *args, **kwargs):
+            calls.append(1)
+            return original(*args, **kwargs)
+
+    monkeypatch.setattr(detector.processor, "image_processor", Counting())
+    shared = frame(3)
+    detector.detect([Keyframe(shared, "<OD>")])
+    detector.detect([Keyframe(shared, "<OCR_WITH_REGION>")])
+    detector.detect([Keyframe(shared, "<CAPTION>")])
+    assert len(calls) == 1
+
+
+def test_worker_groups_a_mixed_queue_by_task():
+    seen = []
+
+    class Recording(ScriptedDetector):
+        def detect(self, keyframes):
+            seen.append({k.task for k in keyframes})
+            return super().detect(keyframes)
+
+    worker = Worker(Recording(lambda i: []), max_batch=8, max_wait_ms=200)
+    futures = [worker.submit(Keyframe(frame(i), "<OD>" if i % 2 else "<CAPTION>")) for i in range(6)]
+    worker.start()
+    results = [f.result(timeout=10) for f in futures]
+    worker.stop()
+    assert [r.keyframe.frame.index for r in results] == list(range(6))
+    assert all(len(tasks) == 1 for tasks in seen)
+    assert len(seen) == 2
+
+
+def test_schedule_runs_each_task_on_its_keyframes(clip, tmp_path):
+    config = Config.model_validate({
+        "sampler": {"every_n_frames": 10, "max_fps": None, "scene_threshold": None},
+        "schedule": [
+            {"task": "<OD>"},
+            {"task": "<OCR_WITH_REGION>", "every_n_keyframes": 5},
+            {"task": "<CAPTION>", "every_s": 2.0},
+            {"task": "<OD>", "zone": [0.5, 0.0, 1.0, 0.5]},
+        ],
+    })
+    jobs = []
+
+    class Recording(ScriptedDetector):
+        def detect(self, keyframes):
+            jobs.extend((k.frame.index, k.task, k.zone) for k in keyframes)
+            return super().detect(keyframes)
+
+    Pipeline(config, lambda: Recording(lambda i: [])).run(str(clip), None, tmp_path / "e.jsonl")
+    od = sorted(i for i, t, z in jobs if t == "<OD>" and z is None)
+    assert od == list(range(0, 150, 10))
+    assert sorted(i for i, t, _ in jobs if t == "<OCR_WITH_REGION>") == [0, 50, 100]
+    assert sorted(i for i, t, _ in jobs if t == "<CAPTION>") == [0, 50, 100]
+    assert {z for _, t, z in jobs if z is not None} == {(320, 0, 640, 180)}
+
+
+def test_tracks_of_two_tasks_never_share_an_id(clip, tmp_path):
+    config = Config.model_validate({
+        "sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None},
+        "schedule": [{"task": "<OD>"}, {"task": "<OCR_WITH_REGION>", "every_n_keyframes": 2}],
+    })
+
+    def script(index):
+        return [("car", (10, 10, 100, 100), None), ("text", (200, 200, 260, 220), "AB 42")]
+
+    Pipeline(config, lambda: ScriptedDetector(script)).run(str(clip), None, tmp_path / "e.jsonl")
+    appeared = [e for e in read_events(tmp_path / "e.jsonl") if e["type"] == "object_appeared"]
+    # The scripted detector answers every task the same, so each task has a car and a text track.
+    assert len(appeared) == 4 and len({e["track_id"] for e in appeared}) == 4
