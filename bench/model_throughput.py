@@ -1,0 +1,187 @@
+"""Florence-2 keyframe throughput: streamer's worker path against the naive loop a user would write.
+
+The full-size Florence-2-base and -large architectures are built from the config files in bench/configs (no
+download) with random weights, saved with a locally made processor, and loaded back through streamer's own
+loader. Every generate call is forced to write exactly --tokens tokens, so runs compare whatever the weights say.
+
+- streamer: `Florence2Detector.detect` on batches of 1, 4, 8, 16, 32 keyframes (bf16/fp16 on CUDA, fp32 on CPU,
+  greedy, SDPA, images preprocessed once), parsing and per-box confidences included.
+- naive: per frame, `processor(text, images)` + `generate(num_beams=3)` in fp32 + decode + parse, batch 1.
+
+    python bench/model_throughput.py --quick                 # CPU here: base at 768 px, batches 1, 2, 4
+    python bench/model_throughput.py --model base large      # a GPU: the full table
+
+Prints a table, writes JSON (--json), and ends with the device on one line and
+`best_batch=B keyframes_per_s=X naive_per_s=Y speedup=Z` (for the first model) on the last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from streamer.config import ModelConfig  # noqa: E402
+from streamer.florence import Florence2Detector  # noqa: E402
+from streamer.records import Frame, Keyframe  # noqa: E402
+from tiny_florence import POST_PROCESSOR_CONFIG, _tokenizer  # noqa: E402
+
+IMAGE_SIDE = 768
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"GPU {torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {cpu} ({torch.get_num_threads()} threads)"
+
+
+def build(name: str, folder: Path) -> Path:
+    """Random-weight Florence-2 of the named size plus a processor, saved as a checkpoint folder."""
+    from transformers import CLIPImageProcessorPil, Florence2Config, Florence2ForConditionalGeneration, Florence2Processor
+
+    tokenizer = _tokenizer()
+    spec = json.loads((ROOT / "bench" / "configs" / f"florence2-{name}.json").read_text())
+    spec = {k: v for k, v in spec.items() if k not in ("model_type", "architectures")}
+    spec["image_token_id"] = tokenizer.image_token_id
+    torch.manual_seed(0)
+    model = Florence2ForConditionalGeneration(Florence2Config(**spec)).eval()
+    image_processor = CLIPImageProcessorPil(
+        size={"height": IMAGE_SIDE, "width": IMAGE_SIDE}, do_center_crop=False, do_resize=True,
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+    )
+    image_processor.image_seq_length = (IMAGE_SIDE // 32) ** 2 + 1
+    processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                   post_processor_config=POST_PROCESSOR_CONFIG)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def frames(n: int) -> list[Frame]:
+    rng = np.random.default_rng(0)
+    return [Frame("bench", i, i / 25, 0.0, rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8)) for i in range(n)]
+
+
+def timed(fn, calls: int) -> list[float]:
+    out = []
+    for _ in range(calls):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def summary(latencies: list[float], batch: int) -> dict:
+    ordered = sorted(latencies)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return {"batch": batch, "calls": len(latencies), "keyframes_per_s": batch * len(latencies) / sum(latencies),
+            "latency_p50_ms": 1000 * statistics.median(ordered), "latency_p95_ms": 1000 * p95}
+
+
+def bench_model(name: str, args, device: torch.device) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = build(name, Path(tmp))
+        config = ModelConfig(path=folder, device=device.type, max_new_tokens=args.tokens, batch_size=max(args.batches))
+        fast = Florence2Detector(config, min_new_tokens=args.tokens)
+        pool = frames(max(args.batches))
+        rows = []
+        for batch in args.batches:
+            keyframes = [Keyframe(f, "<OD>") for f in pool[:batch]]
+            fast._pixels.clear()
+            fast.detect(keyframes)  # warm-up (allocator, kernels)
+
+            def run():
+                fast._pixels.clear()  # each call sees new frames, as in a stream
+                fast.detect(keyframes)
+
+            rows.append(summary(timed(run, args.calls), batch))
+            print(f"{name:6} streamer batch {batch:3}: {rows[-1]['keyframes_per_s']:8.2f} keyframes/s  "
+                  f"p50 {rows[-1]['latency_p50_ms']:8.1f} ms  p95 {rows[-1]['latency_p95_ms']:8.1f} ms", flush=True)
+        del fast
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+        # The naive loop: what the model card's example does, frame by frame.
+        from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+        model = Florence2ForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).to(device).eval()
+        processor = AutoProcessor.from_pretrained(folder)
+        image = np.ascontiguousarray(pool[0].image[..., ::-1])
+
+        def naive():
+            inputs = processor(text="<OD>", images=image, return_tensors="pt").to(device)
+            generated = model.generate(**inputs, max_new_tokens=args.tokens, min_new_tokens=args.tokens, num_beams=3,
+                                       do_sample=False)
+            text = processor.batch_decode(generated, skip_special_tokens=False)[0]
+            processor.post_process_generation(text, task="<OD>", image_size=(1280, 720))
+
+        naive()
+        naive_row = summary(timed(naive, args.naive_calls), 1)
+        print(f"{name:6} naive    batch   1: {naive_row['keyframes_per_s']:8.2f} keyframes/s  "
+              f"p50 {naive_row['latency_p50_ms']:8.1f} ms", flush=True)
+        del model
+    best = max(rows, key=lambda r: r["keyframes_per_s"])
+    return {"model": name, "tokens": args.tokens, "streamer": rows, "naive": naive_row, "best": best,
+            "speedup": best["keyframes_per_s"] / naive_row["keyframes_per_s"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", nargs="+", default=["base"], choices=["base", "large"])
+    parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8, 16, 32])
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--calls", type=int, default=5, help="timed calls per batch size")
+    parser.add_argument("--naive-calls", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="CPU-sized run: batches 1,2,4, two calls each")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "model_throughput.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.batches, args.calls, args.naive_calls = [1, 2, 4], 2, 2
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    results = [bench_model(name, args, device) for name in args.model]
+
+    print()
+    print(f"{'model':6} {'path':9} {'batch':>5} {'keyframes/s':>12} {'p50 ms':>9} {'p95 ms':>9}")
+    for result in results:
+        for row in result["streamer"]:
+            print(f"{result['model']:6} {'streamer':9} {row['batch']:5} {row['keyframes_per_s']:12.2f} "
+                  f"{row['latency_p50_ms']:9.1f} {row['latency_p95_ms']:9.1f}")
+        row = result["naive"]
+        print(f"{result['model']:6} {'naive':9} {1:5} {row['keyframes_per_s']:12.2f} "
+              f"{row['latency_p50_ms']:9.1f} {row['latency_p95_ms']:9.1f}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    name = device_name(device)
+    args.json.write_text(json.dumps({"device": name, "tokens": args.tokens, "results": results}, indent=2))
+    print(f"json: {args.json}")
+    first = results[0]
+    print(f"device: {name}")
+    print(f"best_batch={first['best']['batch']} keyframes_per_s={first['best']['keyframes_per_s']:.2f} "
+          f"naive_per_s={first['naive']['keyframes_per_s']:.2f} speedup={first['speedup']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
