@@ -31,7 +31,7 @@ class ModelConfig(_Section):
     task: str = "<OD>"
     prompt: str | None = None
     batch_size: int = Field(default=4, ge=1, le=256)
-    max_wait_ms: float = Field(default=10.0, ge=0, description="How long a batch waits for more keyframes.")
+    max_wait_ms: float = Field(default=0.0, ge=0, description="How long a batch waits for more keyframes.")
     max_new_tokens: int = Field(default=256, ge=1, le=4096)
     num_beams: int = Field(default=1, ge=1, le=16)
     min_confidence: float = Field(default=0.0, ge=0, le=1, description="Boxes below this confidence are dropped.")

@@ -74,7 +74,7 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
 
     def _load(ref: str, local_only: bool):
         model = Florence2ForConditionalGeneration.from_pretrained(
-            ref, dtype=dtype, local_files_only=local_only, **kwargs
+            ref, dtype=dtype, local_files_only=local_only, attn_implementation="sdpa", **kwargs
         )
         processor = AutoProcessor.from_pretrained(ref, local_files_only=local_only, **kwargs)
         return model, processor

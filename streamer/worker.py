@@ -28,7 +28,7 @@ class Detector(Protocol):
 
 
 class Worker:
-    def __init__(self, detector: Detector, max_batch: int = 4, max_wait_ms: float = 10.0, queue_size: int = 64):
+    def __init__(self, detector: Detector, max_batch: int = 4, max_wait_ms: float = 0.0, queue_size: int = 64):
         self.detector = detector
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
