@@ -8,13 +8,14 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from streamer import __version__
 from streamer.config import Config, load_config
 from streamer.errors import StreamerError
-from streamer.pipeline import Pipeline, RunStats
+from streamer.pipeline import Pipeline, RunStats, SourceSpec
 from streamer.reader import display_name, is_url
 
 EXIT_ERROR = 1
@@ -26,8 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the pipeline on a video file or stream URL")
-    run.add_argument("source", help="video file path or stream URL")
+    run = sub.add_parser("run", help="run the pipeline on video files or stream URLs")
+    run.add_argument("sources", nargs="*", metavar="SOURCE",
+                     help="video file or stream URL (rtsp://, http://...); NAME=URL names it; default: config sources")
     run.add_argument("--config", type=Path, help="YAML config (see configs/default.yaml)")
     run.add_argument("--model", help="hub id or local Florence-2 folder (sets model.id or model.path)")
     run.add_argument("--task", help="Florence-2 task, e.g. '<OD>' or OCR_WITH_REGION")
@@ -36,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out-video", type=Path, help="annotated MP4 path")
     run.add_argument("--events", type=Path, help="JSONL event log path")
     run.add_argument("--no-video", action="store_true", help="write only the event log")
+    run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long, as SIGINT would")
     return parser
 
 
@@ -55,9 +58,10 @@ def _overrides(args: argparse.Namespace) -> dict:
     return out
 
 
-def run_folder(base: Path, source: str) -> Path:
-    """A new folder under `base` named after the source and the time, never an existing one."""
-    name = Path(source).stem if not is_url(source) else display_name(source).split("://", 1)[-1]
+def run_folder(base: Path, source: str, name: str | None = None) -> Path:
+    """A new folder under `base` named after the source (never its credentials) and the time."""
+    if name is None:
+        name = Path(source).stem if not is_url(source) else display_name(source).split("://", 1)[-1]
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "source"
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = base / f"{name}-{stamp}"
@@ -68,53 +72,99 @@ def run_folder(base: Path, source: str) -> Path:
     return folder
 
 
-def _outputs(config: Config, source: str) -> tuple[Path | None, Path]:
+def _named(value: str) -> tuple[str | None, str]:
+    """`cam1=rtsp://...` -> ("cam1", "rtsp://..."); a plain path or URL has no name."""
+    name, sep, url = value.partition("=")
+    if sep and re.fullmatch(r"[A-Za-z0-9._-]+", name) and ("://" in url or Path(url).suffix):
+        return name, url
+    return None, value
+
+
+def _specs(config: Config, sources: list[str]) -> list[SourceSpec]:
+    entries = [(*_named(s), None) for s in sources] or [(c.name, c.url, c.live) for c in config.sources]
+    if not entries:
+        raise StreamerError("no source given: pass a file or URL, or list sources in the config")
     out = config.output
-    folder = None
-    if out.events is None or (out.write_video and out.video is None):
-        folder = run_folder(out.dir, source)
-    events = out.events or folder / "events.jsonl"
-    video = (out.video or folder / "annotated.mp4") if out.write_video else None
-    return video, events
+    if len(entries) > 1 and (out.video is not None or out.events is not None):
+        raise StreamerError("--out-video/--events name one file; with several sources outputs go to run folders")
+    specs = []
+    for name, url, live in entries:
+        folder = None
+        if out.events is None or (out.write_video and out.video is None):
+            folder = run_folder(out.dir, url, name)
+        events = out.events or folder / "events.jsonl"
+        video = (out.video or folder / "annotated.mp4") if out.write_video else None
+        specs.append(SourceSpec(url, events, video, name, live))
+    return specs
 
 
-class _Progress:
-    """A rich progress bar on stderr while a file is processed."""
+class _Console:
+    """A progress bar per file source and a periodic status line per live source, on stderr."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval_s: float) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        console = Console(stderr=True)
+        self.console = Console(stderr=True)
         self._bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"), console=console, disable=not console.is_terminal, transient=False,
+            TextColumn("{task.fields[status]}"), console=self.console, disable=not self.console.is_terminal,
         )
-        self._task = self._bar.add_task("frames", total=None, status="")
+        self._tasks: dict[str, int] = {}
+        self._interval = interval_s
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._runs: list = []
 
-    def __enter__(self) -> "_Progress":
+    def start(self, pipeline: Pipeline) -> None:
         self._bar.start()
-        return self
+        self._pipeline = pipeline
+        self._thread = threading.Thread(target=self._status_loop, name="status", daemon=True)
+        self._thread.start()
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
         self._bar.stop()
 
-    def __call__(self, stats: RunStats) -> None:
-        total = stats.info.total_frames
+    def progress(self, stats: RunStats) -> None:
+        if stats.live:
+            return
+        total = stats.info.total_frames if stats.info else None
         if stats.frames % 5 and stats.frames != total:
             return
+        task = self._tasks.get(stats.source)
+        if task is None:
+            task = self._tasks[stats.source] = self._bar.add_task(stats.source, total=total, status="")
         elapsed = max(1e-9, time.monotonic() - stats.started)
         status = f"{stats.frames / elapsed:5.1f} fps  keyframes {stats.keyframes}  detections {stats.detections}"
-        self._bar.update(self._task, total=total, completed=stats.frames, status=status)
+        self._bar.update(task, total=total, completed=stats.frames, status=status)
+
+    def _status_loop(self) -> None:
+        last: dict[str, int] = {}
+        while not self._done.wait(self._interval):
+            for run in self._pipeline.runs:
+                st = run.snapshot()
+                if not st.live:
+                    continue
+                fps_in = (st.frames - last.get(st.source, 0)) / self._interval
+                last[st.source] = st.frames
+                latency = f"{st.latency_ms:.0f} ms" if st.latency_ms is not None else "-"
+                self.console.print(
+                    f"[{st.source}] {st.state:8} {fps_in:5.1f} fps in  keyframes {st.keyframes}  drops {st.dropped}"
+                    f"  reconnects {st.reconnects}  latency {latency}", highlight=False, markup=False,
+                )
 
 
 def _summary(stats: RunStats) -> str:
     info = stats.info
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(stats.event_counts.items()))
+    shape = f"{info.width}x{info.height} @ {float(info.fps):.2f} fps" if info else "no frames"
     lines = [
         f"streamer: {stats.source}" + (" (stopped early)" if stats.stopped_early else ""),
-        f"  frames {stats.frames} of {info.width}x{info.height} @ {float(info.fps):.2f} fps, keyframes {stats.keyframes},"
-        f" detections {stats.detections}",
+        f"  frames {stats.frames} of {shape}, keyframes {stats.keyframes}, detections {stats.detections}"
+        + (f", dropped {stats.dropped}, reconnects {stats.reconnects}" if stats.live else ""),
         f"  events {stats.events}" + (f" ({kinds})" if kinds else ""),
     ]
     if stats.video_path is not None:
@@ -126,7 +176,7 @@ def _summary(stats: RunStats) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config, _overrides(args))
-    video_path, events_path = _outputs(config, args.source)
+    specs = _specs(config, args.sources)
 
     def make_detector():
         from streamer.florence import Florence2Detector
@@ -134,15 +184,26 @@ def _run(args: argparse.Namespace) -> int:
         return Florence2Detector(config.model)
 
     pipeline = Pipeline(config, make_detector)
-    previous = {sig: signal.signal(sig, lambda *_: pipeline.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    interrupted = threading.Event()
+
+    def on_signal(*_):
+        interrupted.set()
+        pipeline.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    console = _Console(config.live.status_interval_s)
     try:
-        with _Progress() as progress:
-            stats = pipeline.run(args.source, video_path, events_path, on_progress=progress)
+        console.start(pipeline)
+        all_stats = pipeline.run_many(specs, on_progress=console.progress, duration_s=args.duration)
     finally:
+        console.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print(_summary(stats))
-    return EXIT_INTERRUPTED if stats.stopped_early else 0
+    for stats in all_stats:
+        if not interrupted.is_set():
+            stats.stopped_early = False  # --duration is the planned end of a run
+        print(_summary(stats))
+    return EXIT_INTERRUPTED if interrupted.is_set() else 0
 
 
 def main(argv: list[str] | None = None) -> int:

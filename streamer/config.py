@@ -109,6 +109,27 @@ class OutputConfig(_Section):
     crf: int = Field(default=23, ge=0, le=51)
 
 
+class LiveConfig(_Section):
+    """Camera streams (RTSP and other URLs): timeouts, reconnects, and the newest-frame-wins queue."""
+
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_s: float = Field(default=5.0, gt=0, description="Give up an attempt to connect after this.")
+    read_timeout_s: float = Field(default=5.0, gt=0, description="A source silent this long is down.")
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=10.0, gt=0, description="Reconnect attempts wait at most this long.")
+    max_retries: int | None = Field(default=None, ge=0, description="Reconnects before giving up; null: forever.")
+    queue_size: int = Field(default=4, ge=1, description="Frames held for a live source; older ones are dropped.")
+    status_interval_s: float = Field(default=5.0, gt=0, description="Seconds between status lines on the console.")
+
+
+class SourceConfig(_Section):
+    """A named source. The name is used in events, file names and status lines instead of the URL."""
+
+    url: str
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
+    live: bool | None = Field(default=None, description="Default: URLs are live, files are not.")
+
+
 class PipelineConfig(_Section):
     """Queue bounds between the stages."""
 
@@ -122,6 +143,8 @@ class Config(_Section):
     sampler: SamplerConfig = SamplerConfig()
     tracker: TrackerConfig = TrackerConfig()
     output: OutputConfig = OutputConfig()
+    live: LiveConfig = LiveConfig()
+    sources: list[SourceConfig] = Field(default_factory=list, description="Sources to run when none are given.")
     pipeline: PipelineConfig = PipelineConfig()
 
     @model_validator(mode="after")

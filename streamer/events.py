@@ -5,13 +5,15 @@
   when the stream ends (`reason`: `lost` or `stream_ended`), with its `dwell_s`.
 - `text_read`: text read on a track (OCR regions) or, for whole-frame OCR, on the frame; emitted when it changes.
 - `caption`: a frame-level caption from a caption task; emitted when it changes.
+- `source_down` / `source_up`: a live source was lost (with `reason`) or came back (with `gap_s`, how long it
+  was gone).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streamer.records import Event, Frame, Tracks
+from streamer.records import Event, Frame, SourceStatus, Tracks
 
 _CAPTION_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
 
@@ -44,6 +46,7 @@ class EventMaker:
             frame_index=frame.index,
             pts=frame.pts,
             wall_time=frame.wall_time,
+            camera_time=frame.camera_time,
             track_id=None if track is None else track.track_id,
             label=None if track is None else track.label,
             bbox=None if track is None else track.bbox,
@@ -97,3 +100,9 @@ class EventMaker:
         if last_frame is None:
             return []
         return [self._left(last_frame, track, "stream_ended") for track in list(self._active.values())]
+
+
+def status_event(status: SourceStatus) -> Event:
+    extra = {"reason": status.reason} if status.state == "down" else {"gap_s": round(status.gap_s or 0.0, 3)}
+    return Event(type=f"source_{status.state}", source=status.source, frame_index=status.frame_index,
+                 pts=status.pts, wall_time=status.wall_time, extra=extra)

@@ -1,9 +1,14 @@
-"""The pipeline for one source: reader thread -> sampler -> worker thread -> tracker -> events -> sinks.
+"""The pipeline: per source, reader thread -> sampler -> shared worker thread -> trackers -> events -> sinks.
 
-Frames wait in a bounded pending line until the keyframe before them has its detections, so every frame of the
-output is drawn with the tracks of the latest keyframe at or before it, deterministically, while the model works
-on later keyframes in parallel. A stop request (SIGINT/SIGTERM) ends reading, finishes what is pending, and closes
-the outputs.
+Files are processed deterministically and completely: frames wait in a bounded pending line until the keyframe
+before them has its detections, so every frame of the output is drawn with the tracks of the latest keyframe at
+or before it, while the model works on later keyframes in parallel; nothing is dropped (back-pressure).
+
+Live sources must never build latency: a source has at most one keyframe with the model at a time, every frame
+is drawn at once with the latest tracks known, and the reader drops stale frames. One worker serves every source,
+batching their keyframes; each source runs on its own thread, so a frozen camera stalls nobody else.
+
+A stop request (SIGINT/SIGTERM, --duration) ends reading, finishes what is in hand, and closes the outputs.
 """
 
 from __future__ import annotations
@@ -14,31 +19,50 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamer.annotate import Annotator
 from streamer.config import Config, TaskEntry
 from streamer.errors import StreamerError
-from streamer.events import EventMaker
+from streamer.events import EventMaker, status_event
 from streamer.reader import Reader
-from streamer.records import Event, Frame, FrameDetections, StreamInfo, Tracks
+from streamer.records import Event, Frame, FrameDetections, SourceStatus, StreamInfo, Tracks
 from streamer.sampler import Sampler
 from streamer.schedule import Schedule
 from streamer.sinks import JsonlSink, VideoSink
 from streamer.tracker import Tracker
 from streamer.worker import Detector, Worker
 
+_DRAIN_S = 5.0  # how long a stopping live source waits for its keyframe in flight
+
+
+@dataclass
+class SourceSpec:
+    """One source to run and where its outputs go."""
+
+    url: str
+    events_path: Path
+    video_path: Path | None = None
+    name: str | None = None
+    live: bool | None = None
+
 
 @dataclass
 class RunStats:
-    """What a run did; updated as it goes, for the progress bar and the summary."""
+    """What a source's run did; updated as it goes, for progress, status lines and the summary."""
 
     source: str
+    live: bool = False
     info: StreamInfo | None = None
+    state: str = "starting"
     frames: int = 0
     keyframes: int = 0
     detections: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    latency_ms: float | None = None  # frame read -> its keyframe's events, latest
     events: int = 0
     event_counts: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -47,6 +71,7 @@ class RunStats:
     video_path: Path | None = None
     events_path: Path | None = None
     stopped_early: bool = False
+    error: StreamerError | None = None
 
     @property
     def fps(self) -> float:
@@ -69,51 +94,109 @@ class _Branch:
         return self.events.update(self.latest, result.keyframe.task, result.text)
 
 
-class Pipeline:
-    def __init__(self, config: Config, make_detector: Callable[[], Detector]) -> None:
-        """`make_detector` is called once the source has opened, so bad input fails before a slow model load."""
+class _SourceRun:
+    """Everything of one source after the reader: sampling, scheduling, tracking, events, drawing, writing."""
+
+    def __init__(self, spec: SourceSpec, config: Config, stop: threading.Event) -> None:
+        self.spec = spec
         self.config = config
-        self.make_detector = make_detector
-        self._stop = threading.Event()
+        self.stop = stop
+        self.reader = Reader(spec.url, name=spec.name, live=spec.live, queue_size=config.pipeline.frame_queue,
+                             live_config=config.live)
+        self.stats = RunStats(source=self.reader.name, live=self.reader.live)
+        self.sampler = Sampler(config.sampler)
+        self.schedule = Schedule(config.tasks())
+        self.annotator = Annotator()
+        self.branches: list[_Branch] = []
+        self.video: VideoSink | None = None
+        self.log: JsonlSink | None = None
+        self.last_frame: Frame | None = None
 
-    def stop(self) -> None:
-        """Ask a running `run` to wind down; safe from a signal handler."""
-        self._stop.set()
+    def open(self) -> None:
+        self.stats.info = self.reader.open()
 
-    def run(
-        self,
-        source: str,
-        video_path: Path | None,
-        events_path: Path,
-        on_progress: Callable[[RunStats], None] | None = None,
-    ) -> RunStats:
-        cfg = self.config
-        reader = Reader(source, queue_size=cfg.pipeline.frame_queue)
-        stats = RunStats(source=reader.name)
-        stats.info = info = reader.open()
-        sampler = Sampler(cfg.sampler)
-        schedule = Schedule(cfg.tasks())
-        rate = sampler.expected_rate(float(info.fps))
+    def snapshot(self) -> RunStats:
+        """The stats with the reader's own counters, which move even while no frame arrives."""
+        self.stats.dropped, self.stats.reconnects = self.reader.dropped, self.reader.reconnects
+        if self.stats.live and self.stats.state not in ("starting", "ended"):
+            self.stats.state = self.reader.state
+        return self.stats
+
+    def open_outputs(self) -> None:
+        """Created only after every source opened and the model loaded: a bad run leaves old files alone."""
+        self.log = JsonlSink(self.spec.events_path)
+        self.stats.events_path = self.spec.events_path
+
+    def _ensure_ready(self, frame: Frame) -> None:
+        """Trackers and the video need the stream's rate and size; a live source may only say so now."""
+        if self.branches:
+            return
+        info = self.stats.info = self.reader.info
+        rate = self.sampler.expected_rate(float(info.fps))
         ids = itertools.count()
-        branches = [_Branch(cfg, entry, rate, info.source, ids) for entry in schedule.entries]
-        annotator = Annotator()
-        try:
-            worker = Worker(self.make_detector(), max_batch=cfg.model.batch_size, max_wait_ms=cfg.model.max_wait_ms)
-        except BaseException:
-            reader.stop()
-            raise
-        stats.load_seconds = time.monotonic() - stats.started
-        stats.started = time.monotonic()
-        video = None
-        log = None
-        pending: deque[tuple[Frame, list[tuple[_Branch, Future]]]] = deque()
-        last_frame: Frame | None = None
+        self.branches = [_Branch(self.config, e, rate, info.source, ids) for e in self.schedule.entries]
+        if self.spec.video_path is not None:
+            out = self.config.output
+            self.video = VideoSink(self.spec.video_path, info, out.codec, out.preset, out.crf)
+            self.stats.video_path = self.spec.video_path
 
-        def emit(events: list[Event]) -> None:
-            for event in events:
-                log.write(event)
-                stats.events += 1
-                stats.event_counts[event.type] = stats.event_counts.get(event.type, 0) + 1
+    def emit(self, events: list[Event]) -> None:
+        for event in events:
+            self.log.write(event)
+            self.stats.events += 1
+            self.stats.event_counts[event.type] = self.stats.event_counts.get(event.type, 0) + 1
+
+    def apply(self, frame: Frame, jobs: list[tuple[_Branch, Future]]) -> None:
+        for branch, future in jobs:
+            result = future.result()
+            self.stats.detections += len(result.detections)
+            self.emit(branch.update(frame, result))
+        self.stats.latency_ms = 1000.0 * (time.time() - frame.wall_time)
+
+    def write(self, frame: Frame, on_progress) -> None:
+        if self.video is not None:
+            self.video.write(self.annotator.draw(frame.image, [b.latest for b in self.branches if b.latest]))
+        self.last_frame = frame
+        self.stats.frames += 1
+        if on_progress is not None:
+            on_progress(self.stats)
+
+    def submit(self, frame: Frame, worker: Worker) -> list[tuple[_Branch, Future]]:
+        self.stats.keyframes += 1
+        return [(self.branches[i], worker.submit(job)) for i, job in self.schedule.jobs(frame)]
+
+    def run(self, worker: Worker, on_progress) -> None:
+        self.stats.started = time.monotonic()
+        self.stats.state = "running"
+        try:
+            (self._run_live if self.reader.live else self._run_file)(worker, on_progress)
+        except StreamerError as exc:
+            self.stats.error = exc
+        except Exception as exc:  # a bug in one source must not take the others down silently
+            self.stats.error = StreamerError(f"{self.stats.source}: {type(exc).__name__}: {exc}")
+        finally:
+            self.reader.stop()
+            self.stats.stopped_early = self.stop.is_set()
+            self.stats.seconds = time.monotonic() - self.stats.started
+            self.snapshot()
+            self.stats.state = "ended"
+            self._close()
+
+    def _close(self) -> None:
+        try:
+            for branch in self.branches:
+                self.emit(branch.events.finish(self.last_frame))
+        finally:
+            try:
+                if self.video is not None:
+                    self.video.close()
+            finally:
+                if self.log is not None:
+                    self.log.close()
+
+    def _run_file(self, worker: Worker, on_progress) -> None:
+        pending: deque[tuple[Frame, list[tuple[_Branch, Future]]]] = deque()
+        limit = self.config.pipeline.max_pending_frames
 
         def settle(wait: str) -> None:
             """Track, log, draw and write the frames at the head of the line whose keyframe is answered.
@@ -121,65 +204,117 @@ class Pipeline:
             `wait`: "none" stops at the first unanswered keyframe, "head" waits for the first one only (the line
             is full), "all" waits for every one (the end of the run).
             """
-            nonlocal last_frame
             while pending:
                 frame, jobs = pending[0]
                 if jobs:
                     if wait == "none" and not all(future.done() for _, future in jobs):
                         return
-                    for branch, future in jobs:
-                        result = future.result()
-                        stats.detections += len(result.detections)
-                        emit(branch.update(frame, result))
+                    self.apply(frame, jobs)
                     if wait == "head":
                         wait = "none"
                 pending.popleft()
-                if video is not None:
-                    video.write(annotator.draw(frame.image, [b.latest for b in branches if b.latest is not None]))
-                last_frame = frame
-                stats.frames += 1
-                if on_progress is not None:
-                    on_progress(stats)
+                self.write(frame, on_progress)
 
+        failure: StreamerError | None = None
         try:
-            # Outputs are created only now, after the source opened; a bad input leaves old files alone.
-            if video_path is not None:
-                video = VideoSink(video_path, info, cfg.output.codec, cfg.output.preset, cfg.output.crf)
-                stats.video_path = video_path
-            log = JsonlSink(events_path)
-            stats.events_path = events_path
-            worker.start()
-            reader.start()
-            failure: StreamerError | None = None
+            for frame in self.reader.frames(stop=self.stop):
+                self._ensure_ready(frame)
+                jobs = self.submit(frame, worker) if self.sampler.is_keyframe(frame) else []
+                pending.append((frame, jobs))
+                settle("head" if len(pending) >= limit else "none")
+        except StreamerError as exc:  # a decode error: keep every frame read so far, then report it
+            failure = exc
+        settle("all")
+        if failure is not None:
+            raise failure
+        info = self.stats.info
+        if not self.stop.is_set() and info.total_frames and self.stats.frames < info.total_frames:
+            raise StreamerError(
+                f"{info.source} ended after {self.stats.frames} of its {info.total_frames} frames: "
+                "the file is truncated or corrupt (the outputs hold what was read)"
+            )
+
+    def _run_live(self, worker: Worker, on_progress) -> None:
+        inflight: tuple[Frame, list[tuple[_Branch, Future]]] | None = None
+        for item in self.reader.frames(stop=self.stop):
+            if isinstance(item, SourceStatus):
+                self.emit([status_event(item)])
+                continue
+            frame = item
+            self._ensure_ready(frame)
+            if inflight is not None and all(f.done() for _, f in inflight[1]):
+                self.apply(*inflight)
+                inflight = None
+            if inflight is None and self.sampler.is_keyframe(frame):
+                inflight = (frame, self.submit(frame, worker))
+            self.write(frame, on_progress)
+        if inflight is not None:
             try:
-                for frame in reader.frames(stop=self._stop):
-                    jobs = []
-                    if sampler.is_keyframe(frame):
-                        jobs = [(branches[i], worker.submit(job)) for i, job in schedule.jobs(frame)]
-                        stats.keyframes += 1
-                    pending.append((frame, jobs))
-                    settle("head" if len(pending) >= cfg.pipeline.max_pending_frames else "none")
-            except StreamerError as exc:  # a decode error: keep every frame read so far, then report it
-                failure = exc
-            stats.stopped_early = self._stop.is_set()
-            settle("all")
-            for branch in branches:
-                emit(branch.events.finish(last_frame))
-            if failure is not None:
-                raise failure
-            if not stats.stopped_early and info.total_frames and stats.frames < info.total_frames:
-                raise StreamerError(
-                    f"{info.source} ended after {stats.frames} of its {info.total_frames} frames: "
-                    "the file is truncated or corrupt (the outputs hold what was read)"
-                )
-        finally:
-            reader.stop()
-            worker.stop()
-            stats.seconds = time.monotonic() - stats.started
-            try:
-                if video is not None:
-                    video.close()
-            finally:
-                if log is not None:
-                    log.close()
+                for _, future in inflight[1]:
+                    future.result(timeout=_DRAIN_S)
+                self.apply(*inflight)
+            except (FutureTimeout, Exception):
+                pass  # stopping: a keyframe the model could not finish in time is let go
+
+
+class Pipeline:
+    def __init__(self, config: Config, make_detector: Callable[[], Detector]) -> None:
+        """`make_detector` is called once the sources have opened, so bad input fails before a slow model load."""
+        self.config = config
+        self.make_detector = make_detector
+        self._stop = threading.Event()
+        self.runs: list[_SourceRun] = []
+
+    def stop(self) -> None:
+        """Ask a running pipeline to wind down; safe from a signal handler or a timer."""
+        self._stop.set()
+
+    def run(self, source: str, video_path: Path | None, events_path: Path, on_progress=None) -> RunStats:
+        """One source; raises its error, if any, after its outputs are closed."""
+        [stats] = self.run_many([SourceSpec(source, events_path, video_path)], on_progress)
         return stats
+
+    def run_many(self, specs: list[SourceSpec], on_progress=None, duration_s: float | None = None) -> list[RunStats]:
+        """Run every source to its end, a stop, or `duration_s` seconds after the sources started (the model
+        load not counted). A source's failure does not stop the others; the first one is raised once all
+        outputs are closed."""
+        self.runs = runs = [_SourceRun(spec, self.config, self._stop) for spec in specs]
+        started = time.monotonic()
+        try:
+            for run in runs:
+                run.open()
+            detector = self.make_detector()
+        except BaseException:
+            for run in runs:
+                run.reader.stop()
+            raise
+        load_seconds = time.monotonic() - started
+        model = self.config.model
+        worker = Worker(detector, max_batch=model.batch_size, max_wait_ms=model.max_wait_ms)
+        threads = []
+        try:
+            for run in runs:
+                run.stats.load_seconds = load_seconds
+                run.open_outputs()
+            worker.start()
+            for run in runs:
+                run.reader.start()
+                thread = threading.Thread(target=run.run, args=(worker, on_progress), name=f"source:{run.stats.source}",
+                                          daemon=True)
+                thread.start()
+                threads.append(thread)
+            deadline = time.monotonic() + duration_s if duration_s else None
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(timeout=0.2)  # the main thread stays free for signal handlers
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self.stop()
+        finally:
+            self._stop.set()
+            for thread in threads:
+                thread.join(timeout=_DRAIN_S + 5)
+            worker.stop()
+        for run in runs:
+            if run.stats.error is not None:
+                raise run.stats.error
+        return [run.stats for run in runs]

@@ -1,16 +1,22 @@
-"""The frame reader: a thread that decodes a file or URL with PyAV into `Frame` records on a bounded queue.
+"""The frame reader: a thread that decodes a file or a camera stream with PyAV into `Frame` records.
 
-The container is opened in the caller's thread so that a missing file or a non-video fails at once, with one
-clear line; decoding then runs on its own thread, and end of stream or a decode error reaches the consumer
-through the same queue as the frames, so nothing is swallowed.
+Files: the container is opened in the caller's thread, so a missing file or a non-video fails at once with one
+clear line; frames then wait on a bounded queue (back-pressure: no frame is ever dropped).
+
+Live sources (RTSP and any other URL FFmpeg opens): TCP by default, open and read timeouts always set (without
+them PyAV waits forever on a frozen camera), the end of a live stream taken as the camera going away, and
+reconnects with exponential backoff and jitter. The queue keeps the newest frames and drops the oldest, so latency
+cannot build up behind a slow consumer. `SourceStatus` records (down / up, with the gap) travel in the same queue
+as frames, so the consumer sees them in stream order.
 """
 
 from __future__ import annotations
 
 import os
-import queue
+import random
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -19,10 +25,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import av
 
+from streamer.config import LiveConfig
 from streamer.errors import StreamerError
-from streamer.records import Frame, StreamInfo
+from streamer.records import Frame, SourceStatus, StreamInfo
 
 _POLL_S = 0.1
+# Answers that will not change by retrying: a wrong path, wrong credentials, an unknown protocol.
+_PERMANENT = tuple(
+    getattr(av.error, name)
+    for name in ("HTTPNotFoundError", "HTTPUnauthorizedError", "HTTPForbiddenError", "HTTPBadRequestError",
+                 "ProtocolNotFoundError")
+    if hasattr(av.error, name)
+)
 
 
 def is_url(source: str) -> bool:
@@ -49,21 +63,88 @@ class _End:
     error: BaseException | None = None
 
 
+class FrameQueue:
+    """Bounded hand-off between a reader thread and its consumer.
+
+    With `drop_oldest` (live sources) a put into a full queue drops the oldest frame instead of waiting and counts
+    it; status and end records are never dropped. Without it (files) a put waits for room.
+    """
+
+    def __init__(self, maxsize: int, drop_oldest: bool) -> None:
+        self.maxsize = maxsize
+        self.drop_oldest = drop_oldest
+        self.dropped = 0
+        self._items: deque = deque()
+        self._cond = threading.Condition()
+
+    def put(self, item, stop: threading.Event) -> bool:
+        with self._cond:
+            while len(self._items) >= self.maxsize:
+                if self.drop_oldest:
+                    oldest = next((i for i, x in enumerate(self._items) if isinstance(x, Frame)), None)
+                    if oldest is not None:
+                        del self._items[oldest]
+                        self.dropped += 1
+                    break
+                if stop.is_set():
+                    return False
+                self._cond.wait(_POLL_S)
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout: float):
+        """The next item, or None after `timeout` seconds without one."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+                if not self._items:
+                    return None
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class Reader:
     """Decodes one source on a background thread; iterate `frames()` to consume it."""
 
-    def __init__(self, source: str, queue_size: int = 32) -> None:
+    def __init__(
+        self,
+        source: str,
+        name: str | None = None,
+        live: bool | None = None,
+        queue_size: int = 32,
+        live_config: LiveConfig | None = None,
+    ) -> None:
         self.source = source
-        self.name = display_name(source)
-        self._queue: queue.Queue[Frame | _End] = queue.Queue(maxsize=queue_size)
+        self.name = name or display_name(source)
+        self.live = is_url(source) if live is None else live
+        self.live_config = live_config or LiveConfig()
+        size = self.live_config.queue_size if self.live else queue_size
+        self.queue = FrameQueue(size, drop_oldest=self.live)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._container: av.container.InputContainer | None = None
+        self._container = None
         self.info: StreamInfo | None = None
         self.frames_decoded = 0
+        self.reconnects = 0
+        self.state = "connecting"
+        self._first_error: str | None = None
+        self._last_session_frames = 0
+        self._last_pts = 0.0
 
-    def open(self) -> StreamInfo:
-        """Open the container and its first video stream, or raise one clear StreamerError."""
+    @property
+    def dropped(self) -> int:
+        return self.queue.dropped
+
+    # -- opening -------------------------------------------------------------------------------------------
+
+    def open(self) -> StreamInfo | None:
+        """Open the source, or raise one clear StreamerError. A live source that is merely unreachable now is
+        not an error: None is returned and the reader thread keeps trying."""
         if not is_url(self.source):
             path = Path(self.source)
             if not path.exists():
@@ -73,43 +154,62 @@ class Reader:
             if not os.access(path, os.R_OK):
                 raise StreamerError(f"input not readable: {self.name}")
         try:
-            container = av.open(self.source, mode="r")
-        except av.error.FFmpegError as exc:
+            self._connect()
+        except StreamerError:
+            raise
+        except _PERMANENT as exc:
             raise StreamerError(f"cannot open {self.name}: {_reason(exc)}") from None
+        except (av.error.FFmpegError, OSError) as exc:
+            if not self.live:
+                raise StreamerError(f"cannot open {self.name}: {_reason(exc)}") from None
+            self._first_error = _reason(exc)
+            return None
+        return self.info
+
+    def _connect(self) -> None:
+        if self.live:
+            cfg = self.live_config
+            options = {"timeout": str(int(cfg.read_timeout_s / 2 * 1e6))}  # FFmpeg gives up after about twice this
+            if self.source.startswith(("rtsp://", "rtsps://")):
+                options["rtsp_transport"] = cfg.rtsp_transport
+            container = av.open(self.source, mode="r", options=options,
+                                timeout=(cfg.open_timeout_s, cfg.read_timeout_s / 2))
+        else:
+            container = av.open(self.source, mode="r")
         if not container.streams.video:
             container.close()
             raise StreamerError(f"no video stream in {self.name}")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        if not stream.codec_context.width or not stream.codec_context.height:
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not width or not height:
             container.close()
             raise StreamerError(f"cannot read the video size of {self.name}: not a playable video")
         fps = stream.average_rate or stream.guessed_rate or Fraction(25)
         self._container = container
-        self.info = StreamInfo(
-            source=self.name,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
-            fps=Fraction(fps),
-            total_frames=stream.frames or None,
-        )
-        return self.info
+        if self.info is None:
+            self.info = StreamInfo(source=self.name, width=width, height=height, fps=Fraction(fps),
+                                   total_frames=None if self.live else (stream.frames or None))
+
+    # -- the thread ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._container is None:
+        if self._container is None and not self.live:
             self.open()
-        self._thread = threading.Thread(target=self._run, name=f"reader:{self.name}", daemon=True)
+        target = self._run_live if self.live else self._run_file
+        self._thread = threading.Thread(target=target, name=f"reader:{self.name}", daemon=True)
         self._thread.start()
 
-    def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:
-        """Yield frames until the end of the stream or `stop`; re-raise a decode error as StreamerError."""
+    def frames(self, stop: threading.Event | None = None) -> Iterator[Frame | SourceStatus]:
+        """Frames (and, for live sources, status changes) until the end of the stream or `stop`."""
         while stop is None or not stop.is_set():
-            try:
-                item = self._queue.get(timeout=_POLL_S)
-            except queue.Empty:
+            item = self.queue.get(_POLL_S)
+            if item is None:
                 continue
             if isinstance(item, _End):
                 if item.error is not None:
+                    if isinstance(item.error, StreamerError):
+                        raise item.error
                     raise StreamerError(
                         f"error decoding {self.name} after frame {self.frames_decoded}: {_reason(item.error)}"
                     )
@@ -117,41 +217,37 @@ class Reader:
             yield item
 
     def stop(self) -> None:
-        """Ask the thread to end and wait for it; safe to call twice."""
+        """Ask the thread to end and wait a little. A thread stuck in a frozen camera's read is left to its
+        timeout (it is a daemon); its container is closed by that thread, never under its feet."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=1.0 if self.live else 5.0)
+            if self._thread.is_alive():
+                return
+        self._close()
+
+    def _close(self) -> None:
         if self._container is not None:
-            self._container.close()
-            self._container = None
-
-    def _put(self, item: Frame | _End) -> bool:
-        """Block while the queue is full (back-pressure for files) but wake up to notice a stop."""
-        while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
+                self._container.close()
+            finally:
+                self._container = None
 
-    def _run(self) -> None:
+    def _put(self, item) -> bool:
+        return self.queue.put(item, self._stop)
+
+    def _run_file(self) -> None:
         assert self._container is not None and self.info is not None
         stream = self._container.streams.video[0]
-        fallback_step = 1.0 / float(self.info.fps)
+        step = 1.0 / float(self.info.fps)
         error: BaseException | None = None
         try:
             for av_frame in self._container.decode(stream):
                 if self._stop.is_set():
                     return
-                pts = av_frame.time if av_frame.time is not None else self.frames_decoded * fallback_step
-                frame = Frame(
-                    source=self.name,
-                    index=self.frames_decoded,
-                    pts=float(pts),
-                    wall_time=time.time(),
-                    image=av_frame.to_ndarray(format="bgr24"),
-                )
+                pts = av_frame.time if av_frame.time is not None else self.frames_decoded * step
+                frame = Frame(self.name, self.frames_decoded, float(pts), time.time(),
+                              av_frame.to_ndarray(format="bgr24"))
                 if not self._put(frame):
                     return
                 self.frames_decoded += 1
@@ -159,12 +255,91 @@ class Reader:
             error = exc
         self._put(_End(error))
 
+    def _run_live(self) -> None:
+        cfg = self.live_config
+        last_pts = -1.0 / 25
+        down_since: float | None = None
+        attempt = 0
+        if self._container is None:  # unreachable at start
+            down_since = time.time()
+            self.state = "down"
+            self._put(SourceStatus(self.name, "down", down_since, 0.0, 0, reason=self._first_error or "unreachable"))
+        while not self._stop.is_set():
+            if self._container is None:
+                if cfg.max_retries is not None and attempt >= cfg.max_retries:
+                    self._put(_End(StreamerError(f"{self.name}: gave up after {attempt} reconnect attempts")))
+                    return
+                delay = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2**attempt)
+                if self._stop.wait(random.uniform(delay / 2, delay)):
+                    break
+                attempt += 1
+                self.reconnects += 1
+                try:
+                    self._connect()
+                except (av.error.FFmpegError, OSError, StreamerError):
+                    continue
+            reason = self._decode_session(last_pts, down_since)
+            if self._stop.is_set():
+                break
+            self._close()
+            last_pts = self._last_pts
+            if self._last_session_frames:  # it was up: report it down once, and back off from the start
+                attempt = 0
+                down_since = time.time()
+                self.state = "down"
+                self._put(SourceStatus(self.name, "down", down_since, max(last_pts, 0.0),
+                                       max(self.frames_decoded - 1, 0), reason=reason))
+        self._close()
+        self._put(_End())
+
+    def _decode_session(self, last_pts: float, down_since: float | None) -> str:
+        """Decode until the stream ends or fails; return why it stopped. Media time continues from `last_pts`,
+        plus the wall-clock length of the outage, so it never goes backwards across reconnects."""
+        container = self._container
+        stream = container.streams.video[0]
+        step = 1.0 / float(self.info.fps)
+        base = last_pts + step + (time.time() - down_since if down_since is not None else 0.0)
+        first_raw: float | None = None
+        realtime0 = container.start_time_realtime
+        start_s = (container.start_time or 0) / 1e6
+        self._last_session_frames = 0
+        self._last_pts = last_pts
+        try:
+            for av_frame in container.decode(stream):
+                if self._stop.is_set():
+                    return "stopped"
+                now = time.time()
+                raw = av_frame.time
+                if raw is not None and first_raw is None:
+                    first_raw = raw
+                if raw is None or first_raw is None:  # RTSP's first frame often has no pts
+                    pts = base if self._last_session_frames == 0 else self._last_pts + step
+                else:
+                    pts = max(base + (raw - first_raw), self._last_pts + 1e-6)
+                camera_time = realtime0 / 1e6 + (raw - start_s) if realtime0 and raw is not None else None
+                if self._last_session_frames == 0:
+                    self.state = "up"
+                    gap = now - down_since if down_since is not None else None
+                    if down_since is not None:
+                        self._put(SourceStatus(self.name, "up", now, pts, self.frames_decoded, gap_s=gap))
+                frame = Frame(self.name, self.frames_decoded, pts, now, av_frame.to_ndarray(format="bgr24"),
+                              camera_time)
+                self._put(frame)
+                self.frames_decoded += 1
+                self._last_session_frames += 1
+                self._last_pts = pts
+        except Exception as exc:  # a live source's errors mean "down", then reconnect
+            return _reason(exc)
+        return "stream ended"
+
 
 def _reason(exc: BaseException) -> str:
-    """FFmpeg's own words without the errno and file name noise PyAV adds."""
-    if isinstance(exc, av.error.FFmpegError) and exc.strerror:
-        text = exc.strerror
+    """FFmpeg's own words without the errno and the URL (which may hold credentials) that PyAV adds."""
+    if isinstance(exc, av.error.FFmpegError):
         if isinstance(exc, av.error.InvalidDataError):
-            text = "not a video file, or it is corrupt"
+            return "not a video file, or it is corrupt"
+        text = exc.strerror or type(exc).__name__
         return text[0].lower() + text[1:]
-    return str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    return type(exc).__name__

@@ -26,13 +26,32 @@ class StreamInfo:
 
 @dataclass(slots=True)
 class Frame:
-    """One decoded picture. `image` is BGR uint8 (what OpenCV drawing and the encoder take)."""
+    """One decoded picture. `image` is BGR uint8 (what OpenCV drawing and the encoder take).
+
+    Three clocks: `pts` is the source's media time in seconds, kept increasing across reconnects of a live
+    source (a gap adds its wall-clock length); `camera_time` is the camera's own wall clock where the stream
+    carries it (RTCP sender reports), else None; `wall_time` is when the reader decoded the frame here.
+    """
 
     source: str
     index: int
-    pts: float  # seconds on the stream's clock
-    wall_time: float  # epoch seconds when the reader decoded it
+    pts: float
+    wall_time: float
     image: np.ndarray
+    camera_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """A live source went down or came back; travels in the frame queue so events keep stream order."""
+
+    source: str
+    state: str  # "down" | "up"
+    wall_time: float
+    pts: float  # media time at the change (the last frame's pts when going down)
+    frame_index: int  # index of the last frame before, or the first frame after, the change
+    reason: str | None = None
+    gap_s: float | None = None  # for "up": how long the source was down
 
 
 @dataclass(slots=True)
@@ -72,6 +91,7 @@ class Event:
     frame_index: int
     pts: float
     wall_time: float
+    camera_time: float | None = None
     track_id: int | None = None
     label: str | None = None
     bbox: tuple[float, float, float, float] | None = None
@@ -86,14 +106,20 @@ class Event:
             "source": self.source,
             "frame_index": self.frame_index,
             "pts": round(self.pts, 6),
-            "wall_time": _dt.datetime.fromtimestamp(self.wall_time, tz=_dt.timezone.utc).isoformat(),
+            "wall_time": _iso(self.wall_time),
             "track_id": self.track_id,
             "label": self.label,
             "bbox": None if self.bbox is None else [round(float(v), 2) for v in self.bbox],
         }
+        if self.camera_time is not None:
+            out["camera_time"] = _iso(self.camera_time)
         if self.confidence is not None:
             out["confidence"] = round(float(self.confidence), 4)
         if self.text is not None:
             out["text"] = self.text
         out.update(self.extra)
         return out
+
+
+def _iso(epoch_s: float) -> str:
+    return _dt.datetime.fromtimestamp(epoch_s, tz=_dt.timezone.utc).isoformat()

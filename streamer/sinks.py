@@ -11,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 from streamer.errors import StreamerError
@@ -40,6 +41,9 @@ class VideoSink:
         self.frames = 0
 
     def write(self, image: np.ndarray) -> None:
+        if image.shape[1] != self._stream.width or image.shape[0] != self._stream.height:
+            # A camera that came back at another resolution: keep the file's size.
+            image = cv2.resize(image, (self._stream.width, self._stream.height), interpolation=cv2.INTER_AREA)
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
         frame.pts = self.frames
         self._container.mux(self._stream.encode(frame))
