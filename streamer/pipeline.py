@@ -62,7 +62,8 @@ class RunStats:
     detections: int = 0
     dropped: int = 0
     reconnects: int = 0
-    latency_ms: float | None = None  # frame read -> its keyframe's events, latest
+    latency_ms: float | None = None  # frame read -> its keyframe's tracks and events, latest
+    latencies: deque = field(default_factory=lambda: deque(maxlen=4096))  # (wall time, ms), recent keyframes
     events: int = 0
     event_counts: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -151,7 +152,9 @@ class _SourceRun:
             result = future.result()
             self.stats.detections += len(result.detections)
             self.emit(branch.update(frame, result))
-        self.stats.latency_ms = 1000.0 * (time.time() - frame.wall_time)
+        now = time.time()
+        self.stats.latency_ms = 1000.0 * (now - frame.wall_time)
+        self.stats.latencies.append((now, self.stats.latency_ms))
 
     def write(self, frame: Frame, on_progress) -> None:
         if self.video is not None:
@@ -281,8 +284,7 @@ class Pipeline:
         self.runs = runs = [_SourceRun(spec, self.config, self._stop) for spec in specs]
         started = time.monotonic()
         try:
-            for run in runs:
-                run.open()
+            _open_all(runs)
             detector = self.make_detector()
         except BaseException:
             for run in runs:
@@ -318,3 +320,24 @@ class Pipeline:
             if run.stats.error is not None:
                 raise run.stats.error
         return [run.stats for run in runs]
+
+
+def _open_all(runs: list[_SourceRun]) -> None:
+    """Open every source at once: an RTSP open probes for about a second, and sixteen cameras should not wait
+    sixteen seconds. The first error, in the order the sources were given, is raised."""
+    errors: list[BaseException | None] = [None] * len(runs)
+
+    def open_one(i: int) -> None:
+        try:
+            runs[i].open()
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors[i] = exc
+
+    threads = [threading.Thread(target=open_one, args=(i,), daemon=True) for i in range(len(runs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for error in errors:
+        if error is not None:
+            raise error

@@ -155,14 +155,15 @@ class Reader:
                 raise StreamerError(f"input not readable: {self.name}")
         try:
             self._connect()
-        except StreamerError:
-            raise
         except _PERMANENT as exc:
             raise StreamerError(f"cannot open {self.name}: {_reason(exc)}") from None
-        except (av.error.FFmpegError, OSError) as exc:
+        except (av.error.FFmpegError, OSError, StreamerError) as exc:
             if not self.live:
+                if isinstance(exc, StreamerError):
+                    raise
                 raise StreamerError(f"cannot open {self.name}: {_reason(exc)}") from None
-            self._first_error = _reason(exc)
+            # A camera that is off, booting or half-answering now: the reader thread keeps trying.
+            self._first_error = str(exc) if isinstance(exc, StreamerError) else _reason(exc)
             return None
         return self.info
 
