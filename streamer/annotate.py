@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import supervision as sv
 
@@ -22,7 +23,15 @@ class Annotator:
         self._boxes = sv.BoxAnnotator(color_lookup=sv.ColorLookup.CLASS, thickness=2)
         self._masks = sv.MaskAnnotator(color_lookup=sv.ColorLookup.CLASS, opacity=0.35)
         self._labels = sv.LabelAnnotator(color_lookup=sv.ColorLookup.CLASS, text_scale=0.5, text_padding=4)
+        self._traces = sv.TraceAnnotator(color_lookup=sv.ColorLookup.CLASS, trace_length=50, thickness=2)
         self._prepared: list[tuple[sv.Detections, list[str]]] = []
+        self._polygons: list[tuple[str, np.ndarray]] = []
+        self._segments: list[tuple[str, tuple[float, float], tuple[float, float]]] = []
+
+    def areas(self, polygons, segments) -> None:
+        """Zones (polygons) and lines to draw on every frame."""
+        self._polygons = [(name, np.asarray(p, dtype=np.int32).reshape(-1, 1, 2)) for name, p in polygons]
+        self._segments = [(name, tuple(map(int, a)), tuple(map(int, b))) for name, a, b in segments]
 
     def _labels_for(self, det: sv.Detections) -> list[str]:
         names = det.data.get("class_name")
@@ -32,12 +41,24 @@ class Annotator:
         ids = det.tracker_id if det.tracker_id is not None else [-1] * len(det)
         return [label_for(int(t), n, str(texts[i]) if texts is not None else "") for i, (t, n) in enumerate(zip(ids, names))]
 
+    def _draw_areas(self, image: np.ndarray) -> None:
+        for name, polygon in self._polygons:
+            cv2.polylines(image, [polygon], isClosed=True, color=(0, 200, 255), thickness=2)
+            x, y = polygon[0, 0]
+            cv2.putText(image, name, (int(x) + 4, int(y) + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 200, 255), 1, cv2.LINE_AA)
+        for name, start, end in self._segments:
+            cv2.line(image, start, end, (255, 0, 255), 2)
+            cv2.putText(image, name, (start[0] + 4, start[1] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 0, 255), 1, cv2.LINE_AA)
+
     def draw(self, image: np.ndarray, tracks: list[Tracks]) -> np.ndarray:
-        """Draw the latest tracks of each scheduled task onto `image` (in place)."""
+        """Draw zones, lines and the latest tracks of each scheduled task onto `image` (in place)."""
+        self._draw_areas(image)
         current = [t.detections for t in tracks if len(t.detections)]
         if len(self._prepared) != len(current) or any(a is not b for (a, _), b in zip(self._prepared, current)):
             self._prepared = [(det, self._labels_for(det)) for det in current]
         for det, labels in self._prepared:
+            if det.tracker_id is not None and (det.tracker_id >= 0).any():
+                image = self._traces.annotate(image, det[det.tracker_id >= 0])
             if det.mask is not None:
                 image = self._masks.annotate(image, det)
             image = self._boxes.annotate(image, det)

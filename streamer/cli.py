@@ -37,8 +37,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=["auto", "cpu", "cuda"])
     run.add_argument("--out-video", type=Path, help="annotated MP4 path")
     run.add_argument("--events", type=Path, help="JSONL event log path")
+    run.add_argument("--db", type=Path, help="SQLite event store (default: events.db beside the event log)")
     run.add_argument("--no-video", action="store_true", help="write only the event log")
     run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long, as SIGINT would")
+    events = sub.add_parser("events", help="query a run's SQLite event store")
+    events.add_argument("db", type=Path, help="events.db of a run")
+    events.add_argument("--source")
+    events.add_argument("--type")
+    events.add_argument("--label")
+    events.add_argument("--since", help="ISO-8601 time (local unless it has an offset)")
+    events.add_argument("--until", help="ISO-8601 time, exclusive")
+    events.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    export = sub.add_parser("export", help="write a run's keyframes and tracked boxes as a COCO or YOLO dataset")
+    export.add_argument("run", type=Path, help="run folder or its events.db")
+    export.add_argument("--format", choices=["coco", "yolo"], required=True)
+    export.add_argument("out", type=Path, help="dataset folder to write")
     return parser
 
 
@@ -48,7 +61,7 @@ def _looks_like_folder(value: str) -> bool:
 
 def _overrides(args: argparse.Namespace) -> dict:
     out = {"model.task": args.task, "model.prompt": args.prompt, "model.device": args.device,
-           "output.video": args.out_video, "output.events": args.events}
+           "output.video": args.out_video, "output.events": args.events, "output.db": args.db}
     if args.model:
         out["model.path" if _looks_like_folder(args.model) else "model.id"] = args.model
     if args.task:
@@ -94,7 +107,8 @@ def _specs(config: Config, sources: list[str]) -> list[SourceSpec]:
             folder = run_folder(out.dir, url, name)
         events = out.events or folder / "events.jsonl"
         video = (out.video or folder / "annotated.mp4") if out.write_video else None
-        specs.append(SourceSpec(url, events, video, name, live))
+        db = (out.db or events.with_suffix(".db")) if out.write_db else None
+        specs.append(SourceSpec(url, events, video, name, live, db))
     return specs
 
 
@@ -170,6 +184,8 @@ def _summary(stats: RunStats) -> str:
     if stats.video_path is not None:
         lines.append(f"  annotated video: {stats.video_path}")
     lines.append(f"  event log:       {stats.events_path}")
+    if stats.db_path is not None:
+        lines.append(f"  event store:     {stats.db_path}")
     lines.append(f"  model loaded in {stats.load_seconds:.1f} s; frames processed in {stats.seconds:.1f} s ({stats.fps:.1f} fps)")
     return "\n".join(lines)
 
@@ -211,6 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "events":
+            from streamer.store import query, render
+
+            found = query(args.db, source=args.source, type=args.type, label=args.label, since=args.since,
+                          until=args.until)
+            print(render(found, args.format))
+            return 0
+        if args.command == "export":
+            from streamer.export import export
+
+            images, boxes = export(args.run, args.format, args.out)
+            print(f"streamer: wrote {images} keyframes with {boxes} boxes as {args.format} to {args.out}")
+            return 0
     except StreamerError as exc:
         print(f"streamer: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

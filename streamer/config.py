@@ -103,10 +103,49 @@ class OutputConfig(_Section):
     dir: Path = Path("runs")
     video: Path | None = None
     events: Path | None = None
+    db: Path | None = Field(default=None, description="SQLite event store; default: events.db beside the log.")
     write_video: bool = True
+    write_db: bool = True
+    save_keyframes: bool = Field(default=False, description="Keep keyframe JPEGs and detections for export.")
     codec: str = "libx264"
     preset: str = "veryfast"
     crf: int = Field(default=23, ge=0, le=51)
+
+
+Point = tuple[float, float]
+
+
+class _Area(_Section):
+    """Shared by zones and lines: coordinates in pixels, or relative to the frame when all are <= 1."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._ -]+$")
+    labels: list[str] | None = Field(default=None, description="Only tracks of these labels; null: all.")
+    sources: list[str] | None = Field(default=None, description="Only on these sources (names); null: all.")
+
+
+class ZoneConfig(_Area):
+    polygon: list[Point] = Field(min_length=3)
+
+
+class LineConfig(_Area):
+    start: Point
+    end: Point
+
+
+class EventsConfig(_Section):
+    """What turns tracks into events beyond appear/leave: OCR consensus, zones, lines, snapshots."""
+
+    ocr_min_votes: int = Field(default=3, ge=1, description="Reads of the same text before text_read.")
+    ocr_window: int = Field(default=10, ge=1, description="Recent reads per track that vote.")
+    snapshots: bool = Field(default=False, description="JPEG crop for object_appeared and text_read.")
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    lines: list[LineConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _votes_fit_window(self) -> "EventsConfig":
+        if self.ocr_min_votes > self.ocr_window:
+            raise ValueError("ocr_min_votes cannot exceed ocr_window")
+        return self
 
 
 class LiveConfig(_Section):
@@ -142,6 +181,7 @@ class Config(_Section):
     schedule: list[TaskEntry] = Field(default_factory=list, description="Tasks per keyframe; empty: model.task.")
     sampler: SamplerConfig = SamplerConfig()
     tracker: TrackerConfig = TrackerConfig()
+    events: EventsConfig = EventsConfig()
     output: OutputConfig = OutputConfig()
     live: LiveConfig = LiveConfig()
     sources: list[SourceConfig] = Field(default_factory=list, description="Sources to run when none are given.")

@@ -3,7 +3,10 @@
 - `object_appeared`: a track is confirmed (seen on `tracker.min_hits` keyframes).
 - `object_left`: a confirmed track unseen for `tracker.lost_after_s` seconds of stream time, or still present
   when the stream ends (`reason`: `lost` or `stream_ended`), with its `dwell_s`.
-- `text_read`: text read on a track (OCR regions) or, for whole-frame OCR, on the frame; emitted when it changes.
+- `text_read`: text settled on a track (OCR regions): the most common of the track's last `ocr_window` reads,
+  read at least `ocr_min_votes` times, so a plate read five times with one misread gives one event; for
+  whole-frame OCR, the frame's text when it changes.
+- `text_changed`: a track's settled text became another one (it must win the vote again), with `previous_text`.
 - `caption`: a frame-level caption from a caption task; emitted when it changes.
 - `source_down` / `source_up`: a live source was lost (with `reason`) or came back (with `gap_s`, how long it
   was gone).
@@ -11,7 +14,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
 from streamer.records import Event, Frame, SourceStatus, Tracks
 
@@ -26,15 +30,18 @@ class _Track:
     last_pts: float
     bbox: tuple[float, float, float, float]
     confidence: float | None
-    text: str | None = None
+    text: str | None = None  # settled text
+    reads: deque = field(default_factory=deque)
 
 
 class EventMaker:
     """Turns each keyframe's tracks of one source into events; `finish` closes what is still open."""
 
-    def __init__(self, source: str, lost_after_s: float) -> None:
+    def __init__(self, source: str, lost_after_s: float, ocr_min_votes: int = 1, ocr_window: int = 1) -> None:
         self.source = source
         self.lost_after_s = lost_after_s
+        self.ocr_min_votes = ocr_min_votes
+        self.ocr_window = ocr_window
         self._active: dict[int, _Track] = {}
         self._frame_text: dict[str, str] = {}
 
@@ -72,14 +79,14 @@ class EventMaker:
             track = self._active.get(track_id)
             if track is None:
                 label = str(names[i]) if names is not None else "object"
-                track = _Track(track_id, label, frame.pts, frame.pts, bbox, confidence)
+                track = _Track(track_id, label, frame.pts, frame.pts, bbox, confidence,
+                               reads=deque(maxlen=self.ocr_window))
                 self._active[track_id] = track
                 events.append(self._event("object_appeared", frame, track))
             track.last_pts, track.bbox, track.confidence = frame.pts, bbox, confidence
-            text = str(texts[i]).strip() if texts is not None else ""
-            if text and text != track.text:
-                track.text = text
-                events.append(self._event("text_read", frame, track, text=text))
+            if texts is not None:
+                events.extend(self._vote(frame, track, str(texts[i]).strip()))
+                texts[i] = track.text or ""  # the label shows the settled text, not this read
         for track_id, track in list(self._active.items()):
             if track_id not in seen and frame.pts - track.last_pts >= self.lost_after_s:
                 events.append(self._left(frame, track, "lost"))
@@ -89,6 +96,18 @@ class EventMaker:
                 self._frame_text[task] = frame_text
                 events.append(self._event(kind, frame, text=frame_text, task=task))
         return events
+
+    def _vote(self, frame: Frame, track: _Track, text: str) -> list[Event]:
+        if not text:
+            return []
+        track.reads.append(text)
+        winner, votes = Counter(track.reads).most_common(1)[0]
+        if votes < self.ocr_min_votes or winner == track.text:
+            return []
+        previous, track.text = track.text, winner
+        if previous is None:
+            return [self._event("text_read", frame, track, text=winner, votes=votes)]
+        return [self._event("text_changed", frame, track, text=winner, previous_text=previous, votes=votes)]
 
     def _left(self, frame: Frame, track: _Track, reason: str) -> Event:
         del self._active[track.track_id]

@@ -14,6 +14,7 @@ A stop request (SIGINT/SIGTERM, --duration) ends reading, finishes what is in ha
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
 from collections import deque
@@ -23,17 +24,22 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
+
 from streamer.annotate import Annotator
 from streamer.config import Config, TaskEntry
 from streamer.errors import StreamerError
 from streamer.events import EventMaker, status_event
+from streamer.motion import Motion
 from streamer.reader import Reader
 from streamer.records import Event, Frame, FrameDetections, SourceStatus, StreamInfo, Tracks
 from streamer.sampler import Sampler
 from streamer.schedule import Schedule
 from streamer.sinks import JsonlSink, VideoSink
+from streamer.store import SqliteSink
 from streamer.tracker import Tracker
 from streamer.worker import Detector, Worker
+from streamer.zones import ZoneWatcher
 
 _DRAIN_S = 5.0  # how long a stopping live source waits for its keyframe in flight
 
@@ -47,6 +53,7 @@ class SourceSpec:
     video_path: Path | None = None
     name: str | None = None
     live: bool | None = None
+    db_path: Path | None = None  # SQLite event store; sources naming the same file share it
 
 
 @dataclass
@@ -71,6 +78,7 @@ class RunStats:
     load_seconds: float = 0.0
     video_path: Path | None = None
     events_path: Path | None = None
+    db_path: Path | None = None
     stopped_early: bool = False
     error: StreamerError | None = None
 
@@ -80,19 +88,33 @@ class RunStats:
 
 
 class _Branch:
-    """Tracks and events of one scheduled task of one source."""
+    """Tracks, motion and events of one scheduled task of one source."""
 
-    def __init__(self, config: Config, entry: TaskEntry, keyframe_rate: float, source: str, ids) -> None:
+    def __init__(self, config: Config, entry: TaskEntry, keyframe_rate: float, info: StreamInfo, ids) -> None:
         # A task that runs every few keyframes (or seconds) cannot see a track more often than that.
         period = max(entry.every_n_keyframes / keyframe_rate, entry.every_s or 0.0)
         tracking = config.tracker.model_copy(update={"lost_after_s": max(config.tracker.lost_after_s, period)})
         self.tracker = Tracker(tracking, 1.0 / period, ids)
-        self.events = EventMaker(source, tracking.lost_after_s)
+        self.events = EventMaker(info.source, tracking.lost_after_s, config.events.ocr_min_votes,
+                                 config.events.ocr_window)
+        self.zones = ZoneWatcher(config.events, info.source, info.width, info.height)
+        self.motion = Motion(horizon_s=tracking.lost_after_s)
         self.latest: Tracks | None = None
 
     def update(self, frame: Frame, result: FrameDetections) -> list[Event]:
         self.latest = Tracks(frame, self.tracker.update(result), keyframe=True)
-        return self.events.update(self.latest, result.keyframe.task, result.text)
+        events = self.events.update(self.latest, result.keyframe.task, result.text)
+        events += self.zones.update(self.latest)
+        events += self._zone_exits(events, frame)
+        self.motion.observe(self.latest)
+        return events
+
+    def finish(self, frame: Frame | None) -> list[Event]:
+        events = self.events.finish(frame)
+        return events + self._zone_exits(events, frame)
+
+    def _zone_exits(self, events: list[Event], frame: Frame | None) -> list[Event]:
+        return [e for left in events if left.type == "object_left" for e in self.zones.track_ended(left.track_id, frame)]
 
 
 class _SourceRun:
@@ -111,6 +133,7 @@ class _SourceRun:
         self.branches: list[_Branch] = []
         self.video: VideoSink | None = None
         self.log: JsonlSink | None = None
+        self.db: SqliteSink | None = None
         self.last_frame: Frame | None = None
 
     def open(self) -> None:
@@ -123,10 +146,16 @@ class _SourceRun:
             self.stats.state = self.reader.state
         return self.stats
 
-    def open_outputs(self) -> None:
+    def open_outputs(self, stores: dict[Path, SqliteSink]) -> None:
         """Created only after every source opened and the model loaded: a bad run leaves old files alone."""
         self.log = JsonlSink(self.spec.events_path)
         self.stats.events_path = self.spec.events_path
+        if self.spec.db_path is not None:
+            key = Path(self.spec.db_path).resolve()
+            if key not in stores:
+                stores[key] = SqliteSink(self.spec.db_path)
+            self.db = stores[key].acquire()
+            self.stats.db_path = self.spec.db_path
 
     def _ensure_ready(self, frame: Frame) -> None:
         """Trackers and the video need the stream's rate and size; a live source may only say so now."""
@@ -135,7 +164,9 @@ class _SourceRun:
         info = self.stats.info = self.reader.info
         rate = self.sampler.expected_rate(float(info.fps))
         ids = itertools.count()
-        self.branches = [_Branch(self.config, e, rate, info.source, ids) for e in self.schedule.entries]
+        self.branches = [_Branch(self.config, e, rate, info, ids) for e in self.schedule.entries]
+        watcher = self.branches[0].zones
+        self.annotator.areas(watcher.polygons(), watcher.segments())
         if self.spec.video_path is not None:
             out = self.config.output
             self.video = VideoSink(self.spec.video_path, info, out.codec, out.preset, out.crf)
@@ -144,6 +175,8 @@ class _SourceRun:
     def emit(self, events: list[Event]) -> None:
         for event in events:
             self.log.write(event)
+            if self.db is not None:
+                self.db.write(event)
             self.stats.events += 1
             self.stats.event_counts[event.type] = self.stats.event_counts.get(event.type, 0) + 1
 
@@ -151,13 +184,45 @@ class _SourceRun:
         for branch, future in jobs:
             result = future.result()
             self.stats.detections += len(result.detections)
-            self.emit(branch.update(frame, result))
+            events = branch.update(frame, result)
+            if self.config.events.snapshots:
+                self._snapshots(frame, events)
+            self.emit(events)
+        if self.config.output.save_keyframes and self.db is not None:
+            self._save_keyframe(frame, [branch for branch, _ in jobs])
         now = time.time()
         self.stats.latency_ms = 1000.0 * (now - frame.wall_time)
         self.stats.latencies.append((now, self.stats.latency_ms))
 
+    def _snapshots(self, frame: Frame, events: list[Event]) -> None:
+        """A JPEG crop of the object for object_appeared and text_read; its path goes into the event."""
+        folder = self.spec.events_path.parent / "snapshots"
+        for event in events:
+            if event.type not in ("object_appeared", "text_read") or event.bbox is None:
+                continue
+            x1, y1, x2, y2 = (int(round(v)) for v in event.bbox)
+            crop = frame.image[max(0, y1) : max(0, y2), max(0, x1) : max(0, x2)]
+            if crop.size == 0:
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{_safe(event.source)}-{frame.index:07d}-{event.track_id}-{event.type}.jpg"
+            cv2.imwrite(str(path), crop)
+            event.extra["snapshot"] = str(path)
+
+    def _save_keyframe(self, frame: Frame, branches: list[_Branch]) -> None:
+        folder = Path(self.spec.db_path).parent / "keyframes"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{_safe(self.stats.source)}-{frame.index:07d}.jpg"
+        cv2.imwrite(str(path), frame.image)
+        for branch in branches:
+            if branch.latest is not None and branch.latest.frame is frame:
+                self.db.write_keyframe(self.stats.source, frame.index, frame.pts, path, branch.latest.detections)
+
     def write(self, frame: Frame, on_progress) -> None:
         if self.video is not None:
+            for branch in self.branches:
+                if branch.latest is not None:
+                    branch.motion.place(branch.latest, frame.pts)
             self.video.write(self.annotator.draw(frame.image, [b.latest for b in self.branches if b.latest]))
         self.last_frame = frame
         self.stats.frames += 1
@@ -188,7 +253,7 @@ class _SourceRun:
     def _close(self) -> None:
         try:
             for branch in self.branches:
-                self.emit(branch.events.finish(self.last_frame))
+                self.emit(branch.finish(self.last_frame))
         finally:
             try:
                 if self.video is not None:
@@ -196,6 +261,8 @@ class _SourceRun:
             finally:
                 if self.log is not None:
                     self.log.close()
+                if self.db is not None:
+                    self.db.close()
 
     def _run_file(self, worker: Worker, on_progress) -> None:
         pending: deque[tuple[Frame, list[tuple[_Branch, Future]]]] = deque()
@@ -295,9 +362,10 @@ class Pipeline:
         worker = Worker(detector, max_batch=model.batch_size, max_wait_ms=model.max_wait_ms)
         threads = []
         try:
+            stores: dict[Path, SqliteSink] = {}
             for run in runs:
                 run.stats.load_seconds = load_seconds
-                run.open_outputs()
+                run.open_outputs(stores)
             worker.start()
             for run in runs:
                 run.reader.start()
@@ -341,3 +409,8 @@ def _open_all(runs: list[_SourceRun]) -> None:
     for error in errors:
         if error is not None:
             raise error
+
+
+def _safe(name: str) -> str:
+    """A source name fit for a file name (display names never hold credentials)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.split("://", 1)[-1]).strip("._") or "source"

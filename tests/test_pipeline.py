@@ -51,17 +51,32 @@ def test_a_box_that_comes_back_in_time_does_not_leave(clip, tmp_path):
     assert events[-1]["reason"] == "stream_ended"
 
 
-def test_ocr_region_yields_text_read_once_per_text(clip, tmp_path, event_validator):
+def test_ocr_region_yields_one_text_read_then_text_changed(clip, tmp_path, event_validator):
     def plate(index):
         text = "AB 42" if index < 100 else "AB 43"
         return [("text", (300, 240, 360, 260), text)]
 
     _, events, _ = run(clip, tmp_path, plate, model={"task": "<OCR_WITH_REGION>"})
-    reads = [e for e in events if e["type"] == "text_read"]
-    assert [(e["text"], e["frame_index"]) for e in reads] == [("AB 42", 5), ("AB 43", 100)]
-    assert reads[0]["track_id"] == reads[1]["track_id"]
+    reads = [e for e in events if e["type"] in ("text_read", "text_changed")]
+    # Confirmed at keyframe 5; three votes settle it at 15. "AB 43" must out-vote the last ten reads: at 125.
+    assert [(e["type"], e["text"], e["frame_index"]) for e in reads] == [
+        ("text_read", "AB 42", 15), ("text_changed", "AB 43", 125)]
+    assert reads[1]["previous_text"] == "AB 42" and reads[0]["track_id"] == reads[1]["track_id"]
     for event in events:
         event_validator.validate(event)
+
+
+def test_five_reads_of_a_plate_with_one_misread_give_one_text_read(clip, tmp_path):
+    script = {0: "AB 42", 5: "AB 42", 10: "A8 42", 15: "AB 42", 20: "AB 42", 25: "AB 42"}
+
+    def plate(index):
+        return [("text", (300, 240, 360, 260), script[index])] if index in script else []
+
+    _, events, _ = run(clip, tmp_path, plate, model={"task": "<OCR_WITH_REGION>"})
+    reads = [e for e in events if e["type"] in ("text_read", "text_changed")]
+    assert [(e["type"], e["text"]) for e in reads] == [("text_read", "AB 42")]
+    [left] = [e for e in events if e["type"] == "object_left"]
+    assert left["text"] == "AB 42"
 
 
 def test_annotated_video_has_every_frame_and_shows_the_tracks(clip, tmp_path):

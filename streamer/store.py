@@ -1,0 +1,212 @@
+"""The embedded event store: every event in SQLite (WAL), queryable with `streamer events`.
+
+Each event is committed as it is written, so the store holds what the JSONL log holds even when a run is
+killed. The database schema is versioned with SQLite's `user_version` and migrated step by step, never rebuilt,
+so stores written by older versions keep their events.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from streamer.errors import StreamerError
+from streamer.records import Event
+
+# Each step takes the database from version i to i + 1.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        schema_version INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        source TEXT NOT NULL,
+        frame_index INTEGER NOT NULL,
+        pts REAL NOT NULL,
+        wall_time TEXT NOT NULL,
+        wall_epoch REAL NOT NULL,
+        track_id INTEGER,
+        label TEXT,
+        text TEXT,
+        line TEXT NOT NULL
+    );
+    CREATE INDEX events_by_time ON events (wall_epoch);
+    CREATE INDEX events_by_source_type ON events (source, type);
+    """,
+    """
+    CREATE TABLE keyframe_boxes (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        frame_index INTEGER NOT NULL,
+        pts REAL NOT NULL,
+        image TEXT NOT NULL,
+        label TEXT NOT NULL,
+        track_id INTEGER NOT NULL,
+        confidence REAL,
+        x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL
+    );
+    CREATE TABLE keyframes (
+        image TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        frame_index INTEGER NOT NULL,
+        pts REAL NOT NULL
+    );
+    """,
+]
+DB_VERSION = len(MIGRATIONS)
+COLUMNS = ["wall_time", "source", "type", "frame_index", "pts", "track_id", "label", "text"]
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > DB_VERSION:
+        raise StreamerError(f"event store was written by a newer streamer (schema {version} > {DB_VERSION})")
+    for step in range(version, DB_VERSION):
+        with conn:
+            conn.executescript(MIGRATIONS[step])
+            conn.execute(f"PRAGMA user_version = {step + 1}")
+
+
+def connect(path: Path, create: bool) -> sqlite3.Connection:
+    path = Path(path)
+    if not create and not path.is_file():
+        raise StreamerError(f"event store not found: {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        raise StreamerError(f"{path} is not a streamer event store: {exc}") from None
+    return conn
+
+
+class SqliteSink:
+    """An event sink; one instance may be shared by several sources (writes are serialised)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn = connect(self.path, create=True)
+        self._lock = threading.Lock()
+        self._users = 0
+        self.count = 0
+
+    def acquire(self) -> "SqliteSink":
+        """One more source writes here; the store closes when the last one is done."""
+        with self._lock:
+            self._users += 1
+        return self
+
+    def write(self, event: Event) -> None:
+        line = event.to_dict()
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO events (schema_version, type, source, frame_index, pts, wall_time, wall_epoch, track_id,"
+                " label, text, line) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                # wall_epoch from the ISO text itself, so --since/--until with a logged time compare exactly
+                (line["schema_version"], event.type, event.source, event.frame_index, event.pts, line["wall_time"],
+                 _dt.datetime.fromisoformat(line["wall_time"]).timestamp(), event.track_id, event.label, event.text,
+                 json.dumps(line, ensure_ascii=False)),
+            )
+            self.count += 1
+
+    def write_keyframe(self, source: str, frame_index: int, pts: float, image: Path, detections) -> None:
+        """A saved keyframe and its confirmed, tracked boxes, for dataset export."""
+        names = detections.data.get("class_name")
+        rows = [
+            (source, frame_index, pts, str(image), str(names[i]) if names is not None else "object", int(t),
+             None if detections.confidence is None else float(detections.confidence[i]), *map(float, detections.xyxy[i]))
+            for i, t in enumerate(detections.tracker_id if detections.tracker_id is not None else [])
+            if t >= 0
+        ]
+        with self._lock, self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO keyframes VALUES (?, ?, ?, ?)", (str(image), source, frame_index, pts))
+            self._conn.executemany(
+                "INSERT INTO keyframe_boxes (source, frame_index, pts, image, label, track_id, confidence, x1, y1, x2, y2)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users > 0 or self._conn is None:
+                return
+            self._conn.close()
+            self._conn = None
+
+
+def _epoch(value: str, flag: str) -> float:
+    try:
+        moment = _dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise StreamerError(f"{flag}: expected an ISO-8601 time such as 2026-11-28T10:00:00, got '{value}'") from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # local time, as a person types it
+    return moment.timestamp()
+
+
+def query(path: Path, source: str | None = None, type: str | None = None, label: str | None = None,
+          since: str | None = None, until: str | None = None) -> list[dict[str, Any]]:
+    """Events matching every given filter, oldest first, as the JSON objects of the event log."""
+    where, args = [], []
+    for column, value in (("source", source), ("type", type), ("label", label)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if since is not None:
+        where.append("wall_epoch >= ?")
+        args.append(_epoch(since, "--since"))
+    if until is not None:
+        where.append("wall_epoch < ?")
+        args.append(_epoch(until, "--until"))
+    sql = "SELECT line FROM events" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY wall_epoch, id"
+    conn = connect(path, create=False)
+    try:
+        return [json.loads(row[0]) for row in conn.execute(sql, args)]
+    finally:
+        conn.close()
+
+
+def render(events: list[dict[str, Any]], fmt: str) -> str:
+    if fmt == "json":
+        return "\n".join(json.dumps(e, ensure_ascii=False) for e in events)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=COLUMNS + ["bbox"], extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for event in events:
+            writer.writerow({**event, "bbox": " ".join(str(v) for v in event["bbox"] or [])})
+        return out.getvalue().rstrip("\n")
+    rows = [[_cell(e.get(c)) for c in COLUMNS] for e in events]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
+    lines.append(f"({len(rows)} events)")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def keyframe_boxes(path: Path) -> tuple[list[str], dict[str, list[tuple[str, tuple[float, float, float, float]]]]]:
+    """Every saved keyframe image with its (label, box) pairs, for export."""
+    conn = connect(path, create=False)
+    try:
+        images = [row[0] for row in conn.execute("SELECT image FROM keyframes ORDER BY source, frame_index")]
+        boxes: dict[str, list] = {image: [] for image in images}
+        for image, label, *xyxy in conn.execute("SELECT image, label, x1, y1, x2, y2 FROM keyframe_boxes ORDER BY id"):
+            boxes.setdefault(image, []).append((label, tuple(xyxy)))
+        return images, boxes
+    finally:
+        conn.close()

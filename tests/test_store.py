@@ -1,0 +1,149 @@
+"""The SQLite event store, `streamer events`, snapshots and dataset export."""
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import supervision as sv
+
+from conftest import CLIP, ROOT, read_events
+from scripted import ScriptedDetector
+from streamer.cli import main
+from streamer.config import Config
+from streamer.errors import StreamerError
+from streamer.pipeline import Pipeline, SourceSpec
+from streamer.store import MIGRATIONS, connect, query
+
+
+def moving_car(index):
+    x = 10 + 3 * index
+    return [("car", (x, 200, x + 120, 260), None), ("person", (400, 150, 440, 280), None)]
+
+
+def run(tmp_path, script=moving_car, **sections):
+    config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None},
+                                    "tracker": {"lost_after_s": 1.0}, **sections})
+    spec = SourceSpec(str(CLIP), tmp_path / "events.jsonl", None, name="street", db_path=tmp_path / "events.db")
+    Pipeline(config, lambda: ScriptedDetector(script)).run_many([spec])
+    return tmp_path / "events.jsonl", tmp_path / "events.db"
+
+
+def test_store_holds_exactly_the_logs_events(tmp_path):
+    log, db = run(tmp_path)
+    assert query(db) == read_events(log)
+    assert len(read_events(log)) == 4
+
+
+def test_store_holds_the_logs_events_after_sigterm(tiny_od, tmp_path):
+    log, db = tmp_path / "e.jsonl", tmp_path / "e.db"
+    config = tmp_path / "slow.yaml"
+    config.write_text("sampler: {every_n_frames: 1, max_fps: null}\nmodel: {batch_size: 1}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "streamer", "run", str(CLIP), "--model", str(tiny_od), "--config",
+                             str(config), "--events", str(log), "--db", str(db), "--no-video"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    events = read_events(log)
+    assert events and query(db) == events
+
+
+@pytest.mark.parametrize("filters, expected", [
+    ({"type": "object_appeared"}, [("object_appeared", "car"), ("object_appeared", "person")]),
+    ({"label": "person"}, [("object_appeared", "person"), ("object_left", "person")]),
+    ({"type": "object_left", "label": "car"}, [("object_left", "car")]),
+    ({"source": "elsewhere"}, []),
+])
+def test_events_filters(tmp_path, filters, expected):
+    _, db = run(tmp_path)
+    assert sorted((e["type"], e["label"]) for e in query(db, **filters)) == sorted(expected)
+
+
+def test_events_since_until_and_formats(tmp_path, capsys):
+    log, db = run(tmp_path)
+    events = read_events(log)
+    last = events[-1]["wall_time"]
+    assert query(db, since=last) == [e for e in events if e["wall_time"] >= last]
+    assert query(db, until=events[0]["wall_time"]) == []
+    assert main(["events", str(db), "--type", "object_left", "--format", "csv"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("wall_time,source,type") and len(out) == 3
+    assert main(["events", str(db), "--label", "car"]) == 0
+    table = capsys.readouterr().out
+    assert "object_appeared" in table and "(2 events)" in table
+    assert main(["events", str(db), "--format", "json", "--source", "street"]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == events
+    assert main(["events", str(db), "--since", "yesterday"]) == 1
+    assert "ISO-8601" in capsys.readouterr().err
+
+
+def test_an_older_store_is_migrated_not_rebuilt(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO events (schema_version, type, source, frame_index, pts, wall_time, wall_epoch, line)"
+                 " VALUES (1, 'object_appeared', 'cam', 3, 0.1, '2026-01-01T00:00:00+00:00', 1767225600, '{\"kept\": 1}')")
+    conn.commit()
+    conn.close()
+    migrated = connect(path, create=False)
+    assert migrated.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert migrated.execute("SELECT count(*) FROM keyframes").fetchone()[0] == 0
+    migrated.close()
+    assert query(path) == [{"kept": 1}]
+
+
+def test_a_file_that_is_not_a_store(tmp_path):
+    path = tmp_path / "x.db"
+    path.write_text("hello")
+    with pytest.raises(StreamerError, match="not a streamer event store"):
+        query(path)
+
+
+def test_snapshots_are_crops_of_the_object(tmp_path):
+    log, _ = run(tmp_path, events={"snapshots": True})
+    appeared = [e for e in read_events(log) if e["type"] == "object_appeared"]
+    import cv2
+
+    for event in appeared:
+        crop = cv2.imread(event["snapshot"])
+        x1, y1, x2, y2 = event["bbox"]
+        assert crop.shape[:2] == (round(y2) - round(y1), round(x2) - round(x1))
+
+
+@pytest.mark.parametrize("fmt", ["coco", "yolo"])
+def test_export_loads_back_with_supervision(tmp_path, fmt, capsys):
+    run(tmp_path, output={"save_keyframes": True})
+    out = tmp_path / "dataset"
+    assert main(["export", str(tmp_path), "--format", fmt, str(out)]) == 0
+    if fmt == "coco":
+        dataset = sv.DetectionDataset.from_coco(str(out / "images"), str(out / "annotations.json"))
+    else:
+        dataset = sv.DetectionDataset.from_yolo(str(out / "images"), str(out / "labels"), str(out / "data.yaml"))
+    assert sorted(dataset.classes) == ["car", "person"]
+    assert len(dataset) == 30  # every keyframe of the 150-frame clip, one each 5 frames
+    by_frame = {}
+    for path, _, det in dataset:
+        frame = int(path.rsplit("-", 1)[-1].split(".")[0])
+        by_frame[frame] = det
+    # Keyframe 50: both tracks confirmed; the car at x = 10 + 3 * 50.
+    det = by_frame[50]
+    names = [dataset.classes[c] for c in det.class_id]
+    car = det.xyxy[names.index("car")]
+    np.testing.assert_allclose(car, [160, 200, 280, 260], atol=1.0)
+    assert len(by_frame[0]) == 0  # nothing is confirmed on the first keyframe
+
+
+def test_export_without_saved_keyframes_says_how(tmp_path, capsys):
+    run(tmp_path)
+    assert main(["export", str(tmp_path), "--format", "coco", str(tmp_path / "out")]) == 1
+    assert "save_keyframes" in capsys.readouterr().err
