@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--db", type=Path, help="SQLite event store (default: events.db beside the event log)")
     run.add_argument("--no-video", action="store_true", help="write only the event log")
     run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long, as SIGINT would")
+    run.add_argument("--http", metavar="HOST:PORT", help="serve /metrics, /healthz and the live view (e.g. 127.0.0.1:8080)")
+    run.add_argument("--mqtt", metavar="URL", help="publish events to an MQTT broker, e.g. mqtt://127.0.0.1:1883")
+    run.add_argument("--webhook", metavar="URL", action="append", help="POST each event to this URL (repeatable)")
     events = sub.add_parser("events", help="query a run's SQLite event store")
     events.add_argument("db", type=Path, help="events.db of a run")
     events.add_argument("--source")
@@ -66,6 +69,12 @@ def _overrides(args: argparse.Namespace) -> dict:
         out["model.path" if _looks_like_folder(args.model) else "model.id"] = args.model
     if args.task:
         out["schedule"] = []  # --task replaces a config file's schedule
+    if args.http:
+        out["http.listen"] = args.http
+    if args.mqtt:
+        out["mqtt.url"] = args.mqtt
+    if args.webhook:
+        out["webhooks.urls"] = args.webhook
     if args.no_video:
         out["output.write_video"] = False
     return out
@@ -190,6 +199,29 @@ def _summary(stats: RunStats) -> str:
     return "\n".join(lines)
 
 
+def _observers(config: Config) -> tuple[list, list]:
+    """Event and frame observers the config asks for, and how to close each (flushing what waits)."""
+    observers, closers = [], []
+    outbox = config.output.dir / "outbox"
+    if config.http.listen:
+        from streamer.server import LiveView
+
+        observers.append(LiveView())
+    if config.mqtt.url:
+        from streamer.delivery import MqttSink
+
+        mqtt = MqttSink(config.mqtt, outbox)
+        observers.append(mqtt)
+        closers.append(mqtt.close)
+    for i, url in enumerate(config.webhooks.urls):
+        from streamer.delivery import WebhookSink
+
+        hook = WebhookSink(url, config.webhooks, outbox, i)
+        observers.append(hook)
+        closers.append(hook.close)
+    return observers, closers
+
+
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config, _overrides(args))
     specs = _specs(config, args.sources)
@@ -199,7 +231,16 @@ def _run(args: argparse.Namespace) -> int:
 
         return Florence2Detector(config.model)
 
-    pipeline = Pipeline(config, make_detector)
+    observers, closers = _observers(config)
+    pipeline = Pipeline(config, make_detector, observers)
+    server = None
+    if config.http.listen:
+        from streamer.server import StatusServer
+
+        view = next(o for o in observers if type(o).__name__ == "LiveView")
+        server = StatusServer(config.http.listen, pipeline, view, config.http.mjpeg_fps).start()
+        closers.insert(0, server.close)
+        print(f"streamer: live view and metrics at {server.address}/", file=sys.stderr, flush=True)
     interrupted = threading.Event()
 
     def on_signal(*_):
@@ -213,6 +254,8 @@ def _run(args: argparse.Namespace) -> int:
         all_stats = pipeline.run_many(specs, on_progress=console.progress, duration_s=args.duration)
     finally:
         console.stop()
+        for close in closers:
+            close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     for stats in all_stats:

@@ -169,6 +169,33 @@ class SourceConfig(_Section):
     live: bool | None = Field(default=None, description="Default: URLs are live, files are not.")
 
 
+class MqttConfig(_Section):
+    """Events as JSON on `<topic_prefix>/<source>/events` (QoS 1), availability with a last will, retained state."""
+
+    url: str | None = Field(default=None, pattern=r"^mqtts?://", description="mqtt://[user:pass@]host:port")
+    topic_prefix: str = "streamer"
+    client_id: str | None = None
+    keepalive_s: int = Field(default=30, ge=5)
+    queue_max: int = Field(default=10_000, ge=1, description="Events kept on disk while the broker is away.")
+
+
+class WebhookConfig(_Section):
+    """Each event POSTed as JSON to every URL, retried with backoff, optionally signed with HMAC-SHA256."""
+
+    urls: list[str] = Field(default_factory=list)
+    secret: str | None = Field(default=None, description="Signs each body: X-Streamer-Signature: sha256=<hex>.")
+    timeout_s: float = Field(default=5.0, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    queue_max: int = Field(default=10_000, ge=1)
+
+
+class HttpConfig(_Section):
+    """A small HTTP server: /metrics, /healthz, /sources/<name>/mjpeg and a live page at /."""
+
+    listen: str | None = Field(default=None, pattern=r"^[^:]+:\d+$", description="HOST:PORT; null: off.")
+    mjpeg_fps: float = Field(default=10.0, gt=0, le=60)
+
+
 class PipelineConfig(_Section):
     """Queue bounds between the stages."""
 
@@ -185,6 +212,9 @@ class Config(_Section):
     output: OutputConfig = OutputConfig()
     live: LiveConfig = LiveConfig()
     sources: list[SourceConfig] = Field(default_factory=list, description="Sources to run when none are given.")
+    mqtt: MqttConfig = MqttConfig()
+    webhooks: WebhookConfig = WebhookConfig()
+    http: HttpConfig = HttpConfig()
     pipeline: PipelineConfig = PipelineConfig()
 
     @model_validator(mode="after")

@@ -42,6 +42,7 @@ from streamer.worker import Detector, Worker
 from streamer.zones import ZoneWatcher
 
 _DRAIN_S = 5.0  # how long a stopping live source waits for its keyframe in flight
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass
@@ -71,6 +72,9 @@ class RunStats:
     reconnects: int = 0
     latency_ms: float | None = None  # frame read -> its keyframe's tracks and events, latest
     latencies: deque = field(default_factory=lambda: deque(maxlen=4096))  # (wall time, ms), recent keyframes
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_S))  # cumulative
+    latency_sum_s: float = 0.0
+    latency_count: int = 0
     events: int = 0
     event_counts: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -120,10 +124,12 @@ class _Branch:
 class _SourceRun:
     """Everything of one source after the reader: sampling, scheduling, tracking, events, drawing, writing."""
 
-    def __init__(self, spec: SourceSpec, config: Config, stop: threading.Event) -> None:
+    def __init__(self, spec: SourceSpec, config: Config, stop: threading.Event, observers: list) -> None:
         self.spec = spec
         self.config = config
         self.stop = stop
+        self.event_observers = [o for o in observers if hasattr(o, "event")]
+        self.frame_observers = [o for o in observers if hasattr(o, "frame")]
         self.reader = Reader(spec.url, name=spec.name, live=spec.live, queue_size=config.pipeline.frame_queue,
                              live_config=config.live)
         self.stats = RunStats(source=self.reader.name, live=self.reader.live)
@@ -177,6 +183,8 @@ class _SourceRun:
             self.log.write(event)
             if self.db is not None:
                 self.db.write(event)
+            for observer in self.event_observers:
+                observer.event(event)
             self.stats.events += 1
             self.stats.event_counts[event.type] = self.stats.event_counts.get(event.type, 0) + 1
 
@@ -191,8 +199,15 @@ class _SourceRun:
         if self.config.output.save_keyframes and self.db is not None:
             self._save_keyframe(frame, [branch for branch, _ in jobs])
         now = time.time()
-        self.stats.latency_ms = 1000.0 * (now - frame.wall_time)
-        self.stats.latencies.append((now, self.stats.latency_ms))
+        seconds = now - frame.wall_time
+        stats = self.stats
+        stats.latency_ms = 1000.0 * seconds
+        stats.latencies.append((now, stats.latency_ms))
+        stats.latency_sum_s += seconds
+        stats.latency_count += 1
+        for i, bound in enumerate(LATENCY_BUCKETS_S):
+            if seconds <= bound:
+                stats.latency_buckets[i] += 1
 
     def _snapshots(self, frame: Frame, events: list[Event]) -> None:
         """A JPEG crop of the object for object_appeared and text_read; its path goes into the event."""
@@ -219,11 +234,15 @@ class _SourceRun:
                 self.db.write_keyframe(self.stats.source, frame.index, frame.pts, path, branch.latest.detections)
 
     def write(self, frame: Frame, on_progress) -> None:
-        if self.video is not None:
+        if self.video is not None or self.frame_observers:
             for branch in self.branches:
                 if branch.latest is not None:
                     branch.motion.place(branch.latest, frame.pts)
-            self.video.write(self.annotator.draw(frame.image, [b.latest for b in self.branches if b.latest]))
+            image = self.annotator.draw(frame.image, [b.latest for b in self.branches if b.latest])
+            if self.video is not None:
+                self.video.write(image)
+            for observer in self.frame_observers:
+                observer.frame(self.stats.source, image)  # a reference: a viewer encodes only what it shows
         self.last_frame = frame
         self.stats.frames += 1
         if on_progress is not None:
@@ -328,12 +347,17 @@ class _SourceRun:
 
 
 class Pipeline:
-    def __init__(self, config: Config, make_detector: Callable[[], Detector]) -> None:
-        """`make_detector` is called once the sources have opened, so bad input fails before a slow model load."""
+    def __init__(self, config: Config, make_detector: Callable[[], Detector], observers: list | None = None) -> None:
+        """`make_detector` is called once the sources have opened, so bad input fails before a slow model load.
+        `observers` get every event (`event(event)`) and/or every annotated frame (`frame(source, image)`):
+        MQTT, webhooks, the live view."""
         self.config = config
         self.make_detector = make_detector
+        self.observers = observers or []
         self._stop = threading.Event()
         self.runs: list[_SourceRun] = []
+        self.worker: Worker | None = None
+        self.model_loaded = False
 
     def stop(self) -> None:
         """Ask a running pipeline to wind down; safe from a signal handler or a timer."""
@@ -348,7 +372,7 @@ class Pipeline:
         """Run every source to its end, a stop, or `duration_s` seconds after the sources started (the model
         load not counted). A source's failure does not stop the others; the first one is raised once all
         outputs are closed."""
-        self.runs = runs = [_SourceRun(spec, self.config, self._stop) for spec in specs]
+        self.runs = runs = [_SourceRun(spec, self.config, self._stop, self.observers) for spec in specs]
         started = time.monotonic()
         try:
             _open_all(runs)
@@ -359,7 +383,8 @@ class Pipeline:
             raise
         load_seconds = time.monotonic() - started
         model = self.config.model
-        worker = Worker(detector, max_batch=model.batch_size, max_wait_ms=model.max_wait_ms)
+        self.worker = worker = Worker(detector, max_batch=model.batch_size, max_wait_ms=model.max_wait_ms)
+        self.model_loaded = True
         threads = []
         try:
             stores: dict[Path, SqliteSink] = {}

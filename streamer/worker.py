@@ -38,6 +38,7 @@ class Worker:
         self.batches = 0
         self.keyframes = 0
         self.busy_s = 0.0
+        self.batch_sizes: dict[int, int] = {}  # batch size -> how many batches had it
 
     def start(self) -> None:
         self._thread.start()
@@ -54,6 +55,10 @@ class Worker:
                 return future
             except queue.Full:
                 continue
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
 
     def stop(self) -> None:
         """Stop after the batch in hand; queued keyframes are cancelled."""
@@ -107,5 +112,6 @@ class Worker:
             self.busy_s += time.perf_counter() - started
         self.batches += 1
         self.keyframes += len(live)
+        self.batch_sizes[len(live)] = self.batch_sizes.get(len(live), 0) + 1
         for (_, future), result in zip(live, results):
             future.set_result(result)

@@ -1,0 +1,187 @@
+"""Events out to other systems: MQTT (the convention Frigate and Home Assistant use) and webhooks.
+
+Both are event observers of the pipeline: `event()` only appends to a durable outbox (never blocks the video),
+and a sender thread delivers in order, retrying with backoff while the other side is away. On close, senders
+try for a few seconds to flush; whatever is left stays on disk for the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from streamer.config import MqttConfig, WebhookConfig
+from streamer.outbox import Outbox
+from streamer.records import Event
+
+log = logging.getLogger("streamer.delivery")
+_FLUSH_S = 5.0
+
+
+def topic_name(source: str) -> str:
+    """A source name fit for one MQTT topic level."""
+    name = source.split("://", 1)[-1]
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name).strip("_") or "source"
+
+
+class _Sender:
+    """Delivers an outbox in order on its own thread; `deliver` returns how many of the batch went out."""
+
+    batch = 16
+
+    def __init__(self, outbox: Outbox, backoff_max_s: float, name: str) -> None:
+        self.outbox = outbox
+        self.backoff_max_s = backoff_max_s
+        self.delivered = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def deliver(self, items: list[dict]) -> int:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        delay = 0.2
+        while not self._stop.is_set():
+            items = self.outbox.peek(self.batch, timeout=0.2)
+            if not items:
+                if self._closing:
+                    return
+                continue
+            sent = self.deliver([payload for _, payload in items])
+            if sent:
+                self.outbox.ack([row_id for row_id, _ in items[:sent]])
+                self.delivered += sent
+                delay = 0.2
+            if sent < len(items):
+                self.failures += 1
+                if self._stop.wait(random.uniform(delay / 2, delay)):
+                    return
+                delay = min(self.backoff_max_s, delay * 2)
+
+    def close(self) -> None:
+        """Flush for a few seconds, then stop; undelivered events stay in the outbox file."""
+        self._closing = True
+        self.outbox.wake()
+        self._thread.join(timeout=_FLUSH_S)
+        self._stop.set()
+        self._thread.join(timeout=2)
+        left = len(self.outbox)
+        if left:
+            log.warning("%d events still waiting in %s; they go out on the next run", left, self.outbox.path)
+
+
+class MqttSink(_Sender):
+    def __init__(self, config: MqttConfig, outbox_dir: Path) -> None:
+        import paho.mqtt.client as mqtt
+
+        parts = urlsplit(config.url)
+        self.prefix = config.topic_prefix.rstrip("/")
+        self.availability = f"{self.prefix}/availability"
+        super().__init__(Outbox(Path(outbox_dir) / "mqtt.outbox", config.queue_max), 10.0, "mqtt")
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id or f"streamer-{uuid.uuid4().hex[:8]}")
+        if parts.username:
+            client.username_pw_set(parts.username, parts.password)
+        if parts.scheme == "mqtts":
+            client.tls_set()
+        client.will_set(self.availability, "offline", qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = lambda c, *_: c.publish(self.availability, "online", qos=1, retain=True)
+        client.connect_async(parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883), config.keepalive_s)
+        client.loop_start()
+        self.client = client
+        self._objects: dict[str, dict[int, str]] = {}
+        self.start()
+
+    def event(self, event: Event) -> None:
+        source = topic_name(event.source)
+        self.outbox.put({"topic": f"{self.prefix}/{source}/events", "payload": event.to_dict(), "retain": False})
+        objects = self._objects.setdefault(source, {})
+        if event.type == "object_appeared":
+            objects[event.track_id] = event.label
+        elif event.type == "object_left":
+            objects.pop(event.track_id, None)
+        else:
+            return
+        state = {"source": event.source, "objects": [{"track_id": t, "label": label} for t, label in objects.items()],
+                 "wall_time": event.to_dict()["wall_time"]}
+        self.outbox.put({"topic": f"{self.prefix}/{source}/state", "payload": state, "retain": True})
+
+    def deliver(self, items: list[dict]) -> int:
+        if not self.client.is_connected():
+            return 0
+        for n, item in enumerate(items):
+            info = self.client.publish(item["topic"], json.dumps(item["payload"], ensure_ascii=False), qos=1,
+                                       retain=item["retain"])
+            try:
+                info.wait_for_publish(timeout=5)
+            except (RuntimeError, ValueError):
+                return n
+            if not info.is_published():
+                return n
+        return len(items)
+
+    def close(self) -> None:
+        super().close()
+        try:
+            self.client.publish(self.availability, "offline", qos=1, retain=True).wait_for_publish(timeout=2)
+        except (RuntimeError, ValueError):
+            pass
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.outbox.close()
+
+
+class WebhookSink(_Sender):
+    """POSTs each event to one URL. Headers: X-Streamer-Event-Id (stable across retries, for de-duplication)
+    and, with a secret, X-Streamer-Signature: sha256=HMAC-SHA256(secret, body)."""
+
+    def __init__(self, url: str, config: WebhookConfig, outbox_dir: Path, index: int) -> None:
+        self.url = url
+        self.config = config
+        super().__init__(Outbox(Path(outbox_dir) / f"webhook-{index}.outbox", config.queue_max), config.backoff_max_s,
+                         f"webhook-{index}")
+        self.start()
+
+    def event(self, event: Event) -> None:
+        self.outbox.put({"id": uuid.uuid4().hex, "event": event.to_dict()})
+
+    def deliver(self, items: list[dict]) -> int:
+        for n, item in enumerate(items):
+            body = json.dumps(item["event"], ensure_ascii=False).encode()
+            headers = {"Content-Type": "application/json", "X-Streamer-Event-Id": item["id"]}
+            if self.config.secret:
+                digest = hmac.new(self.config.secret.encode(), body, hashlib.sha256).hexdigest()
+                headers["X-Streamer-Signature"] = f"sha256={digest}"
+            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
+                    if not 200 <= response.status < 300:
+                        return n
+            except (urllib.error.URLError, OSError, TimeoutError):
+                return n
+        return len(items)
+
+    def close(self) -> None:
+        super().close()
+        self.outbox.close()
+
+
+def verify_signature(secret: str, body: bytes, header: str) -> bool:
+    """For receivers: check X-Streamer-Signature against the raw body."""
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header or "")

@@ -1,0 +1,239 @@
+"""A small threaded HTTP server for watching a run: metrics, health, live views and a page of the cameras.
+
+- `/metrics`: Prometheus text format, read from the pipeline at scrape time (per source: frames in, keyframes,
+  drops, reconnects, fps, frame-to-event latency histogram; worker: batch sizes, queue depth, inference time).
+- `/healthz`: 200 when the model is loaded and every source is up; 503 naming the sources that are not.
+- `/sources/<name>/mjpeg`: the annotated stream as MJPEG; frames are JPEG-encoded only while someone watches.
+- `/api/events?after=N`: the latest events, for the page.
+- `/`: every camera's live view and the latest events, updating without reload.
+Bound to 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import cv2
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from streamer.delivery import topic_name
+from streamer.errors import StreamerError
+from streamer.pipeline import LATENCY_BUCKETS_S, Pipeline
+from streamer.records import Event
+
+
+class LiveView:
+    """Pipeline observer: keeps each source's latest annotated frame and the latest events."""
+
+    def __init__(self, keep_events: int = 200) -> None:
+        self._frames: dict[str, tuple[int, object]] = {}
+        self._events: deque[tuple[int, dict]] = deque(maxlen=keep_events)
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def frame(self, source: str, image) -> None:
+        key = topic_name(source)
+        with self._lock:
+            count = self._frames.get(key, (0, None))[0] + 1
+            self._frames[key] = (count, image)
+
+    def event(self, event: Event) -> None:
+        with self._lock:
+            self._seq += 1
+            self._events.append((self._seq, event.to_dict()))
+
+    def latest(self, key: str):
+        with self._lock:
+            return self._frames.get(key, (0, None))
+
+    def events_after(self, after: int) -> list[dict]:
+        with self._lock:
+            return [{"seq": seq, **e} for seq, e in self._events if seq > after]
+
+
+class _Metrics:
+    """A prometheus_client collector over the pipeline's own counters."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def collect(self):
+        per_source = {
+            "frames": CounterMetricFamily("streamer_frames", "Frames processed", labels=["source"]),
+            "keyframes": CounterMetricFamily("streamer_keyframes", "Keyframes sent to the model", labels=["source"]),
+            "drops": CounterMetricFamily("streamer_dropped_frames", "Stale live frames dropped", labels=["source"]),
+            "reconnects": CounterMetricFamily("streamer_reconnects", "Reconnect attempts", labels=["source"]),
+            "events": CounterMetricFamily("streamer_events", "Events emitted", labels=["source"]),
+        }
+        fps = GaugeMetricFamily("streamer_fps", "Frames per second since the source started", labels=["source"])
+        up = GaugeMetricFamily("streamer_source_up", "1 when the source delivers frames", labels=["source"])
+        latency = HistogramMetricFamily("streamer_frame_to_event_latency_seconds",
+                                        "From a keyframe's decode to its tracks and events", labels=["source"])
+        for run in self.pipeline.runs:
+            st = run.snapshot()
+            for key, family in per_source.items():
+                value = {"frames": st.frames, "keyframes": st.keyframes, "drops": st.dropped,
+                         "reconnects": st.reconnects, "events": st.events}[key]
+                family.add_metric([st.source], value)
+            elapsed = max(1e-9, time.monotonic() - st.started)
+            fps.add_metric([st.source], st.frames / elapsed if st.state != "ended" else st.fps)
+            up.add_metric([st.source], 1.0 if _is_up(run) else 0.0)
+            buckets = [(str(b), c) for b, c in zip(LATENCY_BUCKETS_S, st.latency_buckets)]
+            buckets.append(("+Inf", st.latency_count))
+            latency.add_metric([st.source], buckets, st.latency_sum_s)
+        yield from per_source.values()
+        yield from (fps, up, latency)
+        worker = self.pipeline.worker
+        if worker is not None:
+            yield CounterMetricFamily("streamer_worker_batches", "Model calls", value=worker.batches)
+            yield CounterMetricFamily("streamer_worker_keyframes", "Keyframes answered", value=worker.keyframes)
+            yield CounterMetricFamily("streamer_worker_inference_seconds", "Time in the model", value=worker.busy_s)
+            yield GaugeMetricFamily("streamer_worker_queue_depth", "Keyframes waiting", value=worker.queue_depth)
+            sizes = HistogramMetricFamily("streamer_worker_batch_size", "Keyframes per model call")
+            bounds = (1, 2, 4, 8, 16, 32, 64)
+            counts = [sum(n for size, n in worker.batch_sizes.items() if size <= b) for b in bounds]
+            total = sum(worker.batch_sizes.values())
+            sizes.add_metric([], [(str(b), c) for b, c in zip(bounds, counts)] + [("+Inf", total)],
+                             sum(size * n for size, n in worker.batch_sizes.items()))
+            yield sizes
+
+
+def _is_up(run) -> bool:
+    st = run.stats
+    if st.live:
+        return run.reader.state == "up" and st.state != "ended"
+    return st.state in ("running", "ended") and st.error is None
+
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>streamer</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1em; background: #111; color: #eee; }}
+.cams {{ display: flex; flex-wrap: wrap; gap: 1em; }}
+figure {{ margin: 0; }} img {{ max-width: 640px; width: 100%; background: #222; }}
+#events {{ font-family: monospace; font-size: 0.85em; white-space: pre; max-height: 40vh; overflow-y: auto; }}
+</style></head><body>
+<h1>streamer</h1>
+<div class="cams">{cameras}</div>
+<h2>Latest events</h2>
+<div id="events"></div>
+<script>
+let after = 0;
+async function poll() {{
+  try {{
+    const response = await fetch('/api/events?after=' + after);
+    const events = await response.json();
+    const box = document.getElementById('events');
+    for (const e of events) {{
+      after = Math.max(after, e.seq);
+      const line = document.createElement('div');
+      line.className = 'event';
+      line.textContent = [e.wall_time, e.source, e.type, e.label ?? '', e.track_id ?? '', e.text ?? ''].join('  ');
+      box.prepend(line);
+    }}
+  }} catch (err) {{}}
+  setTimeout(poll, 1000);
+}}
+poll();
+</script></body></html>
+"""
+
+
+class StatusServer:
+    def __init__(self, listen: str, pipeline: Pipeline, view: LiveView, mjpeg_fps: float = 10.0) -> None:
+        host, port = listen.rsplit(":", 1)
+        self.pipeline, self.view, self.interval = pipeline, view, 1.0 / mjpeg_fps
+        self.registry = CollectorRegistry()
+        self.registry.register(_Metrics(pipeline))
+        self._closing = threading.Event()
+        handler = self._handler()
+        try:
+            self.httpd = ThreadingHTTPServer((host, int(port)), handler)
+        except OSError as exc:
+            raise StreamerError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+        self.httpd.daemon_threads = True
+        self.address = f"http://{host}:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
+
+    def start(self) -> "StatusServer":
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._closing.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet: the console is for status lines
+                pass
+
+            def _send(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                path = unquote(url.path)
+                if path == "/metrics":
+                    self._send(200, generate_latest(server.registry), "text/plain; version=0.0.4; charset=utf-8")
+                elif path == "/healthz":
+                    down = [r.stats.source for r in server.pipeline.runs if not _is_up(r)]
+                    ok = server.pipeline.model_loaded and not down and server.pipeline.runs
+                    body = {"status": "ok" if ok else "unavailable", "model_loaded": server.pipeline.model_loaded,
+                            "down": down}
+                    self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
+                elif path == "/api/events":
+                    after = int(parse_qs(url.query).get("after", ["0"])[0] or 0)
+                    self._send(200, json.dumps(server.view.events_after(after)).encode(), "application/json")
+                elif path.startswith("/sources/") and path.endswith("/mjpeg"):
+                    self._mjpeg(path[len("/sources/"):-len("/mjpeg")])
+                elif path == "/":
+                    names = [topic_name(r.stats.source) for r in server.pipeline.runs]
+                    cameras = "".join(
+                        f'<figure><img alt="{html.escape(n)}" src="/sources/{html.escape(n)}/mjpeg">'
+                        f"<figcaption>{html.escape(n)}</figcaption></figure>" for n in names
+                    )
+                    self._send(200, PAGE.format(cameras=cameras).encode(), "text/html; charset=utf-8")
+                else:
+                    self._send(404, b"not found\n", "text/plain")
+
+            def _mjpeg(self, name: str) -> None:
+                known = {topic_name(r.stats.source) for r in server.pipeline.runs}
+                if name not in known:
+                    self._send(404, b"no such source\n", "text/plain")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                sent = -1
+                try:
+                    while not server._closing.is_set():
+                        count, image = server.view.latest(name)
+                        if image is not None and count != sent:
+                            ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+                            if ok:
+                                data = jpeg.tobytes()
+                                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                                 + str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")
+                                sent = count
+                        time.sleep(server.interval)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+
+        return Handler
