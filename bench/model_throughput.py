@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from streamer.config import ModelConfig  # noqa: E402
 from streamer.florence import Florence2Detector  # noqa: E402
 from streamer.records import Frame, Keyframe  # noqa: E402
-from tiny_florence import POST_PROCESSOR_CONFIG, _tokenizer  # noqa: E402
+from tiny_florence import make_processor  # noqa: E402
 
 IMAGE_SIDE = 768
 
@@ -57,21 +57,15 @@ def device_name(device: torch.device) -> str:
 
 def build(name: str, folder: Path) -> Path:
     """Random-weight Florence-2 of the named size plus a processor, saved as a checkpoint folder."""
-    from transformers import CLIPImageProcessorPil, Florence2Config, Florence2ForConditionalGeneration, Florence2Processor
+    from transformers import Florence2Config, Florence2ForConditionalGeneration
 
-    tokenizer = _tokenizer()
+    processor = make_processor(IMAGE_SIDE)
+    tokenizer = processor.tokenizer
     spec = json.loads((ROOT / "bench" / "configs" / f"florence2-{name}.json").read_text())
     spec = {k: v for k, v in spec.items() if k not in ("model_type", "architectures")}
     spec["image_token_id"] = tokenizer.image_token_id
     torch.manual_seed(0)
     model = Florence2ForConditionalGeneration(Florence2Config(**spec)).eval()
-    image_processor = CLIPImageProcessorPil(
-        size={"height": IMAGE_SIDE, "width": IMAGE_SIDE}, do_center_crop=False, do_resize=True,
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-    )
-    image_processor.image_seq_length = (IMAGE_SIDE // 32) ** 2 + 1
-    processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
-                                   post_processor_config=POST_PROCESSOR_CONFIG)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder

@@ -258,7 +258,7 @@ class Reader:
 
     def _run_live(self) -> None:
         cfg = self.live_config
-        last_pts = -1.0 / 25
+        last_pts: float | None = None  # media time of the last frame; None before the first
         down_since: float | None = None
         attempt = 0
         if self._container is None:  # unreachable at start
@@ -288,23 +288,25 @@ class Reader:
                 attempt = 0
                 down_since = time.time()
                 self.state = "down"
-                self._put(SourceStatus(self.name, "down", down_since, max(last_pts, 0.0),
+                self._put(SourceStatus(self.name, "down", down_since, last_pts or 0.0,
                                        max(self.frames_decoded - 1, 0), reason=reason))
         self._close()
         self._put(_End())
 
-    def _decode_session(self, last_pts: float, down_since: float | None) -> str:
+    def _decode_session(self, last_pts: float | None, down_since: float | None) -> str:
         """Decode until the stream ends or fails; return why it stopped. Media time continues from `last_pts`,
         plus the wall-clock length of the outage, so it never goes backwards across reconnects."""
         container = self._container
         stream = container.streams.video[0]
         step = 1.0 / float(self.info.fps)
-        base = last_pts + step + (time.time() - down_since if down_since is not None else 0.0)
+        base = 0.0 if last_pts is None else last_pts + step
+        if down_since is not None:
+            base += time.time() - down_since
         first_raw: float | None = None
         realtime0 = container.start_time_realtime
         start_s = (container.start_time or 0) / 1e6
         self._last_session_frames = 0
-        self._last_pts = last_pts
+        self._last_pts = base - step if last_pts is None else last_pts
         try:
             for av_frame in container.decode(stream):
                 if self._stop.is_set():
@@ -312,8 +314,11 @@ class Reader:
                 now = time.time()
                 raw = av_frame.time
                 if raw is not None and first_raw is None:
+                    # The first timed frame continues one step after what came before (RTSP's first frame
+                    # often has no pts at all); later ones follow the stream's own clock from there.
                     first_raw = raw
-                if raw is None or first_raw is None:  # RTSP's first frame often has no pts
+                    base = base if self._last_session_frames == 0 else self._last_pts + step
+                if raw is None or first_raw is None:
                     pts = base if self._last_session_frames == 0 else self._last_pts + step
                 else:
                     pts = max(base + (raw - first_raw), self._last_pts + 1e-6)

@@ -75,7 +75,9 @@ def test_server_killed_then_restarted_gives_down_then_up_and_frames_again(tmp_pa
     kinds = [e["type"] for e in events if e["type"].startswith("source_")]
     assert kinds[:2] == ["source_down", "source_up"]
     up = next(e for e in events if e["type"] == "source_up")
+    down = next(e for e in events if e["type"] == "source_down")
     assert up["gap_s"] > 0 and up["source"] == "cam"
+    assert up["pts"] >= down["pts"] + up["gap_s"] - 0.5  # media time kept going through the outage
     for event in events:
         event_validator.validate(event)
     assert "error" not in run.result

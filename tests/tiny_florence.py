@@ -72,6 +72,17 @@ def _tokenizer() -> BartTokenizerFast:
     return fast
 
 
+def make_processor(image_side: int = IMAGE_SIDE) -> Florence2Processor:
+    """A Florence-2 processor made locally: the tiny tokenizer, CLIP's PIL image processor at `image_side`."""
+    image_processor = CLIPImageProcessorPil(
+        size={"height": image_side, "width": image_side}, do_center_crop=False, do_resize=True,
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+    )
+    image_processor.image_seq_length = (image_side // 32) ** 2 + 1  # one extra pooled token
+    return Florence2Processor(image_processor=image_processor, tokenizer=_tokenizer(),
+                              post_processor_config=POST_PROCESSOR_CONFIG)
+
+
 def build_tiny_florence(folder: Path, answer: str, weights: dict[str, float] | None = None) -> Path:
     """Save a tiny Florence-2 (model + processor) to ``folder`` whose every answer is ``answer``.
 
@@ -79,15 +90,8 @@ def build_tiny_florence(folder: Path, answer: str, weights: dict[str, float] | N
     sure of that token while still choosing it, which gives boxes known, different confidences.
     """
     torch.manual_seed(0)
-    tokenizer = _tokenizer()
-    image_processor = CLIPImageProcessorPil(
-        size={"height": IMAGE_SIDE, "width": IMAGE_SIDE}, do_center_crop=False, do_resize=True,
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-    )
-    image_processor.image_seq_length = (IMAGE_SIDE // 32) ** 2 + 1
-    processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
-                                   post_processor_config=POST_PROCESSOR_CONFIG)
-
+    processor = make_processor()
+    tokenizer = processor.tokenizer
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     vocab = len(tokenizer)
     text_config = BartConfig(
