@@ -37,6 +37,10 @@ class Motion:
                 self._velocity[track_id] = (box - previous[1]) / (tracks.frame.pts - previous[0])
             self._last[track_id] = (tracks.frame.pts, box.copy())
             self._rates[i] = self._velocity.get(track_id, 0.0)
+        stale = [t for t, (pts, _) in self._last.items() if tracks.frame.pts - pts > 2 * self.horizon_s]
+        for track_id in stale:  # long gone: keep memory flat over days of tracks
+            del self._last[track_id]
+            self._velocity.pop(track_id, None)
 
     def place(self, tracks: Tracks, pts: float) -> None:
         """Move the keyframe's boxes to where they should be at `pts` (in place: the drawing reuses its labels)."""

@@ -52,6 +52,9 @@ class Tracker:
 
     def update(self, result: FrameDetections) -> sv.Detections:
         tracked = self._tracker.update(result.detections, timestamp=result.keyframe.frame.pts)
+        if len(self._global) > 1024 and hasattr(self._tracker, "tracks"):  # forget ids of dropped tracks
+            alive = {int(t.tracker_id) for t in self._tracker.tracks}
+            self._global = {raw: g for raw, g in self._global.items() if raw in alive}
         if tracked.tracker_id is not None:
             tracked.tracker_id = np.array(
                 [-1 if t < 0 else self._global.setdefault(int(t), next(self._ids)) for t in tracked.tracker_id],

@@ -108,4 +108,5 @@ class ZoneWatcher:
             if entered is not None:
                 events.append(self._event("zone_left", frame, None, None, track_id, zone=config.name,
                                           dwell_s=round(frame.pts - entered, 6)))
+        self._labels.pop(track_id, None)
         return events
