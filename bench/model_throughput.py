@@ -115,7 +115,7 @@ def bench_model(name: str, args, device: torch.device) -> dict:
             rows.append(summary(timed(run, args.calls), batch))
             print(f"{name:6} streamer batch {batch:3}: {rows[-1]['keyframes_per_s']:8.2f} keyframes/s  "
                   f"p50 {rows[-1]['latency_p50_ms']:8.1f} ms  p95 {rows[-1]['latency_p95_ms']:8.1f} ms", flush=True)
-        del fast
+        fast = None  # free the model before the naive loop loads its own
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -137,7 +137,7 @@ def bench_model(name: str, args, device: torch.device) -> dict:
         naive_row = summary(timed(naive, args.naive_calls), 1)
         print(f"{name:6} naive    batch   1: {naive_row['keyframes_per_s']:8.2f} keyframes/s  "
               f"p50 {naive_row['latency_p50_ms']:8.1f} ms", flush=True)
-        del model
+        model = None
     best = max(rows, key=lambda r: r["keyframes_per_s"])
     return {"model": name, "tokens": args.tokens, "streamer": rows, "naive": naive_row, "best": best,
             "speedup": best["keyframes_per_s"] / naive_row["keyframes_per_s"]}

@@ -16,7 +16,7 @@ from streamer import __version__
 from streamer.config import Config, load_config
 from streamer.errors import StreamerError
 from streamer.pipeline import Pipeline, RunStats, SourceSpec
-from streamer.reader import display_name, is_url
+from streamer.reader import display_name, is_url, safe_name
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -82,9 +82,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def run_folder(base: Path, source: str, name: str | None = None) -> Path:
     """A new folder under `base` named after the source (never its credentials) and the time."""
-    if name is None:
-        name = Path(source).stem if not is_url(source) else display_name(source).split("://", 1)[-1]
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "source"
+    name = safe_name(name or (display_name(source) if is_url(source) else Path(source).stem))
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = base / f"{name}-{stamp}"
     n = 1
@@ -137,7 +135,6 @@ class _Console:
         self._interval = interval_s
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
-        self._runs: list = []
 
     def start(self, pipeline: Pipeline) -> None:
         self._bar.start()
@@ -199,14 +196,16 @@ def _summary(stats: RunStats) -> str:
     return "\n".join(lines)
 
 
-def _observers(config: Config) -> tuple[list, list]:
-    """Event and frame observers the config asks for, and how to close each (flushing what waits)."""
-    observers, closers = [], []
+def _observers(config: Config) -> tuple[list, list, object]:
+    """Event and frame observers the config asks for, how to close each (flushing what waits), and the live view
+    (None without --http)."""
+    observers, closers, view = [], [], None
     outbox = config.output.dir / "outbox"
     if config.http.listen:
         from streamer.server import LiveView
 
-        observers.append(LiveView())
+        view = LiveView()
+        observers.append(view)
     if config.mqtt.url:
         from streamer.delivery import MqttSink
 
@@ -219,7 +218,7 @@ def _observers(config: Config) -> tuple[list, list]:
         hook = WebhookSink(url, config.webhooks, outbox, i)
         observers.append(hook)
         closers.append(hook.close)
-    return observers, closers
+    return observers, closers, view
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -231,13 +230,12 @@ def _run(args: argparse.Namespace) -> int:
 
         return Florence2Detector(config.model)
 
-    observers, closers = _observers(config)
+    observers, closers, view = _observers(config)
     pipeline = Pipeline(config, make_detector, observers)
     server = None
     if config.http.listen:
         from streamer.server import StatusServer
 
-        view = next(o for o in observers if type(o).__name__ == "LiveView")
         server = StatusServer(config.http.listen, pipeline, view, config.http.mjpeg_fps).start()
         closers.insert(0, server.close)
         print(f"streamer: live view and metrics at {server.address}/", file=sys.stderr, flush=True)

@@ -13,7 +13,6 @@ import json
 import logging
 import random
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -22,16 +21,11 @@ from urllib.parse import urlsplit
 
 from streamer.config import MqttConfig, WebhookConfig
 from streamer.outbox import Outbox
+from streamer.reader import safe_name
 from streamer.records import Event
 
 log = logging.getLogger("streamer.delivery")
 _FLUSH_S = 5.0
-
-
-def topic_name(source: str) -> str:
-    """A source name fit for one MQTT topic level."""
-    name = source.split("://", 1)[-1]
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name).strip("_") or "source"
 
 
 class _Sender:
@@ -42,8 +36,6 @@ class _Sender:
     def __init__(self, outbox: Outbox, backoff_max_s: float, name: str) -> None:
         self.outbox = outbox
         self.backoff_max_s = backoff_max_s
-        self.delivered = 0
-        self.failures = 0
         self._stop = threading.Event()
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -65,10 +57,8 @@ class _Sender:
             sent = self.deliver([payload for _, payload in items])
             if sent:
                 self.outbox.ack([row_id for row_id, _ in items[:sent]])
-                self.delivered += sent
                 delay = 0.2
             if sent < len(items):
-                self.failures += 1
                 if self._stop.wait(random.uniform(delay / 2, delay)):
                     return
                 delay = min(self.backoff_max_s, delay * 2)
@@ -108,7 +98,7 @@ class MqttSink(_Sender):
         self.start()
 
     def event(self, event: Event) -> None:
-        source = topic_name(event.source)
+        source = safe_name(event.source)
         self.outbox.put({"topic": f"{self.prefix}/{source}/events", "payload": event.to_dict(), "retain": False})
         objects = self._objects.setdefault(source, {})
         if event.type == "object_appeared":

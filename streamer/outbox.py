@@ -27,13 +27,17 @@ class Outbox:
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
+        # Kept in memory: count(*) scans the table, and a broker outage makes it long.
+        self._size = self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
     def put(self, payload: dict) -> None:
         with self._lock:
             self._conn.execute("INSERT INTO outbox (payload) VALUES (?)", (json.dumps(payload, ensure_ascii=False),))
-            excess = self._count() - self.max_items
+            self._size += 1
+            excess = self._size - self.max_items
             if excess > 0:
                 self._conn.execute("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)", (excess,))
+                self._size -= excess
                 self.overflowed += excess
                 log.warning("outbox %s full: dropped %d oldest events (%d in all)", self.path.name, excess,
                             self.overflowed)
@@ -42,21 +46,20 @@ class Outbox:
     def peek(self, limit: int, timeout: float) -> list[tuple[int, dict]]:
         """The oldest waiting events (up to `limit`), waiting up to `timeout` for one to arrive."""
         with self._lock:
-            if self._count() == 0:
+            if self._size == 0:
                 self._ready.wait(timeout)
             rows = self._conn.execute("SELECT id, payload FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
         return [(row_id, json.loads(payload)) for row_id, payload in rows]
 
     def ack(self, ids: list[int]) -> None:
         with self._lock:
+            before = self._conn.total_changes
             self._conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            self._size -= self._conn.total_changes - before
 
     def __len__(self) -> int:
         with self._lock:
-            return self._count()
-
-    def _count(self) -> int:
-        return self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            return self._size
 
     def wake(self) -> None:
         with self._lock:

@@ -14,7 +14,6 @@ A stop request (SIGINT/SIGTERM, --duration) ends reading, finishes what is in ha
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 import time
 from collections import deque
@@ -31,7 +30,7 @@ from streamer.config import Config, TaskEntry
 from streamer.errors import StreamerError
 from streamer.events import EventMaker, status_event
 from streamer.motion import Motion
-from streamer.reader import Reader
+from streamer.reader import Reader, safe_name
 from streamer.records import Event, Frame, FrameDetections, SourceStatus, StreamInfo, Tracks
 from streamer.sampler import Sampler
 from streamer.schedule import Schedule
@@ -106,7 +105,7 @@ class _Branch:
         self.latest: Tracks | None = None
 
     def update(self, frame: Frame, result: FrameDetections) -> list[Event]:
-        self.latest = Tracks(frame, self.tracker.update(result), keyframe=True)
+        self.latest = Tracks(frame, self.tracker.update(result))
         events = self.events.update(self.latest, result.keyframe.task, result.text)
         events += self.zones.update(self.latest)
         events += self._zone_exits(events, frame)
@@ -220,14 +219,14 @@ class _SourceRun:
             if crop.size == 0:
                 continue
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{_safe(event.source)}-{frame.index:07d}-{event.track_id}-{event.type}.jpg"
+            path = folder / f"{safe_name(event.source)}-{frame.index:07d}-{event.track_id}-{event.type}.jpg"
             cv2.imwrite(str(path), crop)
             event.extra["snapshot"] = str(path)
 
     def _save_keyframe(self, frame: Frame, branches: list[_Branch]) -> None:
         folder = Path(self.spec.db_path).parent / "keyframes"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{_safe(self.stats.source)}-{frame.index:07d}.jpg"
+        path = folder / f"{safe_name(self.stats.source)}-{frame.index:07d}.jpg"
         cv2.imwrite(str(path), frame.image)
         for branch in branches:
             if branch.latest is not None and branch.latest.frame is frame:
@@ -434,8 +433,3 @@ def _open_all(runs: list[_SourceRun]) -> None:
     for error in errors:
         if error is not None:
             raise error
-
-
-def _safe(name: str) -> str:
-    """A source name fit for a file name (display names never hold credentials)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.split("://", 1)[-1]).strip("._") or "source"

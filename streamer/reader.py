@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 from collections import deque
@@ -54,6 +55,11 @@ def display_name(source: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+
+
+def safe_name(name: str) -> str:
+    """A source's display name fit for file names, MQTT topic levels and URL paths."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.split("://", 1)[-1]).strip("._") or "source"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +109,6 @@ class FrameQueue:
             item = self._items.popleft()
             self._cond.notify_all()
             return item
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class Reader:

@@ -75,11 +75,10 @@ class FrameDetections:
 
 @dataclass(slots=True)
 class Tracks:
-    """Tracked boxes for one frame. Between keyframes these are the latest keyframe's tracks."""
+    """Tracked boxes of one keyframe; frames after it are drawn with them until the next one."""
 
     frame: Frame
     detections: sv.Detections  # tracker_id set; -1 marks a box not yet confirmed
-    keyframe: bool
 
 
 @dataclass(slots=True)

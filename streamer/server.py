@@ -23,9 +23,9 @@ import cv2
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from streamer.delivery import topic_name
 from streamer.errors import StreamerError
 from streamer.pipeline import LATENCY_BUCKETS_S, Pipeline
+from streamer.reader import safe_name
 from streamer.records import Event
 
 
@@ -39,7 +39,7 @@ class LiveView:
         self._lock = threading.Lock()
 
     def frame(self, source: str, image) -> None:
-        key = topic_name(source)
+        key = safe_name(source)
         with self._lock:
             count = self._frames.get(key, (0, None))[0] + 1
             self._frames[key] = (count, image)
@@ -203,7 +203,7 @@ class StatusServer:
                 elif path.startswith("/sources/") and path.endswith("/mjpeg"):
                     self._mjpeg(path[len("/sources/"):-len("/mjpeg")])
                 elif path == "/":
-                    names = [topic_name(r.stats.source) for r in server.pipeline.runs]
+                    names = [safe_name(r.stats.source) for r in server.pipeline.runs]
                     cameras = "".join(
                         f'<figure><img alt="{html.escape(n)}" src="/sources/{html.escape(n)}/mjpeg">'
                         f"<figcaption>{html.escape(n)}</figcaption></figure>" for n in names
@@ -213,7 +213,7 @@ class StatusServer:
                     self._send(404, b"not found\n", "text/plain")
 
             def _mjpeg(self, name: str) -> None:
-                known = {topic_name(r.stats.source) for r in server.pipeline.runs}
+                known = {safe_name(r.stats.source) for r in server.pipeline.runs}
                 if name not in known:
                     self._send(404, b"no such source\n", "text/plain")
                     return

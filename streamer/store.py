@@ -96,7 +96,6 @@ class SqliteSink:
         self._conn = connect(self.path, create=True)
         self._lock = threading.Lock()
         self._users = 0
-        self.count = 0
 
     def acquire(self) -> "SqliteSink":
         """One more source writes here; the store closes when the last one is done."""
@@ -115,7 +114,6 @@ class SqliteSink:
                  _dt.datetime.fromisoformat(line["wall_time"]).timestamp(), event.track_id, event.label, event.text,
                  json.dumps(line, ensure_ascii=False)),
             )
-            self.count += 1
 
     def write_keyframe(self, source: str, frame_index: int, pts: float, image: Path, detections) -> None:
         """A saved keyframe and its confirmed, tracked boxes, for dataset export."""

@@ -8,7 +8,7 @@ import pytest
 
 from brokers import require
 from conftest import ROOT
-from rtsp_server import RtspServer, require_gstreamer, wait_for
+from rtsp_server import RtspServer, require_gstreamer
 from scripted import ScriptedDetector
 from streamer.config import Config
 from streamer.pipeline import Pipeline, SourceSpec

@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 
-import pytest
 
 from brokers import Mosquitto, Receiver, Subscriber
 from conftest import CLIP, ROOT, read_events

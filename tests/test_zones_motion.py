@@ -78,7 +78,7 @@ def test_predicted_boxes_between_keyframes_beat_boxes_held_still():
         import supervision as sv
 
         det = sv.Detections(xyxy=det_xyxy.astype(np.float32), tracker_id=np.array([7]))
-        tracks = Tracks(Frame("s", k * 5, t_key, 0.0, np.zeros((4, 4, 3), np.uint8)), det, keyframe=True)
+        tracks = Tracks(Frame("s", k * 5, t_key, 0.0, np.zeros((4, 4, 3), np.uint8)), det)
         motion.observe(tracks)
         for step in range(1, 5):
             t = t_key + step * 0.04
