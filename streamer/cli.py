@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ from streamer.config import Config, load_config
 from streamer.errors import StreamerError
 from streamer.pipeline import Pipeline, RunStats, SourceSpec
 from streamer.reader import display_name, is_url, safe_name
+from streamer.worker import load_detector
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -43,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--http", metavar="HOST:PORT", help="serve /metrics, /healthz and the live view (e.g. 127.0.0.1:8080)")
     run.add_argument("--mqtt", metavar="URL", help="publish events to an MQTT broker, e.g. mqtt://127.0.0.1:1883")
     run.add_argument("--webhook", metavar="URL", action="append", help="POST each event to this URL (repeatable)")
+    run.add_argument("--ray", metavar="ADDRESS", nargs="?", const="local",
+                     help="run on a Ray cluster: 'auto', HOST:PORT or ray://HOST:PORT; alone: a local Ray instance")
     events = sub.add_parser("events", help="query a run's SQLite event store")
     events.add_argument("db", type=Path, help="events.db of a run")
     events.add_argument("--source")
@@ -75,6 +79,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         out["mqtt.url"] = args.mqtt
     if args.webhook:
         out["webhooks.urls"] = args.webhook
+    if args.ray:
+        out["cluster.address"] = args.ray
     if args.no_video:
         out["output.write_video"] = False
     return out
@@ -175,6 +181,9 @@ class _Console:
                     f"[{st.source}] {st.state:8} {fps_in:5.1f} fps in  keyframes {st.keyframes}  drops {st.dropped}"
                     f"  reconnects {st.reconnects}  latency {latency}", highlight=False, markup=False,
                 )
+            if any(run.snapshot().live for run in self._pipeline.runs):
+                for line in getattr(self._pipeline, "cluster_status", list)():
+                    self.console.print(line, highlight=False, markup=False)
 
 
 def _summary(stats: RunStats) -> str:
@@ -199,40 +208,30 @@ def _summary(stats: RunStats) -> str:
 def _observers(config: Config) -> tuple[list, list, object]:
     """Event and frame observers the config asks for, how to close each (flushing what waits), and the live view
     (None without --http)."""
-    observers, closers, view = [], [], None
-    outbox = config.output.dir / "outbox"
+    from streamer.delivery import event_senders
+
+    senders = event_senders(config, config.output.dir / "outbox")
+    observers, closers, view = list(senders), [s.close for s in senders], None
     if config.http.listen:
         from streamer.server import LiveView
 
         view = LiveView()
-        observers.append(view)
-    if config.mqtt.url:
-        from streamer.delivery import MqttSink
-
-        mqtt = MqttSink(config.mqtt, outbox)
-        observers.append(mqtt)
-        closers.append(mqtt.close)
-    for i, url in enumerate(config.webhooks.urls):
-        from streamer.delivery import WebhookSink
-
-        hook = WebhookSink(url, config.webhooks, outbox, i)
-        observers.append(hook)
-        closers.append(hook.close)
+        observers.insert(0, view)
     return observers, closers, view
 
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config, _overrides(args))
     specs = _specs(config, args.sources)
+    if config.cluster.address:
+        if config.http.listen:
+            raise StreamerError("--http serves one process's sources; with --ray, each source runs in its own actor")
+        from streamer.cluster import RayPipeline
 
-    def make_detector():
-        from streamer.florence import Florence2Detector
-
-        return Florence2Detector(config.model)
-
-    observers, closers, view = _observers(config)
-    pipeline = Pipeline(config, make_detector, observers)
-    server = None
+        pipeline, closers = RayPipeline(config, notify=_note), []
+    else:
+        observers, closers, view = _observers(config)
+        pipeline = Pipeline(config, functools.partial(load_detector, config.model), observers)
     if config.http.listen:
         from streamer.server import StatusServer
 
@@ -260,7 +259,13 @@ def _run(args: argparse.Namespace) -> int:
         if not interrupted.is_set():
             stats.stopped_early = False  # --duration is the planned end of a run
         print(_summary(stats))
+    for line in getattr(pipeline, "cluster_status", list)():
+        print(f"ray: {line}")
     return EXIT_INTERRUPTED if interrupted.is_set() else 0
+
+
+def _note(line: str) -> None:
+    print(f"streamer: {line}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -196,6 +196,21 @@ class HttpConfig(_Section):
     mjpeg_fps: float = Field(default=10.0, gt=0, le=60)
 
 
+class ClusterConfig(_Section):
+    """Run on a Ray cluster: one actor per source (reader to sinks, next to the camera or file) and model worker
+    actors that batch the keyframes of every source they serve."""
+
+    address: str | None = Field(default=None, description="null: one process; 'local': a Ray instance of its own "
+                                "(or RAY_ADDRESS); 'auto', HOST:PORT or ray://HOST:PORT: an existing cluster.")
+    workers: int | None = Field(default=None, ge=1, description="Model worker actors; null: one per "
+                                "gpus_per_worker GPUs of the cluster, or one without GPUs.")
+    gpus_per_worker: float = Field(default=1.0, gt=0, description="Used when the cluster has GPUs.")
+    cpus_per_worker: float = Field(default=1.0, ge=0)
+    cpus_per_source: float = Field(default=1.0, ge=0, description="Decoding, tracking and encoding of one source.")
+    max_restarts: int = Field(default=3, ge=0, description="Restarts of a killed source or worker actor.")
+    shrink_keyframes: bool = Field(default=True, description="Send keyframes to workers at the model's input size.")
+
+
 class PipelineConfig(_Section):
     """Queue bounds between the stages."""
 
@@ -215,6 +230,7 @@ class Config(_Section):
     mqtt: MqttConfig = MqttConfig()
     webhooks: WebhookConfig = WebhookConfig()
     http: HttpConfig = HttpConfig()
+    cluster: ClusterConfig = ClusterConfig()
     pipeline: PipelineConfig = PipelineConfig()
 
     @model_validator(mode="after")

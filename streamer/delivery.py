@@ -171,6 +171,19 @@ class WebhookSink(_Sender):
         self.outbox.close()
 
 
+def event_senders(config, outbox_dir: Path, client_tag: str | None = None) -> list[_Sender]:
+    """The MQTT and webhook senders `config` asks for. Each process needs its own outbox folder, and with
+    `client_tag` its own MQTT client id, or two would deliver the same events and take each other's session."""
+    senders: list[_Sender] = []
+    if config.mqtt.url:
+        mqtt = config.mqtt
+        if client_tag and mqtt.client_id:
+            mqtt = mqtt.model_copy(update={"client_id": f"{mqtt.client_id}-{client_tag}"})
+        senders.append(MqttSink(mqtt, outbox_dir))
+    senders += [WebhookSink(url, config.webhooks, outbox_dir, i) for i, url in enumerate(config.webhooks.urls)]
+    return senders
+
+
 def verify_signature(secret: str, body: bytes, header: str) -> bool:
     """For receivers: check X-Streamer-Signature against the raw body."""
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

@@ -9,7 +9,9 @@
 - `text_changed`: a track's settled text became another one (it must win the vote again), with `previous_text`.
 - `caption`: a frame-level caption from a caption task; emitted when it changes.
 - `source_down` / `source_up`: a live source was lost (with `reason`) or came back (with `gap_s`, how long it
-  was gone).
+  was gone); also when the process of a live source on a Ray cluster died and Ray restarted it.
+- `worker_restarted` / `worker_lost` (Ray only): the model worker answering this source came back after a
+  restart, or died for good and the source's keyframes moved to another (`moved_to`).
 """
 
 from __future__ import annotations
@@ -125,3 +127,12 @@ def status_event(status: SourceStatus) -> Event:
     extra = {"reason": status.reason} if status.state == "down" else {"gap_s": round(status.gap_s or 0.0, 3)}
     return Event(type=f"source_{status.state}", source=status.source, frame_index=status.frame_index,
                  pts=status.pts, wall_time=status.wall_time, extra=extra)
+
+
+def worker_event(frame: Frame, source: str, worker: str, previous: str | None = None) -> Event:
+    """A remote model worker changed under a source: restarted (same name), or lost (another name answers)."""
+    if previous is None or previous == worker:
+        return Event(type="worker_restarted", source=source, frame_index=frame.index, pts=frame.pts,
+                     wall_time=frame.wall_time, extra={"worker": worker})
+    return Event(type="worker_lost", source=source, frame_index=frame.index, pts=frame.pts,
+                 wall_time=frame.wall_time, extra={"worker": previous, "moved_to": worker})

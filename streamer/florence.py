@@ -130,6 +130,8 @@ class Florence2Detector:
         self._ignore = {tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id}
         self._pixels: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._prompts: dict[str, list[int]] = {}
+        size = self.processor.image_processor.size
+        self.input_size = (size["width"], size["height"])  # what a remote source shrinks keyframes to
         if config.compile:
             self.model.forward = torch.compile(self.model.forward, dynamic=True)
 
@@ -139,7 +141,7 @@ class Florence2Detector:
         cached = self._pixels.get(key)
         if cached is None:
             image = frame.image
-            if keyframe.zone is not None:
+            if keyframe.zone is not None and keyframe.frame_size is None:
                 x1, y1, x2, y2 = keyframe.zone
                 image = image[y1:y2, x1:x2]
             rgb = np.ascontiguousarray(image[..., ::-1])  # BGR -> RGB, once
@@ -212,7 +214,7 @@ class Answer:
 
 def parse_answer(keyframe: Keyframe, text: str, processor, answer: Answer | None = None) -> FrameDetections:
     """Turn Florence-2's raw answer into detections in frame pixels (or frame-level text)."""
-    frame_h, frame_w = keyframe.frame.image.shape[:2]
+    frame_w, frame_h = keyframe.frame_size or keyframe.frame.image.shape[1::-1]
     x0, y0 = (keyframe.zone[0], keyframe.zone[1]) if keyframe.zone else (0, 0)
     width, height = (keyframe.zone[2] - x0, keyframe.zone[3] - y0) if keyframe.zone else (frame_w, frame_h)
     task = TASKS[keyframe.task]

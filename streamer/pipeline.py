@@ -28,7 +28,7 @@ import cv2
 from streamer.annotate import Annotator
 from streamer.config import Config, TaskEntry
 from streamer.errors import StreamerError
-from streamer.events import EventMaker, status_event
+from streamer.events import EventMaker, status_event, worker_event
 from streamer.motion import Motion
 from streamer.reader import Reader, safe_name
 from streamer.records import Event, Frame, FrameDetections, SourceStatus, StreamInfo, Tracks
@@ -121,16 +121,28 @@ class _Branch:
 
 
 class _SourceRun:
-    """Everything of one source after the reader: sampling, scheduling, tracking, events, drawing, writing."""
+    """Everything of one source after the reader: sampling, scheduling, tracking, events, drawing, writing.
 
-    def __init__(self, spec: SourceSpec, config: Config, stop: threading.Event, observers: list) -> None:
+    A run that takes over from one whose process died (on a Ray cluster) says how: `append` continues the log
+    and store, `replay` events are written to the log again but not delivered to the store and observers (a file
+    redone from its start), track ids start at `first_track_id`, and the reader continues from `resume`.
+    """
+
+    def __init__(self, spec: SourceSpec, config: Config, stop: threading.Event, observers: list,
+                 resume: SourceStatus | None = None) -> None:
         self.spec = spec
         self.config = config
         self.stop = stop
         self.event_observers = [o for o in observers if hasattr(o, "event")]
         self.frame_observers = [o for o in observers if hasattr(o, "frame")]
         self.reader = Reader(spec.url, name=spec.name, live=spec.live, queue_size=config.pipeline.frame_queue,
-                             live_config=config.live)
+                             live_config=config.live, resume=resume)
+        self.append = False
+        self.replay = 0
+        self.first_track_id = 0
+        self.max_track_id = -1  # the highest track id in an event so far, where a successor starts above
+        self.workers: dict[str, set[str]] = {}  # remote worker name -> incarnations that answered
+        self.worker: str | None = None  # the remote worker that answered last
         self.stats = RunStats(source=self.reader.name, live=self.reader.live)
         self.sampler = Sampler(config.sampler)
         self.schedule = Schedule(config.tasks())
@@ -153,7 +165,7 @@ class _SourceRun:
 
     def open_outputs(self, stores: dict[Path, SqliteSink]) -> None:
         """Created only after every source opened and the model loaded: a bad run leaves old files alone."""
-        self.log = JsonlSink(self.spec.events_path)
+        self.log = JsonlSink(self.spec.events_path, append=self.append)
         self.stats.events_path = self.spec.events_path
         if self.spec.db_path is not None:
             key = Path(self.spec.db_path).resolve()
@@ -168,18 +180,24 @@ class _SourceRun:
             return
         info = self.stats.info = self.reader.info
         rate = self.sampler.expected_rate(float(info.fps))
-        ids = itertools.count()
+        ids = itertools.count(self.first_track_id)
         self.branches = [_Branch(self.config, e, rate, info, ids) for e in self.schedule.entries]
         watcher = self.branches[0].zones
         self.annotator.areas(watcher.polygons(), watcher.segments())
         if self.spec.video_path is not None:
             out = self.config.output
-            self.video = VideoSink(self.spec.video_path, info, out.codec, out.preset, out.crf)
+            self.video = VideoSink(self.spec.video_path, info, out.codec, out.preset, out.crf,
+                                   fragmented=self.reader.live)
             self.stats.video_path = self.spec.video_path
 
     def emit(self, events: list[Event]) -> None:
         for event in events:
             self.log.write(event)
+            if event.track_id is not None and event.track_id > self.max_track_id:
+                self.max_track_id = event.track_id
+            if self.replay > 0:  # delivered by the run this one took over from
+                self.replay -= 1
+                continue
             if self.db is not None:
                 self.db.write(event)
             for observer in self.event_observers:
@@ -190,12 +208,14 @@ class _SourceRun:
     def apply(self, frame: Frame, jobs: list[tuple[_Branch, Future]]) -> None:
         for branch, future in jobs:
             result = future.result()
+            if result.worker is not None:
+                self._note_worker(frame, result.worker)
             self.stats.detections += len(result.detections)
             events = branch.update(frame, result)
             if self.config.events.snapshots:
                 self._snapshots(frame, events)
             self.emit(events)
-        if self.config.output.save_keyframes and self.db is not None:
+        if self.config.output.save_keyframes and self.db is not None and self.replay == 0:
             self._save_keyframe(frame, [branch for branch, _ in jobs])
         now = time.time()
         seconds = now - frame.wall_time
@@ -207,6 +227,18 @@ class _SourceRun:
         for i, bound in enumerate(LATENCY_BUCKETS_S):
             if seconds <= bound:
                 stats.latency_buckets[i] += 1
+
+    def _note_worker(self, frame: Frame, worker: tuple[str, str]) -> None:
+        """The first keyframe answered by a restarted worker, or by another one after its own died, is worth an
+        event. Answers from before a restart may still come in after it: they are not."""
+        name, incarnation = worker
+        seen = self.workers.setdefault(name, set())
+        previous, self.worker = self.worker, name
+        if incarnation in seen:
+            return
+        seen.add(incarnation)
+        if previous is not None and (len(seen) > 1 or previous != name):
+            self.emit([worker_event(frame, self.stats.source, name, None if len(seen) > 1 else previous)])
 
     def _snapshots(self, frame: Frame, events: list[Event]) -> None:
         """A JPEG crop of the object for object_appeared and text_read; its path goes into the event."""

@@ -31,6 +31,7 @@ from streamer.errors import StreamerError
 from streamer.records import Frame, SourceStatus, StreamInfo
 
 _POLL_S = 0.1
+_STALE_S = 1.0  # a live connection opened longer ago than this before reading is reopened
 # Answers that will not change by retrying: a wrong path, wrong credentials, an unknown protocol.
 _PERMANENT = tuple(
     getattr(av.error, name)
@@ -121,7 +122,10 @@ class Reader:
         live: bool | None = None,
         queue_size: int = 32,
         live_config: LiveConfig | None = None,
+        resume: SourceStatus | None = None,
     ) -> None:
+        """`resume` (live only): a "down" status where an earlier run of this source stopped (its process died);
+        it is reported first, and frame indices and media time continue from it across the gap."""
         self.source = source
         self.name = name or display_name(source)
         self.live = is_url(source) if live is None else live
@@ -138,6 +142,9 @@ class Reader:
         self._first_error: str | None = None
         self._last_session_frames = 0
         self._last_pts = 0.0
+        self.resume = resume if self.live else None
+        self._opened = 0.0
+        self._fresh = False  # the check connection was closed at start: connect again, nothing went down
 
     @property
     def dropped(self) -> int:
@@ -191,6 +198,7 @@ class Reader:
             raise StreamerError(f"cannot read the video size of {self.name}: not a playable video")
         fps = stream.average_rate or stream.guessed_rate or Fraction(25)
         self._container = container
+        self._opened = time.monotonic()
         if self.info is None:
             self.info = StreamInfo(source=self.name, width=width, height=height, fps=Fraction(fps),
                                    total_frames=None if self.live else (stream.frames or None))
@@ -200,6 +208,11 @@ class Reader:
     def start(self) -> None:
         if self._container is None and not self.live:
             self.open()
+        if self.live and self._container is not None and time.monotonic() - self._opened > _STALE_S:
+            # Opened to check the source while the model loaded: what the camera sent since is old news, and
+            # would arrive as a burst. Start from a fresh connection, at the live edge.
+            self._close()
+            self._fresh = True
         target = self._run_live if self.live else self._run_file
         self._thread = threading.Thread(target=target, name=f"reader:{self.name}", daemon=True)
         self._thread.start()
@@ -264,7 +277,17 @@ class Reader:
         last_pts: float | None = None  # media time of the last frame; None before the first
         down_since: float | None = None
         attempt = 0
-        if self._container is None:  # unreachable at start
+        if self._fresh:
+            try:
+                self._connect()
+            except (av.error.FFmpegError, OSError, StreamerError) as exc:
+                self._first_error = str(exc) if isinstance(exc, StreamerError) else _reason(exc)
+        if self.resume is not None:
+            last_pts, down_since = self.resume.pts, self.resume.wall_time
+            self.frames_decoded = self.resume.frame_index + 1
+            self.state = "down"
+            self._put(self.resume)
+        elif self._container is None:  # unreachable at start
             down_since = time.time()
             self.state = "down"
             self._put(SourceStatus(self.name, "down", down_since, 0.0, 0, reason=self._first_error or "unreachable"))

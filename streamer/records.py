@@ -62,6 +62,9 @@ class Keyframe:
     task: str
     prompt: str | None = None
     zone: tuple[int, int, int, int] | None = None  # x1, y1, x2, y2 in frame pixels
+    # Set when `frame.image` is already the zone's crop, shrunk to the model's input size for a remote worker:
+    # the source frame's (width, height), which answers are mapped back to.
+    frame_size: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +74,7 @@ class FrameDetections:
     keyframe: Keyframe
     detections: sv.Detections
     text: str | None = None
+    worker: tuple[str, str] | None = None  # (name, incarnation) of the remote worker that answered
 
 
 @dataclass(slots=True)

@@ -18,15 +18,22 @@ from streamer.errors import StreamerError
 from streamer.records import Event, StreamInfo
 
 
-class VideoSink:
-    """Writes every frame at the source's rate and size."""
+# A fragment a second, written out at once: a recording whose process is killed stays playable to about then.
+_FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000",
+               "flush_packets": "1"}
 
-    def __init__(self, path: Path, info: StreamInfo, codec: str = "libx264", preset: str = "veryfast", crf: int = 23):
+
+class VideoSink:
+    """Writes every frame at the source's rate and size. `fragmented` (live sources, which run until stopped or
+    killed) writes a fragmented MP4 that is playable however the process ends."""
+
+    def __init__(self, path: Path, info: StreamInfo, codec: str = "libx264", preset: str = "veryfast", crf: int = 23,
+                 fragmented: bool = False):
         if info.width % 2 or info.height % 2:
             raise StreamerError(f"cannot encode {info.width}x{info.height} as H.264 4:2:0: width and height must be even")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), mode="w")
+        self._container = av.open(str(self.path), mode="w", options=_FRAGMENTED if fragmented else {})
         try:
             stream = self._container.add_stream(codec, rate=info.fps)
         except (av.error.FFmpegError, ValueError) as exc:
@@ -60,12 +67,13 @@ class VideoSink:
 
 
 class JsonlSink:
-    """One JSON object per line, flushed per event so a killed run keeps what it logged."""
+    """One JSON object per line, flushed per event so a killed run keeps what it logged; `append` continues the
+    log of a run whose process died."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, append: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("w", encoding="utf-8", buffering=1)
+        self._file = self.path.open("a" if append else "w", encoding="utf-8", buffering=1)
         self.count = 0
 
     def write(self, event: Event) -> None:

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import Future
 from typing import Protocol
 
+from streamer.config import ModelConfig
 from streamer.records import FrameDetections, Keyframe
 
 _POLL_S = 0.1
@@ -25,6 +26,13 @@ class Detector(Protocol):
 
     def detect(self, keyframes: list[Keyframe]) -> list[FrameDetections]:
         """Answer every keyframe of one task, in order."""
+
+
+def load_detector(model: ModelConfig) -> Detector:
+    """Florence-2 as the config says; a module-level function, so Ray sends it to a worker actor by name."""
+    from streamer.florence import Florence2Detector
+
+    return Florence2Detector(model)
 
 
 class Worker:

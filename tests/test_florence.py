@@ -80,3 +80,25 @@ def test_unreachable_hub_fails_fast_without_offline_flag(tmp_path, monkeypatch):
 def test_bad_model_folder(tmp_path, make, message):
     with pytest.raises(StreamerError, match=message):
         Florence2Detector(ModelConfig(path=make(tmp_path), device="cpu"))
+
+
+@pytest.mark.parametrize("zone", [None, (320, 90, 640, 360)])
+def test_a_keyframe_shrunk_for_a_remote_worker_gives_the_model_the_same_pixels_and_boxes(tiny_poly, clip_frames, zone):
+    from streamer.remote import shrink
+
+    detector = Florence2Detector(ModelConfig(path=tiny_poly, device="cpu", task="<REFERRING_EXPRESSION_SEGMENTATION>",
+                                             prompt="a car"))
+    full = Keyframe(clip_frames[1], "<REFERRING_EXPRESSION_SEGMENTATION>", "a car", zone)
+    small = shrink(full, detector.input_size)
+    assert small.frame.image.shape[:2] == detector.input_size[::-1] and small.frame_size == (640, 360)
+    assert small.frame.image.nbytes < full.frame.image.nbytes / 10  # what crosses to the worker
+    pixels_small = detector.pixel_values(small)
+    detector._pixels.clear()  # both are cached under the same frame: compute each afresh
+    assert np.array_equal(pixels_small, detector.pixel_values(full))
+    detector._pixels.clear()
+    [a] = detector.detect([full])
+    detector._pixels.clear()
+    [b] = detector.detect([small])
+    np.testing.assert_array_equal(a.detections.xyxy, b.detections.xyxy)
+    assert a.detections.mask.shape == b.detections.mask.shape == (1, 360, 640)
+    np.testing.assert_array_equal(a.detections.mask, b.detections.mask)

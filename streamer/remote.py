@@ -1,0 +1,141 @@
+"""The model worker as a Ray actor, and the client a source uses to reach it from another process or host.
+
+A `ModelWorker` actor owns one model (one GPU) and runs the same batching `Worker` as a single process: calls
+from every source it serves arrive on the actor's threads at once and go into one batch. A source's
+`RemoteModel` has the `submit(keyframe) -> Future` of `Worker`, so the source's loop is the same in both
+places. Keyframes travel shrunk to the model's input size (and cropped to their zone), which is all the
+processor would keep of them; answers come back in source pixels without the image.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from streamer.errors import StreamerError
+from streamer.records import Frame, FrameDetections, Keyframe
+from streamer.worker import Detector, Worker
+
+
+def shrink(keyframe: Keyframe, size: tuple[int, int] | None) -> Keyframe:
+    """The keyframe as a remote worker needs it: the zone's crop, resized to the model's input `size` (width,
+    height) the way Florence-2's processor resizes (PIL bicubic), unless it is smaller already. The processor's
+    own resize is then a no-op, so the model sees the same pixels as in one process."""
+    frame = keyframe.frame
+    height, width = frame.image.shape[:2]
+    image = frame.image
+    if keyframe.zone is not None:
+        x1, y1, x2, y2 = keyframe.zone
+        image = image[y1:y2, x1:x2]
+    if size is not None and image.shape[0] * image.shape[1] > size[0] * size[1]:
+        image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.Resampling.BICUBIC))
+    image = np.ascontiguousarray(image)
+    small = Frame(frame.source, frame.index, frame.pts, frame.wall_time, image, frame.camera_time)
+    return Keyframe(small, keyframe.task, keyframe.prompt, keyframe.zone, frame_size=(width, height))
+
+
+class ModelWorker:
+    """The body of a model worker actor. A failed model load is kept and reported by `ready()`, so the driver
+    can print its one line instead of Ray's traceback."""
+
+    def __init__(self, make_detector: Callable[[], Detector], max_batch: int, max_wait_ms: float) -> None:
+        self.incarnation = uuid.uuid4().hex[:8]  # new on every (re)start
+        self.error: str | None = None
+        self.input_size: tuple[int, int] | None = None
+        self.worker: Worker | None = None
+        try:
+            detector = make_detector()
+        except StreamerError as exc:
+            self.error = str(exc)
+            return
+        except Exception as exc:  # a bug or a broken install on that node: still one line at the driver
+            self.error = f"the model worker could not start: {type(exc).__name__}: {exc}"
+            return
+        self.input_size = getattr(detector, "input_size", None)
+        self.worker = Worker(detector, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        self.worker.start()
+
+    def ready(self) -> dict:
+        return {"error": self.error, "input_size": self.input_size, "incarnation": self.incarnation}
+
+    def detect(self, keyframe: Keyframe):
+        """One keyframe's detections and text, and who answered; blocks this actor thread, not the others."""
+        if self.worker is None:
+            raise StreamerError(self.error or "the model worker has no model")
+        result = self.worker.submit(keyframe).result()
+        return result.detections, result.text, self.incarnation
+
+    def stats(self) -> dict:
+        worker = self.worker
+        return {"incarnation": self.incarnation, "keyframes": worker.keyframes if worker else 0,
+                "batches": worker.batches if worker else 0, "busy_s": worker.busy_s if worker else 0.0,
+                "queue": worker.queue_depth if worker else 0}
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+
+
+@dataclass
+class RemoteModel:
+    """A source's way to the model workers: `submit` like `Worker.submit`. The source prefers worker `first`;
+    while Ray restarts a worker, its calls wait and are retried by Ray; a worker dead for good is dropped and
+    the keyframe goes to the next one alive."""
+
+    workers: list  # Ray actor handles of ModelWorker, in the driver's order
+    first: int = 0
+    input_size: tuple[int, int] | None = None
+    shrink: bool = True
+
+    def __post_init__(self) -> None:
+        self._dead: set[int] = set()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {"workers": self.workers, "first": self.first, "input_size": self.input_size, "shrink": self.shrink}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
+
+    def _pick(self) -> int | None:
+        with self._lock:
+            n = len(self.workers)
+            return next(((self.first + k) % n for k in range(n) if (self.first + k) % n not in self._dead), None)
+
+    def submit(self, keyframe: Keyframe) -> Future:
+        out: Future = Future()
+        wire = shrink(keyframe, self.input_size) if self.shrink else keyframe
+        self._send(keyframe, wire, out)
+        return out
+
+    def _send(self, keyframe: Keyframe, wire: Keyframe, out: Future) -> None:
+        index = self._pick()
+        if index is None:
+            out.set_exception(StreamerError("every model worker of the cluster is gone"))
+            return
+        ref = self.workers[index].detect.remote(wire)
+        ref.future().add_done_callback(lambda done: self._answered(done, index, keyframe, wire, out))
+
+    def _answered(self, done: Future, index: int, keyframe: Keyframe, wire: Keyframe, out: Future) -> None:
+        from ray.exceptions import ActorDiedError, RayTaskError
+
+        try:
+            detections, text, incarnation = done.result()
+        except ActorDiedError:  # out of restarts, or its node is gone: move on to the next worker
+            with self._lock:
+                self._dead.add(index)
+            self._send(keyframe, wire, out)
+        except RayTaskError as exc:
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
+            out.set_exception(cause)
+        except BaseException as exc:
+            out.set_exception(exc)
+        else:
+            out.set_result(FrameDetections(keyframe, detections, text, worker=(f"worker-{index}", incarnation)))

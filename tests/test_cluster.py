@@ -1,0 +1,240 @@
+"""On a Ray cluster (a local head started as the README says, CPU only): the same outputs as one process, and
+source and worker actors killed mid-run come back without losing or repeating events."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+
+from brokers import Receiver
+from conftest import CLIP, ROOT, probe_video, read_events
+from rtsp_server import RtspServer, free_port, require_gstreamer, wait_for
+from streamer.config import Config
+from streamer.pipeline import Pipeline, SourceSpec
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+BIN = Path(sys.executable).parent
+FAST_LIVE = {"open_timeout_s": 2.0, "read_timeout_s": 2.0, "backoff_initial_s": 0.2, "backoff_max_s": 1.0}
+# Three sources and two workers on two CPUs.
+CLUSTER = {"cpus_per_source": 0.25, "cpus_per_worker": 0.5, "max_restarts": 2}
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """`ray start --head` as the README has it, the test process joined as a driver; stopped at the end."""
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = subprocess.run([BIN / "ray", "start", "--head", f"--port={port}", "--num-cpus=2",
+                            "--include-dashboard=false", "--disable-usage-stats"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr
+    # "auto": the cluster just started here, joined with the token the head wrote (~/.ray/auth_token).
+    ray.init(address="auto", logging_level="WARNING")
+    yield f"127.0.0.1:{port}"
+    ray.shutdown()
+    subprocess.run([BIN / "ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    """The bundled clip four times over (24 s): long enough to kill an actor halfway through."""
+    path = tmp_path_factory.mktemp("clips") / "long.mp4"
+    with av.open(str(CLIP)) as src:
+        frames = [f.to_ndarray(format="bgr24") for f in src.decode(video=0)]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        for i, image in enumerate(frames * 4):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def config_for(model: Path, **sections) -> Config:
+    return Config.model_validate({"model": {"path": str(model)}, "live": FAST_LIVE, "cluster": CLUSTER,
+                                  "output": {"dir": "unused"}, **sections})
+
+
+def without_wall_time(events: list[dict]) -> list[dict]:
+    return [{k: v for k, v in e.items() if k != "wall_time"} for e in events]
+
+
+def single_process(config: Config, specs, duration_s=None):
+    from streamer.florence import Florence2Detector
+
+    return Pipeline(config, lambda: Florence2Detector(config.model)).run_many(specs, duration_s=duration_s)
+
+
+class OnRay:
+    """A RayPipeline on a background thread, so a test can kill its actors mid-run."""
+
+    def __init__(self, config: Config, specs, duration_s=None):
+        from streamer.cluster import RayPipeline
+
+        self.pipeline = RayPipeline(config)
+        self.result: dict = {}
+        self.thread = threading.Thread(target=self._run, args=(specs, duration_s), daemon=True)
+        self.thread.start()
+
+    def _run(self, specs, duration_s):
+        try:
+            self.result["stats"] = self.pipeline.run_many(specs, duration_s=duration_s)
+        except Exception as exc:
+            self.result["error"] = exc
+
+    def wait_frames(self, n: int, source: int = 0, within: float = 60.0) -> None:
+        assert wait_for(lambda: self.pipeline.runs and self.pipeline.runs[source].stats.frames >= n, within), (
+            f"source {source} never reached frame {n}: {self.result}")
+
+    def join(self, within: float = 120.0):
+        self.thread.join(timeout=within)
+        assert not self.thread.is_alive(), "the Ray run did not end in time"
+        assert "error" not in self.result, self.result.get("error")
+        return self.result["stats"]
+
+
+def cluster_is_free() -> bool:
+    total, free = ray.cluster_resources(), ray.available_resources()
+    return free.get("CPU", 0) == total.get("CPU")
+
+
+def test_two_files_and_a_camera_on_ray_give_what_one_process_gives(ray_head, tiny_od, tmp_path, event_validator):
+    require_gstreamer()
+    config = config_for(tiny_od, cluster={**CLUSTER, "workers": 2})
+    with RtspServer() as server:
+        def specs(folder: Path):
+            return [SourceSpec(str(CLIP), folder / "a.jsonl", folder / "a.mp4", name="a"),
+                    SourceSpec(str(CLIP), folder / "b.jsonl", folder / "b.mp4", name="b"),
+                    SourceSpec(server.url(), folder / "cam.jsonl", folder / "cam.mp4", name="cam")]
+
+        local = single_process(config, specs(tmp_path / "one"), duration_s=8)
+        remote = OnRay(config, specs(tmp_path / "ray"), duration_s=8).join()
+    for name in ("a", "b"):
+        one, many = read_events(tmp_path / "one" / f"{name}.jsonl"), read_events(tmp_path / "ray" / f"{name}.jsonl")
+        assert [e["type"] for e in many] == ["object_appeared", "object_left"]
+        assert without_wall_time(many) == without_wall_time(one)
+        assert probe_video(tmp_path / "ray" / f"{name}.mp4")["count"] == 150
+    assert [s.frames for s in remote[:2]] == [s.frames for s in local[:2]] == [150, 150]
+    assert [s.keyframes for s in remote[:2]] == [s.keyframes for s in local[:2]]
+    cam_one, cam_ray = read_events(tmp_path / "one" / "cam.jsonl"), read_events(tmp_path / "ray" / "cam.jsonl")
+    assert [(e["type"], e["label"], e["bbox"]) for e in cam_ray] == [(e["type"], e["label"], e["bbox"]) for e in cam_one]
+    assert remote[2].frames > 100 and probe_video(tmp_path / "ray" / "cam.mp4")["count"] == remote[2].frames
+    for event in read_events(tmp_path / "ray" / "cam.jsonl"):
+        event_validator.validate(event)
+    assert wait_for(cluster_is_free, 10), "actors were left holding the cluster's CPUs"
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_od, long_clip, tmp_path_factory):
+    """The long clip in one process, every other frame a keyframe."""
+    folder = tmp_path_factory.mktemp("reference")
+    config = config_for(tiny_od, sampler={"every_n_frames": 2, "max_fps": None, "scene_threshold": None})
+    single_process(config, [SourceSpec(str(long_clip), folder / "events.jsonl", None, name="long")])
+    return config, read_events(folder / "events.jsonl")
+
+
+def test_a_killed_source_actor_redoes_its_file_without_repeating_an_event(ray_head, long_clip, reference, tmp_path):
+    config, expected = reference
+    receiver = Receiver()
+    try:
+        config = config.model_copy(update={"webhooks": config.webhooks.model_copy(update={"urls": [receiver.url]}),
+                                           "output": config.output.model_copy(update={"dir": tmp_path})})
+        run = OnRay(config, [SourceSpec(str(long_clip), tmp_path / "events.jsonl", tmp_path / "out.mp4", name="long")])
+        run.wait_frames(60)
+        assert read_events(tmp_path / "events.jsonl"), "the first actor had logged nothing before the kill"
+        ray.kill(run.pipeline.sources[0], no_restart=False)
+        [stats] = run.join()
+        assert wait_for(lambda: len(receiver.requests) >= len(expected), 15)
+        time.sleep(0.5)
+        delivered = [json.loads(r["body"]) for r in receiver.requests]
+    finally:
+        receiver.close()
+    assert without_wall_time(read_events(tmp_path / "events.jsonl")) == without_wall_time(expected)
+    assert without_wall_time(delivered) == without_wall_time(expected), "an event was delivered twice or lost"
+    assert stats.frames == 600 and probe_video(tmp_path / "out.mp4")["count"] == 600
+    assert "source actor restarted 1x" in " ".join(run.pipeline.cluster_status())
+
+
+def test_a_killed_worker_actor_restarts_and_no_keyframe_is_lost(ray_head, long_clip, reference, tmp_path,
+                                                                  event_validator):
+    config, expected = reference
+    run = OnRay(config, [SourceSpec(str(long_clip), tmp_path / "events.jsonl", None, name="long")])
+    run.wait_frames(60)
+    ray.kill(run.pipeline.workers[0], no_restart=False)
+    [stats] = run.join()
+    events = read_events(tmp_path / "events.jsonl")
+    restarted = [e for e in events if e["type"] == "worker_restarted"]
+    assert len(restarted) == 1 and restarted[0]["worker"] == "worker-0"
+    event_validator.validate(restarted[0])
+    others = [e for e in events if e["type"] != "worker_restarted"]
+    assert without_wall_time(others) == without_wall_time(expected)
+    assert stats.frames == 600 and stats.keyframes == 300
+    assert "restarted 1x" in run.pipeline.cluster_status()[0]
+
+
+def test_a_killed_camera_actor_resumes_with_down_and_up_around_the_gap(ray_head, tiny_od, tmp_path, event_validator):
+    require_gstreamer()
+    config = config_for(tiny_od)
+    with RtspServer() as server:
+        run = OnRay(config, [SourceSpec(server.url(), tmp_path / "cam.jsonl", tmp_path / "cam.mp4", name="cam")],
+                    duration_s=14)
+        assert wait_for(lambda: any(e["type"] == "object_appeared" for e in read_events_safe(tmp_path / "cam.jsonl")), 30)
+        run.wait_frames(100)
+        ray.kill(run.pipeline.sources[0], no_restart=False)
+        run.join()
+    events = read_events(tmp_path / "cam.jsonl")
+    for event in events:
+        event_validator.validate(event)
+    types = [e["type"] for e in events]
+    down = types.index("source_down")
+    assert events[down]["reason"] == "source actor restarted" and types[down + 1] == "source_up"
+    assert events[down + 1]["gap_s"] > 0 and events[down + 1]["pts"] > events[down]["pts"]
+    before = {e["track_id"] for e in events[:down] if e["track_id"] is not None}
+    after = {e["track_id"] for e in events[down:] if e["track_id"] is not None}
+    assert before and after and min(after) > max(before), "a track id was reused after the restart"
+    # The killed actor's recording is fragmented: playable up to about its last second; the new one goes on beside.
+    assert probe_video(tmp_path / "cam.mp4")["count"] >= 50 and probe_video(tmp_path / "cam.part1.mp4")["count"] > 0
+
+
+def read_events_safe(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def streamer(*args, timeout=180):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "streamer", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_readme_scale_out_command_runs_on_the_head(ray_head, tiny_od, tmp_path):
+    config = tmp_path / "cluster.yaml"
+    config.write_text("cluster:\n  cpus_per_source: 0.5\n  cpus_per_worker: 0.5\n")
+    result = streamer("run", "--ray", "auto", "--config", config, "--model", tiny_od, f"first={CLIP}",
+                      f"second={CLIP}", "--no-video")
+    assert result.returncode == 0, result.stderr
+    assert "Ray cluster of 1 node (2 CPUs, 0 GPUs): 2 source actors, 1 model worker on CPU" in result.stderr
+    assert result.stdout.count("frames 150 of 640x360") == 2 and "ray: [worker-0] up" in result.stdout
+    assert wait_for(cluster_is_free, 10)
+
+
+def test_an_offline_model_on_ray_is_one_line(ray_head, tmp_path):
+    result = streamer("run", "--ray", "auto", CLIP, "--model", "nobody/not-cached", "--events", tmp_path / "e.jsonl",
+                      "--no-video")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("streamer: error: model 'nobody/not-cached' is not in")
+    assert "Traceback" not in result.stderr and not (tmp_path / "e.jsonl").exists()
