@@ -222,14 +222,23 @@ def streamer(*args, timeout=180):
 
 
 def test_the_readme_scale_out_command_runs_on_the_head(ray_head, tiny_od, tmp_path):
-    config = tmp_path / "cluster.yaml"
-    config.write_text("cluster:\n  cpus_per_source: 0.5\n  cpus_per_worker: 0.5\n")
-    result = streamer("run", "--ray", "auto", "--config", config, "--model", tiny_od, f"first={CLIP}",
-                      f"second={CLIP}", "--no-video")
+    # As the README has it, on this machine's head (2 CPUs: one source actor and one model worker, a CPU each).
+    result = streamer("run", "--ray", "auto", "clips/street.mp4", "--model", tiny_od,
+                      "--events", tmp_path / "events.jsonl", "--out-video", tmp_path / "annotated.mp4")
     assert result.returncode == 0, result.stderr
-    assert "Ray cluster of 1 node (2 CPUs, 0 GPUs): 2 source actors, 1 model worker on CPU" in result.stderr
-    assert result.stdout.count("frames 150 of 640x360") == 2 and "ray: [worker-0] up" in result.stdout
-    assert wait_for(cluster_is_free, 10)
+    assert "Ray cluster of 1 node (2 CPUs, 0 GPUs): 1 source actor, 1 model worker on CPU" in result.stderr
+    assert "frames 150 of 640x360" in result.stdout and "ray: [worker-0] up, keyframes 15" in result.stdout
+    assert [e["type"] for e in read_events(tmp_path / "events.jsonl")] == ["object_appeared", "object_left"]
+    assert probe_video(tmp_path / "annotated.mp4")["count"] == 150
+    assert wait_for(cluster_is_free, 10), "the run left actors holding the cluster"
+
+
+def test_more_than_the_cluster_can_place_is_one_line(ray_head, tiny_od, tmp_path):
+    result = streamer("run", "--ray", "auto", f"a={CLIP}", f"b={CLIP}", "--model", tiny_od, "--no-video")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "streamer: error: the Ray cluster has 2 CPUs, but 2 sources x cluster.cpus_per_source 1 + 1 model workers "
+        "x cluster.cpus_per_worker 1 need 3: lower those, or add nodes")
 
 
 def test_an_offline_model_on_ray_is_one_line(ray_head, tmp_path):
