@@ -220,7 +220,20 @@ def _observers(config: Config) -> tuple[list, list, object]:
     return observers, closers, view
 
 
+def _ray_address(args: argparse.Namespace) -> None:
+    """`--ray clip.mp4` means a local Ray instance and a source: argparse gives an optional value the next word."""
+    value = args.ray
+    if value is None or value in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.\-\[\]:]+:\d+", value):
+        return
+    if "://" in value or Path(value).suffix or Path(value).exists() or "=" in value:
+        args.sources.insert(0, value)
+        args.ray = "local"
+        return
+    raise StreamerError(f"--ray {value}: not a Ray address (auto, HOST:PORT or ray://HOST:PORT; alone: local)")
+
+
 def _run(args: argparse.Namespace) -> int:
+    _ray_address(args)
     config = load_config(args.config, _overrides(args))
     specs = _specs(config, args.sources)
     if config.cluster.address:

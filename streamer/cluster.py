@@ -32,7 +32,7 @@ from pathlib import Path
 from streamer.config import Config
 from streamer.errors import StreamerError
 from streamer.pipeline import RunStats, SourceSpec, _SourceRun
-from streamer.reader import safe_name
+from streamer.reader import display_name, is_url, safe_name
 from streamer.records import SourceStatus
 from streamer.remote import ModelWorker, RemoteModel
 from streamer.worker import Detector, load_detector
@@ -104,7 +104,7 @@ class SourceActor:
 
         post = ray.get(board.get.remote(self.key))
         logged, max_logged = _logged(self.spec.events_path)
-        if not (self.spec.live if self.spec.live is not None else "://" in self.spec.url):
+        if not (self.spec.live if self.spec.live is not None else is_url(self.spec.url)):
             run = _SourceRun(self.spec, self.config, self.stop_event, [])
             run.replay = logged  # redone from the start: these are in the log, the store and elsewhere already
             return run
@@ -251,24 +251,24 @@ class RayPipeline:
         actors: list = []
         try:
             specs = [_absolute(spec) for spec in specs]
-            n_workers, gpus = self._plan(ray, len(specs))
+            n_workers, gpus_each = self._plan(ray, len(specs))
             restarts = {"max_restarts": cfg.max_restarts, "max_task_retries": -1}
             board = ray.remote(Board).options(num_cpus=0).remote()
             actors.append(board)
             source_cls = ray.remote(SourceActor).options(num_cpus=cfg.cpus_per_source, max_concurrency=4, **restarts)
             self.sources = sources = [source_cls.remote(str(i), spec, self.config) for i, spec in enumerate(specs)]
             actors += sources
-            infos = _gather(ray, [s.open.remote() for s in sources], _READY_TIMEOUT_S, "open the sources")
+            infos = self._gather(ray, [s.open.remote() for s in sources], "open the sources")
             self.runs = [_RunView(RunStats(source=_source_name(spec, info), info=info)) for spec, info in
                          zip(specs, infos)]
             started = time.monotonic()
             model = self.config.model
-            worker_cls = ray.remote(ModelWorker).options(num_cpus=cfg.cpus_per_worker, num_gpus=gpus,
+            worker_cls = ray.remote(ModelWorker).options(num_cpus=cfg.cpus_per_worker, num_gpus=gpus_each,
                                                           max_concurrency=256, **restarts)
             self.workers = [worker_cls.remote(make_detector, model.batch_size, model.max_wait_ms)
                              for _ in range(n_workers)]
             actors += self.workers
-            ready = _gather(ray, [w.ready.remote() for w in self.workers], _READY_TIMEOUT_S, "load the model")
+            ready = self._gather(ray, [w.ready.remote() for w in self.workers], "load the model")
             for answer in ready:
                 if answer["error"]:
                     raise StreamerError(answer["error"])
@@ -292,6 +292,28 @@ class RayPipeline:
             if stats.error is not None:
                 raise stats.error
         return results
+
+    def _gather(self, ray, refs: list, what: str) -> list:
+        """Results of `refs`, a StreamerError from inside raised as itself, or one line when the cluster cannot
+        place the actors in time. A stop (Ctrl-C) while waiting ends the run at once."""
+        from ray.exceptions import RayTaskError
+
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        pending = refs
+        while pending:
+            if self._stop.is_set():
+                raise KeyboardInterrupt
+            if time.monotonic() >= deadline:
+                raise StreamerError(f"the Ray cluster did not {what} within {_READY_TIMEOUT_S:.0f} s "
+                                    "(not enough free resources?)")
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+        try:
+            return ray.get(refs)
+        except RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, StreamerError):
+                raise StreamerError(str(cause)) from None
+            raise StreamerError(f"could not {what}: {_first_line(exc)}") from None
 
     def _watch(self, ray, board, sources, refs, on_progress, duration_s) -> None:
         """Wait for every source, relaying progress; on a stop or the deadline, ask every source to stop."""
@@ -377,23 +399,6 @@ class RayPipeline:
         return lines
 
 
-def _gather(ray, refs: list, timeout: float, what: str) -> list:
-    """Results of `refs`, a StreamerError from inside raised as itself, or one line when the cluster cannot
-    place the actors in time."""
-    from ray.exceptions import RayTaskError
-
-    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-    if pending:
-        raise StreamerError(f"the Ray cluster did not {what} within {timeout:.0f} s (not enough free resources?)")
-    try:
-        return ray.get(refs)
-    except RayTaskError as exc:
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, StreamerError):
-            raise StreamerError(str(cause)) from None
-        raise StreamerError(f"could not {what}: {_first_line(exc)}") from None
-
-
 def _absolute(spec: SourceSpec) -> SourceSpec:
     """Actors do not run in the driver's folder: paths go out absolute (on a multi-node cluster they must name
     the same files on every node)."""
@@ -401,7 +406,7 @@ def _absolute(spec: SourceSpec) -> SourceSpec:
     def absolute(path):
         return None if path is None else Path(path).expanduser().resolve()
 
-    if "://" in spec.url:
+    if is_url(spec.url):
         url, name = spec.url, spec.name
     else:  # events name the file as it was given, as in one process
         url, name = str(absolute(spec.url)), spec.name or spec.url
@@ -419,8 +424,6 @@ def _absolute_paths(config: Config) -> Config:
 
 
 def _source_name(spec: SourceSpec, info) -> str:
-    from streamer.reader import display_name
-
     return info.source if info is not None else (spec.name or display_name(spec.url))
 
 

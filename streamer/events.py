@@ -129,10 +129,7 @@ def status_event(status: SourceStatus) -> Event:
                  pts=status.pts, wall_time=status.wall_time, extra=extra)
 
 
-def worker_event(frame: Frame, source: str, worker: str, previous: str | None = None) -> Event:
-    """A remote model worker changed under a source: restarted (same name), or lost (another name answers)."""
-    if previous is None or previous == worker:
-        return Event(type="worker_restarted", source=source, frame_index=frame.index, pts=frame.pts,
-                     wall_time=frame.wall_time, extra={"worker": worker})
-    return Event(type="worker_lost", source=source, frame_index=frame.index, pts=frame.pts,
-                 wall_time=frame.wall_time, extra={"worker": previous, "moved_to": worker})
+def worker_event(kind: str, frame: Frame, source: str, **extra) -> Event:
+    """A remote model worker changed under a source: `worker_restarted` or `worker_lost`."""
+    return Event(type=kind, source=source, frame_index=frame.index, pts=frame.pts, wall_time=frame.wall_time,
+                 extra=extra)

@@ -237,8 +237,10 @@ class _SourceRun:
         if incarnation in seen:
             return
         seen.add(incarnation)
-        if previous is not None and (len(seen) > 1 or previous != name):
-            self.emit([worker_event(frame, self.stats.source, name, None if len(seen) > 1 else previous)])
+        if len(seen) > 1:
+            self.emit([worker_event("worker_restarted", frame, self.stats.source, worker=name)])
+        elif previous is not None and previous != name:
+            self.emit([worker_event("worker_lost", frame, self.stats.source, worker=previous, moved_to=name)])
 
     def _snapshots(self, frame: Frame, events: list[Event]) -> None:
         """A JPEG crop of the object for object_appeared and text_read; its path goes into the event."""

@@ -126,3 +126,19 @@ def test_sigterm_stops_cleanly_with_a_playable_video(tiny_od, tmp_path):
     written = probe_video(video)
     assert 0 < written["count"] < 150
     assert read_events(log)[-1]["type"] == "object_left"
+
+
+@pytest.mark.parametrize("argv, address, sources", [
+    (["--ray", "clips/street.mp4"], "local", ["clips/street.mp4"]),
+    (["--ray", "cam=rtsp://127.0.0.1:8554/live"], "local", ["cam=rtsp://127.0.0.1:8554/live"]),
+    (["--ray", "auto", "a.mp4"], "auto", ["a.mp4"]),
+    (["--ray", "10.0.0.5:6379", "a.mp4"], "10.0.0.5:6379", ["a.mp4"]),
+    (["--ray", "ray://head:10001", "a.mp4"], "ray://head:10001", ["a.mp4"]),
+    (["a.mp4", "--ray"], "local", ["a.mp4"]),
+])
+def test_ray_takes_an_address_or_leaves_the_source_alone(argv, address, sources):
+    from streamer.cli import _parser, _ray_address
+
+    args = _parser().parse_args(["run", *argv])
+    _ray_address(args)
+    assert (args.ray, args.sources) == (address, sources)

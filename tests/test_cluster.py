@@ -3,7 +3,7 @@ source and worker actors killed mid-run come back without losing or repeating ev
 
 import json
 import os
-import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -247,3 +247,23 @@ def test_an_offline_model_on_ray_is_one_line(ray_head, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("streamer: error: model 'nobody/not-cached' is not in")
     assert "Traceback" not in result.stderr and not (tmp_path / "e.jsonl").exists()
+
+
+def test_ctrl_c_on_the_driver_closes_every_output_and_frees_the_cluster(ray_head, tiny_od, long_clip, tmp_path):
+    log, video = tmp_path / "events.jsonl", tmp_path / "annotated.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "streamer", "run", "--ray", "auto", long_clip, "--model", tiny_od,
+                             "--events", log, "--out-video", video], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert wait_for(lambda: read_events_safe(log), 90), "no event was logged"
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    frames = int(out.split("frames ")[1].split(" ")[0])
+    assert 0 < frames < 600 and "(stopped early)" in out
+    assert probe_video(video)["count"] == frames  # the MP4 was finalised, every frame read is in it
+    assert [e["type"] for e in read_events(log)][-1] == "object_left"
+    assert wait_for(cluster_is_free, 10)
