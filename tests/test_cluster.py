@@ -185,6 +185,20 @@ def test_a_killed_worker_actor_restarts_and_no_keyframe_is_lost(ray_head, long_c
     assert "restarted 1x" in run.pipeline.cluster_status()[0]
 
 
+def test_a_worker_dead_for_good_hands_its_sources_to_the_next(ray_head, long_clip, reference, tmp_path):
+    config, expected = reference
+    config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"workers": 2})})
+    run = OnRay(config, [SourceSpec(str(long_clip), tmp_path / "events.jsonl", None, name="long")])
+    run.wait_frames(60)
+    ray.kill(run.pipeline.workers[0], no_restart=True)  # the source's own worker, gone for good
+    [stats] = run.join()
+    events = read_events(tmp_path / "events.jsonl")
+    lost = [e for e in events if e["type"] == "worker_lost"]
+    assert [(e["worker"], e["moved_to"]) for e in lost] == [("worker-0", "worker-1")]
+    assert without_wall_time([e for e in events if e["type"] != "worker_lost"]) == without_wall_time(expected)
+    assert stats.frames == 600 and stats.keyframes == 300
+
+
 def test_a_killed_camera_actor_resumes_with_down_and_up_around_the_gap(ray_head, tiny_od, tmp_path, event_validator):
     require_gstreamer()
     config = config_for(tiny_od)
