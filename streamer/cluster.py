@@ -194,6 +194,7 @@ class RayPipeline:
         self._worker_restarts: list[int] = []
         self._source_restarts: dict[str, int] = {}
         self._incarnations: dict[str, str] = {}
+        self._started: dict[str, float] = {}  # source key -> when this driver first heard of it
         self._started_ray = False
         self.description = ""
 
@@ -343,7 +344,9 @@ class RayPipeline:
                 self._incarnations[key] = post["incarnation"]
                 self._source_restarts[view.stats.source] = self._source_restarts.get(view.stats.source, 0) + 1
             moved = post["stats"].frames != view.stats.frames
-            view.stats = post["stats"]
+            # `started` is on the actor's clock, perhaps another host's: the console measures on this one.
+            started = self._started.setdefault(key, time.monotonic())
+            view.stats = dataclasses.replace(post["stats"], started=started)
             if moved and on_progress is not None:
                 on_progress(view.stats)
         refs = [w.stats.remote() for w in self.workers]
