@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--mqtt", metavar="URL", help="publish events to an MQTT broker, e.g. mqtt://127.0.0.1:1883")
     run.add_argument("--webhook", metavar="URL", action="append", help="POST each event to this URL (repeatable)")
     run.add_argument("--ray", metavar="ADDRESS", nargs="?", const="local",
-                     help="run on a Ray cluster: 'auto', HOST:PORT or ray://HOST:PORT; alone: a local Ray instance")
+                     help="run on a Ray cluster: 'auto', HOST:PORT or ray://HOST:PORT; alone: this machine's cluster, "
+                          "else a Ray instance of the run's own")
     events = sub.add_parser("events", help="query a run's SQLite event store")
     events.add_argument("db", type=Path, help="events.db of a run")
     events.add_argument("--source")

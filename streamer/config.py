@@ -200,8 +200,9 @@ class ClusterConfig(_Section):
     """Run on a Ray cluster: one actor per source (reader to sinks, next to the camera or file) and model worker
     actors that batch the keyframes of every source they serve."""
 
-    address: str | None = Field(default=None, description="null: one process; 'local': a Ray instance of its own "
-                                "(or RAY_ADDRESS); 'auto', HOST:PORT or ray://HOST:PORT: an existing cluster.")
+    address: str | None = Field(default=None, description="null: one process; 'local': the cluster running on this "
+                                "machine (or RAY_ADDRESS's), else a Ray instance of the run's own; 'auto', "
+                                "HOST:PORT or ray://HOST:PORT: an existing cluster.")
     workers: int | None = Field(default=None, ge=1, description="Model worker actors; null: one per "
                                 "gpus_per_worker GPUs of the cluster, or one without GPUs.")
     gpus_per_worker: float = Field(default=1.0, gt=0, description="Used when the cluster has GPUs.")
