@@ -10,7 +10,6 @@ import re
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 from streamer import __version__
@@ -164,8 +163,7 @@ class _Console:
         task = self._tasks.get(stats.source)
         if task is None:
             task = self._tasks[stats.source] = self._bar.add_task(stats.source, total=total, status="")
-        elapsed = max(1e-9, time.monotonic() - stats.started)
-        status = f"{stats.frames / elapsed:5.1f} fps  keyframes {stats.keyframes}  detections {stats.detections}"
+        status = f"{stats.fps_so_far:5.1f} fps  keyframes {stats.keyframes}  detections {stats.detections}"
         self._bar.update(task, total=total, completed=stats.frames, status=status)
 
     def _status_loop(self) -> None:

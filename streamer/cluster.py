@@ -32,9 +32,9 @@ from pathlib import Path
 from streamer.config import Config
 from streamer.errors import StreamerError
 from streamer.pipeline import RunStats, SourceSpec, _SourceRun
-from streamer.reader import display_name, is_url, safe_name
+from streamer.reader import display_name, is_live, is_url, safe_name
 from streamer.records import SourceStatus
-from streamer.remote import ModelWorker, RemoteModel
+from streamer.remote import ModelWorker, RemoteModel, cause_of
 from streamer.worker import Detector, load_detector
 
 _POST_S = 0.5
@@ -104,7 +104,7 @@ class SourceActor:
 
         post = ray.get(board.get.remote(self.key))
         logged, max_logged = _logged(self.spec.events_path)
-        if not (self.spec.live if self.spec.live is not None else is_url(self.spec.url)):
+        if not is_live(self.spec.url, self.spec.live):
             run = _SourceRun(self.spec, self.config, self.stop_event, [])
             run.replay = logged  # redone from the start: these are in the log, the store and elsewhere already
             return run
@@ -189,7 +189,7 @@ class RayPipeline:
         self.model_loaded = False
         self.workers: list = []  # Ray handles of the model worker actors, and of the source actors
         self.sources: list = []
-        self._worker_stats: list[dict | None] = []  # None: no answer to the last poll
+        self._worker_up: list[bool] = []  # answered the last poll
         self._worker_seen: list[dict | None] = []  # the last answer ever
         self._worker_restarts: list[int] = []
         self._source_restarts: dict[str, int] = {}
@@ -218,7 +218,7 @@ class RayPipeline:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 hint = ("" if local or address == "auto" else
                         " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its token here)")
-                raise StreamerError(f"cannot reach a Ray cluster at {address}: {_first_line(exc)}{hint}") from None
+                raise StreamerError(f"cannot reach a Ray cluster at {address}: {_last_line(exc)}{hint}") from None
             self._started_ray = True
         return ray
 
@@ -260,7 +260,7 @@ class RayPipeline:
             self.sources = sources = [source_cls.remote(str(i), spec, self.config) for i, spec in enumerate(specs)]
             actors += sources
             infos = self._gather(ray, [s.open.remote() for s in sources], "open the sources")
-            self.runs = [_RunView(RunStats(source=_source_name(spec, info), info=info)) for spec, info in
+            self.runs = [_RunView(RunStats(source=spec.name or display_name(spec.url), info=info)) for spec, info in
                          zip(specs, infos)]
             started = time.monotonic()
             model = self.config.model
@@ -273,7 +273,7 @@ class RayPipeline:
             for answer in ready:
                 if answer["error"]:
                     raise StreamerError(answer["error"])
-            self._worker_stats = [None] * n_workers
+            self._worker_up = [False] * n_workers
             self._worker_seen = [None] * n_workers
             self._worker_restarts = [0] * n_workers
             self.model_loaded = True
@@ -311,10 +311,10 @@ class RayPipeline:
         try:
             return ray.get(refs)
         except RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
+            cause = cause_of(exc)
             if isinstance(cause, StreamerError):
-                raise StreamerError(str(cause)) from None
-            raise StreamerError(f"could not {what}: {_first_line(exc)}") from None
+                raise cause from None
+            raise StreamerError(f"could not {what}: {_last_line(exc)}") from None
 
     def _watch(self, ray, board, sources, refs, on_progress, duration_s) -> None:
         """Wait for every source, relaying progress; on a stop or the deadline, ask every source to stop."""
@@ -352,18 +352,17 @@ class RayPipeline:
         refs = [w.stats.remote() for w in self.workers]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=1)
         for i, ref in enumerate(refs):
+            self._worker_up[i] = False  # until it answers: restarting, or busy beyond a second
             if ref not in ready:
-                self._worker_stats[i] = None  # restarting, or busy beyond a second
                 continue
             try:
                 stats = ray.get(ref)
             except Exception:
-                self._worker_stats[i] = None
                 continue
             before = self._worker_seen[i]
             if before is not None and before["incarnation"] != stats["incarnation"]:
                 self._worker_restarts[i] += 1
-            self._worker_stats[i] = self._worker_seen[i] = stats
+            self._worker_up[i], self._worker_seen[i] = True, stats
 
     def _result(self, ray, ref, last: RunStats) -> RunStats:
         from ray.exceptions import ActorDiedError, RayTaskError
@@ -371,8 +370,8 @@ class RayPipeline:
         try:
             return ray.get(ref)
         except RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            error = cause if isinstance(cause, StreamerError) else StreamerError(f"{last.source}: {_first_line(exc)}")
+            cause = cause_of(exc)
+            error = cause if isinstance(cause, StreamerError) else StreamerError(f"{last.source}: {_last_line(exc)}")
         except ActorDiedError:
             error = StreamerError(f"{last.source}: its actor died more than cluster.max_restarts "
                                   f"({self.config.cluster.max_restarts}) times; its outputs hold what it did")
@@ -392,8 +391,8 @@ class RayPipeline:
     def cluster_status(self) -> list[str]:
         """One line per model worker, and the restarts seen: for the console's status lines and the summary."""
         lines = []
-        for i, (stats, seen) in enumerate(zip(self._worker_stats, self._worker_seen)):
-            state = "up" if stats is not None else "restarting or busy"
+        for i, (up, seen) in enumerate(zip(self._worker_up, self._worker_seen)):
+            state = "up" if up else "restarting or busy"
             kf = (seen or {}).get("keyframes", 0)
             restarts = f", restarted {self._worker_restarts[i]}x" if self._worker_restarts[i] else ""
             lines.append(f"[worker-{i}] {state}, keyframes {kf}{restarts}")
@@ -426,10 +425,7 @@ def _absolute_paths(config: Config) -> Config:
     return config.model_copy(update={"output": output, "model": model})
 
 
-def _source_name(spec: SourceSpec, info) -> str:
-    return info.source if info is not None else (spec.name or display_name(spec.url))
-
-
-def _first_line(exc: BaseException) -> str:
+def _last_line(exc: BaseException) -> str:
+    """Ray's errors end with what went wrong, after its own preamble."""
     text = [line for line in str(exc).strip().splitlines() if line.strip()]
     return text[-1].strip() if text else type(exc).__name__

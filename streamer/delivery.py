@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from streamer.config import MqttConfig, WebhookConfig
+from streamer.config import Config, MqttConfig, WebhookConfig
 from streamer.outbox import Outbox
 from streamer.reader import safe_name
 from streamer.records import Event
@@ -171,7 +171,7 @@ class WebhookSink(_Sender):
         self.outbox.close()
 
 
-def event_senders(config, outbox_dir: Path, client_tag: str | None = None) -> list[_Sender]:
+def event_senders(config: Config, outbox_dir: Path, client_tag: str | None = None) -> list[_Sender]:
     """The MQTT and webhook senders `config` asks for. Each process needs its own outbox folder, and with
     `client_tag` its own MQTT client id, or two would deliver the same events and take each other's session."""
     senders: list[_Sender] = []

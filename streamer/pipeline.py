@@ -89,6 +89,13 @@ class RunStats:
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def fps_so_far(self) -> float:
+        """Frames per second since the source started, while it runs; over the whole run once it ended."""
+        if self.state == "ended":
+            return self.fps
+        return self.frames / max(1e-9, time.monotonic() - self.started)
+
 
 class _Branch:
     """Tracks, motion and events of one scheduled task of one source."""

@@ -45,6 +45,11 @@ def is_url(source: str) -> bool:
     return "://" in source
 
 
+def is_live(source: str, live: bool | None = None) -> bool:
+    """A source is live when it says so, else when it is a URL (files are not)."""
+    return is_url(source) if live is None else live
+
+
 def display_name(source: str) -> str:
     """The source as it may appear in logs, events and errors: credentials removed from URLs."""
     if not is_url(source):
@@ -128,7 +133,7 @@ class Reader:
         it is reported first, and frame indices and media time continue from it across the gap."""
         self.source = source
         self.name = name or display_name(source)
-        self.live = is_url(source) if live is None else live
+        self.live = is_live(source, live)
         self.live_config = live_config or LiveConfig()
         size = self.live_config.queue_size if self.live else queue_size
         self.queue = FrameQueue(size, drop_oldest=self.live)

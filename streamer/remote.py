@@ -40,6 +40,12 @@ def shrink(keyframe: Keyframe, size: tuple[int, int] | None) -> Keyframe:
     return Keyframe(small, keyframe.task, keyframe.prompt, keyframe.zone, frame_size=(width, height))
 
 
+def cause_of(exc: BaseException) -> BaseException:
+    """What an actor raised, out of the RayTaskError Ray wraps it in (anything else as it is)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
 class ModelWorker:
     """The body of a model worker actor. A failed model load is kept and reported by `ready()`, so the driver
     can print its one line instead of Ray's traceback."""
@@ -62,7 +68,7 @@ class ModelWorker:
         self.worker.start()
 
     def ready(self) -> dict:
-        return {"error": self.error, "input_size": self.input_size, "incarnation": self.incarnation}
+        return {"error": self.error, "input_size": self.input_size}
 
     def detect(self, keyframe: Keyframe):
         """One keyframe's detections and text, and who answered; blocks this actor thread, not the others."""
@@ -72,10 +78,7 @@ class ModelWorker:
         return result.detections, result.text, self.incarnation
 
     def stats(self) -> dict:
-        worker = self.worker
-        return {"incarnation": self.incarnation, "keyframes": worker.keyframes if worker else 0,
-                "batches": worker.batches if worker else 0, "busy_s": worker.busy_s if worker else 0.0,
-                "queue": worker.queue_depth if worker else 0}
+        return {"incarnation": self.incarnation, "keyframes": self.worker.keyframes if self.worker else 0}
 
     def stop(self) -> None:
         if self.worker is not None:
@@ -105,9 +108,9 @@ class RemoteModel:
         self.__post_init__()
 
     def _pick(self) -> int | None:
+        n = len(self.workers)
         with self._lock:
-            n = len(self.workers)
-            return next(((self.first + k) % n for k in range(n) if (self.first + k) % n not in self._dead), None)
+            return next((i for i in ((self.first + k) % n for k in range(n)) if i not in self._dead), None)
 
     def submit(self, keyframe: Keyframe) -> Future:
         out: Future = Future()
@@ -124,7 +127,7 @@ class RemoteModel:
         ref.future().add_done_callback(lambda done: self._answered(done, index, keyframe, wire, out))
 
     def _answered(self, done: Future, index: int, keyframe: Keyframe, wire: Keyframe, out: Future) -> None:
-        from ray.exceptions import ActorDiedError, RayTaskError
+        from ray.exceptions import ActorDiedError
 
         try:
             detections, text, incarnation = done.result()
@@ -132,10 +135,7 @@ class RemoteModel:
             with self._lock:
                 self._dead.add(index)
             self._send(keyframe, wire, out)
-        except RayTaskError as exc:
-            cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
-            out.set_exception(cause)
         except BaseException as exc:
-            out.set_exception(exc)
+            out.set_exception(cause_of(exc))
         else:
             out.set_result(FrameDetections(keyframe, detections, text, worker=(f"worker-{index}", incarnation)))

@@ -82,8 +82,7 @@ class _Metrics:
                 value = {"frames": st.frames, "keyframes": st.keyframes, "drops": st.dropped,
                          "reconnects": st.reconnects, "events": st.events}[key]
                 family.add_metric([st.source], value)
-            elapsed = max(1e-9, time.monotonic() - st.started)
-            fps.add_metric([st.source], st.frames / elapsed if st.state != "ended" else st.fps)
+            fps.add_metric([st.source], st.fps_so_far)
             up.add_metric([st.source], 1.0 if _is_up(run) else 0.0)
             buckets = [(str(b), c) for b, c in zip(LATENCY_BUCKETS_S, st.latency_buckets)]
             buckets.append(("+Inf", st.latency_count))
