@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import functools
 import os
 import re
@@ -16,7 +15,7 @@ from streamer import __version__
 from streamer.config import Config, load_config
 from streamer.errors import StreamerError
 from streamer.pipeline import Pipeline, RunStats, SourceSpec
-from streamer.reader import display_name, is_url, safe_name
+from streamer.runfolder import new_run_folder
 from streamer.worker import load_detector
 
 EXIT_ERROR = 1
@@ -86,18 +85,6 @@ def _overrides(args: argparse.Namespace) -> dict:
     return out
 
 
-def run_folder(base: Path, source: str, name: str | None = None) -> Path:
-    """A new folder under `base` named after the source (never its credentials) and the time."""
-    name = safe_name(name or (display_name(source) if is_url(source) else Path(source).stem))
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = base / f"{name}-{stamp}"
-    n = 1
-    while folder.exists():
-        n += 1
-        folder = base / f"{name}-{stamp}-{n}"
-    return folder
-
-
 def _named(value: str) -> tuple[str | None, str]:
     """`cam1=rtsp://...` -> ("cam1", "rtsp://..."); a plain path or URL has no name."""
     name, sep, url = value.partition("=")
@@ -117,7 +104,7 @@ def _specs(config: Config, sources: list[str]) -> list[SourceSpec]:
     for name, url, live in entries:
         folder = None
         if out.events is None or (out.write_video and out.video is None):
-            folder = run_folder(out.dir, url, name)
+            folder = new_run_folder(out.dir, url, name)
         events = out.events or folder / "events.jsonl"
         video = (out.video or folder / "annotated.mp4") if out.write_video else None
         db = (out.db or events.with_suffix(".db")) if out.write_db else None

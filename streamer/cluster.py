@@ -32,7 +32,7 @@ from pathlib import Path
 from streamer.config import Config
 from streamer.errors import StreamerError
 from streamer.pipeline import RunStats, SourceSpec, _SourceRun
-from streamer.reader import display_name, is_live, is_url, safe_name
+from streamer.sources import display_name, is_live, is_url, safe_name
 from streamer.records import SourceStatus
 from streamer.remote import ModelWorker, RemoteModel, cause_of
 from streamer.worker import Detector, load_detector

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from streamer.config import Config, MqttConfig, WebhookConfig
 from streamer.outbox import Outbox
-from streamer.reader import safe_name
+from streamer.sources import safe_name
 from streamer.records import Event
 
 log = logging.getLogger("streamer.delivery")

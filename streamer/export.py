@@ -2,7 +2,8 @@
 
 For people annotating recorded video, and for fine-tuning Florence-2 on their own footage. The run must have
 kept its keyframes (`output.save_keyframes: true`); the boxes are the confirmed tracks at each keyframe, after
-`model.min_confidence`. Writing is supervision's own `DetectionDataset.as_coco` / `as_yolo`.
+`model.min_confidence`. Writing is supervision's own `DetectionDataset.as_coco` / `as_yolo`. The run folder may
+have been moved since: images are found relative to the store.
 """
 
 from __future__ import annotations
@@ -13,24 +14,15 @@ import numpy as np
 import supervision as sv
 
 from streamer.errors import StreamerError
+from streamer.runfolder import find_store
 from streamer.store import keyframe_boxes
-
-
-def find_store(run_or_db: Path) -> Path:
-    path = Path(run_or_db)
-    if path.is_dir():
-        stores = sorted(path.glob("*.db"))
-        if not stores:
-            raise StreamerError(f"no event store (*.db) in {path}")
-        return stores[0]
-    return path
 
 
 def build_dataset(store: Path) -> sv.DetectionDataset:
     images, boxes = keyframe_boxes(store)
     if not images:
         raise StreamerError(f"{store} holds no saved keyframes: run with output.save_keyframes: true to export")
-    missing = [image for image in images if not Path(image).is_file()]
+    missing = [image for image in images if not image.is_file()]
     if missing:
         raise StreamerError(f"keyframe image missing: {missing[0]} ({len(missing)} in all)")
     classes = sorted({label for pairs in boxes.values() for label, _ in pairs})
@@ -38,11 +30,11 @@ def build_dataset(store: Path) -> sv.DetectionDataset:
     annotations = {}
     for image in images:
         pairs = boxes.get(image, [])
-        annotations[image] = sv.Detections(
+        annotations[str(image)] = sv.Detections(
             xyxy=np.array([b for _, b in pairs], dtype=np.float32).reshape(-1, 4),
             class_id=np.array([index[label] for label, _ in pairs], dtype=int),
         )
-    return sv.DetectionDataset(classes=classes, images=images, annotations=annotations)
+    return sv.DetectionDataset(classes=classes, images=[str(image) for image in images], annotations=annotations)
 
 
 def export(run_or_db: Path, fmt: str, out: Path) -> tuple[int, int]:

@@ -13,6 +13,7 @@ A stop request (SIGINT/SIGTERM, --duration) ends reading, finishes what is in ha
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -30,7 +31,8 @@ from streamer.config import Config, TaskEntry
 from streamer.errors import StreamerError
 from streamer.events import EventMaker, status_event, worker_event
 from streamer.motion import Motion
-from streamer.reader import Reader, safe_name
+from streamer.reader import Reader
+from streamer.sources import safe_name
 from streamer.records import Event, Frame, FrameDetections, SourceStatus, StreamInfo, Tracks
 from streamer.sampler import Sampler
 from streamer.schedule import Schedule
@@ -206,7 +208,7 @@ class _SourceRun:
                 self.replay -= 1
                 continue
             if self.db is not None:
-                self.db.write(event)
+                self.db.write(event, self.spec.events_path.parent)
             for observer in self.event_observers:
                 observer.event(event)
             self.stats.events += 1
@@ -220,7 +222,7 @@ class _SourceRun:
             self.stats.detections += len(result.detections)
             events = branch.update(frame, result)
             if self.config.events.snapshots:
-                self._snapshots(frame, events)
+                events = self._snapshots(frame, events)
             self.emit(events)
         if self.config.output.save_keyframes and self.db is not None and self.replay == 0:
             self._save_keyframe(frame, [branch for branch, _ in jobs])
@@ -249,20 +251,24 @@ class _SourceRun:
         elif previous is not None and previous != name:
             self.emit([worker_event("worker_lost", frame, self.stats.source, worker=previous, moved_to=name)])
 
-    def _snapshots(self, frame: Frame, events: list[Event]) -> None:
-        """A JPEG crop of the object for object_appeared and text_read; its path goes into the event."""
-        folder = self.spec.events_path.parent / "snapshots"
+    def _snapshots(self, frame: Frame, events: list[Event]) -> list[Event]:
+        """The events, those of object_appeared and text_read with a JPEG crop of the object; its path, relative
+        to the run folder (the event log's), goes into the new event."""
+        folder = self.spec.events_path.parent
+        out = []
         for event in events:
-            if event.type not in ("object_appeared", "text_read") or event.bbox is None:
+            crop = None
+            if event.type in ("object_appeared", "text_read") and event.bbox is not None:
+                x1, y1, x2, y2 = (int(round(v)) for v in event.bbox)
+                crop = frame.image[max(0, y1) : max(0, y2), max(0, x1) : max(0, x2)]
+            if crop is None or crop.size == 0:
+                out.append(event)
                 continue
-            x1, y1, x2, y2 = (int(round(v)) for v in event.bbox)
-            crop = frame.image[max(0, y1) : max(0, y2), max(0, x1) : max(0, x2)]
-            if crop.size == 0:
-                continue
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{safe_name(event.source)}-{frame.index:07d}-{event.track_id}-{event.type}.jpg"
-            cv2.imwrite(str(path), crop)
-            event.extra["snapshot"] = str(path)
+            name = f"snapshots/{safe_name(event.source)}-{frame.index:07d}-{event.track_id}-{event.type}.jpg"
+            (folder / "snapshots").mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / name), crop)
+            out.append(dataclasses.replace(event, extra={**event.extra, "snapshot": name}))
+        return out
 
     def _save_keyframe(self, frame: Frame, branches: list[_Branch]) -> None:
         folder = Path(self.spec.db_path).parent / "keyframes"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import threading
 import time
 from collections import deque
@@ -22,13 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import av
 
 from streamer.config import LiveConfig
 from streamer.errors import StreamerError
 from streamer.records import Frame, SourceStatus, StreamInfo
+from streamer.sources import display_name, is_live, is_url
 
 _POLL_S = 0.1
 _STALE_S = 1.0  # a live connection opened longer ago than this before reading is reopened
@@ -39,33 +38,6 @@ _PERMANENT = tuple(
                  "ProtocolNotFoundError")
     if hasattr(av.error, name)
 )
-
-
-def is_url(source: str) -> bool:
-    return "://" in source
-
-
-def is_live(source: str, live: bool | None = None) -> bool:
-    """A source is live when it says so, else when it is a URL (files are not)."""
-    return is_url(source) if live is None else live
-
-
-def display_name(source: str) -> str:
-    """The source as it may appear in logs, events and errors: credentials removed from URLs."""
-    if not is_url(source):
-        return source
-    parts = urlsplit(source)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
-
-
-def safe_name(name: str) -> str:
-    """A source's display name fit for file names, MQTT topic levels and URL paths."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.split("://", 1)[-1]).strip("._") or "source"
 
 
 @dataclass(frozen=True, slots=True)

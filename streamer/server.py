@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from streamer.errors import StreamerError
 from streamer.pipeline import LATENCY_BUCKETS_S, Pipeline
-from streamer.reader import safe_name
+from streamer.sources import safe_name
 from streamer.records import Event
 
 

@@ -3,6 +3,9 @@
 Each event is committed as it is written, so the store holds what the JSONL log holds even when a run is
 killed. The database schema is versioned with SQLite's `user_version` and migrated step by step, never rebuilt,
 so stores written by older versions keep their events.
+
+Paths the store records (keyframe images, event snapshots) are relative to the store's folder, so a run folder
+can be moved; readers resolve them against the folder they open the store in (`streamer.runfolder`).
 """
 
 from __future__ import annotations
@@ -13,14 +16,32 @@ import io
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from streamer.errors import StreamerError
 from streamer.records import Event
+from streamer.runfolder import relative, resolve
 
-# Each step takes the database from version i to i + 1.
-MIGRATIONS: list[str] = [
+
+def _paths_relative_to_the_store(conn: sqlite3.Connection, folder: Path) -> None:
+    """Stores before version 3 recorded paths as given, relative to wherever streamer was started. Keyframes were
+    always written to `keyframes/` beside the store; a snapshot is rewritten where it can be found from here,
+    else to `snapshots/` beside the store, where streamer writes them in a run folder."""
+    for (image,) in conn.execute("SELECT image FROM keyframes").fetchall():
+        new = f"keyframes/{Path(image).name}"
+        conn.execute("UPDATE keyframes SET image = ? WHERE image = ?", (new, image))
+        conn.execute("UPDATE keyframe_boxes SET image = ? WHERE image = ?", (new, image))
+    for row_id, line in conn.execute("SELECT id, line FROM events WHERE line LIKE '%\"snapshot\"%'").fetchall():
+        event = json.loads(line)
+        old = Path(event["snapshot"])
+        event["snapshot"] = relative(old, folder) if old.is_file() else f"snapshots/{old.name}"
+        conn.execute("UPDATE events SET line = ? WHERE id = ?", (json.dumps(event, ensure_ascii=False), row_id))
+
+
+# Each step takes the database from version i to i + 1: SQL, or a function of the connection and the store's folder.
+MIGRATIONS: list[str | Callable[[sqlite3.Connection, Path], None]] = [
     """
     CREATE TABLE events (
         id INTEGER PRIMARY KEY,
@@ -58,19 +79,31 @@ MIGRATIONS: list[str] = [
         pts REAL NOT NULL
     );
     """,
+    _paths_relative_to_the_store,
 ]
 DB_VERSION = len(MIGRATIONS)
 COLUMNS = ["wall_time", "source", "type", "frame_index", "pts", "track_id", "label", "text"]
 
 
-def migrate(conn: sqlite3.Connection) -> None:
+def migrate(conn: sqlite3.Connection, folder: Path) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > DB_VERSION:
         raise StreamerError(f"event store was written by a newer streamer (schema {version} > {DB_VERSION})")
     for step in range(version, DB_VERSION):
-        with conn:
-            conn.executescript(MIGRATIONS[step])
-            conn.execute(f"PRAGMA user_version = {step + 1}")
+        migration = MIGRATIONS[step]
+        if callable(migration):
+            conn.execute("BEGIN")
+            try:
+                migration(conn, folder)
+                conn.execute(f"PRAGMA user_version = {step + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        else:
+            with conn:
+                conn.executescript(migration)
+                conn.execute(f"PRAGMA user_version = {step + 1}")
 
 
 def connect(path: Path, create: bool) -> sqlite3.Connection:
@@ -82,7 +115,7 @@ def connect(path: Path, create: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        migrate(conn)
+        migrate(conn, path.parent)
     except sqlite3.DatabaseError as exc:
         raise StreamerError(f"{path} is not a streamer event store: {exc}") from None
     return conn
@@ -103,8 +136,11 @@ class SqliteSink:
             self._users += 1
         return self
 
-    def write(self, event: Event) -> None:
+    def write(self, event: Event, log_folder: Path) -> None:
+        """`log_folder`: the folder of the event log beside this store, which the event's paths are relative to."""
         line = event.to_dict()
+        if "snapshot" in line and Path(log_folder).resolve() != self.path.parent.resolve():
+            line["snapshot"] = relative(resolve(log_folder, line["snapshot"]), self.path.parent)
         with self._lock:
             self._conn.execute(
                 "INSERT INTO events (schema_version, type, source, frame_index, pts, wall_time, wall_epoch, track_id,"
@@ -118,14 +154,15 @@ class SqliteSink:
     def write_keyframe(self, source: str, frame_index: int, pts: float, image: Path, detections) -> None:
         """A saved keyframe and its confirmed, tracked boxes, for dataset export."""
         names = detections.data.get("class_name")
+        image = relative(image, self.path.parent)
         rows = [
-            (source, frame_index, pts, str(image), str(names[i]) if names is not None else "object", int(t),
+            (source, frame_index, pts, image, str(names[i]) if names is not None else "object", int(t),
              None if detections.confidence is None else float(detections.confidence[i]), *map(float, detections.xyxy[i]))
             for i, t in enumerate(detections.tracker_id if detections.tracker_id is not None else [])
             if t >= 0
         ]
         with self._lock, self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO keyframes VALUES (?, ?, ?, ?)", (str(image), source, frame_index, pts))
+            self._conn.execute("INSERT OR REPLACE INTO keyframes VALUES (?, ?, ?, ?)", (image, source, frame_index, pts))
             self._conn.executemany(
                 "INSERT INTO keyframe_boxes (source, frame_index, pts, image, label, track_id, confidence, x1, y1, x2, y2)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -151,7 +188,8 @@ def _epoch(value: str, flag: str) -> float:
 
 def query(path: Path, source: str | None = None, type: str | None = None, label: str | None = None,
           since: str | None = None, until: str | None = None) -> list[dict[str, Any]]:
-    """Events matching every given filter, oldest first, as the JSON objects of the event log."""
+    """Events matching every given filter, oldest first, as the JSON objects of the event log; paths in them
+    (snapshots) resolved against the store's folder, so they work from wherever the store is read."""
     where, args = [], []
     for column, value in (("source", source), ("type", type), ("label", label)):
         if value is not None:
@@ -166,9 +204,13 @@ def query(path: Path, source: str | None = None, type: str | None = None, label:
     sql = "SELECT line FROM events" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY wall_epoch, id"
     conn = connect(path, create=False)
     try:
-        return [json.loads(row[0]) for row in conn.execute(sql, args)]
+        events = [json.loads(row[0]) for row in conn.execute(sql, args)]
     finally:
         conn.close()
+    for event in events:
+        if "snapshot" in event:
+            event["snapshot"] = str(resolve(Path(path).parent, event["snapshot"]))
+    return events
 
 
 def render(events: list[dict[str, Any]], fmt: str) -> str:
@@ -197,14 +239,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def keyframe_boxes(path: Path) -> tuple[list[str], dict[str, list[tuple[str, tuple[float, float, float, float]]]]]:
-    """Every saved keyframe image with its (label, box) pairs, for export."""
+def keyframe_boxes(path: Path) -> tuple[list[Path], dict[Path, list[tuple[str, tuple[float, float, float, float]]]]]:
+    """Every saved keyframe image, resolved against the store's folder, with its (label, box) pairs, for export."""
     conn = connect(path, create=False)
     try:
         images = [row[0] for row in conn.execute("SELECT image FROM keyframes ORDER BY source, frame_index")]
-        boxes: dict[str, list] = {image: [] for image in images}
-        for image, label, *xyxy in conn.execute("SELECT image, label, x1, y1, x2, y2 FROM keyframe_boxes ORDER BY id"):
-            boxes.setdefault(image, []).append((label, tuple(xyxy)))
-        return images, boxes
+        rows = conn.execute("SELECT image, label, x1, y1, x2, y2 FROM keyframe_boxes ORDER BY id").fetchall()
     finally:
         conn.close()
+    folder = Path(path).parent
+    boxes: dict[Path, list] = {resolve(folder, image): [] for image in images}
+    for image, label, *xyxy in rows:
+        boxes.setdefault(resolve(folder, image), []).append((label, tuple(xyxy)))
+    return [resolve(folder, image) for image in images], boxes

@@ -1,7 +1,8 @@
 import pytest
 
 from streamer.errors import StreamerError
-from streamer.reader import Reader, display_name
+from streamer.reader import Reader
+from streamer.sources import display_name
 
 
 def test_reads_every_frame_in_order_with_times(clip):

@@ -115,7 +115,7 @@ def test_snapshots_are_crops_of_the_object(tmp_path):
     import cv2
 
     for event in appeared:
-        crop = cv2.imread(event["snapshot"])
+        crop = cv2.imread(str(log.parent / event["snapshot"]))
         x1, y1, x2, y2 = event["bbox"]
         assert crop.shape[:2] == (round(y2) - round(y1), round(x2) - round(x1))
 

@@ -1,0 +1,52 @@
+"""A run folder: where a run's outputs go, and how the run's files refer to one another.
+
+A run folder holds `events.jsonl`, `annotated.mp4`, `events.db` and, when asked for, `keyframes/` and
+`snapshots/`. Every path one output records to another (a keyframe image in the store, an event's `snapshot`)
+is relative to the folder of the output that records it, so a run folder can be moved, zipped or opened on
+another machine and still reads the same. Readers resolve those paths against the folder they found the store
+(or log) in, never against the working directory.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path, PurePosixPath
+
+from streamer.errors import StreamerError
+from streamer.sources import display_name, is_url, safe_name
+
+
+def new_run_folder(base: Path, source: str, name: str | None = None) -> Path:
+    """A new folder under `base` named after the source (never its credentials) and the time."""
+    name = safe_name(name or (display_name(source) if is_url(source) else Path(source).stem))
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = base / f"{name}-{stamp}"
+    n = 1
+    while folder.exists():
+        n += 1
+        folder = base / f"{name}-{stamp}-{n}"
+    return folder
+
+
+def relative(path: Path, folder: Path) -> str:
+    """`path` as recorded by an output in `folder`: relative to it, with '/' on every platform."""
+    rel = os.path.relpath(Path(path).resolve(), Path(folder).resolve())
+    return PurePosixPath(*Path(rel).parts).as_posix()
+
+
+def resolve(folder: Path, recorded: str) -> Path:
+    """Where a path recorded by an output in `folder` is now. Absolute paths stay as they are; a file that is
+    gone is still named by the path that was looked for, for the error message."""
+    return (Path(folder) / recorded).resolve()
+
+
+def find_store(run_or_db: Path) -> Path:
+    """The event store of a run folder, or the store named."""
+    path = Path(run_or_db)
+    if path.is_dir():
+        stores = sorted(path.glob("*.db"))
+        if not stores:
+            raise StreamerError(f"no event store (*.db) in {path}")
+        return stores[0]
+    return path
