@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--db", type=Path, help="SQLite event store (default: events.db beside the event log)")
     run.add_argument("--no-video", action="store_true", help="write only the event log")
     run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long, as SIGINT would")
+    run.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
+                     help="run every source as a camera (--live) or as a file (--no-live); default: guessed from "
+                          "the media (a URL with an end is a file, RTSP and endless streams are cameras)")
     run.add_argument("--http", metavar="HOST:PORT", help="serve /metrics, /healthz and the live view (e.g. 127.0.0.1:8080)")
     run.add_argument("--mqtt", metavar="URL", help="publish events to an MQTT broker, e.g. mqtt://127.0.0.1:1883")
     run.add_argument("--webhook", metavar="URL", action="append", help="POST each event to this URL (repeatable)")
@@ -93,8 +96,10 @@ def _named(value: str) -> tuple[str | None, str]:
     return None, value
 
 
-def _specs(config: Config, sources: list[str]) -> list[SourceSpec]:
-    entries = [(*_named(s), None) for s in sources] or [(c.name, c.url, c.live) for c in config.sources]
+def _specs(config: Config, sources: list[str], live: bool | None = None) -> list[SourceSpec]:
+    """`live`: --live/--no-live, which wins over a config source's own `live`."""
+    entries = [(*_named(s), live) for s in sources] or [
+        (c.name, c.url, c.live if live is None else live) for c in config.sources]
     if not entries:
         raise StreamerError("no source given: pass a file or URL, or list sources in the config")
     out = config.output
@@ -177,7 +182,8 @@ def _summary(stats: RunStats) -> str:
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(stats.event_counts.items()))
     shape = f"{info.width}x{info.height} @ {float(info.fps):.2f} fps" if info else "no frames"
     lines = [
-        f"streamer: {stats.source}" + (" (stopped early)" if stats.stopped_early else ""),
+        f"streamer: {stats.source} ({'camera' if stats.live else 'file'}"
+        + (", stopped early)" if stats.stopped_early else ")"),
         f"  frames {stats.frames} of {shape}, keyframes {stats.keyframes}, detections {stats.detections}"
         + (f", dropped {stats.dropped}, reconnects {stats.reconnects}" if stats.live else ""),
         f"  events {stats.events}" + (f" ({kinds})" if kinds else ""),
@@ -221,7 +227,7 @@ def _ray_address(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     _ray_address(args)
     config = load_config(args.config, _overrides(args))
-    specs = _specs(config, args.sources)
+    specs = _specs(config, args.sources, args.live)
     if config.cluster.address:
         if config.http.listen:
             raise StreamerError("--http serves one process's sources; with --ray, each source runs in its own actor")

@@ -32,9 +32,10 @@ from pathlib import Path
 from streamer.config import Config
 from streamer.errors import StreamerError
 from streamer.pipeline import RunStats, SourceSpec, _SourceRun
-from streamer.sources import display_name, is_live, is_url, safe_name
+from streamer.reader import Reader
 from streamer.records import SourceStatus
 from streamer.remote import ModelWorker, RemoteModel, cause_of
+from streamer.sources import display_name, guess_live, is_url, safe_name
 from streamer.worker import Detector, load_detector
 
 _POST_S = 0.5
@@ -104,7 +105,13 @@ class SourceActor:
 
         post = ray.get(board.get.remote(self.key))
         logged, max_logged = _logged(self.spec.events_path)
-        if not is_live(self.spec.url, self.spec.live):
+        live = guess_live(self.spec.url, self.spec.live)
+        if live is None:  # a URL whose media told the first incarnation; it tells this one the same
+            probe = Reader(self.spec.url, live_config=self.config.live)
+            probe.open()
+            live = probe.live
+            probe.stop()
+        if not live:
             run = _SourceRun(self.spec, self.config, self.stop_event, [])
             run.replay = logged  # redone from the start: these are in the log, the store and elsewhere already
             return run

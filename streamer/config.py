@@ -166,7 +166,8 @@ class SourceConfig(_Section):
 
     url: str
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
-    live: bool | None = Field(default=None, description="Default: URLs are live, files are not.")
+    live: bool | None = Field(default=None, description="Camera (true) or file (false). Default: guessed; files "
+                              "and URLs whose media has an end are files, RTSP and endless streams are cameras.")
 
 
 class MqttConfig(_Section):

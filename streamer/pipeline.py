@@ -152,7 +152,7 @@ class _SourceRun:
         self.max_track_id = -1  # the highest track id in an event so far, where a successor starts above
         self.workers: dict[str, set[str]] = {}  # remote worker name -> incarnations that answered
         self.worker: str | None = None  # the remote worker that answered last
-        self.stats = RunStats(source=self.reader.name, live=self.reader.live)
+        self.stats = RunStats(source=self.reader.name, live=bool(self.reader.live))
         self.sampler = Sampler(config.sampler)
         self.schedule = Schedule(config.tasks())
         self.annotator = Annotator()
@@ -164,6 +164,7 @@ class _SourceRun:
 
     def open(self) -> None:
         self.stats.info = self.reader.open()
+        self.stats.live = self.reader.live  # a URL's mode is known once it is open
 
     def snapshot(self) -> RunStats:
         """The stats with the reader's own counters, which move even while no frame arrives."""

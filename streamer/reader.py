@@ -1,7 +1,10 @@
 """The frame reader: a thread that decodes a file or a camera stream with PyAV into `Frame` records.
 
 Files: the container is opened in the caller's thread, so a missing file or a non-video fails at once with one
-clear line; frames then wait on a bounded queue (back-pressure: no frame is ever dropped).
+clear line; frames then wait on a bounded queue (back-pressure: no frame is ever dropped). A file behind a URL
+(an HTTP download, a presigned object-store link, an HLS VOD playlist) is a file too: what tells it from a camera
+is whether FFmpeg finds an end to the media. Its download is resumed where it broke (HTTP ranges, FFmpeg's
+reconnect options) rather than restarted.
 
 Live sources (RTSP and any other URL FFmpeg opens): TCP by default, open and read timeouts always set (without
 them PyAV waits forever on a frozen camera), the end of a live stream taken as the camera going away, and
@@ -27,7 +30,7 @@ import av
 from streamer.config import LiveConfig
 from streamer.errors import StreamerError
 from streamer.records import Frame, SourceStatus, StreamInfo
-from streamer.sources import display_name, is_live, is_url
+from streamer.sources import display_name, guess_live, is_url
 
 _POLL_S = 0.1
 _STALE_S = 1.0  # a live connection opened longer ago than this before reading is reopened
@@ -105,10 +108,10 @@ class Reader:
         it is reported first, and frame indices and media time continue from it across the gap."""
         self.source = source
         self.name = name or display_name(source)
-        self.live = is_live(source, live)
+        self.live = guess_live(source, live)  # None until opening the media tells
         self.live_config = live_config or LiveConfig()
-        size = self.live_config.queue_size if self.live else queue_size
-        self.queue = FrameQueue(size, drop_oldest=self.live)
+        self._queue_size = queue_size
+        self.queue: FrameQueue | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._container = None
@@ -119,13 +122,21 @@ class Reader:
         self._first_error: str | None = None
         self._last_session_frames = 0
         self._last_pts = 0.0
-        self.resume = resume if self.live else None
+        self.resume = resume if self.live is not False else None
         self._opened = 0.0
         self._fresh = False  # the check connection was closed at start: connect again, nothing went down
 
     @property
     def dropped(self) -> int:
-        return self.queue.dropped
+        return self.queue.dropped if self.queue is not None else 0
+
+    def _decide(self, live: bool) -> None:
+        """Fix the mode, and with it the queue: newest-frame-wins for a camera, back-pressure for a file."""
+        self.live = live
+        if not live:
+            self.resume = None
+        size = self.live_config.queue_size if live else self._queue_size
+        self.queue = FrameQueue(size, drop_oldest=live)
 
     # -- opening -------------------------------------------------------------------------------------------
 
@@ -145,21 +156,32 @@ class Reader:
         except _PERMANENT as exc:
             raise StreamerError(f"cannot open {self.name}: {_reason(exc)}") from None
         except (av.error.FFmpegError, OSError, StreamerError) as exc:
-            if not self.live:
+            if self.live is False:
                 if isinstance(exc, StreamerError):
                     raise
                 raise StreamerError(f"cannot open {self.name}: {_reason(exc)}") from None
-            # A camera that is off, booting or half-answering now: the reader thread keeps trying.
+            # A camera that is off, booting or half-answering now (and a URL that cannot tell yet what it serves
+            # is taken for one): the reader thread keeps trying.
             self._first_error = str(exc) if isinstance(exc, StreamerError) else _reason(exc)
+            self._decide(True)
             return None
+        if self.live is None:
+            self._decide(not _has_end(self._container))
+        elif self.queue is None:
+            self._decide(self.live)
         return self.info
 
     def _connect(self) -> None:
-        if self.live:
+        if is_url(self.source):
             cfg = self.live_config
             options = {"timeout": str(int(cfg.read_timeout_s / 2 * 1e6))}  # FFmpeg gives up after about twice this
             if self.source.startswith(("rtsp://", "rtsps://")):
                 options["rtsp_transport"] = cfg.rtsp_transport
+            if self.source.startswith(("http://", "https://")) and self.live is not True:
+                # A download that breaks off is asked again from the byte it stopped at (a Range request), not
+                # from the start; never for a resource that cannot seek, where it would repeat what was read.
+                options.update(reconnect="1", reconnect_on_network_error="1",
+                               reconnect_delay_max=str(int(cfg.backoff_max_s)))
             container = av.open(self.source, mode="r", options=options,
                                 timeout=(cfg.open_timeout_s, cfg.read_timeout_s / 2))
         else:
@@ -177,14 +199,17 @@ class Reader:
         self._container = container
         self._opened = time.monotonic()
         if self.info is None:
+            has_end = self.live is False or (self.live is None and _has_end(container))
             self.info = StreamInfo(source=self.name, width=width, height=height, fps=Fraction(fps),
-                                   total_frames=None if self.live else (stream.frames or None))
+                                   total_frames=(stream.frames or None) if has_end else None)
 
     # -- the thread ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
         if self._container is None and not self.live:
             self.open()
+        if self.queue is None:
+            self._decide(bool(self.live))
         if self.live and self._container is not None and time.monotonic() - self._opened > _STALE_S:
             # Opened to check the source while the model loaded: what the camera sent since is old news, and
             # would arrive as a burst. Start from a fresh connection, at the live edge.
@@ -204,8 +229,9 @@ class Reader:
                 if item.error is not None:
                     if isinstance(item.error, StreamerError):
                         raise item.error
+                    total = f" of {self.info.total_frames}" if self.info and self.info.total_frames else ""
                     raise StreamerError(
-                        f"error decoding {self.name} after frame {self.frames_decoded}: {_reason(item.error)}"
+                        f"error decoding {self.name} after frame {self.frames_decoded}{total}: {_reason(item.error)}"
                     )
                 return
             yield item
@@ -342,11 +368,19 @@ class Reader:
         return "stream ended"
 
 
+def _has_end(container) -> bool:
+    """Media with an end: FFmpeg knows its duration (a file behind a URL, an HLS playlist with #EXT-X-ENDLIST).
+    Live HLS, MJPEG or MPEG-TS streamed over HTTP have none."""
+    return container.duration is not None and container.duration > 0
+
+
 def _reason(exc: BaseException) -> str:
     """FFmpeg's own words without the errno and the URL (which may hold credentials) that PyAV adds."""
     if isinstance(exc, av.error.FFmpegError):
         if isinstance(exc, av.error.InvalidDataError):
             return "not a video file, or it is corrupt"
+        if isinstance(exc, av.error.ExitError):  # PyAV's own timeout interrupted FFmpeg
+            return "no data within the read timeout"
         text = exc.strerror or type(exc).__name__
         return text[0].lower() + text[1:]
     if isinstance(exc, OSError) and exc.strerror:

@@ -14,9 +14,21 @@ def is_url(source: str) -> bool:
     return "://" in source
 
 
-def is_live(source: str, live: bool | None = None) -> bool:
-    """A source is live when it says so, else when it is a URL (files are not)."""
-    return is_url(source) if live is None else live
+# Protocols that carry streams without an end: whatever they serve is a camera.
+STREAMING_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "srt", "udp", "tcp"})
+
+
+def guess_live(source: str, live: bool | None = None) -> bool | None:
+    """Whether a source is a camera (run in real time, reconnected, never ending) or a file (every frame, once).
+
+    What the source says wins. Files on disk are files; RTSP and other streaming protocols are cameras. For any
+    other URL (HTTP, HLS, object-store links) it depends on the media, which only opening it tells: None.
+    """
+    if live is not None:
+        return live
+    if not is_url(source):
+        return False
+    return True if source.split("://", 1)[0].lower() in STREAMING_SCHEMES else None
 
 
 def display_name(source: str) -> str:

@@ -277,7 +277,7 @@ def test_ctrl_c_on_the_driver_closes_every_output_and_frees_the_cluster(ray_head
             proc.kill()
     assert proc.returncode == 130, err
     frames = int(out.split("frames ")[1].split(" ")[0])
-    assert 0 < frames < 600 and "(stopped early)" in out
+    assert 0 < frames < 600 and "(file, stopped early)" in out
     assert probe_video(video)["count"] == frames  # the MP4 was finalised, every frame read is in it
     assert [e["type"] for e in read_events(log)][-1] == "object_left"
     assert wait_for(cluster_is_free, 10)

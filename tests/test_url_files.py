@@ -1,0 +1,139 @@
+"""A video behind a URL is a file when its media has an end: every frame once, the run ends with the media, a
+broken download is resumed where it broke. A URL without an end stays a camera. Served from 127.0.0.1."""
+
+import shutil
+import time
+
+import av
+import pytest
+
+from conftest import CLIP, read_events
+from httpmedia import MediaServer
+from scripted import ScriptedDetector
+from streamer.config import Config
+from streamer.errors import StreamerError
+from streamer.pipeline import Pipeline, SourceSpec
+from streamer.reader import Reader
+
+FAST = {"open_timeout_s": 2.0, "read_timeout_s": 1.0, "backoff_initial_s": 0.2, "backoff_max_s": 2.0}
+
+
+def moving_car(index):
+    x = 10 + 3 * index
+    return [("car", (x, 200, x + 120, 260), None)]
+
+
+def run(url, out, live=None, duration_s=None):
+    config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None},
+                                    "tracker": {"lost_after_s": 1.0}, "live": FAST})
+    spec = SourceSpec(url, out / "events.jsonl", out / "annotated.mp4", name="street", live=live)
+    [stats] = Pipeline(config, lambda: ScriptedDetector(moving_car)).run_many([spec], duration_s=duration_s)
+    return stats
+
+
+def without_wall_time(events):
+    return [{k: v for k, v in e.items() if k != "wall_time"} for e in events]
+
+
+def decoded(path):
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """The bundled clip, an HLS VOD of it (FFmpeg's hls muxer, no re-encode) and the same playlist without its
+    end (a live playlist)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    shutil.copy(CLIP, folder / "clip.mp4")
+    with av.open(str(CLIP)) as src, av.open(str(folder / "vod.m3u8"), "w", format="hls", options={
+            "hls_time": "2", "hls_playlist_type": "vod", "hls_segment_filename": str(folder / "seg%03d.ts")}) as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = out
+                dst.mux(packet)
+    playlist = (folder / "vod.m3u8").read_text()
+    assert "#EXT-X-ENDLIST" in playlist
+    live = playlist.replace("#EXT-X-ENDLIST\n", "").replace("#EXT-X-PLAYLIST-TYPE:VOD\n", "")
+    (folder / "live.m3u8").write_text(live)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def from_disk(tmp_path_factory):
+    out = tmp_path_factory.mktemp("disk")
+    stats = run(str(CLIP), out)
+    return stats, read_events(out / "events.jsonl"), decoded(out / "annotated.mp4")
+
+
+def test_an_mp4_over_http_is_the_same_file_as_on_disk(served, from_disk, tmp_path):
+    disk_stats, disk_events, disk_frames = from_disk
+    with MediaServer(served) as server:
+        stats = run(f"{server.base}/clip.mp4", tmp_path)
+    assert not stats.live and stats.dropped == 0 and stats.reconnects == 0
+    assert (stats.frames, stats.keyframes) == (disk_stats.frames, disk_stats.keyframes) == (150, 30)
+    assert without_wall_time(read_events(tmp_path / "events.jsonl")) == without_wall_time(disk_events)
+    frames = decoded(tmp_path / "annotated.mp4")
+    assert len(frames) == len(disk_frames) and all((a == b).all() for a, b in zip(frames, disk_frames))
+
+
+def test_a_download_that_breaks_off_is_resumed_where_it_broke(served, from_disk, tmp_path):
+    _, disk_events, _ = from_disk
+    with MediaServer(served, drop_after=15_000) as server:
+        stats = run(f"{server.base}/clip.mp4", tmp_path)
+    assert stats.frames == 150 and not stats.live
+    assert without_wall_time(read_events(tmp_path / "events.jsonl")) == without_wall_time(disk_events)
+    ranges = [r for path, r in server.requests if path == "clip.mp4"]
+    assert ranges[0] in (None, "bytes=0-") and "bytes=15000-" in ranges  # asked again from the break, not from 0
+
+
+def test_a_download_that_cannot_be_finished_says_how_far_it_got(served, tmp_path):
+    with MediaServer(served, drop_after=15_000, gone_after_drop=True) as server:
+        with pytest.raises(StreamerError, match=r"street.* after frame \d+ of 150") as error:
+            run(f"{server.base}/clip.mp4", tmp_path)
+    events = read_events(tmp_path / "events.jsonl")
+    assert events and "token" not in str(error.value)
+    assert len(decoded(tmp_path / "annotated.mp4")) > 0  # what was read is kept, playable
+
+
+def test_an_hls_vod_playlist_is_a_file_and_ends(served, tmp_path):
+    with MediaServer(served) as server:
+        started = time.monotonic()
+        stats = run(f"{server.base}/vod.m3u8", tmp_path)
+    assert not stats.live and stats.frames == 150 and stats.dropped == 0
+    assert time.monotonic() - started < 30
+    assert [e["type"] for e in read_events(tmp_path / "events.jsonl")] == ["object_appeared", "object_left"]
+
+
+def test_a_live_hls_playlist_stays_a_camera(served, tmp_path):
+    with MediaServer(served) as server:
+        stats = run(f"{server.base}/live.m3u8", tmp_path, duration_s=4)
+    assert stats.live and stats.frames > 0
+
+
+def test_the_mode_can_be_forced_either_way(served):
+    with MediaServer(served) as server:
+        forced_camera = Reader(f"{server.base}/clip.mp4", live=True, live_config=Config().live)
+        forced_file = Reader(f"{server.base}/live.m3u8", live=False, live_config=Config().live)
+        guessed = Reader(f"{server.base}/clip.mp4", live_config=Config().live)
+        for reader in (forced_camera, forced_file, guessed):
+            reader.open()
+            reader.stop()
+    assert (forced_camera.live, forced_file.live, guessed.live) == (True, False, False)
+    assert Reader("rtsp://127.0.0.1:1/cam").live is True and Reader(str(CLIP)).live is False
+
+
+def test_the_summary_says_which_mode_each_source_ran_in(served, tiny_od, tmp_path):
+    from test_cli import streamer
+
+    with MediaServer(served) as server:
+        result = streamer("run", f"{server.base}/clip.mp4", "--model", tiny_od, "--no-video",
+                          "--events", tmp_path / "e.jsonl")
+        forced = streamer("run", f"{server.base}/clip.mp4", "--model", tiny_od, "--no-video", "--live",
+                          "--duration", "2", "--events", tmp_path / "f.jsonl")
+    assert result.returncode == 0, result.stderr
+    assert "/clip.mp4 (file)" in result.stdout and "frames 150 of" in result.stdout
+    assert forced.returncode == 0, forced.stderr
+    assert "/clip.mp4 (camera)" in forced.stdout
