@@ -16,6 +16,7 @@ from streamer.config import Config, load_config
 from streamer.errors import StreamerError
 from streamer.pipeline import Pipeline, RunStats, SourceSpec
 from streamer.runfolder import new_run_folder
+from streamer.sources import scrub
 from streamer.worker import load_detector
 
 EXIT_ERROR = 1
@@ -273,6 +274,13 @@ def _note(line: str) -> None:
     print(f"streamer: {line}", file=sys.stderr, flush=True)
 
 
+def _scrub(text: str, args: argparse.Namespace) -> str:
+    """No secret of a URL given on the command line (sources, --mqtt, --webhook) in an error line, whoever wrote
+    the message."""
+    given = [*getattr(args, "sources", []), getattr(args, "mqtt", None), *(getattr(args, "webhook", None) or [])]
+    return scrub(text, [_named(value)[1] for value in given if value])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -292,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"streamer: wrote {images} keyframes with {boxes} boxes as {args.format} to {args.out}")
             return 0
     except StreamerError as exc:
-        print(f"streamer: error: {exc}", file=sys.stderr)
+        print(f"streamer: error: {_scrub(str(exc), args)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("streamer: interrupted", file=sys.stderr)
@@ -300,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: one line unless asked for more
         if args.debug:
             raise
-        print(f"streamer: internal error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        print(f"streamer: internal error: {type(exc).__name__}: {_scrub(str(exc), args)} (run with --debug for details)",
+              file=sys.stderr)
         return EXIT_ERROR
     return EXIT_ERROR
 

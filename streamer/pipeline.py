@@ -32,7 +32,7 @@ from streamer.errors import StreamerError
 from streamer.events import EventMaker, status_event, worker_event
 from streamer.motion import Motion
 from streamer.reader import Reader
-from streamer.sources import safe_name
+from streamer.sources import safe_name, scrub
 from streamer.records import Event, Frame, FrameDetections, SourceStatus, StreamInfo, Tracks
 from streamer.sampler import Sampler
 from streamer.schedule import Schedule
@@ -307,7 +307,8 @@ class _SourceRun:
         except StreamerError as exc:
             self.stats.error = exc
         except Exception as exc:  # a bug in one source must not take the others down silently
-            self.stats.error = StreamerError(f"{self.stats.source}: {type(exc).__name__}: {exc}")
+            detail = scrub(str(exc), [self.spec.url])
+            self.stats.error = StreamerError(f"{self.stats.source}: {type(exc).__name__}: {detail}")
         finally:
             self.reader.stop()
             self.stats.stopped_early = self.stop.is_set()

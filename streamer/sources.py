@@ -7,7 +7,7 @@ goes through `display_name` first.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 
 def is_url(source: str) -> bool:
@@ -31,17 +31,51 @@ def guess_live(source: str, live: bool | None = None) -> bool | None:
     return True if source.split("://", 1)[0].lower() in STREAMING_SCHEMES else None
 
 
+# A host (name, IPv4 or [IPv6]) with an optional port, followed by the end or the start of a path/query/fragment.
+_HOST_AT_START = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(:\d{1,5})?(?=[/?#]|$)")
+
+
+def _split_secrets(url: str) -> tuple[str, str, str]:
+    """(scheme, userinfo, the rest from the host on). A password typed without escaping may hold '#', '/', '?'
+    or '@', which end a standard parser's authority early and hand part of it to the path, query or fragment:
+    the userinfo is taken to end at the last '@' that is followed by a host, wherever it stands. An '@' in a
+    query (an e-mail address) may then hide more than the credentials: never less."""
+    scheme, _, rest = url.partition("://")
+    for at in reversed([i for i, c in enumerate(rest) if c == "@"]):
+        if _HOST_AT_START.match(rest, at + 1):
+            return scheme, rest[:at], rest[at + 1 :]
+    return scheme, "", rest
+
+
 def display_name(source: str) -> str:
-    """The source as it may appear in logs, events and errors: credentials removed from URLs."""
+    """The source as it may appear in logs, events, errors and file names. Every part of a URL that can carry a
+    secret is hidden: credentials are removed, query values (tokens, signatures of presigned links) become
+    `***`, and the fragment is dropped. The path is kept: it names the stream (name a source, `NAME=URL`, to
+    keep a secret in a path out of sight too)."""
     if not is_url(source):
         return source
-    parts = urlsplit(source)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+    scheme, _, rest = _split_secrets(source)
+    parts = urlsplit(f"{scheme}://{rest}")
+    query = "&".join(f"{pair.partition('=')[0]}=***" if "=" in pair else "***"
+                     for pair in parts.query.split("&") if pair)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def scrub(text: str, sources: list[str]) -> str:
+    """`text` (an error message from anywhere) with every secret of these sources' URLs replaced: a last net
+    under messages that quote a URL as it was given."""
+    for source in sources:
+        if not is_url(source):
+            continue
+        text = text.replace(source, display_name(source))
+        scheme, userinfo, rest = _split_secrets(source)
+        parts = urlsplit(f"{scheme}://{rest}")
+        secrets = [userinfo, *userinfo.split(":", 1), parts.fragment]
+        secrets += [pair.partition("=")[2] or pair for pair in parts.query.split("&")]
+        for secret in sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True):
+            for form in {secret, unquote(secret), quote(secret, safe="")}:
+                text = text.replace(form, "***")
+    return text
 
 
 def safe_name(name: str) -> str:

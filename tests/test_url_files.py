@@ -137,3 +137,20 @@ def test_the_summary_says_which_mode_each_source_ran_in(served, tiny_od, tmp_pat
     assert "/clip.mp4 (file)" in result.stdout and "frames 150 of" in result.stdout
     assert forced.returncode == 0, forced.stderr
     assert "/clip.mp4 (camera)" in forced.stdout
+
+
+def test_a_token_in_a_presigned_link_never_leaves_the_url(served, tiny_od, tmp_path):
+    from test_cli import streamer
+
+    secret = "TOPSECRET0123456789"
+    with MediaServer(served) as server:
+        ok = streamer("run", f"{server.base}/clip.mp4?X-Amz-Credential=AKIA{secret}&X-Amz-Signature={secret}",
+                      "--model", tiny_od, cwd=tmp_path)
+        missing = streamer("run", f"{server.base}/nothing.mp4?token={secret}", "--model", tiny_od, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "nothing.mp4" in missing.stderr
+    written = [p for p in (tmp_path / "runs").rglob("*")]
+    assert any(p.name == "events.jsonl" for p in written)
+    for text in [ok.stdout, ok.stderr, missing.stdout, missing.stderr, *map(str, written),
+                 *(p.read_bytes().decode("latin-1") for p in written if p.is_file())]:
+        assert secret not in text
