@@ -15,7 +15,7 @@ from streamer import __version__
 from streamer.config import Config, load_config
 from streamer.errors import StreamerError
 from streamer.pipeline import Pipeline, RunStats, SourceSpec
-from streamer.runfolder import new_run_folder
+from streamer.runfolder import check_outputs, new_run_folder
 from streamer.sources import scrub
 from streamer.worker import load_detector
 
@@ -106,15 +106,23 @@ def _specs(config: Config, sources: list[str], live: bool | None = None) -> list
     out = config.output
     if len(entries) > 1 and (out.video is not None or out.events is not None):
         raise StreamerError("--out-video/--events name one file; with several sources outputs go to run folders")
-    specs = []
+    names = [name for name, _, _ in entries if name]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:
+        raise StreamerError(f"the source name '{twice}' is given twice: each source needs a name of its own")
+    specs, folders = [], set()
     for name, url, live in entries:
         folder = None
         if out.events is None or (out.write_video and out.video is None):
-            folder = new_run_folder(out.dir, url, name)
+            folder = new_run_folder(out.dir, url, name, folders)
+            folders.add(folder)
         events = out.events or folder / "events.jsonl"
         video = (out.video or folder / "annotated.mp4") if out.write_video else None
         db = (out.db or events.with_suffix(".db")) if out.write_db else None
         specs.append(SourceSpec(url, events, video, name, live, db))
+    check_outputs([s.url for s in specs], [(kind, path) for s in specs for kind, path in
+                                           (("event log", s.events_path), ("video", s.video_path),
+                                            ("event store", s.db_path)) if path is not None])
     return specs
 
 

@@ -17,13 +17,14 @@ from streamer.errors import StreamerError
 from streamer.sources import display_name, is_url, safe_name
 
 
-def new_run_folder(base: Path, source: str, name: str | None = None) -> Path:
-    """A new folder under `base` named after the source (never its credentials) and the time."""
+def new_run_folder(base: Path, source: str, name: str | None = None, taken: set[Path] = frozenset()) -> Path:
+    """A new folder under `base` named after the source (never its credentials) and the time; not one of
+    `taken`, the folders chosen for the other sources of this run (two `clip.mp4` from different folders)."""
     name = safe_name(name or (display_name(source) if is_url(source) else Path(source).stem))
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = base / f"{name}-{stamp}"
     n = 1
-    while folder.exists():
+    while folder.exists() or folder in taken:
         n += 1
         folder = base / f"{name}-{stamp}-{n}"
     return folder
@@ -39,6 +40,28 @@ def resolve(folder: Path, recorded: str) -> Path:
     """Where a path recorded by an output in `folder` is now. Absolute paths stay as they are; a file that is
     gone is still named by the path that was looked for, for the error message."""
     return (Path(folder) / recorded).resolve()
+
+
+def check_outputs(inputs: list[str], outputs: list[tuple[str, Path]]) -> None:
+    """Refuse, before anything is read or written, outputs that would destroy an input, collide with another
+    output, or cannot be written. `outputs` are (kind, path) pairs; several sources may share one event store
+    (kind "event store"), nothing else may be named twice."""
+    files = {Path(i).resolve() for i in inputs if not is_url(i)}
+    seen: dict[Path, str] = {}
+    for kind, path in outputs:
+        key = Path(path).resolve()
+        if key in files:
+            raise StreamerError(f"the {kind} {path} is an input of this run: name another file")
+        if key.is_dir():
+            raise StreamerError(f"the {kind} {path} is a folder: name a file")
+        other = seen.get(key)
+        if other is not None and not kind == other == "event store":
+            twice = f"as the {kind} of two sources" if other == kind else f"as both the {other} and the {kind}"
+            raise StreamerError(f"{path} is named {twice}: name a file for each")
+        seen[key] = kind
+        ancestor = next(p for p in key.parents if p.exists())
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+            raise StreamerError(f"cannot write the {kind} {path}: {ancestor} is not a writable folder")
 
 
 def find_store(run_or_db: Path) -> Path:
