@@ -23,13 +23,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from rtsp_server import RtspServer, gstreamer_available  # noqa: E402
 from standins import MovingBoxDetector  # noqa: E402
 
 from streamer.config import Config  # noqa: E402
 from streamer.pipeline import Pipeline, SourceSpec  # noqa: E402
+from tests.rtsp_server import RtspServer, gstreamer_available  # noqa: E402
 
 LIVE_640 = ("videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=480,framerate=25/1 ! "
             "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! rtph264pay name=pay0 pt=96 config-interval=1")
@@ -50,9 +49,10 @@ def main() -> None:
         thread = threading.Thread(target=pipeline.run_many, args=([spec],), kwargs={"duration_s": args.seconds})
         thread.start()
         thread.join()
-        stats = pipeline.runs[0].stats
-    start = min(t for t, _ in stats.latencies) + args.warmup
-    samples = [(t, ms) for t, ms in stats.latencies if t >= start]
+        latencies = list(pipeline.runs[0].latencies)
+        stats = pipeline.runs[0].stats()
+    start = min(t for t, _ in latencies) + args.warmup
+    samples = [(t, ms) for t, ms in latencies if t >= start]
     values = sorted(ms for _, ms in samples)
     p50 = statistics.median(values)
     p95 = values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))]

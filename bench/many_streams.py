@@ -19,14 +19,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from live_latency import LIVE_640  # noqa: E402
-from rtsp_server import RtspServer, gstreamer_available  # noqa: E402
 from standins import NoOpDetector  # noqa: E402
 
 from streamer.config import Config  # noqa: E402
 from streamer.pipeline import Pipeline, SourceSpec  # noqa: E402
+from tests.rtsp_server import RtspServer, gstreamer_available  # noqa: E402
 
 
 def trial(url: str, n: int, seconds: float, warmup: float) -> tuple[bool, str]:
@@ -37,13 +36,13 @@ def trial(url: str, n: int, seconds: float, warmup: float) -> tuple[bool, str]:
         thread = threading.Thread(target=pipeline.run_many, args=(specs,), kwargs={"duration_s": 60 + warmup + seconds})
         thread.start()
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (pipeline.runs and all(r.stats.frames for r in pipeline.runs)):
+        while time.monotonic() < deadline and not (pipeline.runs and all(r.stats().frames for r in pipeline.runs)):
             time.sleep(0.1)
         time.sleep(warmup)
-        before = [(r.stats.frames, r.stats.keyframes) for r in pipeline.runs]
+        before = [(s.frames, s.keyframes) for s in (r.stats() for r in pipeline.runs)]
         t0 = time.monotonic()
         time.sleep(seconds)
-        after = [(r.snapshot().frames, r.stats.keyframes, r.stats.dropped) for r in pipeline.runs]
+        after = [(s.frames, s.keyframes, s.dropped) for s in (r.stats() for r in pipeline.runs)]
         elapsed = time.monotonic() - t0
         pipeline.stop()
         thread.join()

@@ -31,12 +31,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from streamer.config import ModelConfig  # noqa: E402
 from streamer.florence import Florence2Detector  # noqa: E402
 from streamer.records import Frame, Keyframe  # noqa: E402
-from tiny_florence import make_processor  # noqa: E402
+from tests.tiny_florence import make_processor  # noqa: E402
 
 IMAGE_SIDE = 768
 

@@ -13,8 +13,6 @@ from streamer.records import FrameDetections, Keyframe
 class NoOpDetector:
     """Answers every keyframe with no detections, at once."""
 
-    name = "no-op"
-
     def detect(self, keyframes: list[Keyframe]) -> list[FrameDetections]:
         out = []
         for k in keyframes:
@@ -27,8 +25,6 @@ class NoOpDetector:
 
 class MovingBoxDetector:
     """One box sweeping across the frame, so tracks, events and drawing all have work; optional model latency."""
-
-    name = "moving-box"
 
     def __init__(self, latency_s: float = 0.0) -> None:
         self.latency_s = latency_s

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import supervision as sv
-
-from streamer.records import Tracks
 
 
 def label_for(track_id: int, name: str, text: str) -> str:
@@ -14,9 +15,21 @@ def label_for(track_id: int, name: str, text: str) -> str:
     return f"{head}: {text}" if text else head
 
 
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """What is drawn for one task's tracks: the boxes (with `class_id` for colours) and a label for each."""
+
+    detections: sv.Detections
+    labels: list[str]
+
+    def moved(self, xyxy: np.ndarray) -> "Layer":
+        """The same tracks and labels with their boxes at `xyxy` (where motion puts them between keyframes)."""
+        return Layer(dataclasses.replace(self.detections, xyxy=xyxy), self.labels)
+
+
 class Annotator:
-    """Colours follow the class name, so a track keeps its colour between keyframes. Labels are built once per
-    keyframe's detections and reused on the frames in between."""
+    """Colours follow the class name, so a track keeps its colour between keyframes. A `Layer` is made once per
+    keyframe's tracks and drawn on the frames in between, moved."""
 
     def __init__(self) -> None:
         self._class_ids: dict[str, int] = {}
@@ -24,22 +37,22 @@ class Annotator:
         self._masks = sv.MaskAnnotator(color_lookup=sv.ColorLookup.CLASS, opacity=0.35)
         self._labels = sv.LabelAnnotator(color_lookup=sv.ColorLookup.CLASS, text_scale=0.5, text_padding=4)
         self._traces = sv.TraceAnnotator(color_lookup=sv.ColorLookup.CLASS, trace_length=50, thickness=2)
-        self._prepared: list[tuple[sv.Detections, list[str]]] = []
         self._polygons: list[tuple[str, np.ndarray]] = []
-        self._segments: list[tuple[str, tuple[float, float], tuple[float, float]]] = []
+        self._segments: list[tuple[str, tuple[int, int], tuple[int, int]]] = []
 
     def areas(self, polygons, segments) -> None:
         """Zones (polygons) and lines to draw on every frame."""
         self._polygons = [(name, np.asarray(p, dtype=np.int32).reshape(-1, 1, 2)) for name, p in polygons]
         self._segments = [(name, tuple(map(int, a)), tuple(map(int, b))) for name, a, b in segments]
 
-    def _labels_for(self, det: sv.Detections) -> list[str]:
-        names = det.data.get("class_name")
-        names = [str(n) for n in names] if names is not None else ["object"] * len(det)
-        det.class_id = np.array([self._class_ids.setdefault(n, len(self._class_ids)) for n in names], dtype=int)
-        texts = det.data.get("text")
-        ids = det.tracker_id if det.tracker_id is not None else [-1] * len(det)
-        return [label_for(int(t), n, str(texts[i]) if texts is not None else "") for i, (t, n) in enumerate(zip(ids, names))]
+    def layer(self, detections: sv.Detections, texts: list[str]) -> Layer:
+        """The layer of a keyframe's tracks; `texts` are what each label shows after the class (settled OCR)."""
+        names = detections.data.get("class_name")
+        names = [str(n) for n in names] if names is not None else ["object"] * len(detections)
+        class_id = np.array([self._class_ids.setdefault(n, len(self._class_ids)) for n in names], dtype=int)
+        ids = detections.tracker_id if detections.tracker_id is not None else [-1] * len(detections)
+        labels = [label_for(int(t), n, text) for t, n, text in zip(ids, names, texts)]
+        return Layer(dataclasses.replace(detections, class_id=class_id), labels)
 
     def _draw_areas(self, image: np.ndarray) -> None:
         for name, polygon in self._polygons:
@@ -50,17 +63,17 @@ class Annotator:
             cv2.line(image, start, end, (255, 0, 255), 2)
             cv2.putText(image, name, (start[0] + 4, start[1] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 0, 255), 1, cv2.LINE_AA)
 
-    def draw(self, image: np.ndarray, tracks: list[Tracks]) -> np.ndarray:
-        """Draw zones, lines and the latest tracks of each scheduled task onto `image` (in place)."""
+    def draw(self, image: np.ndarray, layers: list[Layer]) -> np.ndarray:
+        """Draw zones, lines and each layer onto `image` (in place, as supervision's annotators do); return it."""
         self._draw_areas(image)
-        current = [t.detections for t in tracks if len(t.detections)]
-        if len(self._prepared) != len(current) or any(a is not b for (a, _), b in zip(self._prepared, current)):
-            self._prepared = [(det, self._labels_for(det)) for det in current]
-        for det, labels in self._prepared:
+        for layer in layers:
+            det = layer.detections
+            if not len(det):
+                continue
             if det.tracker_id is not None and (det.tracker_id >= 0).any():
                 image = self._traces.annotate(image, det[det.tracker_id >= 0])
             if det.mask is not None:
                 image = self._masks.annotate(image, det)
             image = self._boxes.annotate(image, det)
-            image = self._labels.annotate(image, det, labels=labels)
+            image = self._labels.annotate(image, det, labels=layer.labels)
         return image

@@ -9,12 +9,13 @@ import re
 import signal
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 from streamer import __version__
 from streamer.config import Config, load_config
-from streamer.errors import StreamerError
-from streamer.pipeline import Pipeline, RunStats, SourceSpec
+from streamer.errors import Stopped, StreamerError
+from streamer.pipeline import Driver, Pipeline, RunStats, SourceSpec
 from streamer.runfolder import check_outputs, new_run_folder
 from streamer.sources import scrub
 from streamer.worker import load_detector
@@ -143,7 +144,7 @@ class _Console:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, pipeline: Pipeline) -> None:
+    def start(self, pipeline: Driver) -> None:
         self._bar.start()
         self._pipeline = pipeline
         self._thread = threading.Thread(target=self._status_loop, name="status", daemon=True)
@@ -171,7 +172,7 @@ class _Console:
         last: dict[str, int] = {}
         while not self._done.wait(self._interval):
             for run in self._pipeline.runs:
-                st = run.snapshot()
+                st = run.stats()
                 if not st.live:
                     continue
                 fps_in = (st.frames - last.get(st.source, 0)) / self._interval
@@ -181,8 +182,8 @@ class _Console:
                     f"[{st.source}] {st.state:8} {fps_in:5.1f} fps in  keyframes {st.keyframes}  drops {st.dropped}"
                     f"  reconnects {st.reconnects}  latency {latency}", highlight=False, markup=False,
                 )
-            if any(run.snapshot().live for run in self._pipeline.runs):
-                for line in getattr(self._pipeline, "cluster_status", list)():
+            if any(run.stats().live for run in self._pipeline.runs):
+                for line in self._pipeline.status_lines():
                     self.console.print(line, highlight=False, markup=False)
 
 
@@ -206,19 +207,20 @@ def _summary(stats: RunStats) -> str:
     return "\n".join(lines)
 
 
-def _observers(config: Config) -> tuple[list, list, object]:
-    """Event and frame observers the config asks for, how to close each (flushing what waits), and the live view
+def _sinks(config: Config) -> tuple[list, list, list, object]:
+    """The event and frame sinks the config asks for, how to close each (flushing what waits), and the live view
     (None without --http)."""
-    from streamer.delivery import event_senders
+    from streamer.delivery import event_sinks
 
-    senders = event_senders(config, config.output.dir / "outbox")
-    observers, closers, view = list(senders), [s.close for s in senders], None
+    sinks = event_sinks(config, config.output.dir / "outbox")
+    events, frames, closers, view = list(sinks), [], [s.close for s in sinks], None
     if config.http.listen:
         from streamer.server import LiveView
 
         view = LiveView()
-        observers.insert(0, view)
-    return observers, closers, view
+        events.insert(0, view)
+        frames.append(view)
+    return events, frames, closers, view
 
 
 def _ray_address(args: argparse.Namespace) -> None:
@@ -244,8 +246,8 @@ def _run(args: argparse.Namespace) -> int:
 
         pipeline, closers = RayPipeline(config, notify=_note), []
     else:
-        observers, closers, view = _observers(config)
-        pipeline = Pipeline(config, functools.partial(load_detector, config.model), observers)
+        event_sinks, frame_sinks, closers, view = _sinks(config)
+        pipeline = Pipeline(config, functools.partial(load_detector, config.model), event_sinks, frame_sinks)
     if config.http.listen:
         from streamer.server import StatusServer
 
@@ -273,7 +275,7 @@ def _run(args: argparse.Namespace) -> int:
         if not interrupted.is_set():
             stats.stopped_early = False  # --duration is the planned end of a run
         print(_summary(stats))
-    for line in getattr(pipeline, "cluster_status", list)():
+    for line in pipeline.status_lines():
         print(f"ray: {line}")
     return EXIT_INTERRUPTED if interrupted.is_set() else 0
 
@@ -308,9 +310,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"streamer: wrote {images} keyframes with {boxes} boxes as {args.format} to {args.out}")
             return 0
     except StreamerError as exc:
+        if args.debug and exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__)
         print(f"streamer: error: {_scrub(str(exc), args)}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped):
         print("streamer: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug, not bad input: one line unless asked for more

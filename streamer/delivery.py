@@ -1,8 +1,8 @@
 """Events out to other systems: MQTT (the convention Frigate and Home Assistant use) and webhooks.
 
-Both are event observers of the pipeline: `event()` only appends to a durable outbox (never blocks the video),
-and a sender thread delivers in order, retrying with backoff while the other side is away. On close, senders
-try for a few seconds to flush; whatever is left stays on disk for the next run.
+Both are event sinks of the pipeline: `event()` only appends to a durable outbox (never blocks the video), and a
+thread of the sink's own delivers in order, retrying with backoff while the other side is away. On close, a sink
+tries for a few seconds to flush; whatever is left stays on disk for the next run.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import threading
 import urllib.error
 import urllib.request
@@ -19,16 +18,17 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from streamer.backoff import Backoff
 from streamer.config import Config, MqttConfig, WebhookConfig
 from streamer.outbox import Outbox
-from streamer.sources import safe_name
 from streamer.records import Event
+from streamer.sources import safe_name
 
 log = logging.getLogger("streamer.delivery")
 _FLUSH_S = 5.0
 
 
-class _Sender:
+class _OutboxSink:
     """Delivers an outbox in order on its own thread; `deliver` returns how many of the batch went out."""
 
     batch = 16
@@ -47,7 +47,7 @@ class _Sender:
         raise NotImplementedError
 
     def _loop(self) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2, self.backoff_max_s)
         while not self._stop.is_set():
             items = self.outbox.peek(self.batch, timeout=0.2)
             if not items:
@@ -57,11 +57,9 @@ class _Sender:
             sent = self.deliver([payload for _, payload in items])
             if sent:
                 self.outbox.ack([row_id for row_id, _ in items[:sent]])
-                delay = 0.2
-            if sent < len(items):
-                if self._stop.wait(random.uniform(delay / 2, delay)):
-                    return
-                delay = min(self.backoff_max_s, delay * 2)
+                backoff.reset()
+            if sent < len(items) and self._stop.wait(backoff.next_wait()):
+                return
 
     def close(self) -> None:
         """Flush for a few seconds, then stop; undelivered events stay in the outbox file."""
@@ -75,7 +73,7 @@ class _Sender:
             log.warning("%d events still waiting in %s; they go out on the next run", left, self.outbox.path)
 
 
-class MqttSink(_Sender):
+class MqttSink(_OutboxSink):
     def __init__(self, config: MqttConfig, outbox_dir: Path) -> None:
         import paho.mqtt.client as mqtt
 
@@ -136,7 +134,7 @@ class MqttSink(_Sender):
         self.outbox.close()
 
 
-class WebhookSink(_Sender):
+class WebhookSink(_OutboxSink):
     """POSTs each event to one URL. Headers: X-Streamer-Event-Id (stable across retries, for de-duplication)
     and, with a secret, X-Streamer-Signature: sha256=HMAC-SHA256(secret, body)."""
 
@@ -171,17 +169,17 @@ class WebhookSink(_Sender):
         self.outbox.close()
 
 
-def event_senders(config: Config, outbox_dir: Path, client_tag: str | None = None) -> list[_Sender]:
-    """The MQTT and webhook senders `config` asks for. Each process needs its own outbox folder, and with
+def event_sinks(config: Config, outbox_dir: Path, client_tag: str | None = None) -> list[_OutboxSink]:
+    """The MQTT and webhook sinks `config` asks for. Each process needs its own outbox folder, and with
     `client_tag` its own MQTT client id, or two would deliver the same events and take each other's session."""
-    senders: list[_Sender] = []
+    sinks: list[_OutboxSink] = []
     if config.mqtt.url:
         mqtt = config.mqtt
         if client_tag and mqtt.client_id:
             mqtt = mqtt.model_copy(update={"client_id": f"{mqtt.client_id}-{client_tag}"})
-        senders.append(MqttSink(mqtt, outbox_dir))
-    senders += [WebhookSink(url, config.webhooks, outbox_dir, i) for i, url in enumerate(config.webhooks.urls)]
-    return senders
+        sinks.append(MqttSink(mqtt, outbox_dir))
+    sinks += [WebhookSink(url, config.webhooks, outbox_dir, i) for i, url in enumerate(config.webhooks.urls)]
+    return sinks
 
 
 def verify_signature(secret: str, body: bytes, header: str) -> bool:

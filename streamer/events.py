@@ -88,7 +88,6 @@ class EventMaker:
             track.last_pts, track.bbox, track.confidence = frame.pts, bbox, confidence
             if texts is not None:
                 events.extend(self._vote(frame, track, str(texts[i]).strip()))
-                texts[i] = track.text or ""  # the label shows the settled text, not this read
         for track_id, track in list(self._active.items()):
             if track_id not in seen and frame.pts - track.last_pts >= self.lost_after_s:
                 events.append(self._left(frame, track, "lost"))
@@ -98,6 +97,11 @@ class EventMaker:
                 self._frame_text[task] = frame_text
                 events.append(self._event(kind, frame, text=frame_text, task=task))
         return events
+
+    def settled_text(self, track_id: int) -> str:
+        """The text a track's reads agreed on so far ("" before they do): what its label shows."""
+        track = self._active.get(track_id)
+        return (track.text or "") if track is not None else ""
 
     def _vote(self, frame: Frame, track: _Track, text: str) -> list[Event]:
         if not text:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 import supervision as sv
@@ -45,15 +43,20 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def _hub_reachable() -> bool:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parts = urlsplit(endpoint)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+def _on_hub(model_id: str) -> bool | None:
+    """Whether the hub has `model_id` (True / False), or None when no answer of the hub's own comes within a
+    few seconds. Asked through huggingface_hub's own client, so HF_ENDPOINT, proxies and tokens apply as they do
+    for the download itself (whose client would retry for about half a minute before giving up)."""
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import RepositoryNotFoundError
+
     try:
-        with socket.create_connection((parts.hostname or "", port), timeout=_HUB_TIMEOUT_S):
-            return True
-    except OSError:
+        model_info(model_id, timeout=_HUB_TIMEOUT_S)
+    except RepositoryNotFoundError:
         return False
+    except Exception:  # noqa: BLE001 - refused, timed out, a proxy's error page: all mean no answer from the hub
+        return None
+    return True
 
 
 def _offline_error(model_id: str) -> StreamerError:
@@ -92,13 +95,14 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
         try:
             model, processor = _load(config.id, True)
         except OSError:
-            if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+            found = None if os.environ.get("HF_HUB_OFFLINE") == "1" else _on_hub(config.id)
+            if found is False:
+                raise StreamerError(f"model '{config.id}' was not found on the hub") from None
+            if found is None:
                 raise _offline_error(config.id) from None
             try:
                 model, processor = _load(config.id, False)
-            except OSError as exc:
-                if "not a valid model identifier" in str(exc) or "404" in str(exc):
-                    raise StreamerError(f"model '{config.id}' was not found on the hub") from None
+            except OSError:
                 raise _offline_error(config.id) from None
     return model.to(device).eval(), processor
 
@@ -122,7 +126,6 @@ class Florence2Detector:
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.model, self.processor = load_florence(config, self.device, self.dtype)
-        self.name = str(config.path) if config.path is not None else config.id
         self.generate_kwargs = generate_kwargs
         tokenizer = self.processor.tokenizer
         locs = [f"<loc_{i}>" for i in range(1000)]
@@ -137,7 +140,7 @@ class Florence2Detector:
 
     def pixel_values(self, keyframe: Keyframe) -> torch.Tensor:
         frame = keyframe.frame
-        key = (frame.source, frame.index, keyframe.zone)
+        key = (frame.source, frame.index, keyframe.zone, keyframe.frame_size)  # a shrunk copy is another image
         cached = self._pixels.get(key)
         if cached is None:
             image = frame.image

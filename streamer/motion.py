@@ -42,9 +42,10 @@ class Motion:
             del self._last[track_id]
             self._velocity.pop(track_id, None)
 
-    def place(self, tracks: Tracks, pts: float) -> None:
-        """Move the keyframe's boxes to where they should be at `pts` (in place: the drawing reuses its labels)."""
+    def boxes_at(self, tracks: Tracks, pts: float) -> np.ndarray:
+        """The boxes of the keyframe's `tracks` where they should be at `pts` (a new array; the tracks are left
+        as they are). Tracks other than the last observed ones are not moved."""
         if tracks is not self._tracks or self._base is None or len(self._base) == 0:
-            return
+            return tracks.detections.xyxy
         dt = min(max(0.0, pts - tracks.frame.pts), self.horizon_s)
-        tracks.detections.xyxy = self._base + self._rates * dt
+        return self._base + self._rates * dt

@@ -1,4 +1,4 @@
-"""The frame reader: a thread that decodes a file or a camera stream with PyAV into `Frame` records.
+"""The frame readers: a thread that decodes a file or a camera stream with PyAV into `Frame` records.
 
 Files: the container is opened in the caller's thread, so a missing file or a non-video fails at once with one
 clear line; frames then wait on a bounded queue (back-pressure: no frame is ever dropped). A file behind a URL
@@ -10,13 +10,16 @@ Live sources (RTSP and any other URL FFmpeg opens): TCP by default, open and rea
 them PyAV waits forever on a frozen camera), the end of a live stream taken as the camera going away, and
 reconnects with exponential backoff and jitter. The queue keeps the newest frames and drops the oldest, so latency
 cannot build up behind a slow consumer. `SourceStatus` records (down / up, with the gap) travel in the same queue
-as frames, so the consumer sees them in stream order.
+as frames, so the consumer sees them in stream order. Only a camera's own failures (FFmpeg's and the network's
+errors) mean "down"; anything else is a bug, and ends the run with its traceback under `--debug`.
+
+`open_reader` opens a source and returns the reader for what it turned out to be: `FileReader` or `CameraReader`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import random
 import threading
 import time
 from collections import deque
@@ -27,6 +30,8 @@ from pathlib import Path
 
 import av
 
+from streamer.backoff import Backoff
+from streamer.clock import MediaClock
 from streamer.config import LiveConfig
 from streamer.errors import StreamerError
 from streamer.records import Frame, SourceStatus, StreamInfo
@@ -93,148 +98,56 @@ class FrameQueue:
 
 
 class Reader:
-    """Decodes one source on a background thread; iterate `frames()` to consume it."""
+    """What both readers share: the frame queue, the thread, and the consumer's side (`frames`, `stop`).
 
-    def __init__(
-        self,
-        source: str,
-        name: str | None = None,
-        live: bool | None = None,
-        queue_size: int = 32,
-        live_config: LiveConfig | None = None,
-        resume: SourceStatus | None = None,
-    ) -> None:
-        """`resume` (live only): a "down" status where an earlier run of this source stopped (its process died);
-        it is reported first, and frame indices and media time continue from it across the gap."""
+    `info` is what opening the source told (None for a camera not reached yet); `state` is "up", "down" or
+    "connecting" for a camera and "reading" for a file; the counters are the reader thread's, read by others.
+    """
+
+    live = False
+
+    def __init__(self, source: str, name: str, queue: FrameQueue, container=None, info: StreamInfo | None = None):
         self.source = source
-        self.name = name or display_name(source)
-        self.live = guess_live(source, live)  # None until opening the media tells
-        self.live_config = live_config or LiveConfig()
-        self._queue_size = queue_size
-        self.queue: FrameQueue | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._container = None
-        self.info: StreamInfo | None = None
+        self.name = name
+        self.queue = queue
+        self.info = info
+        self.state = "reading"
         self.frames_decoded = 0
         self.reconnects = 0
-        self.state = "connecting"
-        self._first_error: str | None = None
-        self._last_session_frames = 0
-        self._last_pts = 0.0
-        self.resume = resume if self.live is not False else None
-        self._opened = 0.0
-        self._fresh = False  # the check connection was closed at start: connect again, nothing went down
+        self._container = container
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     @property
     def dropped(self) -> int:
-        return self.queue.dropped if self.queue is not None else 0
-
-    def _decide(self, live: bool) -> None:
-        """Fix the mode, and with it the queue: newest-frame-wins for a camera, back-pressure for a file."""
-        self.live = live
-        if not live:
-            self.resume = None
-        size = self.live_config.queue_size if live else self._queue_size
-        self.queue = FrameQueue(size, drop_oldest=live)
-
-    # -- opening -------------------------------------------------------------------------------------------
-
-    def open(self) -> StreamInfo | None:
-        """Open the source, or raise one clear StreamerError. A live source that is merely unreachable now is
-        not an error: None is returned and the reader thread keeps trying."""
-        if not is_url(self.source):
-            path = Path(self.source)
-            if not path.exists():
-                raise StreamerError(f"input not found: {self.name}")
-            if path.is_dir():
-                raise StreamerError(f"input is a folder, not a video: {self.name}")
-            if not os.access(path, os.R_OK):
-                raise StreamerError(f"input not readable: {self.name}")
-        try:
-            self._connect()
-        except _PERMANENT as exc:
-            raise StreamerError(f"cannot open {self.name}: {_reason(exc)}") from None
-        except (av.error.FFmpegError, OSError, StreamerError) as exc:
-            if self.live is False:
-                if isinstance(exc, StreamerError):
-                    raise
-                raise StreamerError(f"cannot open {self.name}: {_reason(exc)}") from None
-            # A camera that is off, booting or half-answering now (and a URL that cannot tell yet what it serves
-            # is taken for one): the reader thread keeps trying.
-            self._first_error = str(exc) if isinstance(exc, StreamerError) else _reason(exc)
-            self._decide(True)
-            return None
-        if self.live is None:
-            self._decide(not _has_end(self._container))
-        elif self.queue is None:
-            self._decide(self.live)
-        return self.info
-
-    def _connect(self) -> None:
-        if is_url(self.source):
-            cfg = self.live_config
-            options = {"timeout": str(int(cfg.read_timeout_s / 2 * 1e6))}  # FFmpeg gives up after about twice this
-            if self.source.startswith(("rtsp://", "rtsps://")):
-                options["rtsp_transport"] = cfg.rtsp_transport
-            if self.source.startswith(("http://", "https://")) and self.live is not True:
-                # A download that breaks off is asked again from the byte it stopped at (a Range request), not
-                # from the start; never for a resource that cannot seek, where it would repeat what was read.
-                options.update(reconnect="1", reconnect_on_network_error="1",
-                               reconnect_delay_max=str(int(cfg.backoff_max_s)))
-            container = av.open(self.source, mode="r", options=options,
-                                timeout=(cfg.open_timeout_s, cfg.read_timeout_s / 2))
-        else:
-            container = av.open(self.source, mode="r")
-        if not container.streams.video:
-            container.close()
-            raise StreamerError(f"no video stream in {self.name}")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if not width or not height:
-            container.close()
-            raise StreamerError(f"cannot read the video size of {self.name}: not a playable video")
-        fps = stream.average_rate or stream.guessed_rate or Fraction(25)
-        self._container = container
-        self._opened = time.monotonic()
-        if self.info is None:
-            has_end = self.live is False or (self.live is None and _has_end(container))
-            self.info = StreamInfo(source=self.name, width=width, height=height, fps=Fraction(fps),
-                                   total_frames=(stream.frames or None) if has_end else None)
-
-    # -- the thread ----------------------------------------------------------------------------------------
+        return self.queue.dropped
 
     def start(self) -> None:
-        if self._container is None and not self.live:
-            self.open()
-        if self.queue is None:
-            self._decide(bool(self.live))
-        if self.live and self._container is not None and time.monotonic() - self._opened > _STALE_S:
-            # Opened to check the source while the model loaded: what the camera sent since is old news, and
-            # would arrive as a burst. Start from a fresh connection, at the live edge.
-            self._close()
-            self._fresh = True
-        target = self._run_live if self.live else self._run_file
-        self._thread = threading.Thread(target=target, name=f"reader:{self.name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"reader:{self.name}", daemon=True)
         self._thread.start()
 
     def frames(self, stop: threading.Event | None = None) -> Iterator[Frame | SourceStatus]:
-        """Frames (and, for live sources, status changes) until the end of the stream or `stop`."""
+        """Frames (and, for cameras, status changes) until the end of the stream or `stop`."""
         while stop is None or not stop.is_set():
             item = self.queue.get(_POLL_S)
             if item is None:
                 continue
             if isinstance(item, _End):
                 if item.error is not None:
-                    if isinstance(item.error, StreamerError):
-                        raise item.error
-                    total = f" of {self.info.total_frames}" if self.info and self.info.total_frames else ""
-                    raise StreamerError(
-                        f"error decoding {self.name} after frame {self.frames_decoded}{total}: {_reason(item.error)}"
-                    )
+                    raise self._failure(item.error)
                 return
             yield item
+
+    def _failure(self, error: BaseException) -> BaseException:
+        """What the consumer raises for an error of the reader thread: a clear line for bad media, the bug
+        itself (with its traceback) for anything else."""
+        if isinstance(error, StreamerError) or not isinstance(error, (av.error.FFmpegError, OSError)):
+            return error
+        total = f" of {self.info.total_frames}" if self.info and self.info.total_frames else ""
+        failure = StreamerError(f"error decoding {self.name} after frame {self.frames_decoded}{total}: "
+                                f"{_reason(error)}")
+        failure.__cause__ = error
+        return failure
 
     def stop(self) -> None:
         """Ask the thread to end and wait a little. A thread stuck in a frozen camera's read is left to its
@@ -256,8 +169,14 @@ class Reader:
     def _put(self, item) -> bool:
         return self.queue.put(item, self._stop)
 
-    def _run_file(self) -> None:
-        assert self._container is not None and self.info is not None
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class FileReader(Reader):
+    """Every frame of a file (on disk or behind a URL), in order, with back-pressure."""
+
+    def _run(self) -> None:
         stream = self._container.streams.video[0]
         step = 1.0 / float(self.info.fps)
         error: BaseException | None = None
@@ -275,18 +194,50 @@ class Reader:
             error = exc
         self._put(_End(error))
 
-    def _run_live(self) -> None:
-        cfg = self.live_config
-        last_pts: float | None = None  # media time of the last frame; None before the first
+
+class CameraReader(Reader):
+    """A camera: decoded in real time, reconnected with backoff whenever it drops, freezes or ends.
+
+    `resume`: a "down" status where an earlier run of this source stopped (its process died); it is reported
+    first, and frame indices and media time continue from it across the gap.
+    """
+
+    live = True
+
+    def __init__(self, source: str, name: str, config: LiveConfig, container=None, info: StreamInfo | None = None,
+                 first_error: str | None = None, resume: SourceStatus | None = None) -> None:
+        super().__init__(source, name, FrameQueue(config.queue_size, drop_oldest=True), container, info)
+        self.config = config
+        self.state = "connecting"
+        self.resume = resume
+        self._first_error = first_error
+        self._opened = time.monotonic()
+        self._reconnect_at_start = False
+
+    def start(self) -> None:
+        if self._container is not None and time.monotonic() - self._opened > _STALE_S:
+            # Opened to check the source while the model loaded: what the camera sent since is old news, and
+            # would arrive as a burst. Start from a fresh connection, at the live edge.
+            self._close()
+            self._reconnect_at_start = True
+        super().start()
+
+    def _connect(self) -> None:
+        self._container, info = _open(self.source, self.name, self.config, live=True)
+        self.info = self.info or info
+
+    def _run(self) -> None:
+        backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
+        clock: MediaClock | None = None
         down_since: float | None = None
-        attempt = 0
-        if self._fresh:
+        if self._reconnect_at_start:
             try:
                 self._connect()
             except (av.error.FFmpegError, OSError, StreamerError) as exc:
                 self._first_error = str(exc) if isinstance(exc, StreamerError) else _reason(exc)
         if self.resume is not None:
-            last_pts, down_since = self.resume.pts, self.resume.wall_time
+            clock = MediaClock(1.0 / float(self.info.fps), last=self.resume.pts) if self.info else None
+            down_since = self.resume.wall_time
             self.frames_decoded = self.resume.frame_index + 1
             self.state = "down"
             self._put(self.resume)
@@ -294,78 +245,134 @@ class Reader:
             down_since = time.time()
             self.state = "down"
             self._put(SourceStatus(self.name, "down", down_since, 0.0, 0, reason=self._first_error or "unreachable"))
-        while not self._stop.is_set():
-            if self._container is None:
-                if cfg.max_retries is not None and attempt >= cfg.max_retries:
-                    self._put(_End(StreamerError(f"{self.name}: gave up after {attempt} reconnect attempts")))
-                    return
-                delay = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2**attempt)
-                if self._stop.wait(random.uniform(delay / 2, delay)):
+        error: BaseException | None = None
+        try:
+            while not self._stop.is_set():
+                if self._container is None:
+                    if self.config.max_retries is not None and backoff.attempts >= self.config.max_retries:
+                        error = StreamerError(f"{self.name}: gave up after {backoff.attempts} reconnect attempts")
+                        break
+                    if self._stop.wait(backoff.next_wait()):
+                        break
+                    self.reconnects += 1
+                    try:
+                        self._connect()
+                    except (av.error.FFmpegError, OSError, StreamerError):
+                        continue
+                if clock is None:
+                    clock = MediaClock(1.0 / float(self.info.fps), last=self.resume.pts if self.resume else None)
+                clock.start_session(0.0 if down_since is None else time.time() - down_since)
+                frames, reason = self._decode_session(clock, down_since)
+                if self._stop.is_set():
                     break
-                attempt += 1
-                self.reconnects += 1
-                try:
-                    self._connect()
-                except (av.error.FFmpegError, OSError, StreamerError):
-                    continue
-            reason = self._decode_session(last_pts, down_since)
-            if self._stop.is_set():
-                break
-            self._close()
-            last_pts = self._last_pts
-            if self._last_session_frames:  # it was up: report it down once, and back off from the start
-                attempt = 0
-                down_since = time.time()
-                self.state = "down"
-                self._put(SourceStatus(self.name, "down", down_since, last_pts or 0.0,
-                                       max(self.frames_decoded - 1, 0), reason=reason))
+                self._close()
+                if frames:  # it was up: report it down once, and back off from the start
+                    backoff.reset()
+                    down_since = time.time()
+                    self.state = "down"
+                    self._put(SourceStatus(self.name, "down", down_since, clock.last or 0.0,
+                                           max(self.frames_decoded - 1, 0), reason=reason))
+        except Exception as exc:  # a bug, not a camera failure: it ends the run, with its traceback
+            error = exc
         self._close()
-        self._put(_End())
+        self._put(_End(error))
 
-    def _decode_session(self, last_pts: float | None, down_since: float | None) -> str:
-        """Decode until the stream ends or fails; return why it stopped. Media time continues from `last_pts`,
-        plus the wall-clock length of the outage, so it never goes backwards across reconnects."""
+    def _decode_session(self, clock: MediaClock, down_since: float | None) -> tuple[int, str]:
+        """Decode until the stream ends or fails: (frames decoded, why it stopped)."""
         container = self._container
         stream = container.streams.video[0]
-        step = 1.0 / float(self.info.fps)
-        base = 0.0 if last_pts is None else last_pts + step
-        if down_since is not None:
-            base += time.time() - down_since
-        first_raw: float | None = None
         realtime0 = container.start_time_realtime
         start_s = (container.start_time or 0) / 1e6
-        self._last_session_frames = 0
-        self._last_pts = base - step if last_pts is None else last_pts
+        frames = 0
         try:
             for av_frame in container.decode(stream):
                 if self._stop.is_set():
-                    return "stopped"
+                    return frames, "stopped"
                 now = time.time()
                 raw = av_frame.time
-                if raw is not None and first_raw is None:
-                    # The first timed frame continues one step after what came before (RTSP's first frame
-                    # often has no pts at all); later ones follow the stream's own clock from there.
-                    first_raw = raw
-                    base = base if self._last_session_frames == 0 else self._last_pts + step
-                if raw is None or first_raw is None:
-                    pts = base if self._last_session_frames == 0 else self._last_pts + step
-                else:
-                    pts = max(base + (raw - first_raw), self._last_pts + 1e-6)
+                pts = clock.next(raw)
                 camera_time = realtime0 / 1e6 + (raw - start_s) if realtime0 and raw is not None else None
-                if self._last_session_frames == 0:
+                if frames == 0:
                     self.state = "up"
-                    gap = now - down_since if down_since is not None else None
                     if down_since is not None:
-                        self._put(SourceStatus(self.name, "up", now, pts, self.frames_decoded, gap_s=gap))
-                frame = Frame(self.name, self.frames_decoded, pts, now, av_frame.to_ndarray(format="bgr24"),
-                              camera_time)
-                self._put(frame)
+                        self._put(SourceStatus(self.name, "up", now, pts, self.frames_decoded, gap_s=now - down_since))
+                self._put(Frame(self.name, self.frames_decoded, pts, now, av_frame.to_ndarray(format="bgr24"),
+                                camera_time))
                 self.frames_decoded += 1
-                self._last_session_frames += 1
-                self._last_pts = pts
-        except Exception as exc:  # a live source's errors mean "down", then reconnect
-            return _reason(exc)
-        return "stream ended"
+                frames += 1
+        except (av.error.FFmpegError, OSError) as exc:  # the camera's failures mean "down", then reconnect
+            return frames, _reason(exc)
+        return frames, "stream ended"
+
+
+def open_reader(source: str, name: str | None = None, live: bool | None = None, queue_size: int = 32,
+                live_config: LiveConfig | None = None, resume: SourceStatus | None = None) -> Reader:
+    """Open a source and return its reader, or raise one clear StreamerError.
+
+    `live` says whether the source is a camera; None guesses (`sources.guess_live`), for a URL by opening it:
+    media with an end is a file. A camera that is merely unreachable now is not an error: its reader keeps
+    trying (and so does a URL that cannot say yet what it is). `resume`: see `CameraReader`.
+    """
+    name = name or display_name(source)
+    config = live_config or LiveConfig()
+    live = guess_live(source, live)
+    if not is_url(source):
+        path = Path(source)
+        if not path.exists():
+            raise StreamerError(f"input not found: {name}")
+        if path.is_dir():
+            raise StreamerError(f"input is a folder, not a video: {name}")
+        if not os.access(path, os.R_OK):
+            raise StreamerError(f"input not readable: {name}")
+    try:
+        container, info = _open(source, name, config, live)
+    except _PERMANENT as exc:
+        raise StreamerError(f"cannot open {name}: {_reason(exc)}") from None
+    except (av.error.FFmpegError, OSError, StreamerError) as exc:
+        if live is False:
+            if isinstance(exc, StreamerError):
+                raise
+            raise StreamerError(f"cannot open {name}: {_reason(exc)}") from None
+        # A camera that is off, booting or half-answering now (and a URL that cannot tell yet what it serves
+        # is taken for one): the reader thread keeps trying.
+        first_error = str(exc) if isinstance(exc, StreamerError) else _reason(exc)
+        return CameraReader(source, name, config, first_error=first_error, resume=resume)
+    if live is None:
+        live = not _has_end(container)
+    if live:
+        return CameraReader(source, name, config, container, dataclasses.replace(info, total_frames=None),
+                            resume=resume)
+    return FileReader(source, name, FrameQueue(queue_size, drop_oldest=False), container, info)
+
+
+def _open(source: str, name: str, config: LiveConfig, live: bool | None):
+    """(container, info) of a source; URLs with the open and read timeouts, and a file's download resumable."""
+    if is_url(source):
+        options = {"timeout": str(int(config.read_timeout_s / 2 * 1e6))}  # FFmpeg gives up after about twice this
+        if source.startswith(("rtsp://", "rtsps://")):
+            options["rtsp_transport"] = config.rtsp_transport
+        if source.startswith(("http://", "https://")) and live is not True:
+            # A download that breaks off is asked again from the byte it stopped at (a Range request), not from
+            # the start; never for a resource that cannot seek, where it would repeat what was read.
+            options.update(reconnect="1", reconnect_on_network_error="1",
+                           reconnect_delay_max=str(int(config.backoff_max_s)))
+        container = av.open(source, mode="r", options=options, timeout=(config.open_timeout_s,
+                                                                        config.read_timeout_s / 2))
+    else:
+        container = av.open(source, mode="r")
+    if not container.streams.video:
+        container.close()
+        raise StreamerError(f"no video stream in {name}")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if not width or not height:
+        container.close()
+        raise StreamerError(f"cannot read the video size of {name}: not a playable video")
+    fps = stream.average_rate or stream.guessed_rate or Fraction(25)
+    info = StreamInfo(source=name, width=width, height=height, fps=Fraction(fps),
+                      total_frames=None if live else (stream.frames or None))
+    return container, info
 
 
 def _has_end(container) -> bool:

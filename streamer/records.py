@@ -74,7 +74,9 @@ class FrameDetections:
     keyframe: Keyframe
     detections: sv.Detections
     text: str | None = None
-    worker: tuple[str, str] | None = None  # (name, incarnation) of the remote worker that answered
+    # Set by a remote model client on the first answer after its worker changed: ("worker_restarted", {"worker":
+    # name}) or ("worker_lost", {"worker": name, "moved_to": other}); the source logs it as an event.
+    worker_change: tuple[str, dict[str, str]] | None = None
 
 
 @dataclass(slots=True)

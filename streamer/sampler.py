@@ -21,7 +21,6 @@ class Sampler:
         self._last_index: int | None = None
         self._last_pts: float | None = None
         self._last_thumb: np.ndarray | None = None
-        self.keyframes = 0
 
     def expected_rate(self, source_fps: float) -> float:
         """Keyframes per second this sampler will give on a static scene; trackers are tuned to it."""
@@ -52,5 +51,4 @@ class Sampler:
             chosen = change > cfg.scene_threshold
         if chosen:
             self._last_index, self._last_pts, self._last_thumb = frame.index, frame.pts, thumb
-            self.keyframes += 1
         return chosen

@@ -20,17 +20,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import cv2
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from streamer.errors import StreamerError
-from streamer.pipeline import LATENCY_BUCKETS_S, Pipeline
-from streamer.sources import safe_name
+from streamer.pipeline import Pipeline
 from streamer.records import Event
+from streamer.sources import safe_name
 
 
 class LiveView:
-    """Pipeline observer: keeps each source's latest annotated frame and the latest events."""
+    """An event and frame sink: keeps each source's latest annotated frame and the latest events."""
 
     def __init__(self, keep_events: int = 200) -> None:
         self._frames: dict[str, tuple[int, object]] = {}
@@ -58,8 +58,9 @@ class LiveView:
             return [{"seq": seq, **e} for seq, e in self._events if seq > after]
 
 
-class _Metrics:
-    """A prometheus_client collector over the pipeline's own counters."""
+class _Counters:
+    """A prometheus_client collector over counters the pipeline keeps anyway, read at scrape time (histograms are
+    observed as they happen, in `pipeline.metrics`)."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
@@ -68,47 +69,26 @@ class _Metrics:
         per_source = {
             "frames": CounterMetricFamily("streamer_frames", "Frames processed", labels=["source"]),
             "keyframes": CounterMetricFamily("streamer_keyframes", "Keyframes sent to the model", labels=["source"]),
-            "drops": CounterMetricFamily("streamer_dropped_frames", "Stale live frames dropped", labels=["source"]),
+            "dropped": CounterMetricFamily("streamer_dropped_frames", "Stale live frames dropped", labels=["source"]),
             "reconnects": CounterMetricFamily("streamer_reconnects", "Reconnect attempts", labels=["source"]),
             "events": CounterMetricFamily("streamer_events", "Events emitted", labels=["source"]),
         }
         fps = GaugeMetricFamily("streamer_fps", "Frames per second since the source started", labels=["source"])
         up = GaugeMetricFamily("streamer_source_up", "1 when the source delivers frames", labels=["source"])
-        latency = HistogramMetricFamily("streamer_frame_to_event_latency_seconds",
-                                        "From a keyframe's decode to its tracks and events", labels=["source"])
         for run in self.pipeline.runs:
-            st = run.snapshot()
+            st = run.stats()
             for key, family in per_source.items():
-                value = {"frames": st.frames, "keyframes": st.keyframes, "drops": st.dropped,
-                         "reconnects": st.reconnects, "events": st.events}[key]
-                family.add_metric([st.source], value)
+                family.add_metric([st.source], getattr(st, key))
             fps.add_metric([st.source], st.fps_so_far)
-            up.add_metric([st.source], 1.0 if _is_up(run) else 0.0)
-            buckets = [(str(b), c) for b, c in zip(LATENCY_BUCKETS_S, st.latency_buckets)]
-            buckets.append(("+Inf", st.latency_count))
-            latency.add_metric([st.source], buckets, st.latency_sum_s)
+            up.add_metric([st.source], 1.0 if st.up else 0.0)
         yield from per_source.values()
-        yield from (fps, up, latency)
+        yield from (fps, up)
         worker = self.pipeline.worker
         if worker is not None:
             yield CounterMetricFamily("streamer_worker_batches", "Model calls", value=worker.batches)
             yield CounterMetricFamily("streamer_worker_keyframes", "Keyframes answered", value=worker.keyframes)
             yield CounterMetricFamily("streamer_worker_inference_seconds", "Time in the model", value=worker.busy_s)
             yield GaugeMetricFamily("streamer_worker_queue_depth", "Keyframes waiting", value=worker.queue_depth)
-            sizes = HistogramMetricFamily("streamer_worker_batch_size", "Keyframes per model call")
-            bounds = (1, 2, 4, 8, 16, 32, 64)
-            counts = [sum(n for size, n in worker.batch_sizes.items() if size <= b) for b in bounds]
-            total = sum(worker.batch_sizes.values())
-            sizes.add_metric([], [(str(b), c) for b, c in zip(bounds, counts)] + [("+Inf", total)],
-                             sum(size * n for size, n in worker.batch_sizes.items()))
-            yield sizes
-
-
-def _is_up(run) -> bool:
-    st = run.stats
-    if st.live:
-        return run.reader.state == "up" and st.state != "ended"
-    return st.state in ("running", "ended") and st.error is None
 
 
 PAGE = """<!doctype html>
@@ -149,8 +129,8 @@ class StatusServer:
     def __init__(self, listen: str, pipeline: Pipeline, view: LiveView, mjpeg_fps: float = 10.0) -> None:
         host, port = listen.rsplit(":", 1)
         self.pipeline, self.view, self.interval = pipeline, view, 1.0 / mjpeg_fps
-        self.registry = CollectorRegistry()
-        self.registry.register(_Metrics(pipeline))
+        self.registry = pipeline.metrics.registry
+        self.registry.register(_Counters(pipeline))
         self._closing = threading.Event()
         handler = self._handler()
         try:
@@ -191,7 +171,7 @@ class StatusServer:
                 if path == "/metrics":
                     self._send(200, generate_latest(server.registry), "text/plain; version=0.0.4; charset=utf-8")
                 elif path == "/healthz":
-                    down = [r.stats.source for r in server.pipeline.runs if not _is_up(r)]
+                    down = [st.source for st in (r.stats() for r in server.pipeline.runs) if not st.up]
                     ok = server.pipeline.model_loaded and not down and server.pipeline.runs
                     body = {"status": "ok" if ok else "unavailable", "model_loaded": server.pipeline.model_loaded,
                             "down": down}
@@ -202,7 +182,7 @@ class StatusServer:
                 elif path.startswith("/sources/") and path.endswith("/mjpeg"):
                     self._mjpeg(path[len("/sources/"):-len("/mjpeg")])
                 elif path == "/":
-                    names = [safe_name(r.stats.source) for r in server.pipeline.runs]
+                    names = [safe_name(r.stats().source) for r in server.pipeline.runs]
                     cameras = "".join(
                         f'<figure><img alt="{html.escape(n)}" src="/sources/{html.escape(n)}/mjpeg">'
                         f"<figcaption>{html.escape(n)}</figcaption></figure>" for n in names
@@ -212,7 +192,7 @@ class StatusServer:
                     self._send(404, b"not found\n", "text/plain")
 
             def _mjpeg(self, name: str) -> None:
-                known = {safe_name(r.stats.source) for r in server.pipeline.runs}
+                known = {safe_name(r.stats().source) for r in server.pipeline.runs}
                 if name not in known:
                     self._send(404, b"no such source\n", "text/plain")
                     return

@@ -1,7 +1,10 @@
-"""Outputs: the annotated H.264 video and the JSONL event log.
+"""Sinks: where events and annotated frames leave the pipeline. One word for one idea: a *sink* consumes events
+(`EventSink`: the JSONL log, MQTT, webhooks, the live page) or annotated frames (`FrameSink`: the live page),
+declared here as protocols; the annotated H.264 video is written by `VideoSink`.
 
-Both are opened only once the source and the model are known to work, so a bad run never truncates the outputs
-of an earlier one, and both are closed (the MP4 finalised, the log flushed) on every way out of a run.
+The log and the video are opened only once the source and the model are known to work, so a bad run never
+truncates the outputs of an earlier one, and both are closed (the MP4 finalised, the log flushed) on every way
+out of a run.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
 
 import av
 import cv2
@@ -16,6 +20,18 @@ import numpy as np
 
 from streamer.errors import StreamerError
 from streamer.records import Event, StreamInfo
+
+
+class EventSink(Protocol):
+    """Closing is the business of whoever made the sink, after the last source is done."""
+
+    def event(self, event: Event) -> None:
+        """Take one event; must not block the source for long (queue it if delivery can wait)."""
+
+
+class FrameSink(Protocol):
+    def frame(self, source: str, image: np.ndarray) -> None:
+        """Take one annotated frame of `source` (a reference: copy or encode only what is used)."""
 
 
 # A fragment a second, written out at once: a recording whose process is killed stays playable to about then.
@@ -67,18 +83,16 @@ class VideoSink:
 
 
 class JsonlSink:
-    """One JSON object per line, flushed per event so a killed run keeps what it logged; `append` continues the
-    log of a run whose process died."""
+    """The event log: one JSON object per line, flushed per event so a killed run keeps what it logged;
+    `append` continues the log of a run whose process died."""
 
     def __init__(self, path: Path, append: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a" if append else "w", encoding="utf-8", buffering=1)
-        self.count = 0
 
-    def write(self, event: Event) -> None:
+    def event(self, event: Event) -> None:
         self._file.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
-        self.count += 1
 
     def close(self) -> None:
         if not self._file.closed:

@@ -121,8 +121,8 @@ def connect(path: Path, create: bool) -> sqlite3.Connection:
     return conn
 
 
-class SqliteSink:
-    """An event sink; one instance may be shared by several sources (writes are serialised)."""
+class EventStore:
+    """The store a run writes into; one instance may be shared by several sources (writes are serialised)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -130,7 +130,7 @@ class SqliteSink:
         self._lock = threading.Lock()
         self._users = 0
 
-    def acquire(self) -> "SqliteSink":
+    def acquire(self) -> "EventStore":
         """One more source writes here; the store closes when the last one is done."""
         with self._lock:
             self._users += 1

@@ -45,7 +45,6 @@ class Tracker:
     an id."""
 
     def __init__(self, config: TrackerConfig, keyframe_rate: float, ids: Iterator[int] | None = None) -> None:
-        self.config = config
         self._tracker = _KINDS[config.kind](**_arguments(config, keyframe_rate))
         self._ids = ids if ids is not None else itertools.count()
         self._global: dict[int, int] = {}

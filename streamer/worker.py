@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from typing import Protocol
 
 from streamer.config import ModelConfig
+from streamer.metrics import Metrics
 from streamer.records import FrameDetections, Keyframe
 
 _POLL_S = 0.1
@@ -22,10 +23,16 @@ _POLL_S = 0.1
 class Detector(Protocol):
     """What the worker drives: Florence-2 in the product, a scripted stand-in in tests."""
 
-    name: str
-
     def detect(self, keyframes: list[Keyframe]) -> list[FrameDetections]:
         """Answer every keyframe of one task, in order."""
+
+
+class KeyframeModel(Protocol):
+    """What a source's run sends its keyframes to: the `Worker` in this process, or a Ray model worker through
+    its client (`streamer.cluster.model_worker.RemoteModel`)."""
+
+    def submit(self, keyframe: Keyframe) -> Future:
+        """Queue a keyframe; the Future gives its `FrameDetections` (or is cancelled when the model stops)."""
 
 
 def load_detector(model: ModelConfig) -> Detector:
@@ -36,8 +43,12 @@ def load_detector(model: ModelConfig) -> Detector:
 
 
 class Worker:
-    def __init__(self, detector: Detector, max_batch: int = 4, max_wait_ms: float = 0.0, queue_size: int = 64):
+    """A `KeyframeModel` in this process: the thread that owns the detector."""
+
+    def __init__(self, detector: Detector, max_batch: int = 4, max_wait_ms: float = 0.0, queue_size: int = 64,
+                 metrics: Metrics | None = None):
         self.detector = detector
+        self.metrics = metrics
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self._queue: queue.Queue[tuple[Keyframe, Future]] = queue.Queue(maxsize=queue_size)
@@ -46,7 +57,6 @@ class Worker:
         self.batches = 0
         self.keyframes = 0
         self.busy_s = 0.0
-        self.batch_sizes: dict[int, int] = {}  # batch size -> how many batches had it
 
     def start(self) -> None:
         self._thread.start()
@@ -120,6 +130,7 @@ class Worker:
             self.busy_s += time.perf_counter() - started
         self.batches += 1
         self.keyframes += len(live)
-        self.batch_sizes[len(live)] = self.batch_sizes.get(len(live), 0) + 1
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(live))
         for (_, future), result in zip(live, results):
             future.set_result(result)

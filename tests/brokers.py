@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rtsp_server import free_port, wait_for
+from tests.rtsp_server import free_port, wait_for
 
 
 def require(binary: str, package: str) -> str:

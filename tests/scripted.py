@@ -14,8 +14,6 @@ Box = tuple[str, tuple[float, float, float, float], str | None]
 
 
 class ScriptedDetector:
-    name = "scripted"
-
     def __init__(self, script: Callable[[int], list[Box]]) -> None:
         self.script = script
         self.calls: list[list[int]] = []

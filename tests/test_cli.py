@@ -1,19 +1,11 @@
 """`streamer run` as a user runs it: a subprocess, the tiny Florence-2 loaded from its folder, real files out."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import CLIP, ROOT, probe_video, read_events
-
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-
-def streamer(*args, cwd=ROOT, env=ENV, timeout=180):
-    return subprocess.run([sys.executable, "-m", "streamer", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+from tests.helpers import CLIP, OFFLINE, ROOT, probe_video, read_events, streamer
 
 
 def test_run_on_the_bundled_clip_with_a_local_model(tiny_od, tmp_path, event_validator):
@@ -81,7 +73,7 @@ def test_bad_input_is_one_line_and_keeps_earlier_outputs(case, tiny_od, tmp_path
     video, log = tmp_path / "old.mp4", tmp_path / "old.jsonl"
     video.write_bytes(b"an earlier run's video")
     log.write_text('{"an": "earlier event"}\n')
-    env = {**ENV, "HF_HOME": str(tmp_path / "hf")}
+    env = {**OFFLINE, "HF_HOME": str(tmp_path / "hf")}
     result = streamer(*make_args(tmp_path, tiny_od), "--out-video", video, "--events", log, env=env)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
@@ -114,7 +106,7 @@ def test_sigterm_stops_cleanly_with_a_playable_video(tiny_od, tmp_path):
     config.write_text("sampler: {every_n_frames: 1, max_fps: null}\nmodel: {batch_size: 1}\n")
     proc = subprocess.Popen([sys.executable, "-m", "streamer", "run", str(CLIP), "--model", str(tiny_od),
                              "--config", str(config), "--out-video", str(video), "--events", str(log)],
-                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=OFFLINE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not log.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -142,3 +134,19 @@ def test_ray_takes_an_address_or_leaves_the_source_alone(argv, address, sources)
     args = _parser().parse_args(["run", *argv])
     _ray_address(args)
     assert (args.ray, args.sources) == (address, sources)
+
+
+def test_debug_shows_the_traceback_of_a_bug_in_a_source(tiny_od, tmp_path, monkeypatch, capsys):
+    from streamer.cli import main
+
+    def broken(self, frame, result):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("streamer.source_run.TaskTracking.update", broken)
+    args = ["run", str(CLIP), "--model", str(tiny_od), "--no-video", "--events", str(tmp_path / "e.jsonl")]
+    assert main(args) == 1
+    plain = capsys.readouterr().err
+    assert plain == f"streamer: error: {CLIP}: ZeroDivisionError: a bug\n"
+    assert main(["--debug", *args]) == 1
+    debug = capsys.readouterr().err
+    assert "Traceback" in debug and "in broken" in debug and debug.rstrip().endswith("ZeroDivisionError: a bug")

@@ -14,11 +14,11 @@ from pathlib import Path
 import av
 import pytest
 
-from brokers import Receiver
-from conftest import CLIP, ROOT, probe_video, read_events
-from rtsp_server import RtspServer, free_port, require_gstreamer, wait_for
 from streamer.config import Config
 from streamer.pipeline import Pipeline, SourceSpec
+from tests.brokers import Receiver
+from tests.helpers import CLIP, ROOT, probe_video, read_events, streamer, without_wall_time
+from tests.rtsp_server import RtspServer, free_port, require_gstreamer, wait_for
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -68,10 +68,6 @@ def config_for(model: Path, **sections) -> Config:
                                   "output": {"dir": "unused"}, **sections})
 
 
-def without_wall_time(events: list[dict]) -> list[dict]:
-    return [{k: v for k, v in e.items() if k != "wall_time"} for e in events]
-
-
 def single_process(config: Config, specs, duration_s=None):
     from streamer.florence import Florence2Detector
 
@@ -96,7 +92,7 @@ class OnRay:
             self.result["error"] = exc
 
     def wait_frames(self, n: int, source: int = 0, within: float = 60.0) -> None:
-        assert wait_for(lambda: self.pipeline.runs and self.pipeline.runs[source].stats.frames >= n, within), (
+        assert wait_for(lambda: self.pipeline.runs and self.pipeline.runs[source].stats().frames >= n, within), (
             f"source {source} never reached frame {n}: {self.result}")
 
     def join(self, within: float = 120.0):
@@ -155,7 +151,7 @@ def test_a_killed_source_actor_redoes_its_file_without_repeating_an_event(ray_he
         run = OnRay(config, [SourceSpec(str(long_clip), tmp_path / "events.jsonl", tmp_path / "out.mp4", name="long")])
         run.wait_frames(60)
         assert read_events(tmp_path / "events.jsonl"), "the first actor had logged nothing before the kill"
-        ray.kill(run.pipeline.sources[0], no_restart=False)
+        ray.kill(run.pipeline.runs[0].handle, no_restart=False)
         [stats] = run.join()
         assert wait_for(lambda: len(receiver.requests) >= len(expected), 15)
         time.sleep(0.5)
@@ -165,7 +161,7 @@ def test_a_killed_source_actor_redoes_its_file_without_repeating_an_event(ray_he
     assert without_wall_time(read_events(tmp_path / "events.jsonl")) == without_wall_time(expected)
     assert without_wall_time(delivered) == without_wall_time(expected), "an event was delivered twice or lost"
     assert stats.frames == 600 and probe_video(tmp_path / "out.mp4")["count"] == 600
-    assert "source actor restarted 1x" in " ".join(run.pipeline.cluster_status())
+    assert "source actor restarted 1x" in " ".join(run.pipeline.status_lines())
 
 
 def test_a_killed_worker_actor_restarts_and_no_keyframe_is_lost(ray_head, long_clip, reference, tmp_path,
@@ -173,7 +169,7 @@ def test_a_killed_worker_actor_restarts_and_no_keyframe_is_lost(ray_head, long_c
     config, expected = reference
     run = OnRay(config, [SourceSpec(str(long_clip), tmp_path / "events.jsonl", None, name="long")])
     run.wait_frames(60)
-    ray.kill(run.pipeline.workers[0], no_restart=False)
+    ray.kill(run.pipeline.workers[0].handle, no_restart=False)
     [stats] = run.join()
     events = read_events(tmp_path / "events.jsonl")
     restarted = [e for e in events if e["type"] == "worker_restarted"]
@@ -182,7 +178,7 @@ def test_a_killed_worker_actor_restarts_and_no_keyframe_is_lost(ray_head, long_c
     others = [e for e in events if e["type"] != "worker_restarted"]
     assert without_wall_time(others) == without_wall_time(expected)
     assert stats.frames == 600 and stats.keyframes == 300
-    assert "restarted 1x" in run.pipeline.cluster_status()[0]
+    assert "restarted 1x" in run.pipeline.status_lines()[0]
 
 
 def test_a_worker_dead_for_good_hands_its_sources_to_the_next(ray_head, long_clip, reference, tmp_path):
@@ -190,7 +186,7 @@ def test_a_worker_dead_for_good_hands_its_sources_to_the_next(ray_head, long_cli
     config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"workers": 2})})
     run = OnRay(config, [SourceSpec(str(long_clip), tmp_path / "events.jsonl", None, name="long")])
     run.wait_frames(60)
-    ray.kill(run.pipeline.workers[0], no_restart=True)  # the source's own worker, gone for good
+    ray.kill(run.pipeline.workers[0].handle, no_restart=True)  # the source's own worker, gone for good
     [stats] = run.join()
     events = read_events(tmp_path / "events.jsonl")
     lost = [e for e in events if e["type"] == "worker_lost"]
@@ -205,9 +201,9 @@ def test_a_killed_camera_actor_resumes_with_down_and_up_around_the_gap(ray_head,
     with RtspServer() as server:
         run = OnRay(config, [SourceSpec(server.url(), tmp_path / "cam.jsonl", tmp_path / "cam.mp4", name="cam")],
                     duration_s=14)
-        assert wait_for(lambda: any(e["type"] == "object_appeared" for e in read_events_safe(tmp_path / "cam.jsonl")), 30)
+        assert wait_for(lambda: any(e["type"] == "object_appeared" for e in read_events(tmp_path / "cam.jsonl")), 30)
         run.wait_frames(100)
-        ray.kill(run.pipeline.sources[0], no_restart=False)
+        ray.kill(run.pipeline.runs[0].handle, no_restart=False)
         run.join()
     events = read_events(tmp_path / "cam.jsonl")
     for event in events:
@@ -221,18 +217,6 @@ def test_a_killed_camera_actor_resumes_with_down_and_up_around_the_gap(ray_head,
     assert before and after and min(after) > max(before), "a track id was reused after the restart"
     # The killed actor's recording is fragmented: playable up to about its last second; the new one goes on beside.
     assert probe_video(tmp_path / "cam.mp4")["count"] >= 50 and probe_video(tmp_path / "cam.part1.mp4")["count"] > 0
-
-
-def read_events_safe(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
-
-
-def streamer(*args, timeout=180):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "streamer", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_the_readme_scale_out_command_runs_on_the_head(ray_head, tiny_od, tmp_path):
@@ -269,7 +253,7 @@ def test_ctrl_c_on_the_driver_closes_every_output_and_frees_the_cluster(ray_head
                              "--events", log, "--out-video", video], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        assert wait_for(lambda: read_events_safe(log), 90), "no event was logged"
+        assert wait_for(lambda: read_events(log), 90), "no event was logged"
         os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
         out, err = proc.communicate(timeout=60)
     finally:

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from streamer.config import Config, load_config
 from streamer.errors import StreamerError
+from tests.helpers import ROOT
 
 
 def test_default_yaml_spells_out_the_defaults():

@@ -6,14 +6,13 @@ import pytest
 from streamer.config import ModelConfig
 from streamer.errors import StreamerError
 from streamer.florence import Florence2Detector
-from streamer.reader import Reader
+from streamer.reader import open_reader
 from streamer.records import Keyframe
 
 
 @pytest.fixture(scope="module")
 def clip_frames(clip):
-    reader = Reader(str(clip))
-    reader.open()
+    reader = open_reader(str(clip))
     reader.start()
     frames = [f for f in reader.frames() if f.index in (0, 40, 80, 120)]
     reader.stop()
@@ -76,6 +75,38 @@ def test_unreachable_hub_fails_fast_without_offline_flag(tmp_path, monkeypatch):
         Florence2Detector(ModelConfig(id="florence-community/Florence-2-base", device="cpu"))
 
 
+def test_a_model_the_hub_does_not_have_is_named_as_missing(tmp_path):
+    """The hub's own answer (a 404 with its RepoNotFound code) tells a wrong id from an unreachable hub; the hub
+    is asked through its own client, which reads HF_ENDPOINT (and proxies) when the process starts."""
+    import os
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.helpers import CLIP, streamer
+
+    class Hub(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        result = streamer("run", CLIP, "--model", "someone/no-such-model", "--no-video", "--events",
+                          tmp_path / "e.jsonl", env=env)
+    finally:
+        server.shutdown()
+    assert result.returncode == 1
+    assert result.stderr == "streamer: error: model 'someone/no-such-model' was not found on the hub\n"
+
+
 @pytest.mark.parametrize("make, message", [(lambda p: p / "nope", "does not exist"), (lambda p: p, "holds no config.json")])
 def test_bad_model_folder(tmp_path, make, message):
     with pytest.raises(StreamerError, match=message):
@@ -84,7 +115,7 @@ def test_bad_model_folder(tmp_path, make, message):
 
 @pytest.mark.parametrize("zone", [None, (320, 90, 640, 360)])
 def test_a_keyframe_shrunk_for_a_remote_worker_gives_the_model_the_same_pixels_and_boxes(tiny_poly, clip_frames, zone):
-    from streamer.remote import shrink
+    from streamer.cluster.model_worker import shrink
 
     detector = Florence2Detector(ModelConfig(path=tiny_poly, device="cpu", task="<REFERRING_EXPRESSION_SEGMENTATION>",
                                              prompt="a car"))
@@ -92,12 +123,8 @@ def test_a_keyframe_shrunk_for_a_remote_worker_gives_the_model_the_same_pixels_a
     small = shrink(full, detector.input_size)
     assert small.frame.image.shape[:2] == detector.input_size[::-1] and small.frame_size == (640, 360)
     assert small.frame.image.nbytes < full.frame.image.nbytes / 10  # what crosses to the worker
-    pixels_small = detector.pixel_values(small)
-    detector._pixels.clear()  # both are cached under the same frame: compute each afresh
-    assert np.array_equal(pixels_small, detector.pixel_values(full))
-    detector._pixels.clear()
+    assert np.array_equal(detector.pixel_values(small), detector.pixel_values(full))
     [a] = detector.detect([full])
-    detector._pixels.clear()
     [b] = detector.detect([small])
     np.testing.assert_array_equal(a.detections.xyxy, b.detections.xyxy)
     assert a.detections.mask.shape == b.detections.mask.shape == (1, 360, 640)

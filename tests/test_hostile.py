@@ -8,9 +8,8 @@ import shutil
 
 import pytest
 
-from conftest import CLIP, probe_video, read_events
 from streamer.cli import main
-from test_cli import streamer
+from tests.helpers import CLIP, probe_video, read_events, streamer
 
 
 @pytest.fixture

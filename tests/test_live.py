@@ -6,10 +6,11 @@ import time
 
 import pytest
 
-from rtsp_server import RtspServer, SilentServer, free_port, require_gstreamer, wait_for
-from scripted import ScriptedDetector
 from streamer.config import Config
 from streamer.pipeline import Pipeline, SourceSpec
+from tests.helpers import read_events
+from tests.rtsp_server import RtspServer, SilentServer, free_port, require_gstreamer, wait_for
+from tests.scripted import ScriptedDetector
 
 pytestmark = pytest.mark.live
 
@@ -21,12 +22,6 @@ def _gstreamer():
     require_gstreamer()
 
 
-def events_of(path):
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 class Running:
     """A pipeline on a background thread, stopped (bounded) at the end of the test."""
 
@@ -36,7 +31,7 @@ class Running:
         self.result = {}
         self.thread = threading.Thread(target=self._run, args=(specs,), daemon=True)
         self.thread.start()
-        assert wait_for(lambda: self.pipeline.runs and all(r.stats.state != "starting" for r in self.pipeline.runs), 15)
+        assert wait_for(lambda: self.pipeline.runs and all(r.stats().state != "starting" for r in self.pipeline.runs), 15)
 
     def _run(self, specs):
         try:
@@ -45,7 +40,7 @@ class Running:
             self.result["error"] = exc
 
     def stats(self, i=0):
-        return self.pipeline.runs[i].snapshot()
+        return self.pipeline.runs[i].stats()
 
     def stop(self, within=10.0):
         started = time.monotonic()
@@ -62,16 +57,16 @@ def test_server_killed_then_restarted_gives_down_then_up_and_frames_again(tmp_pa
     try:
         assert wait_for(lambda: run.stats().frames >= 25, 15)
         server.kill()
-        assert wait_for(lambda: any(e["type"] == "source_down" for e in events_of(log)), 10)
+        assert wait_for(lambda: any(e["type"] == "source_down" for e in read_events(log)), 10)
         before = run.stats().frames
         server.start()
         # Frames again within the backoff cap (1 s) plus a few seconds.
-        assert wait_for(lambda: any(e["type"] == "source_up" for e in events_of(log)), 1.0 + 6)
+        assert wait_for(lambda: any(e["type"] == "source_up" for e in read_events(log)), 1.0 + 6)
         assert wait_for(lambda: run.stats().frames >= before + 25, 5)
     finally:
         run.stop()
         server.kill()
-    events = events_of(log)
+    events = read_events(log)
     kinds = [e["type"] for e in events if e["type"].startswith("source_")]
     assert kinds[:2] == ["source_down", "source_up"]
     up = next(e for e in events if e["type"] == "source_up")
@@ -91,10 +86,10 @@ def test_frozen_server_is_detected_within_the_read_timeout_and_recovers(tmp_path
             assert wait_for(lambda: run.stats().frames >= 25, 15)
             server.freeze()
             frozen_at = time.monotonic()
-            took = wait_for(lambda: any(e["type"] == "source_down" for e in events_of(log)), 10)
+            took = wait_for(lambda: any(e["type"] == "source_down" for e in read_events(log)), 10)
             assert took is not None and time.monotonic() - frozen_at <= 2.0 + 1.5  # read timeout 2 s
             server.thaw()
-            assert wait_for(lambda: any(e["type"] == "source_up" for e in events_of(log)), 10)
+            assert wait_for(lambda: any(e["type"] == "source_up" for e in read_events(log)), 10)
             frames = run.stats().frames
             assert wait_for(lambda: run.stats().frames >= frames + 10, 5)
         finally:
@@ -114,7 +109,7 @@ def test_refused_and_silent_servers_are_retried_without_hanging(tmp_path):
     finally:
         silent.close()
     for log in logs:
-        downs = [e for e in events_of(log) if e["type"] == "source_down"]
+        downs = [e for e in read_events(log) if e["type"] == "source_down"]
         assert len(downs) == 1 and downs[0]["reason"]
     assert "error" not in run.result
 
@@ -156,7 +151,7 @@ def _cli(*args, timeout=60):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from tests.helpers import ROOT
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "streamer", *map(str, args)], cwd=ROOT, env=env,
@@ -191,7 +186,7 @@ def test_sigterm_while_the_camera_is_frozen_closes_outputs_within_seconds(tiny_o
     import subprocess
     import sys
 
-    from conftest import ROOT, probe_video
+    from tests.helpers import ROOT, probe_video
 
     video, log = tmp_path / "cam.mp4", tmp_path / "cam.jsonl"
     with RtspServer() as server:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from brokers import require
-from conftest import ROOT
-from rtsp_server import RtspServer, require_gstreamer
-from scripted import ScriptedDetector
 from streamer.config import Config
 from streamer.pipeline import Pipeline, SourceSpec
 from streamer.server import LiveView, StatusServer
+from tests.brokers import require
+from tests.helpers import ROOT
+from tests.rtsp_server import RtspServer, require_gstreamer
+from tests.scripted import ScriptedDetector
 
 ARTIFACTS = Path(os.environ.get("STREAMER_ARTIFACTS", ROOT / "test-artifacts"))
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -30,7 +30,7 @@ def test_live_page_shows_a_moving_camera_and_new_events(tmp_path):
     with RtspServer() as camera:
         view = LiveView()
         config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None}})
-        pipeline = Pipeline(config, lambda: ScriptedDetector(car), [view])
+        pipeline = Pipeline(config, lambda: ScriptedDetector(car), [view], [view])
         server = StatusServer("127.0.0.1:0", pipeline, view).start()
         thread = threading.Thread(target=pipeline.run_many,
                                   args=([SourceSpec(camera.url(), tmp_path / "e.jsonl", None, name="cam")],))

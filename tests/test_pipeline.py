@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from conftest import probe_video, read_events
-from scripted import ScriptedDetector
 from streamer.config import Config
 from streamer.pipeline import Pipeline
+from tests.helpers import moving_car, probe_video, read_events
+from tests.scripted import ScriptedDetector
 
 
 def run(clip, tmp_path, script, **sections):
@@ -15,11 +15,6 @@ def run(clip, tmp_path, script, **sections):
     detector = ScriptedDetector(script)
     stats = Pipeline(config, lambda: detector).run(str(clip), tmp_path / "out.mp4", tmp_path / "events.jsonl")
     return stats, read_events(tmp_path / "events.jsonl"), detector
-
-
-def moving_car(index):
-    x = 10 + 3 * index  # 75 px/s at 25 fps: well inside ByteTrack's IoU gate between keyframes 5 frames apart
-    return [("car", (x, 200, x + 120, 260), None)]
 
 
 def test_a_moving_box_keeps_one_track_id(clip, tmp_path, event_validator):

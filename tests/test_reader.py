@@ -1,13 +1,15 @@
+import time
+
 import pytest
 
 from streamer.errors import StreamerError
-from streamer.reader import Reader
+from streamer.reader import open_reader
 from streamer.sources import display_name, scrub
 
 
 def test_reads_every_frame_in_order_with_times(clip):
-    reader = Reader(str(clip), queue_size=4)
-    info = reader.open()
+    reader = open_reader(str(clip), queue_size=4)
+    info = reader.info
     assert (info.width, info.height, info.fps, info.total_frames) == (640, 360, 25, 150)
     reader.start()
     frames = list(reader.frames())
@@ -19,11 +21,14 @@ def test_reads_every_frame_in_order_with_times(clip):
 
 
 def test_stop_ends_a_reader_blocked_on_a_full_queue(clip):
-    reader = Reader(str(clip), queue_size=2)
-    reader.open()
+    reader = open_reader(str(clip), queue_size=2)
     reader.start()
+    time.sleep(0.2)  # the queue is full: the thread waits for room
+    started = time.monotonic()
     reader.stop()
-    assert not reader._thread.is_alive()
+    decoded = reader.frames_decoded
+    time.sleep(0.2)
+    assert time.monotonic() - started < 1.0 and reader.frames_decoded == decoded <= 3
 
 
 @pytest.mark.parametrize("content, message", [(None, "input not found"), (b"not a video", "not a video file")])
@@ -32,7 +37,7 @@ def test_bad_input_is_one_line(tmp_path, content, message):
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(StreamerError, match=message):
-        Reader(str(path)).open()
+        open_reader(str(path))
 
 
 @pytest.mark.parametrize("url, shown", [

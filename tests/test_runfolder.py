@@ -10,17 +10,12 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import CLIP, read_events
-from scripted import ScriptedDetector
 from streamer.cli import main
 from streamer.config import Config
 from streamer.pipeline import Pipeline, SourceSpec
 from streamer.store import MIGRATIONS, connect, query
-
-
-def moving_car(index):
-    x = 10 + 3 * index
-    return [("car", (x, 200, x + 120, 260), None), ("person", (400, 150, 440, 280), None)]
+from tests.helpers import CLIP, car_and_person, read_events
+from tests.scripted import ScriptedDetector
 
 
 @pytest.fixture
@@ -45,7 +40,7 @@ def run_relative(folder_name="runs/street-1"):
         "tracker": {"lost_after_s": 1.0}, "output": {"save_keyframes": True}, "events": {"snapshots": True}})
     folder = Path(folder_name)
     spec = SourceSpec(str(CLIP), folder / "events.jsonl", None, name="street", db_path=folder / "events.db")
-    Pipeline(config, lambda: ScriptedDetector(moving_car)).run_many([spec])
+    Pipeline(config, lambda: ScriptedDetector(car_and_person)).run_many([spec])
 
 
 def export_coco(run, out):
@@ -126,7 +121,7 @@ def test_a_store_beside_a_log_elsewhere_points_at_the_same_snapshot(tmp_path):
                                     "events": {"snapshots": True}})
     spec = SourceSpec(str(CLIP), tmp_path / "logs" / "events.jsonl", None, name="street",
                       db_path=tmp_path / "stores" / "events.db")
-    Pipeline(config, lambda: ScriptedDetector(moving_car)).run_many([spec])
+    Pipeline(config, lambda: ScriptedDetector(car_and_person)).run_many([spec])
     logged = [e["snapshot"] for e in read_events(spec.events_path) if "snapshot" in e]
     stored = [e["snapshot"] for e in query(spec.db_path) if "snapshot" in e]
     assert stored == [str((tmp_path / "logs" / p).resolve()) for p in logged]

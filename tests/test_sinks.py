@@ -8,14 +8,13 @@ import sys
 import threading
 import time
 
-
-from brokers import Mosquitto, Receiver, Subscriber
-from conftest import CLIP, ROOT, read_events
-from rtsp_server import RtspServer, require_gstreamer, wait_for
-from scripted import ScriptedDetector
 from streamer.config import Config
 from streamer.delivery import MqttSink, WebhookSink, verify_signature
 from streamer.pipeline import Pipeline, SourceSpec
+from tests.brokers import Mosquitto, Receiver, Subscriber
+from tests.helpers import CLIP, ROOT, read_events
+from tests.rtsp_server import RtspServer, require_gstreamer, wait_for
+from tests.scripted import ScriptedDetector
 
 
 def moving(index):
@@ -24,11 +23,11 @@ def moving(index):
     return [("car", (x, 200, x + 120, 260), None), ("text", (300, 40, 360, 60), "AB 42")]
 
 
-def run_file(tmp_path, observers, script=moving):
+def run_file(tmp_path, sinks, script=moving):
     config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None},
                                     "tracker": {"lost_after_s": 1.0}})
     spec = SourceSpec(str(CLIP), tmp_path / "events.jsonl", None, name="street")
-    Pipeline(config, lambda: ScriptedDetector(script), observers).run_many([spec])
+    Pipeline(config, lambda: ScriptedDetector(script), sinks).run_many([spec])
     return read_events(tmp_path / "events.jsonl")
 
 
@@ -155,7 +154,7 @@ def test_metrics_parse_and_move_and_healthz_flips_when_a_source_dies(tmp_path):
         config = Config.model_validate({"live": {"read_timeout_s": 2.0, "backoff_initial_s": 0.2,
                                                  "backoff_max_s": 1.0}})
         view = LiveView()
-        pipeline = Pipeline(config, lambda: ScriptedDetector(lambda i: []), [view])
+        pipeline = Pipeline(config, lambda: ScriptedDetector(lambda i: []), [view], [view])
         server = StatusServer("127.0.0.1:0", pipeline, view).start()
         thread = threading.Thread(target=pipeline.run_many,
                                   args=([SourceSpec(camera.url(), tmp_path / "e.jsonl", None, name="cam")],))

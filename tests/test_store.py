@@ -11,21 +11,16 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from conftest import CLIP, ROOT, read_events
-from scripted import ScriptedDetector
 from streamer.cli import main
 from streamer.config import Config
 from streamer.errors import StreamerError
 from streamer.pipeline import Pipeline, SourceSpec
 from streamer.store import MIGRATIONS, connect, query
+from tests.helpers import CLIP, ROOT, car_and_person, read_events
+from tests.scripted import ScriptedDetector
 
 
-def moving_car(index):
-    x = 10 + 3 * index
-    return [("car", (x, 200, x + 120, 260), None), ("person", (400, 150, 440, 280), None)]
-
-
-def run(tmp_path, script=moving_car, **sections):
+def run(tmp_path, script=car_and_person, **sections):
     config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None},
                                     "tracker": {"lost_after_s": 1.0}, **sections})
     spec = SourceSpec(str(CLIP), tmp_path / "events.jsonl", None, name="street", db_path=tmp_path / "events.db")

@@ -2,9 +2,9 @@
 
 import pytest
 
-from conftest import CLIP, read_events
 from streamer.cli import main
 from streamer.tasks import TASKS
+from tests.helpers import CLIP, read_events
 
 REGION = "<loc_100><loc_200><loc_500><loc_600>"
 PROMPTS = {

@@ -7,20 +7,15 @@ import time
 import av
 import pytest
 
-from conftest import CLIP, read_events
-from httpmedia import MediaServer
-from scripted import ScriptedDetector
 from streamer.config import Config
 from streamer.errors import StreamerError
 from streamer.pipeline import Pipeline, SourceSpec
-from streamer.reader import Reader
+from streamer.reader import open_reader
+from tests.helpers import CLIP, moving_car, read_events, streamer, without_wall_time
+from tests.httpmedia import MediaServer
+from tests.scripted import ScriptedDetector
 
 FAST = {"open_timeout_s": 2.0, "read_timeout_s": 1.0, "backoff_initial_s": 0.2, "backoff_max_s": 2.0}
-
-
-def moving_car(index):
-    x = 10 + 3 * index
-    return [("car", (x, 200, x + 120, 260), None)]
 
 
 def run(url, out, live=None, duration_s=None):
@@ -29,10 +24,6 @@ def run(url, out, live=None, duration_s=None):
     spec = SourceSpec(url, out / "events.jsonl", out / "annotated.mp4", name="street", live=live)
     [stats] = Pipeline(config, lambda: ScriptedDetector(moving_car)).run_many([spec], duration_s=duration_s)
     return stats
-
-
-def without_wall_time(events):
-    return [{k: v for k, v in e.items() if k != "wall_time"} for e in events]
 
 
 def decoded(path):
@@ -115,19 +106,17 @@ def test_a_live_hls_playlist_stays_a_camera(served, tmp_path):
 
 def test_the_mode_can_be_forced_either_way(served):
     with MediaServer(served) as server:
-        forced_camera = Reader(f"{server.base}/clip.mp4", live=True, live_config=Config().live)
-        forced_file = Reader(f"{server.base}/live.m3u8", live=False, live_config=Config().live)
-        guessed = Reader(f"{server.base}/clip.mp4", live_config=Config().live)
-        for reader in (forced_camera, forced_file, guessed):
-            reader.open()
+        readers = [open_reader(f"{server.base}/clip.mp4", live=True), open_reader(f"{server.base}/live.m3u8", live=False),
+                   open_reader(f"{server.base}/clip.mp4"), open_reader(f"{server.base}/live.m3u8")]
+        for reader in readers:
             reader.stop()
-    assert (forced_camera.live, forced_file.live, guessed.live) == (True, False, False)
-    assert Reader("rtsp://127.0.0.1:1/cam").live is True and Reader(str(CLIP)).live is False
+    assert [reader.live for reader in readers] == [True, False, False, True]
+    unreachable = open_reader("rtsp://127.0.0.1:1/cam")  # a camera that is off now: retried, not an error
+    unreachable.stop()
+    assert unreachable.live and not open_reader(str(CLIP)).live
 
 
 def test_the_summary_says_which_mode_each_source_ran_in(served, tiny_od, tmp_path):
-    from test_cli import streamer
-
     with MediaServer(served) as server:
         result = streamer("run", f"{server.base}/clip.mp4", "--model", tiny_od, "--no-video",
                           "--events", tmp_path / "e.jsonl")
@@ -140,8 +129,6 @@ def test_the_summary_says_which_mode_each_source_ran_in(served, tiny_od, tmp_pat
 
 
 def test_a_token_in_a_presigned_link_never_leaves_the_url(served, tiny_od, tmp_path):
-    from test_cli import streamer
-
     secret = "TOPSECRET0123456789"
     with MediaServer(served) as server:
         ok = streamer("run", f"{server.base}/clip.mp4?X-Amz-Credential=AKIA{secret}&X-Amz-Signature={secret}",
@@ -154,3 +141,17 @@ def test_a_token_in_a_presigned_link_never_leaves_the_url(served, tiny_od, tmp_p
     for text in [ok.stdout, ok.stderr, missing.stdout, missing.stderr, *map(str, written),
                  *(p.read_bytes().decode("latin-1") for p in written if p.is_file())]:
         assert secret not in text
+
+
+def test_a_bug_in_the_camera_reader_ends_the_run_instead_of_reconnecting(served, tmp_path, monkeypatch):
+    """Only a camera's own failures mean "down"; a bug in streamer's arithmetic is not retried forever."""
+    def broken(self, raw):
+        raise ZeroDivisionError("a bug in the clock")
+
+    monkeypatch.setattr("streamer.reader.MediaClock.next", broken)
+    with MediaServer(served) as server:
+        started = time.monotonic()
+        with pytest.raises(StreamerError, match="ZeroDivisionError: a bug in the clock") as error:
+            run(f"{server.base}/live.m3u8", tmp_path, duration_s=30)
+    assert time.monotonic() - started < 15 and isinstance(error.value.__cause__, ZeroDivisionError)
+    assert not [e for e in read_events(tmp_path / "events.jsonl") if e["type"] == "source_down"]

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import read_events
-from scripted import ScriptedDetector
 from streamer.config import Config, ModelConfig
 from streamer.florence import Florence2Detector
 from streamer.pipeline import Pipeline
 from streamer.records import Frame, Keyframe
 from streamer.worker import Worker
-from tiny_florence import build_tiny_florence
+from tests.helpers import read_events
+from tests.scripted import ScriptedDetector
+from tests.tiny_florence import build_tiny_florence
 
 TWO_BOXES = "car<loc_100><loc_200><loc_500><loc_600>person<loc_600><loc_200><loc_700><loc_900>"
 

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from scripted import ScriptedDetector
 from streamer.config import Config
 from streamer.motion import Motion
 from streamer.pipeline import Pipeline
 from streamer.records import Frame, Tracks
-from conftest import read_events
+from tests.helpers import read_events
+from tests.scripted import ScriptedDetector
 
 KEYFRAME_EVERY = 5  # frames, at 25 fps: 0.2 s
 
@@ -82,8 +82,8 @@ def test_predicted_boxes_between_keyframes_beat_boxes_held_still():
         motion.observe(tracks)
         for step in range(1, 5):
             t = t_key + step * 0.04
-            motion.place(tracks, t)
-            predicted_err.append(np.abs(tracks.detections.xyxy[0] - truth(t)).mean())
+            boxes = motion.boxes_at(tracks, t)
+            predicted_err.append(np.abs(boxes[0] - truth(t)).mean())
             held_err.append(np.abs(det_xyxy[0] - truth(t)).mean())
     # From the second keyframe on the velocity is known; the first has none and is held.
     assert np.mean(predicted_err[4:]) < 0.01 * np.mean(held_err[4:])

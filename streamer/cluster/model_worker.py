@@ -2,9 +2,10 @@
 
 A `ModelWorker` actor owns one model (one GPU) and runs the same batching `Worker` as a single process: calls
 from every source it serves arrive on the actor's threads at once and go into one batch. A source's
-`RemoteModel` has the `submit(keyframe) -> Future` of `Worker`, so the source's loop is the same in both
-places. Keyframes travel shrunk to the model's input size (and cropped to their zone), which is all the
-processor would keep of them; answers come back in source pixels without the image.
+`RemoteModel` is a `KeyframeModel` like `Worker`, so the source's run is the same in both places. Keyframes
+travel shrunk to the model's input size (and cropped to their zone), which is all the processor would keep of
+them; answers come back in source pixels without the image. The client also notices when the worker behind its
+answers changed (restarted, or replaced by another after it died) and says so on the first such answer.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class ModelWorker:
         return {"error": self.error, "input_size": self.input_size}
 
     def detect(self, keyframe: Keyframe):
-        """One keyframe's detections and text, and who answered; blocks this actor thread, not the others."""
+        """One keyframe's detections and text, and which incarnation of this worker answered; blocks this actor
+        thread, not the others."""
         if self.worker is None:
             raise StreamerError(self.error or "the model worker has no model")
         result = self.worker.submit(keyframe).result()
@@ -87,9 +89,9 @@ class ModelWorker:
 
 @dataclass
 class RemoteModel:
-    """A source's way to the model workers: `submit` like `Worker.submit`. The source prefers worker `first`;
-    while Ray restarts a worker, its calls wait and are retried by Ray; a worker dead for good is dropped and
-    the keyframe goes to the next one alive."""
+    """A source's way to the model workers, a `KeyframeModel`. The source prefers worker `first`; while Ray
+    restarts a worker, its calls wait and are retried by Ray; a worker dead for good is dropped and the keyframe
+    goes to the next one alive."""
 
     workers: list  # Ray actor handles of ModelWorker, in the driver's order
     first: int = 0
@@ -98,6 +100,8 @@ class RemoteModel:
 
     def __post_init__(self) -> None:
         self._dead: set[int] = set()
+        self._seen: dict[int, set[str]] = {}  # worker index -> incarnations that answered
+        self._moved_from: int | None = None  # the worker that died for good, until another answers
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
@@ -134,8 +138,24 @@ class RemoteModel:
         except ActorDiedError:  # out of restarts, or its node is gone: move on to the next worker
             with self._lock:
                 self._dead.add(index)
+                self._moved_from = index
             self._send(keyframe, wire, out)
         except BaseException as exc:
             out.set_exception(cause_of(exc))
         else:
-            out.set_result(FrameDetections(keyframe, detections, text, worker=(f"worker-{index}", incarnation)))
+            out.set_result(FrameDetections(keyframe, detections, text, worker_change=self._change(index, incarnation)))
+
+    def _change(self, index: int, incarnation: str) -> tuple[str, dict[str, str]] | None:
+        """The first answer of a restarted worker, or of another one after a worker died, is worth an event.
+        Answers from before a restart may still come in after it: they are not."""
+        with self._lock:
+            seen = self._seen.setdefault(index, set())
+            if incarnation in seen:
+                return None
+            seen.add(incarnation)
+            if len(seen) > 1:
+                return "worker_restarted", {"worker": f"worker-{index}"}
+            if self._moved_from is not None and self._moved_from != index:
+                moved, self._moved_from = self._moved_from, None
+                return "worker_lost", {"worker": f"worker-{moved}", "moved_to": f"worker-{index}"}
+            return None

@@ -1,0 +1,50 @@
+"""Media time of a camera: one increasing clock across pts-less frames, reconnects and streams that jump back.
+
+A camera's own timestamps restart on every connection, are missing on RTSP's first frame, and go backwards when
+a looped or spliced stream wraps. Events, trackers and the video need one clock that never goes back: this one
+follows the stream's pts while they move forward, steps one frame on when there are none, and continues a new
+connection after the old one plus the outage's wall-clock length. Pure arithmetic, no I/O, so it is tested as a
+table of cases.
+"""
+
+from __future__ import annotations
+
+_EPSILON_S = 1e-6
+
+
+class MediaClock:
+    """`step_s`: one frame interval. `last` is the media time of the last frame (None before the first)."""
+
+    def __init__(self, step_s: float, last: float | None = None) -> None:
+        self.step_s = step_s
+        self.last = last
+        self._base = 0.0
+        self._first_raw: float | None = None
+        self._frames = 0  # in this session
+
+    def start_session(self, gap_s: float = 0.0) -> None:
+        """A new connection: its first frame comes one step after the last one, plus `gap_s` of outage."""
+        self._base = (0.0 if self.last is None else self.last + self.step_s) + gap_s
+        self._first_raw = None
+        self._frames = 0
+
+    def next(self, raw: float | None) -> float:
+        """The media time of the next frame, whose stream pts (seconds) is `raw`, or None when it has none."""
+        if raw is not None and self._first_raw is None:
+            # The first timed frame continues one step after what came before (RTSP's first frame often has no
+            # pts at all); later ones follow the stream's own clock from there.
+            self._first_raw = raw
+            if self._frames:
+                self._base = self.last + self.step_s
+        if raw is None or self._first_raw is None:
+            pts = self._base if self._frames == 0 else self.last + self.step_s
+        else:
+            pts = self._base + (raw - self._first_raw)
+            if self.last is not None and pts <= self.last:
+                # The stream's pts went back (a loop or splice): go on one step after the last frame, and follow
+                # the stream's clock from this frame on.
+                self._first_raw, self._base = raw, self.last + self.step_s
+                pts = self._base
+        self._frames += 1
+        self.last = pts
+        return pts

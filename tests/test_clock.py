@@ -1,0 +1,38 @@
+"""The camera's media clock, as a table: what each frame's media time becomes."""
+
+import pytest
+
+from streamer.clock import MediaClock
+
+STEP = 0.04  # 25 fps
+
+
+def times(sessions, last=None):
+    """Media times of frames given per connection as (outage seconds before it, [raw pts or None, ...])."""
+    clock, out = MediaClock(STEP, last=last), []
+    for gap, raws in sessions:
+        clock.start_session(gap)
+        out.append([round(clock.next(raw), 6) for raw in raws])
+    return out
+
+
+@pytest.mark.parametrize("sessions, last, expected", [
+    # the stream's own clock, wherever it starts
+    ([(0.0, [5.0, 5.04, 5.08])], None, [[0.0, 0.04, 0.08]]),
+    # a gap in the stream's pts is a gap in media time
+    ([(0.0, [1.0, 1.04, 2.0])], None, [[0.0, 0.04, 1.0]]),
+    # RTSP's first frames without pts step on by one frame; the first timed one continues from there
+    ([(0.0, [None, None, 7.0, 7.04])], None, [[0.0, 0.04, 0.08, 0.12]]),
+    # a reconnect: the new connection's clock restarts, media time goes on after the outage
+    ([(0.0, [3.0, 3.04]), (2.0, [0.5, 0.54])], None, [[0.0, 0.04], [2.08, 2.12]]),
+    # a reconnect whose first frame has no pts
+    ([(0.0, [3.0]), (1.0, [None, 0.1])], None, [[0.0], [1.04, 1.08]]),
+    # pts going backwards (a looped or spliced stream): one step on, then the stream's clock from there
+    ([(0.0, [10.0, 10.04, 0.0, 0.04, 0.08])], None, [[0.0, 0.04, 0.08, 0.12, 0.16]]),
+    # a repeated pts never repeats a media time
+    ([(0.0, [1.0, 1.0, 1.04])], None, [[0.0, 0.04, 0.08]]),
+    # resumed after a process died at media time 9.0, 3 s ago
+    ([(3.0, [0.0, 0.04])], 9.0, [[12.04, 12.08]]),
+])
+def test_media_time(sessions, last, expected):
+    assert times(sessions, last) == expected
