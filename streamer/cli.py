@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import re
 import signal
@@ -41,11 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--events", type=Path, help="JSONL event log path")
     run.add_argument("--db", type=Path, help="SQLite event store (default: events.db beside the event log)")
     run.add_argument("--no-video", action="store_true", help="write only the event log")
-    run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long, as SIGINT would")
+    run.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long, as SIGINT would")
     run.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                      help="run every source as a camera (--live) or as a file (--no-live); default: guessed from "
                           "the media (a URL with an end is a file, RTSP and endless streams are cameras)")
-    run.add_argument("--http", metavar="HOST:PORT", help="serve /metrics, /healthz and the live view (e.g. 127.0.0.1:8080)")
+    run.add_argument("--http", metavar="[HOST:]PORT",
+                     help="serve /metrics, /healthz and the live view (PORT alone: on 127.0.0.1 only)")
     run.add_argument("--mqtt", metavar="URL", help="publish events to an MQTT broker, e.g. mqtt://127.0.0.1:1883")
     run.add_argument("--webhook", metavar="URL", action="append", help="POST each event to this URL (repeatable)")
     run.add_argument("--ray", metavar="ADDRESS", nargs="?", const="local",
@@ -64,6 +66,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["coco", "yolo"], required=True)
     export.add_argument("out", type=Path, help="dataset folder to write")
     return parser
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got '{value}'")
+    return seconds
 
 
 def _looks_like_folder(value: str) -> bool:
@@ -134,7 +146,7 @@ class _Console:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, soft_wrap=True)  # a status line stays one line in a log file
         self._bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[status]}"), console=self.console, disable=not self.console.is_terminal,
@@ -254,6 +266,9 @@ def _run(args: argparse.Namespace) -> int:
         server = StatusServer(config.http.listen, pipeline, view, config.http.mjpeg_fps).start()
         closers.insert(0, server.close)
         print(f"streamer: live view and metrics at {server.address}/", file=sys.stderr, flush=True)
+        if not server.loopback:
+            print("streamer: note: that is every interface of this machine (or one others can reach): anyone who "
+                  "can reach it can watch the cameras", file=sys.stderr, flush=True)
     interrupted = threading.Event()
 
     def on_signal(*_):

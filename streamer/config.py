@@ -5,8 +5,10 @@ Every section forbids unknown keys, so a typo in a config file is an error, not 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -69,8 +71,7 @@ class TaskEntry(_Section):
 
     @model_validator(mode="after")
     def _prompt_matches_task(self) -> "TaskEntry":
-        if TASKS[self.task].needs_prompt and not self.prompt:
-            raise ValueError(f"task {self.task} needs a prompt")
+        _check_prompt(self.task, self.prompt, "a prompt")
         return self
 
 
@@ -126,10 +127,52 @@ class _Area(_Section):
 class ZoneConfig(_Area):
     polygon: list[Point] = Field(min_length=3)
 
+    @field_validator("polygon")
+    @classmethod
+    def _has_area(cls, polygon: list[Point]) -> list[Point]:
+        _finite(polygon)
+        twice_area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(polygon, polygon[1:] + polygon[:1]))
+        if abs(twice_area) < 1e-9:
+            raise ValueError("a zone's polygon must enclose an area (its points are all on one line)")
+        return polygon
+
 
 class LineConfig(_Area):
     start: Point
     end: Point
+
+    @model_validator(mode="after")
+    def _has_length(self) -> "LineConfig":
+        _finite([self.start, self.end])
+        if self.start == self.end:
+            raise ValueError("a line's start and end must differ")
+        return self
+
+
+def _check_url(url: str, schemes: tuple[str, ...], what: str) -> None:
+    """Refused at start, before anything waits in an outbox for a place it can never go."""
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or 0 < parts.port
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in schemes or not parts.hostname or not port_ok:
+        shown = url.split("://", 1)[0] + "://..." if "://" in url else "it"
+        raise ValueError(f"{what} URL must be {' or '.join(s + '://HOST[:PORT]' for s in schemes)}, got {shown}")
+
+
+def _finite(points: list[Point]) -> None:
+    if not all(math.isfinite(v) for point in points for v in point):
+        raise ValueError("coordinates must be finite numbers")
+
+
+def _check_prompt(task: str, prompt: str | None, how: str) -> None:
+    """A task that takes text needs it; one that does not must not be given any (it would be ignored)."""
+    if TASKS[task].needs_prompt and not prompt:
+        raise ValueError(f"task {task} needs {how}")
+    if prompt and not TASKS[task].needs_prompt:
+        raise ValueError(f"task {task} takes no prompt (tasks that do: "
+                         + ", ".join(t for t, spec in TASKS.items() if spec.needs_prompt) + ")")
 
 
 class EventsConfig(_Section):
@@ -173,17 +216,38 @@ class SourceConfig(_Section):
 class MqttConfig(_Section):
     """Events as JSON on `<topic_prefix>/<source>/events` (QoS 1), availability with a last will, retained state."""
 
-    url: str | None = Field(default=None, pattern=r"^mqtts?://", description="mqtt://[user:pass@]host:port")
-    topic_prefix: str = "streamer"
+    url: str | None = Field(default=None, description="mqtt://[user:pass@]host:port")
+    topic_prefix: str = Field(default="streamer", description="Topic levels before <source>/events.")
     client_id: str | None = None
     keepalive_s: int = Field(default=30, ge=5)
     queue_max: int = Field(default=10_000, ge=1, description="Events kept on disk while the broker is away.")
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            _check_url(url, ("mqtt", "mqtts"), "the MQTT")
+        return url
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _no_wildcards(cls, prefix: str) -> str:
+        if not prefix.strip("/") or any(c in prefix for c in "#+\x00"):
+            raise ValueError("a topic prefix is one or more topic levels, without the wildcards # and +")
+        return prefix
 
 
 class WebhookConfig(_Section):
     """Each event POSTed as JSON to every URL, retried with backoff, optionally signed with HMAC-SHA256."""
 
     urls: list[str] = Field(default_factory=list)
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            _check_url(url, ("http", "https"), "a webhook")
+        return urls
     secret: str | None = Field(default=None, description="Signs each body: X-Streamer-Signature: sha256=<hex>.")
     timeout_s: float = Field(default=5.0, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
@@ -193,7 +257,19 @@ class WebhookConfig(_Section):
 class HttpConfig(_Section):
     """A small HTTP server: /metrics, /healthz, /sources/<name>/mjpeg and a live page at /."""
 
-    listen: str | None = Field(default=None, pattern=r"^[^:]+:\d+$", description="HOST:PORT; null: off.")
+    listen: str | None = Field(default=None, description="HOST:PORT, or PORT alone for 127.0.0.1; null: off.")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str | None) -> str | None:
+        if listen is None:
+            return None
+        host, sep, port = str(listen).rpartition(":")
+        if not sep:
+            host = "127.0.0.1"
+        if not port.isdigit() or not 0 <= int(port) <= 65535 or not host.strip("[]"):
+            raise ValueError(f"'{listen}' is not HOST:PORT (or PORT) with a port from 0 to 65535")
+        return f"{host}:{int(port)}"
     mjpeg_fps: float = Field(default=10.0, gt=0, le=60)
 
 
@@ -237,8 +313,8 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _check_shorthand(self) -> "Config":
-        if not self.schedule and TASKS[self.model.task].needs_prompt and not self.model.prompt:
-            raise ValueError(f"task {self.model.task} needs a prompt (model.prompt or --prompt)")
+        if not self.schedule:
+            _check_prompt(self.model.task, self.model.prompt, "a prompt (model.prompt or --prompt)")
         return self
 
     def tasks(self) -> list[TaskEntry]:
@@ -263,7 +339,9 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         if not path.is_file():
             raise StreamerError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise StreamerError(f"config {path}: not UTF-8 text (is it a YAML file?)") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""

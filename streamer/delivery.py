@@ -26,10 +26,22 @@ from streamer.sources import safe_name
 
 log = logging.getLogger("streamer.delivery")
 _FLUSH_S = 5.0
+_RETRY_LATER = {408, 425, 429}  # client errors that mean "not now", not "never"
+
+
+class Undeliverable(Exception):
+    """An item the other side will never take (a topic the broker refuses, a body the receiver rejects): it is
+    set aside, so the items behind it are not blocked forever. `sent` items before it went out."""
+
+    def __init__(self, sent: int, reason: str) -> None:
+        super().__init__(reason)
+        self.sent, self.reason = sent, reason
 
 
 class _OutboxSink:
-    """Delivers an outbox in order on its own thread; `deliver` returns how many of the batch went out."""
+    """Delivers an outbox in order on its own thread; `deliver` returns how many of the batch went out (the rest
+    is retried with backoff), or raises `Undeliverable` for an item that never can: it goes to a dead-letter file
+    beside the outbox (`<outbox>.dead.jsonl`) with the reason, and is logged."""
 
     batch = 16
 
@@ -54,12 +66,25 @@ class _OutboxSink:
                 if self._closing:
                     return
                 continue
-            sent = self.deliver([payload for _, payload in items])
+            try:
+                sent = self.deliver([payload for _, payload in items])
+            except Undeliverable as exc:
+                self.outbox.ack([row_id for row_id, _ in items[: exc.sent]])
+                self._dead_letter(*items[exc.sent], exc.reason)
+                continue
             if sent:
                 self.outbox.ack([row_id for row_id, _ in items[:sent]])
                 backoff.reset()
             if sent < len(items) and self._stop.wait(backoff.next_wait()):
                 return
+
+    def _dead_letter(self, row_id: int, payload: dict, reason: str) -> None:
+        path = self.outbox.path.with_name(self.outbox.path.name + ".dead.jsonl")
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"reason": reason, "item": payload}, ensure_ascii=False) + "\n")
+        self.outbox.ack([row_id])
+        log.warning("%s: an event that can never be delivered was set aside in %s: %s", self.outbox.path.name,
+                    path, reason)
 
     def close(self) -> None:
         """Flush for a few seconds, then stop; undelivered events stay in the outbox file."""
@@ -113,8 +138,11 @@ class MqttSink(_OutboxSink):
         if not self.client.is_connected():
             return 0
         for n, item in enumerate(items):
-            info = self.client.publish(item["topic"], json.dumps(item["payload"], ensure_ascii=False), qos=1,
-                                       retain=item["retain"])
+            try:
+                info = self.client.publish(item["topic"], json.dumps(item["payload"], ensure_ascii=False), qos=1,
+                                           retain=item["retain"])
+            except ValueError as exc:  # paho's word for a topic no broker takes (wildcards, empty, too long)
+                raise Undeliverable(n, f"topic {item['topic']!r}: {exc}") from None
             try:
                 info.wait_for_publish(timeout=5)
             except (RuntimeError, ValueError):
@@ -160,6 +188,10 @@ class WebhookSink(_OutboxSink):
                 with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
                     if not 200 <= response.status < 300:
                         return n
+            except urllib.error.HTTPError as exc:
+                if 400 <= exc.code < 500 and exc.code not in _RETRY_LATER:
+                    raise Undeliverable(n, f"the receiver refused it: HTTP {exc.code}") from None
+                return n
             except (urllib.error.URLError, OSError, TimeoutError):
                 return n
         return len(items)

@@ -39,8 +39,10 @@ def build_dataset(store: Path) -> sv.DetectionDataset:
 
 def export(run_or_db: Path, fmt: str, out: Path) -> tuple[int, int]:
     """Write the dataset to `out`; return (images, boxes)."""
-    dataset = build_dataset(find_store(run_or_db))
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise StreamerError(f"{out} is a file: name a folder for the dataset")
+    dataset = build_dataset(find_store(run_or_db))
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "coco":
         dataset.as_coco(images_directory_path=str(out / "images"), annotations_path=str(out / "annotations.json"))

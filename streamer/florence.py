@@ -6,6 +6,7 @@ it answers at all; otherwise the user gets one line naming the model and how to 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import OrderedDict
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import supervision as sv
 import torch
+from safetensors import SafetensorError
 
 from streamer.confidence import align, answer_confidence, box_groups
 from streamer.config import ModelConfig
@@ -84,12 +86,13 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
 
     if config.path is not None:
         folder = Path(config.path).expanduser()
-        if not (folder / "config.json").is_file():
-            what = "does not exist" if not folder.exists() else "holds no config.json"
-            raise StreamerError(f"model folder {folder} {what}; point model.path at a saved Florence-2 checkpoint")
+        _check_folder(folder)
         try:
             model, processor = _load(str(folder), True)
-        except (OSError, ValueError, KeyError) as exc:
+        except SafetensorError:
+            raise StreamerError(f"cannot load a Florence-2 model from {folder}: its weights file is corrupt or cut "
+                                "short") from None
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:  # transformers' ways of saying no
             raise StreamerError(f"cannot load a Florence-2 model from {folder}: {_first_line(exc)}") from None
     else:
         try:
@@ -105,6 +108,22 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
             except OSError:
                 raise _offline_error(config.id) from None
     return model.to(device).eval(), processor
+
+
+def _check_folder(folder: Path) -> None:
+    """What a Florence-2 checkpoint folder must hold, said in words before transformers says it in a traceback."""
+    if not (folder / "config.json").is_file():
+        what = "does not exist" if not folder.exists() else "holds no config.json"
+        raise StreamerError(f"model folder {folder} {what}; point model.path at a saved Florence-2 checkpoint")
+    try:
+        kind = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        raise StreamerError(f"model folder {folder}: config.json is not a model's JSON config") from None
+    if kind != "florence2":
+        raise StreamerError(f"model folder {folder} holds a '{kind}' model, not Florence-2")
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+        raise StreamerError(f"model folder {folder} holds no tokenizer (tokenizer.json): save the processor with "
+                            "the model (processor.save_pretrained)")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -363,6 +363,9 @@ def _open(source: str, name: str, config: LiveConfig, live: bool | None):
     if not container.streams.video:
         container.close()
         raise StreamerError(f"no video stream in {name}")
+    if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+        container.close()
+        raise StreamerError(f"{name} is a still image, not a video")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     width, height = stream.codec_context.width, stream.codec_context.height

@@ -12,6 +12,7 @@ Bound to 127.0.0.1 unless told otherwise.
 from __future__ import annotations
 
 import html
+import ipaddress
 import json
 import threading
 import time
@@ -125,6 +126,15 @@ poll();
 """
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 class StatusServer:
     def __init__(self, listen: str, pipeline: Pipeline, view: LiveView, mjpeg_fps: float = 10.0) -> None:
         host, port = listen.rsplit(":", 1)
@@ -139,6 +149,7 @@ class StatusServer:
             raise StreamerError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
         self.httpd.daemon_threads = True
         self.address = f"http://{host}:{self.httpd.server_address[1]}"
+        self.loopback = _is_loopback(host)
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
 
     def start(self) -> "StatusServer":
@@ -177,8 +188,12 @@ class StatusServer:
                             "down": down}
                     self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
                 elif path == "/api/events":
-                    after = int(parse_qs(url.query).get("after", ["0"])[0] or 0)
-                    self._send(200, json.dumps(server.view.events_after(after)).encode(), "application/json")
+                    after = parse_qs(url.query).get("after", ["0"])[0] or "0"
+                    if not after.isdigit():
+                        self._send(400, b"after: expected the seq of the last event seen, a whole number\n",
+                                   "text/plain")
+                        return
+                    self._send(200, json.dumps(server.view.events_after(int(after))).encode(), "application/json")
                 elif path.startswith("/sources/") and path.endswith("/mjpeg"):
                     self._mjpeg(path[len("/sources/"):-len("/mjpeg")])
                 elif path == "/":

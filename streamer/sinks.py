@@ -45,8 +45,6 @@ class VideoSink:
 
     def __init__(self, path: Path, info: StreamInfo, codec: str = "libx264", preset: str = "veryfast", crf: int = 23,
                  fragmented: bool = False):
-        if info.width % 2 or info.height % 2:
-            raise StreamerError(f"cannot encode {info.width}x{info.height} as H.264 4:2:0: width and height must be even")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(self.path), mode="w", options=_FRAGMENTED if fragmented else {})
@@ -55,7 +53,9 @@ class VideoSink:
         except (av.error.FFmpegError, ValueError) as exc:
             self._container.close()
             raise StreamerError(f"cannot write video with codec '{codec}': {exc}") from None
-        stream.width, stream.height, stream.pix_fmt = info.width, info.height, "yuv420p"
+        # 4:2:0 needs an even width and height: an odd one gets a black column or row on the right or bottom.
+        stream.width, stream.height, stream.pix_fmt = info.width + info.width % 2, info.height + info.height % 2, "yuv420p"
+        self._pad = (info.height % 2, info.width % 2)
         if codec == "libx264":
             stream.options = {"preset": preset, "crf": str(crf)}
         stream.codec_context.thread_type = "AUTO"
@@ -64,9 +64,12 @@ class VideoSink:
         self.frames = 0
 
     def write(self, image: np.ndarray) -> None:
-        if image.shape[1] != self._stream.width or image.shape[0] != self._stream.height:
+        width, height = self._stream.width - self._pad[1], self._stream.height - self._pad[0]
+        if image.shape[1] != width or image.shape[0] != height:
             # A camera that came back at another resolution: keep the file's size.
-            image = cv2.resize(image, (self._stream.width, self._stream.height), interpolation=cv2.INTER_AREA)
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        if any(self._pad):
+            image = cv2.copyMakeBorder(image, 0, self._pad[0], 0, self._pad[1], cv2.BORDER_CONSTANT, value=0)
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
         frame.pts = self.frames
         self._container.mux(self._stream.encode(frame))

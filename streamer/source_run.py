@@ -106,6 +106,8 @@ class TaskTracking:
             det = self.latest.detections
             ids = det.tracker_id if det.tracker_id is not None else [-1] * len(det)
             self.layer = annotator.layer(det, [self.events.settled_text(int(t)) for t in ids])
+        if not len(self.latest.detections):
+            return self.layer
         return self.layer.moved(self.motion.boxes_at(self.latest, pts))
 
     def finish(self, frame: Frame | None) -> list[Event]:

@@ -67,11 +67,13 @@ def scrub(text: str, sources: list[str]) -> str:
     for source in sources:
         if not is_url(source):
             continue
-        text = text.replace(source, display_name(source))
         scheme, userinfo, rest = _split_secrets(source)
         parts = urlsplit(f"{scheme}://{rest}")
         secrets = [userinfo, *userinfo.split(":", 1), parts.fragment]
         secrets += [pair.partition("=")[2] or pair for pair in parts.query.split("&")]
+        if not any(secrets):
+            continue
+        text = text.replace(source, display_name(source))
         for secret in sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True):
             for form in {secret, unquote(secret), quote(secret, safe="")}:
                 text = text.replace(form, "***")

@@ -107,18 +107,32 @@ def migrate(conn: sqlite3.Connection, folder: Path) -> None:
 
 
 def connect(path: Path, create: bool) -> sqlite3.Connection:
+    """Open a store; with `create`, a new one where nothing is. Anything else found there (an empty or text
+    file, somebody else's SQLite database) is refused, never turned into a store."""
     path = Path(path)
+    exists = path.is_file() and path.stat().st_size > 0
     if not create and not path.is_file():
         raise StreamerError(f"event store not found: {path}")
+    if (exists or not create) and not _is_sqlite(path):
+        raise StreamerError(f"{path} is not a streamer event store")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        if exists and conn.execute("PRAGMA user_version").fetchone()[0] == 0 and conn.execute(
+                "SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            conn.close()
+            raise StreamerError(f"{path} is an SQLite database, but not a streamer event store")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         migrate(conn, path.parent)
     except sqlite3.DatabaseError as exc:
         raise StreamerError(f"{path} is not a streamer event store: {exc}") from None
     return conn
+
+
+def _is_sqlite(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
 
 
 class EventStore:

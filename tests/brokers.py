@@ -88,11 +88,11 @@ class Subscriber:
 
 class Receiver:
     """A webhook receiver: answers 500 to the first `fail` requests and stalls `stall` requests past the
-    client's timeout, then 200. Records every request it handled."""
+    client's timeout, then 200; answers 400 to every body holding `refuse`. Records every request it handled."""
 
-    def __init__(self, fail: int = 0, stall: int = 0, stall_s: float = 0.0) -> None:
+    def __init__(self, fail: int = 0, stall: int = 0, stall_s: float = 0.0, refuse: bytes | None = None) -> None:
         self.requests: list[dict] = []
-        self.fail, self.stall, self.stall_s = fail, stall, stall_s
+        self.fail, self.stall, self.stall_s, self.refuse = fail, stall, stall_s, refuse
         self._lock = threading.Lock()
         receiver = self
 
@@ -106,7 +106,9 @@ class Receiver:
                     n = len(receiver.requests)
                     receiver.requests.append({"body": body, "headers": dict(self.headers), "status": None})
                     record = receiver.requests[-1]
-                if n < receiver.fail:
+                if receiver.refuse is not None and receiver.refuse in body:
+                    record["status"] = 400
+                elif n < receiver.fail:
                     record["status"] = 500
                 elif n < receiver.fail + receiver.stall:
                     time.sleep(receiver.stall_s)

@@ -113,6 +113,36 @@ def test_bad_model_folder(tmp_path, make, message):
         Florence2Detector(ModelConfig(path=make(tmp_path), device="cpu"))
 
 
+def _cut_weights(folder):
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
+def _no_tokenizer(folder):
+    (folder / "tokenizer.json").unlink()
+
+
+def _another_model(folder):
+    config = folder / "config.json"
+    config.write_text(config.read_text().replace('"model_type": "florence2"', '"model_type": "bert"'))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_cut_weights, "its weights file is corrupt or cut short"),
+    (_no_tokenizer, "holds no tokenizer"),
+    (_another_model, "holds a 'bert' model, not Florence-2"),
+])
+def test_a_damaged_model_folder_is_one_clear_line(tiny_od, tmp_path, damage, message):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_od, folder)
+    damage(folder)
+    with pytest.raises(StreamerError, match=message) as error:
+        Florence2Detector(ModelConfig(path=folder, device="cpu"))
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize("zone", [None, (320, 90, 640, 360)])
 def test_a_keyframe_shrunk_for_a_remote_worker_gives_the_model_the_same_pixels_and_boxes(tiny_poly, clip_frames, zone):
     from streamer.cluster.model_worker import shrink

@@ -67,3 +67,118 @@ def test_two_sources_with_the_same_file_name_get_a_run_folder_each(tiny_od, tmp_
     sources = [{e["source"] for e in read_events(f / "events.jsonl")} for f in folders]
     assert sorted(map(sorted, sources)) == [["cam1/clip.mp4"], ["cam2/clip.mp4"]]
     assert [probe_video(f / "annotated.mp4")["count"] for f in folders] == [150, 150]
+
+
+def _config(tmp_path, text: str):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prompt", "a car"], "task <OD> takes no prompt"),
+    (["--http", "127.0.0.1:99999"], "port from 0 to 65535"),
+    (["--mqtt", "mqtt://"], "MQTT URL must be mqtt://HOST[:PORT]"),
+    (["--webhook", "hooks.example.com/x"], "webhook URL must be http://HOST[:PORT]"),
+])
+def test_bad_settings_are_refused_before_the_model_loads(clip_copy, capsys, args, message):
+    assert message in refused(capsys, clip_copy, *args)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("events: {zones: [{name: z, polygon: [[0, 0], [0.5, 0.5], [1, 1]]}]}", "must enclose an area"),
+    ("events: {zones: [{name: z, polygon: [[0, 0], [.nan, 0.5], [1, 0]]}]}", "finite numbers"),
+    ("events: {lines: [{name: l, start: [10, 10], end: [10, 10]}]}", "start and end must differ"),
+    ("mqtt: {url: 'mqtt://127.0.0.1:1883', topic_prefix: 'site/#'}", "without the wildcards"),
+])
+def test_bad_areas_and_topics_in_a_config_are_refused(clip_copy, tmp_path, capsys, text, message):
+    assert message in refused(capsys, clip_copy, "--config", _config(tmp_path, text))
+
+
+def test_a_config_that_is_not_text_is_one_line(clip_copy, tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    assert "not UTF-8 text" in refused(capsys, clip_copy, "--config", path)
+
+
+def test_an_image_is_not_a_video(tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), np.zeros((40, 60, 3), np.uint8))
+    assert "is a still image, not a video" in refused(capsys, image)
+
+
+def test_a_duration_must_be_positive(clip_copy, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(clip_copy), "--duration", "-5"])
+    assert exit_.value.code == 2 and "above 0" in capsys.readouterr().err
+
+
+def test_export_into_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "dataset"
+    target.write_text("keep me")
+    assert main(["export", str(tmp_path), "--format", "coco", str(target)]) == 1
+    assert "is a file" in capsys.readouterr().err and target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("content", [b"", b"hello", "sqlite"])
+def test_querying_something_that_is_not_a_store_leaves_it_alone(tmp_path, capsys, content):
+    import sqlite3
+
+    path = tmp_path / "x.db"
+    if content == "sqlite":  # somebody else's database
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE accounts (id INTEGER)")
+        conn.commit()
+        conn.close()
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    assert main(["events", str(path)]) == 1
+    assert "not a streamer event store" in capsys.readouterr().err and path.read_bytes() == before
+
+
+def test_an_odd_frame_size_is_padded_not_refused(tmp_path):
+    import av
+    import numpy as np
+
+    from streamer.config import Config
+    from streamer.pipeline import Pipeline
+    from tests.helpers import moving_car
+    from tests.scripted import ScriptedDetector
+
+    clip = tmp_path / "odd.mkv"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 321, 181, "yuv420p"
+        for i in range(20):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((181, 321, 3), i * 10, np.uint8), format="bgr24")))
+        out.mux(stream.encode(None))
+    config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None}})
+    stats = Pipeline(config, lambda: ScriptedDetector(moving_car)).run(str(clip), tmp_path / "o.mp4", tmp_path / "e.jsonl")
+    video = probe_video(tmp_path / "o.mp4")
+    assert stats.frames == video["count"] == 20 and (video["width"], video["height"]) == (322, 182)
+
+
+def test_a_bad_query_to_the_live_page_is_a_400_not_a_dropped_connection():
+    import urllib.error
+    import urllib.request
+
+    from streamer.config import Config
+    from streamer.pipeline import Pipeline
+    from streamer.server import LiveView, StatusServer
+
+    view = LiveView()
+    server = StatusServer(Config.model_validate({"http": {"listen": "0"}}).http.listen,
+                          Pipeline(Config(), lambda: None), view).start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(server.address + "/api/events?after=abc", timeout=5)
+        assert error.value.code == 400
+        with urllib.request.urlopen(server.address + "/api/events?after=0", timeout=5) as response:
+            assert response.status == 200
+        assert server.address.startswith("http://127.0.0.1:") and server.loopback  # a port alone is loopback
+    finally:
+        server.close()

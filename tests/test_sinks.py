@@ -177,3 +177,40 @@ def test_metrics_parse_and_move_and_healthz_flips_when_a_source_dies(tmp_path):
             pipeline.stop()
             thread.join(timeout=15)
             server.close()
+
+
+def test_an_event_the_receiver_refuses_is_set_aside_and_the_rest_still_go(tmp_path):
+    receiver = Receiver(refuse=b'"object_appeared"')
+    config = Config.model_validate({"webhooks": {"urls": [receiver.url], "backoff_max_s": 0.5}}).webhooks
+    sink = WebhookSink(receiver.url, config, tmp_path / "outbox", 0)
+    try:
+        events = run_file(tmp_path, [sink], script=lambda i: moving(i)[:1])
+        sink.close()
+    finally:
+        receiver.close()
+    delivered = [json.loads(r["body"]) for r in receiver.requests if r["status"] == 200]
+    assert delivered == [e for e in events if e["type"] != "object_appeared"] and delivered
+    dead = [json.loads(line) for line in (tmp_path / "outbox" / "webhook-0.outbox.dead.jsonl").read_text().splitlines()]
+    assert [d["item"]["event"] for d in dead] == [e for e in events if e["type"] == "object_appeared"]
+    assert all(d["reason"] == "the receiver refused it: HTTP 400" for d in dead)
+
+
+def test_a_poisoned_outbox_from_an_earlier_run_does_not_block_delivery(tmp_path):
+    """An outbox written before topics were checked holds an item with a wildcard topic: it is set aside."""
+    from streamer.outbox import Outbox
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    subscriber = Subscriber(broker.port)
+    outbox = Outbox(tmp_path / "outbox" / "mqtt.outbox")
+    outbox.put({"topic": "bad/#/street/events", "payload": {"n": 1}, "retain": False})
+    outbox.put({"topic": "streamer/street/events", "payload": {"n": 2}, "retain": False})
+    outbox.close()
+    try:
+        sink = MqttSink(Config.model_validate({"mqtt": {"url": broker.url}}).mqtt, tmp_path / "outbox")
+        assert wait_for(lambda: subscriber.payloads("street/events") == [{"n": 2}], 10)
+        sink.close()
+    finally:
+        subscriber.close()
+        broker.stop()
+    dead = (tmp_path / "outbox" / "mqtt.outbox.dead.jsonl").read_text()
+    assert "bad/#/street/events" in dead and "wildcard" in dead.lower()

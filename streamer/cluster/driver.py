@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -79,7 +81,7 @@ class RayPipeline:
 
     # -- connecting and placing ----------------------------------------------------------------------------
 
-    def _connect(self) -> None:
+    def _connect(self, sources: int) -> None:
         try:
             import ray
         except ImportError:
@@ -87,12 +89,23 @@ class RayPipeline:
         self._ray = ray
         if ray.is_initialized():
             return
-        address = self.config.cluster.address
+        cfg = self.config.cluster
+        address = cfg.address
         local = address in (None, "local")
         kwargs = {"include_dashboard": False} if local else {}
+        # A Ray instance of this run's own fits the run on this machine: its CPUs are counted to hold every source
+        # and worker, however few cores there are (they share them, as threads do in one process). Ray refuses a
+        # CPU count when `local` finds a cluster running here to join instead; then it is asked without one.
+        need = sources * cfg.cpus_per_source + (cfg.workers or 1) * cfg.cpus_per_worker
+        sized = {"num_cpus": max(os.cpu_count() or 1, math.ceil(need))} if local else {}
         try:
-            ray.init(address=None if local else address, logging_level=logging.WARNING, namespace="streamer",
-                     **kwargs)
+            try:
+                ray.init(address=None if local else address, logging_level=logging.WARNING, namespace="streamer",
+                         **kwargs, **sized)
+            except ValueError:
+                if not sized:
+                    raise
+                ray.init(address=None, logging_level=logging.WARNING, namespace="streamer", **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             hint = ("" if local or address == "auto" else
                     " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its token here)")
@@ -122,7 +135,7 @@ class RayPipeline:
         return workers, per_worker_gpu
 
     def run_many(self, specs: list[SourceSpec], on_progress=None, duration_s: float | None = None) -> list[RunStats]:
-        self._connect()
+        self._connect(len(specs))
         ray = self._ray
         cfg = self.config.cluster
         self.config = _absolute_paths(self.config)
