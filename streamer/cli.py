@@ -274,6 +274,8 @@ def _run(args: argparse.Namespace) -> int:
     def on_signal(*_):
         interrupted.set()
         pipeline.stop()
+        if not pipeline.model_loaded and isinstance(pipeline, Pipeline):
+            raise KeyboardInterrupt  # the load runs on this thread: stop it now, before any output is opened
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     console = _Console(config.live.status_interval_s)

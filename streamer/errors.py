@@ -5,5 +5,11 @@ class StreamerError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
 
+def cannot_write(what: str, path, exc: BaseException) -> StreamerError:
+    """One line for any failed write: which output, where, and the system's reason (a full disk, ...)."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return StreamerError(f"cannot write the {what} {path}: {reason[0].lower() + reason[1:]}")
+
+
 class Stopped(Exception):
     """A run asked to stop (Ctrl-C, SIGTERM) before its sources started: nothing ran, nothing is wrong."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from streamer.config import Config
+from streamer.errors import Stopped
 from streamer.metrics import Metrics
 from streamer.reader import Reader, open_reader
 from streamer.sinks import EventSink, FrameSink
@@ -86,6 +87,10 @@ class Pipeline:
                 reader.stop()
             raise
         load_seconds = time.monotonic() - started
+        if self._stop.is_set():  # asked to stop while the model loaded: end before any output is opened
+            for reader in readers:
+                reader.stop()
+            raise Stopped()
         model = self.config.model
         self.worker = worker = Worker(detector, max_batch=model.batch_size, max_wait_ms=model.max_wait_ms,
                                       metrics=self.metrics)

@@ -29,6 +29,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 from streamer.backoff import Backoff
 from streamer.clock import MediaClock
@@ -169,24 +170,36 @@ class Reader:
     def _put(self, item) -> bool:
         return self.queue.put(item, self._stop)
 
+    def _picture(self, av_frame) -> np.ndarray:
+        """The frame as BGR, upright: phone video carries its rotation as a display matrix, which players apply
+        and so does this. The first frame fixes the stream's size as seen (width and height swap at 90°)."""
+        image = av_frame.to_ndarray(format="bgr24")
+        turns = round((av_frame.rotation or 0) / 90) % 4
+        if turns:
+            image = np.ascontiguousarray(np.rot90(image, turns))
+        if self.frames_decoded == 0 and self.info is not None and image.shape[:2] != (self.info.height, self.info.width):
+            self.info = dataclasses.replace(self.info, width=image.shape[1], height=image.shape[0])
+        return image
+
     def _run(self) -> None:
         raise NotImplementedError
 
 
 class FileReader(Reader):
-    """Every frame of a file (on disk or behind a URL), in order, with back-pressure."""
+    """Every frame of a file (on disk or behind a URL), in order, with back-pressure. Media time starts at 0 with
+    the first frame and never goes back, even in a file spliced from two or looped (see `clock`)."""
 
     def _run(self) -> None:
         stream = self._container.streams.video[0]
-        step = 1.0 / float(self.info.fps)
+        clock = MediaClock(1.0 / float(self.info.fps))
+        clock.start_session()
         error: BaseException | None = None
         try:
             for av_frame in self._container.decode(stream):
                 if self._stop.is_set():
                     return
-                pts = av_frame.time if av_frame.time is not None else self.frames_decoded * step
-                frame = Frame(self.name, self.frames_decoded, float(pts), time.time(),
-                              av_frame.to_ndarray(format="bgr24"))
+                pts = clock.next(av_frame.time)
+                frame = Frame(self.name, self.frames_decoded, pts, time.time(), self._picture(av_frame))
                 if not self._put(frame):
                     return
                 self.frames_decoded += 1
@@ -296,8 +309,7 @@ class CameraReader(Reader):
                     self.state = "up"
                     if down_since is not None:
                         self._put(SourceStatus(self.name, "up", now, pts, self.frames_decoded, gap_s=now - down_since))
-                self._put(Frame(self.name, self.frames_decoded, pts, now, av_frame.to_ndarray(format="bgr24"),
-                                camera_time))
+                self._put(Frame(self.name, self.frames_decoded, pts, now, self._picture(av_frame), camera_time))
                 self.frames_decoded += 1
                 frames += 1
         except (av.error.FFmpegError, OSError) as exc:  # the camera's failures mean "down", then reconnect

@@ -54,6 +54,10 @@ def check_outputs(inputs: list[str], outputs: list[tuple[str, Path]]) -> None:
             raise StreamerError(f"the {kind} {path} is an input of this run: name another file")
         if key.is_dir():
             raise StreamerError(f"the {kind} {path} is a folder: name a file")
+        if kind != "event store" and key.is_file() and key.stat().st_size > 0:
+            # The store is a database that runs and sources add to; a log or a video is one run's, and replacing
+            # it would leave it disagreeing with the store.
+            raise StreamerError(f"the {kind} {path} exists (an earlier run's?): name a new file, or remove it")
         other = seen.get(key)
         if other is not None and not kind == other == "event store":
             twice = f"as the {kind} of two sources" if other == kind else f"as both the {other} and the {kind}"

@@ -47,8 +47,11 @@ class Sampler:
         thumb = self._thumbnail(frame.image) if cfg.scene_threshold else None
         chosen = first or bool(cfg.every_n_frames and frame.index - self._last_index >= cfg.every_n_frames)
         if not chosen and thumb is not None and self._last_thumb is not None:
-            change = float(cv2.absdiff(thumb, self._last_thumb).mean()) / 255.0
-            chosen = change > cfg.scene_threshold
+            if thumb.shape != self._last_thumb.shape:  # the picture changed shape (a spliced stream): a new scene
+                chosen = True
+            else:
+                change = float(cv2.absdiff(thumb, self._last_thumb).mean()) / 255.0
+                chosen = change > cfg.scene_threshold
         if chosen:
             self._last_index, self._last_pts, self._last_thumb = frame.index, frame.pts, thumb
         return chosen

@@ -18,7 +18,7 @@ import av
 import cv2
 import numpy as np
 
-from streamer.errors import StreamerError
+from streamer.errors import StreamerError, cannot_write
 from streamer.records import Event, StreamInfo
 
 
@@ -34,36 +34,46 @@ class FrameSink(Protocol):
         """Take one annotated frame of `source` (a reference: copy or encode only what is used)."""
 
 
-# A fragment a second, written out at once: a recording whose process is killed stays playable to about then.
+# A fragment a second, written out at once: a run that is killed, or whose disk fills up, leaves a video that
+# plays up to about then (a plain MP4 is unreadable without the index it writes at the end).
 _FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000",
                "flush_packets": "1"}
 
 
-class VideoSink:
-    """Writes every frame at the source's rate and size. `fragmented` (live sources, which run until stopped or
-    killed) writes a fragmented MP4 that is playable however the process ends."""
+_TIME_BASE = Fraction(1, 90000)
 
-    def __init__(self, path: Path, info: StreamInfo, codec: str = "libx264", preset: str = "veryfast", crf: int = 23,
-                 fragmented: bool = False):
+
+class VideoSink:
+    """Writes every frame at its media time (a variable frame rate or a camera's outage stays as long as it was,
+    so an event's `pts` is where it is in the video) and the source's size, as a fragmented MP4 that is
+    playable however the run ends. A frame of another size (a camera back at another resolution, a spliced file) is scaled to the
+    file's size; an odd width or height gets a black column or row (4:2:0 needs even sizes)."""
+
+    def __init__(self, path: Path, info: StreamInfo, codec: str = "libx264", preset: str = "veryfast", crf: int = 23):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), mode="w", options=_FRAGMENTED if fragmented else {})
+        try:
+            self._container = av.open(str(self.path), mode="w", options=_FRAGMENTED)
+        except OSError as exc:
+            raise cannot_write("video", self.path, exc) from None
         try:
             stream = self._container.add_stream(codec, rate=info.fps)
         except (av.error.FFmpegError, ValueError) as exc:
             self._container.close()
             raise StreamerError(f"cannot write video with codec '{codec}': {exc}") from None
-        # 4:2:0 needs an even width and height: an odd one gets a black column or row on the right or bottom.
         stream.width, stream.height, stream.pix_fmt = info.width + info.width % 2, info.height + info.height % 2, "yuv420p"
         self._pad = (info.height % 2, info.width % 2)
         if codec == "libx264":
             stream.options = {"preset": preset, "crf": str(crf)}
         stream.codec_context.thread_type = "AUTO"
-        stream.time_base = Fraction(1, 1) / Fraction(info.fps)
+        stream.codec_context.time_base = stream.time_base = _TIME_BASE
         self._stream = stream
+        self._first_pts: float | None = None
+        self._last = -1
         self.frames = 0
 
-    def write(self, image: np.ndarray) -> None:
+    def write(self, image: np.ndarray, pts_s: float) -> None:
+        """`pts_s`: the frame's media time in seconds; the video starts at its first frame's."""
         width, height = self._stream.width - self._pad[1], self._stream.height - self._pad[0]
         if image.shape[1] != width or image.shape[0] != height:
             # A camera that came back at another resolution: keep the file's size.
@@ -71,8 +81,14 @@ class VideoSink:
         if any(self._pad):
             image = cv2.copyMakeBorder(image, 0, self._pad[0], 0, self._pad[1], cv2.BORDER_CONSTANT, value=0)
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        frame.pts = self.frames
-        self._container.mux(self._stream.encode(frame))
+        if self._first_pts is None:
+            self._first_pts = pts_s
+        self._last = max(self._last + 1, round((pts_s - self._first_pts) / _TIME_BASE))
+        frame.pts, frame.time_base = self._last, _TIME_BASE
+        try:
+            self._container.mux(self._stream.encode(frame))
+        except OSError as exc:  # FFmpeg's write errors are OSErrors too (a full disk, a file system gone)
+            raise cannot_write("video", self.path, exc) from None
         self.frames += 1
 
     def close(self) -> None:
@@ -80,8 +96,10 @@ class VideoSink:
             return
         try:
             self._container.mux(self._stream.encode(None))
-        finally:
             self._container.close()
+        except OSError as exc:
+            raise cannot_write("video", self.path, exc) from None
+        finally:
             self._container = None
 
 
@@ -91,12 +109,21 @@ class JsonlSink:
 
     def __init__(self, path: Path, append: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a" if append else "w", encoding="utf-8", buffering=1)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a" if append else "w", encoding="utf-8", buffering=1)
+        except OSError as exc:
+            raise cannot_write("event log", self.path, exc) from None
 
     def event(self, event: Event) -> None:
-        self._file.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
+        try:
+            self._file.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
+        except OSError as exc:
+            raise cannot_write("event log", self.path, exc) from None
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as exc:
+                raise cannot_write("event log", self.path, exc) from None

@@ -30,7 +30,7 @@ import cv2
 
 from streamer.annotate import Annotator, Layer
 from streamer.config import Config, TaskEntry
-from streamer.errors import StreamerError
+from streamer.errors import StreamerError, cannot_write
 from streamer.events import EventMaker, status_event, worker_event
 from streamer.metrics import Metrics
 from streamer.motion import Motion
@@ -202,16 +202,31 @@ class SourceRun:
         pending: deque[tuple[Frame, Jobs]] = deque()
         limit = self.config.pipeline.max_pending_frames
         failure: StreamerError | None = None
-        try:
-            for frame in self.reader.frames(stop):
-                # 1. A keyframe goes to the model at once; every frame joins the line behind it.
-                self._prepare(frame)
-                pending.append((frame, self._send(frame) if self.sampler.is_keyframe(frame) else []))
-                # 2. Frames whose keyframe is answered are tracked, drawn and written; a full line waits for its head.
-                self._settle(pending, wait="head" if len(pending) >= limit else "none")
-        except StreamerError as exc:  # a decode error: keep every frame read so far, then report it
-            failure = exc
-        # 3. The end: every keyframe still with the model is waited for, and every frame written.
+        frames = self.reader.frames(stop)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except StreamerError as exc:  # a decode error: keep every frame read so far, then report it
+                failure = exc
+                break
+            # 1. A keyframe goes to the model at once; every frame joins the line behind it.
+            self._prepare(frame)
+            pending.append((frame, self._send(frame) if self.sampler.is_keyframe(frame) else []))
+            # 2. Frames whose keyframe is answered are tracked, drawn and written; a full line waits for its head.
+            self._settle(pending, wait="head" if len(pending) >= limit else "none")
+        # 3. The end: every frame read is written. At the end of the file every keyframe still with the model is
+        #    waited for; when asked to stop, those not answered yet are let go (their frames keep the tracks before).
+        if stop.is_set():
+            self._settle(pending, wait="none")
+            for frame, jobs in pending:
+                if jobs and all(future.done() and not future.cancelled() for _, future in jobs):
+                    self._track(frame, jobs)
+                for _, future in jobs:
+                    future.cancel()
+                self._write(frame)
+            pending.clear()
         self._settle(pending, wait="all")
         if failure is not None:
             raise failure
@@ -277,8 +292,7 @@ class SourceRun:
         self.annotator.areas(watcher.polygons(), watcher.segments())
         if self.spec.video_path is not None:
             out = self.config.output
-            self.video = VideoSink(self.spec.video_path, info, out.codec, out.preset, out.crf,
-                                   fragmented=self.reader.live)
+            self.video = VideoSink(self.spec.video_path, info, out.codec, out.preset, out.crf)
             self._stats.video_path = self.spec.video_path
 
     def _send(self, frame: Frame) -> Jobs:
@@ -329,7 +343,7 @@ class SourceRun:
             layers = [layer for t in self.tasks if (layer := t.layer_at(self.annotator, frame.pts)) is not None]
             image = self.annotator.draw(frame.image, layers)
             if self.video is not None:
-                self.video.write(image)
+                self.video.write(image, frame.pts)
             for sink in self.frame_sinks:
                 sink.frame(self._stats.source, image)
         self.last_frame = frame
@@ -351,16 +365,13 @@ class SourceRun:
                 out.append(event)
                 continue
             name = f"snapshots/{safe_name(event.source)}-{frame.index:07d}-{event.track_id}-{event.type}.jpg"
-            (folder / "snapshots").mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(folder / name), crop)
+            _write_jpeg(folder / name, crop, "snapshot")
             out.append(dataclasses.replace(event, extra={**event.extra, "snapshot": name}))
         return out
 
     def _save_keyframe(self, frame: Frame, tasks: list[TaskTracking]) -> None:
-        folder = self.store.path.parent / "keyframes"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{safe_name(self._stats.source)}-{frame.index:07d}.jpg"
-        cv2.imwrite(str(path), frame.image)
+        path = self.store.path.parent / "keyframes" / f"{safe_name(self._stats.source)}-{frame.index:07d}.jpg"
+        _write_jpeg(path, frame.image, "keyframe image")
         for tracking in tasks:
             if tracking.latest is not None and tracking.latest.frame is frame:
                 self.store.write_keyframe(self._stats.source, frame.index, frame.pts, path, tracking.latest.detections)
@@ -381,3 +392,15 @@ class SourceRun:
                     self.log.close()
                 if self.store is not None:
                     self.store.close()
+
+
+def _write_jpeg(path: Path, image, what: str) -> None:
+    """OpenCV says only False when a write fails; find out why, for the one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok, data = cv2.imencode(".jpg", image)
+        if not ok:
+            raise OSError(f"cannot encode a {image.shape[1]}x{image.shape[0]} image as JPEG")
+        path.write_bytes(data.tobytes())
+    except OSError as exc:
+        raise cannot_write(what, path, exc) from None

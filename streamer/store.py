@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from streamer.errors import StreamerError
+from streamer.errors import StreamerError, cannot_write
 from streamer.records import Event
 from streamer.runfolder import relative, resolve
 
@@ -125,6 +125,8 @@ def connect(path: Path, create: bool) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         migrate(conn, path.parent)
+    except sqlite3.OperationalError as exc:  # could not write: a full disk, a read-only place
+        raise cannot_write("event store", path, exc) from None
     except sqlite3.DatabaseError as exc:
         raise StreamerError(f"{path} is not a streamer event store: {exc}") from None
     return conn
@@ -151,6 +153,12 @@ class EventStore:
         return self
 
     def write(self, event: Event, log_folder: Path) -> None:
+        try:
+            self._write(event, log_folder)
+        except sqlite3.Error as exc:  # a full disk: "database or disk is full"
+            raise cannot_write("event store", self.path, exc) from None
+
+    def _write(self, event: Event, log_folder: Path) -> None:
         """`log_folder`: the folder of the event log beside this store, which the event's paths are relative to."""
         line = event.to_dict()
         if "snapshot" in line and Path(log_folder).resolve() != self.path.parent.resolve():
@@ -167,6 +175,12 @@ class EventStore:
 
     def write_keyframe(self, source: str, frame_index: int, pts: float, image: Path, detections) -> None:
         """A saved keyframe and its confirmed, tracked boxes, for dataset export."""
+        try:
+            self._write_keyframe(source, frame_index, pts, image, detections)
+        except sqlite3.Error as exc:
+            raise cannot_write("event store", self.path, exc) from None
+
+    def _write_keyframe(self, source: str, frame_index: int, pts: float, image: Path, detections) -> None:
         names = detections.data.get("class_name")
         image = relative(image, self.path.parent)
         rows = [

@@ -68,19 +68,16 @@ def _write(path, data):
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_line_and_keeps_earlier_outputs(case, tiny_od, tmp_path):
+def test_bad_input_is_one_line_and_opens_no_output(case, tiny_od, tmp_path):
     make_args, message = BAD_INPUTS[case]
-    video, log = tmp_path / "old.mp4", tmp_path / "old.jsonl"
-    video.write_bytes(b"an earlier run's video")
-    log.write_text('{"an": "earlier event"}\n')
+    video, log = tmp_path / "out.mp4", tmp_path / "out.jsonl"
     env = {**OFFLINE, "HF_HOME": str(tmp_path / "hf")}
     result = streamer(*make_args(tmp_path, tiny_od), "--out-video", video, "--events", log, env=env)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
-    assert video.read_bytes() == b"an earlier run's video"
-    assert log.read_text() == '{"an": "earlier event"}\n'
+    assert not video.exists() and not log.exists() and not log.with_suffix(".db").exists()
 
 
 def test_truncated_video_fails_but_keeps_what_was_read(tiny_od, tmp_path, event_validator):

@@ -5,6 +5,7 @@ or loaded. (Secrets in URLs: tests/test_reader.py and tests/test_url_files.py.)
 """
 
 import shutil
+from fractions import Fraction
 
 import pytest
 
@@ -182,3 +183,203 @@ def test_a_bad_query_to_the_live_page_is_a_400_not_a_dropped_connection():
         assert server.address.startswith("http://127.0.0.1:") and server.loopback  # a port alone is loopback
     finally:
         server.close()
+
+
+def playable_frames(path) -> int:
+    """Frames a player shows of a video whose end was cut off: up to the first damaged packet."""
+    import av
+
+    count = 0
+    with av.open(str(path)) as container:
+        try:
+            for _ in container.decode(video=0):
+                count += 1
+        except av.error.InvalidDataError:
+            pass
+    return count
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB file system (tmpfs) to fill up; skipped where mounting is not allowed (not root, a container)."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_under_the_video_ends_the_run_with_one_line_and_a_playable_video(tiny_od, small_disk, tmp_path):
+    video = small_disk / "annotated.mp4"
+    result = streamer("run", CLIP, "--model", tiny_od, "--out-video", video, "--events", tmp_path / "e.jsonl",
+                      "--config", _config(tmp_path, "output: {crf: 0, preset: ultrafast}"))
+    assert result.returncode == 1
+    assert result.stderr == f"streamer: error: cannot write the video {video}: no space left on device\n"
+    assert "event log" not in result.stdout  # no summary that reads as success
+    assert 0 < playable_frames(video) < 150  # what was written before plays
+    assert read_events(tmp_path / "e.jsonl")  # and the other outputs were closed properly
+
+
+@pytest.mark.parametrize("flag, what", [("--events", "event log"), ("--db", "event store")])
+def test_a_full_disk_under_the_log_or_the_store_is_one_line(tiny_od, small_disk, tmp_path, flag, what):
+    with pytest.raises(OSError):  # the disk fills up before the run starts writing
+        (small_disk / "filler").write_bytes(b"\0" * 512 * 1024)
+    target = small_disk / ("events.jsonl" if flag == "--events" else "events.db")
+    others = {"--events": tmp_path / "e.jsonl", "--db": tmp_path / "e.db"}
+    others[flag] = target
+    result = streamer("run", CLIP, "--model", tiny_od, "--no-video", *[str(a) for pair in others.items() for a in pair])
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.startswith(f"streamer: error: cannot write the {what} {target}: ")
+    assert result.stderr.count("\n") == 1 and ("space" in result.stderr or "full" in result.stderr)
+
+
+@pytest.mark.parametrize("flag", ["--events", "--out-video"])
+def test_an_earlier_runs_log_or_video_is_never_replaced(clip_copy, tmp_path, capsys, flag):
+    earlier = tmp_path / ("old.jsonl" if flag == "--events" else "old.mp4")
+    earlier.write_text('{"an": "earlier event"}\n')
+    args = {"--events": tmp_path / "e.jsonl", "--out-video": tmp_path / "v.mp4", flag: earlier}
+    assert "exists (an earlier run's?)" in refused(capsys, clip_copy, *[a for pair in args.items() for a in pair])
+    assert earlier.read_text() == '{"an": "earlier event"}\n'
+
+
+def test_a_stop_mid_file_does_not_wait_for_the_model_and_keeps_every_frame_read(tmp_path):
+    import threading
+    import time
+
+    from streamer.config import Config
+    from streamer.pipeline import Pipeline, SourceSpec
+    from tests.helpers import moving_car
+    from tests.scripted import ScriptedDetector
+
+    def slow(index):
+        time.sleep(0.5)  # a model far slower than the video: many keyframes wait with it
+        return moving_car(index)
+
+    config = Config.model_validate({"sampler": {"every_n_frames": 2, "max_fps": None, "scene_threshold": None},
+                                    "model": {"batch_size": 1}})
+    pipeline = Pipeline(config, lambda: ScriptedDetector(slow))
+    spec = SourceSpec(str(CLIP), tmp_path / "e.jsonl", tmp_path / "v.mp4")
+    threading.Timer(1.5, pipeline.stop).start()
+    started = time.monotonic()
+    [stats] = pipeline.run_many([spec])
+    assert time.monotonic() - started < 1.5 + 3.0  # not the ~35 s the keyframes in hand would take
+    assert stats.stopped_early and 0 < stats.frames == probe_video(tmp_path / "v.mp4")["count"] < 150
+    assert stats.keyframes > stats.detections  # keyframes were let go, not waited for
+
+
+def test_a_stop_while_the_model_loads_opens_no_output(tmp_path):
+    from streamer.config import Config
+    from streamer.errors import Stopped
+    from streamer.pipeline import Pipeline, SourceSpec
+    from tests.scripted import ScriptedDetector
+
+    def load():
+        pipeline.stop()  # Ctrl-C or SIGTERM arriving during the load
+        return ScriptedDetector(lambda i: [])
+
+    pipeline = Pipeline(Config(), load)
+    with pytest.raises(Stopped):
+        pipeline.run_many([SourceSpec(str(CLIP), tmp_path / "e.jsonl", tmp_path / "v.mp4", db_path=tmp_path / "e.db")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_file_run_leaves_a_playable_video(tiny_od, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import OFFLINE, ROOT
+
+    video = tmp_path / "v.mp4"
+    config = _config(tmp_path, "sampler: {every_n_frames: 1, max_fps: null}\nmodel: {batch_size: 1}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "streamer", "run", str(CLIP), "--model", str(tiny_od), "--config",
+                             str(config), "--out-video", str(video), "--events", str(tmp_path / "e.jsonl")],
+                            cwd=ROOT, env=OFFLINE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not video.exists() or video.stat().st_size < 20_000):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert playable_frames(video) > 0
+
+
+def _encode(path, frames, rate=25, fmt=None, times=None, rotation=None):
+    """A small H.264 video of `frames` (BGR arrays), at `times` (seconds) when given."""
+    import av
+
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream("libx264", rate=rate)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        if times is not None:
+            stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            if times is not None:
+                frame.pts, frame.time_base = round(times[i] * 1000), Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def _run_clip(tmp_path, clip, every=5):
+    from streamer.config import Config
+    from streamer.pipeline import Pipeline
+    from tests.helpers import moving_car
+    from tests.scripted import ScriptedDetector
+
+    config = Config.model_validate({"sampler": {"every_n_frames": every, "max_fps": 5.0, "scene_threshold": 0.1}})
+    detector = ScriptedDetector(lambda i: moving_car(i)[:1] if i < 5 else [])
+    stats = Pipeline(config, lambda: detector).run(str(clip), tmp_path / "o.mp4", tmp_path / "e.jsonl")
+    return stats, detector
+
+
+def test_a_stream_spliced_from_two_sizes_and_clocks_goes_on_to_its_end(tmp_path):
+    """MPEG-TS cut from two recordings: the picture grows and the pts start again midway."""
+    import numpy as np
+
+    first = _encode(tmp_path / "a.ts", [np.full((96, 128, 3), 40 * (i % 5), np.uint8) for i in range(50)], fmt="mpegts")
+    second = _encode(tmp_path / "b.ts", [np.full((120, 160, 3), 30 * (i % 7), np.uint8) for i in range(50)],
+                     fmt="mpegts")
+    spliced = tmp_path / "spliced.ts"
+    spliced.write_bytes(first.read_bytes() + second.read_bytes())
+    stats, detector = _run_clip(tmp_path, spliced)
+    assert stats.error is None and stats.frames == 100
+    keyframes = [i for call in detector.calls for i in call]
+    assert max(keyframes) >= 90  # keyframes go on after the pts went back
+    video = probe_video(tmp_path / "o.mp4")
+    assert video["count"] == 100 and (video["width"], video["height"]) == (128, 96)  # one file, scaled
+
+
+def test_phone_video_is_turned_upright(tmp_path):
+    import numpy as np
+
+    image = np.zeros((48, 96, 3), np.uint8)
+    image[:, :16] = 255  # a white band along the left edge as stored
+    clip = _encode(tmp_path / "phone.mp4", [image] * 10, rotation=90)
+    stats, _ = _run_clip(tmp_path, clip)
+    frame = probe_video(tmp_path / "o.mp4")["frames"][0]
+    assert frame.shape[:2] == (96, 48) and stats.info.width == 48
+    # Turned a quarter counterclockwise, as players show it: the band lies along the bottom.
+    assert frame[-10:].mean() > 200 and frame[:10].mean() < 50
+
+
+def test_a_variable_frame_rate_video_keeps_its_length(tmp_path):
+    import numpy as np
+
+    times = [round(i * 0.04 + (0.5 if i >= 25 else 0.0), 3) for i in range(50)]  # half a second of nothing
+    clip = _encode(tmp_path / "vfr.mp4", [np.full((48, 64, 3), i * 5, np.uint8) for i in range(50)], times=times)
+    _run_clip(tmp_path, clip)
+    import av
+
+    with av.open(str(tmp_path / "o.mp4")) as out:
+        written = [f.time for f in out.decode(video=0)]
+    assert len(written) == 50
+    assert abs((written[-1] - written[0]) - (times[-1] - times[0])) < 0.05
