@@ -203,6 +203,9 @@ class FileReader(Reader):
                 if not self._put(frame):
                     return
                 self.frames_decoded += 1
+            if _ends_inside_a_packet(self.source, self._container):
+                error = StreamerError(f"{self.name} ends inside a packet after frame {self.frames_decoded}: the file "
+                                      "is cut short (the outputs hold what was read)")
         except Exception as exc:  # surfaced to the consumer, never swallowed
             error = exc
         self._put(_End(error))
@@ -388,6 +391,16 @@ def _open(source: str, name: str, config: LiveConfig, live: bool | None):
     info = StreamInfo(source=name, width=width, height=height, fps=Fraction(fps),
                       total_frames=None if live else (stream.frames or None))
     return container, info
+
+
+def _ends_inside_a_packet(source: str, container) -> bool:
+    """An MPEG-TS file cut short plays to the cut without a word from FFmpeg (it has no index to miss), but a cut
+    at any byte but a packet's end leaves a file whose size is no whole number of packets (188 bytes; 192 for
+    M2TS, 204 with DVB's error correction)."""
+    if is_url(source) or container.format.name != "mpegts":
+        return False
+    size = Path(source).stat().st_size
+    return all(size % packet for packet in (188, 192, 204))
 
 
 def _has_end(container) -> bool:

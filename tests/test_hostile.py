@@ -383,3 +383,20 @@ def test_a_variable_frame_rate_video_keeps_its_length(tmp_path):
         written = [f.time for f in out.decode(video=0)]
     assert len(written) == 50
     assert abs((written[-1] - written[0]) - (times[-1] - times[0])) < 0.05
+
+
+def test_a_cut_mpeg_ts_is_reported_like_a_cut_mp4(tmp_path):
+    import numpy as np
+
+    from streamer.errors import StreamerError
+
+    whole = _encode(tmp_path / "whole.ts", [np.full((48, 64, 3), 4 * i, np.uint8) for i in range(50)], fmt="mpegts")
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3 + 5])
+    for folder in ("whole", "cut"):
+        (tmp_path / folder).mkdir()
+    stats, _ = _run_clip(tmp_path / "whole", whole)
+    assert stats.frames == 50
+    with pytest.raises(StreamerError, match=r"cut.ts ends inside a packet after frame \d+: the file is cut short"):
+        _run_clip(tmp_path / "cut", cut)
+    assert 0 < probe_video(tmp_path / "cut" / "o.mp4")["count"] < 50  # what was read is kept
