@@ -122,6 +122,8 @@ Jobs = list[tuple[TaskTracking, Future]]
 
 
 class SourceRun:
+    """One source from its opened reader to its outputs; see the module's docstring."""
+
     def __init__(self, spec: SourceSpec, config: Config, reader: Reader, model: KeyframeModel,
                  event_sinks: Sequence[EventSink] = (), frame_sinks: Sequence[FrameSink] = (),
                  store: EventStore | None = None, takeover: Takeover | None = None, metrics: Metrics | None = None,

@@ -400,3 +400,15 @@ def test_a_cut_mpeg_ts_is_reported_like_a_cut_mp4(tmp_path):
     with pytest.raises(StreamerError, match=r"cut.ts ends inside a packet after frame \d+: the file is cut short"):
         _run_clip(tmp_path / "cut", cut)
     assert 0 < probe_video(tmp_path / "cut" / "o.mp4")["count"] < 50  # what was read is kept
+
+
+@pytest.mark.ray
+def test_two_files_on_ray_fit_a_two_core_machine(tiny_od, tmp_path):
+    """A Ray instance of the run's own counts CPUs to hold the run: two sources and a worker on two cores."""
+    pytest.importorskip("ray")
+    for name in ("a", "b"):
+        shutil.copy(CLIP, tmp_path / f"{name}.mp4")
+    result = streamer("--debug", "run", "--ray", "a.mp4", "b.mp4", "--model", tiny_od, "--no-video", cwd=tmp_path,
+                      timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("(file)") == 2 and "frames 150 of" in result.stdout
