@@ -19,6 +19,7 @@ from trackers import BoTSORTTracker, ByteTrackTracker, OCSORTTracker, SORTTracke
 from streamer.config import TrackerConfig
 from streamer.records import FrameDetections
 
+_BYTETRACK_HIGH = 0.6  # `trackers`' default split between ByteTrack's two association stages
 _KINDS = {"bytetrack": ByteTrackTracker, "ocsort": OCSORTTracker, "botsort": BoTSORTTracker, "sort": SORTTracker}
 
 
@@ -36,6 +37,10 @@ def _arguments(config: TrackerConfig, keyframe_rate: float) -> dict[str, Any]:
         args["minimum_iou_threshold"] = config.min_iou
     if config.kind in ("bytetrack", "sort"):
         args["track_activation_threshold"] = config.activation_threshold
+    if config.kind == "bytetrack":
+        # ByteTrack starts tracks only from its first association stage, whose own threshold (0.6 by default)
+        # would otherwise make any lower activation_threshold do nothing.
+        args["high_conf_det_threshold"] = min(_BYTETRACK_HIGH, config.activation_threshold)
     return args
 
 

@@ -120,3 +120,21 @@ def test_stop_mid_run_closes_outputs_with_what_was_done(clip, tmp_path, event_va
     assert [e["type"] for e in events] == ["object_appeared", "object_left"]
     for event in events:
         event_validator.validate(event)
+
+
+@pytest.mark.parametrize("threshold, tracked", [(0.25, True), (0.55, False)])
+def test_activation_threshold_decides_whether_a_half_sure_box_gets_a_track(clip, tmp_path, threshold, tracked):
+    """Florence-2 scores this car at 0.5: a track starts below that threshold, not above it (with ByteTrack's own
+    first-stage threshold of 0.6, no setting below it used to change anything)."""
+    class HalfSure(ScriptedDetector):
+        def detect(self, keyframes):
+            results = super().detect(keyframes)
+            for result in results:
+                result.detections.confidence = np.full(len(result.detections), 0.5, dtype=np.float32)
+            return results
+
+    config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None},
+                                    "tracker": {"activation_threshold": threshold}})
+    Pipeline(config, lambda: HalfSure(moving_car)).run(str(clip), None, tmp_path / "e.jsonl")
+    appeared = [e for e in read_events(tmp_path / "e.jsonl") if e["type"] == "object_appeared"]
+    assert (len(appeared) == 1) == tracked
