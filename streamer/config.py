@@ -153,10 +153,10 @@ def _check_url(url: str, schemes: tuple[str, ...], what: str) -> None:
     """Refused at start, before anything waits in an outbox for a place it can never go."""
     try:
         parts = urlsplit(url)
-        port_ok = parts.port is None or 0 < parts.port
-    except ValueError:
-        port_ok = False
-    if parts.scheme not in schemes or not parts.hostname or not port_ok:
+        ok = parts.scheme in schemes and bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:  # a port that is no number, a broken [IPv6] host
+        ok = False
+    if not ok:
         shown = url.split("://", 1)[0] + "://..." if "://" in url else "it"
         raise ValueError(f"{what} URL must be {' or '.join(s + '://HOST[:PORT]' for s in schemes)}, got {shown}")
 

@@ -46,8 +46,9 @@ _TIME_BASE = Fraction(1, 90000)
 class VideoSink:
     """Writes every frame at its media time (a variable frame rate or a camera's outage stays as long as it was,
     so an event's `pts` is where it is in the video) and the source's size, as a fragmented MP4 that is
-    playable however the run ends. A frame of another size (a camera back at another resolution, a spliced file) is scaled to the
-    file's size; an odd width or height gets a black column or row (4:2:0 needs even sizes)."""
+    playable however the run ends. A frame of another size (a camera back at another resolution, a spliced
+    file) is scaled to the file's size; an odd width or height gets a black column or row (4:2:0 needs even
+    sizes)."""
 
     def __init__(self, path: Path, info: StreamInfo, codec: str = "libx264", preset: str = "veryfast", crf: int = 23):
         self.path = Path(path)
@@ -61,8 +62,8 @@ class VideoSink:
         except (av.error.FFmpegError, ValueError) as exc:
             self._container.close()
             raise StreamerError(f"cannot write video with codec '{codec}': {exc}") from None
-        stream.width, stream.height, stream.pix_fmt = info.width + info.width % 2, info.height + info.height % 2, "yuv420p"
         self._pad = (info.height % 2, info.width % 2)
+        stream.width, stream.height, stream.pix_fmt = info.width + self._pad[1], info.height + self._pad[0], "yuv420p"
         if codec == "libx264":
             stream.options = {"preset": preset, "crf": str(crf)}
         stream.codec_context.thread_type = "AUTO"
@@ -70,7 +71,6 @@ class VideoSink:
         self._stream = stream
         self._first_pts: float | None = None
         self._last = -1
-        self.frames = 0
 
     def write(self, image: np.ndarray, pts_s: float) -> None:
         """`pts_s`: the frame's media time in seconds; the video starts at its first frame's."""
@@ -89,7 +89,6 @@ class VideoSink:
             self._container.mux(self._stream.encode(frame))
         except OSError as exc:  # FFmpeg's write errors are OSErrors too (a full disk, a file system gone)
             raise cannot_write("video", self.path, exc) from None
-        self.frames += 1
 
     def close(self) -> None:
         if self._container is None:

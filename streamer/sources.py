@@ -7,7 +7,7 @@ goes through `display_name` first.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote
 
 
 def is_url(source: str) -> bool:
@@ -47,6 +47,17 @@ def _split_secrets(url: str) -> tuple[str, str, str]:
     return scheme, "", rest
 
 
+# What follows the host: path, query, fragment. A plain split that never fails: urllib's refuses a URL with a
+# broken [IPv6] host or a port that is no number, and the URL must still be shown without its secrets.
+_AFTER_SCHEME = re.compile(r"(?P<host>[^/?#]*)(?P<path>[^?#]*)(?:\?(?P<query>[^#]*))?(?:#(?P<fragment>.*))?", re.S)
+
+
+def _parts(url: str) -> tuple[str, str, re.Match]:
+    """(scheme, userinfo, the match of host, path, query and fragment)."""
+    scheme, userinfo, rest = _split_secrets(url)
+    return scheme.lower(), userinfo, _AFTER_SCHEME.match(rest)
+
+
 def display_name(source: str) -> str:
     """The source as it may appear in logs, events, errors and file names. Every part of a URL that can carry a
     secret is hidden: credentials are removed, query values (tokens, signatures of presigned links) become
@@ -54,11 +65,10 @@ def display_name(source: str) -> str:
     keep a secret in a path out of sight too)."""
     if not is_url(source):
         return source
-    scheme, _, rest = _split_secrets(source)
-    parts = urlsplit(f"{scheme}://{rest}")
+    scheme, _, parts = _parts(source)
     query = "&".join(f"{pair.partition('=')[0]}=***" if "=" in pair else "***"
-                     for pair in parts.query.split("&") if pair)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+                     for pair in (parts["query"] or "").split("&") if pair)
+    return f"{scheme}://{parts['host']}{parts['path']}" + (f"?{query}" if query else "")
 
 
 def scrub(text: str, sources: list[str]) -> str:
@@ -67,10 +77,9 @@ def scrub(text: str, sources: list[str]) -> str:
     for source in sources:
         if not is_url(source):
             continue
-        scheme, userinfo, rest = _split_secrets(source)
-        parts = urlsplit(f"{scheme}://{rest}")
-        secrets = [userinfo, *userinfo.split(":", 1), parts.fragment]
-        secrets += [pair.partition("=")[2] or pair for pair in parts.query.split("&")]
+        _, userinfo, parts = _parts(source)
+        secrets = [userinfo, *userinfo.split(":", 1), parts["fragment"] or ""]
+        secrets += [pair.partition("=")[2] or pair for pair in (parts["query"] or "").split("&")]
         if not any(secrets):
             continue
         text = text.replace(source, display_name(source))

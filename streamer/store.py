@@ -10,6 +10,7 @@ can be moved; readers resolve them against the folder they open the store in (`s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import io
@@ -152,19 +153,23 @@ class EventStore:
             self._users += 1
         return self
 
-    def write(self, event: Event, log_folder: Path) -> None:
-        try:
-            self._write(event, log_folder)
-        except sqlite3.Error as exc:  # a full disk: "database or disk is full"
-            raise cannot_write("event store", self.path, exc) from None
+    @contextlib.contextmanager
+    def _writing(self):
+        """The connection, one writer at a time; a failed write (a full disk: "database or disk is full") is one
+        line naming the store."""
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise cannot_write("event store", self.path, exc) from None
 
-    def _write(self, event: Event, log_folder: Path) -> None:
+    def write(self, event: Event, log_folder: Path) -> None:
         """`log_folder`: the folder of the event log beside this store, which the event's paths are relative to."""
         line = event.to_dict()
         if "snapshot" in line and Path(log_folder).resolve() != self.path.parent.resolve():
             line["snapshot"] = relative(resolve(log_folder, line["snapshot"]), self.path.parent)
-        with self._lock:
-            self._conn.execute(
+        with self._writing() as conn:
+            conn.execute(
                 "INSERT INTO events (schema_version, type, source, frame_index, pts, wall_time, wall_epoch, track_id,"
                 " label, text, line) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 # wall_epoch from the ISO text itself, so --since/--until with a logged time compare exactly
@@ -175,12 +180,6 @@ class EventStore:
 
     def write_keyframe(self, source: str, frame_index: int, pts: float, image: Path, detections) -> None:
         """A saved keyframe and its confirmed, tracked boxes, for dataset export."""
-        try:
-            self._write_keyframe(source, frame_index, pts, image, detections)
-        except sqlite3.Error as exc:
-            raise cannot_write("event store", self.path, exc) from None
-
-    def _write_keyframe(self, source: str, frame_index: int, pts: float, image: Path, detections) -> None:
         names = detections.data.get("class_name")
         image = relative(image, self.path.parent)
         rows = [
@@ -189,9 +188,9 @@ class EventStore:
             for i, t in enumerate(detections.tracker_id if detections.tracker_id is not None else [])
             if t >= 0
         ]
-        with self._lock, self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO keyframes VALUES (?, ?, ?, ?)", (image, source, frame_index, pts))
-            self._conn.executemany(
+        with self._writing() as conn, conn:
+            conn.execute("INSERT OR REPLACE INTO keyframes VALUES (?, ?, ?, ?)", (image, source, frame_index, pts))
+            conn.executemany(
                 "INSERT INTO keyframe_boxes (source, frame_index, pts, image, label, track_id, confidence, x1, y1, x2, y2)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 

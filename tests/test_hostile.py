@@ -81,6 +81,8 @@ def _config(tmp_path, text: str):
     (["--http", "127.0.0.1:99999"], "port from 0 to 65535"),
     (["--mqtt", "mqtt://"], "MQTT URL must be mqtt://HOST[:PORT]"),
     (["--webhook", "hooks.example.com/x"], "webhook URL must be http://HOST[:PORT]"),
+    (["--webhook", "http://[::1/hook"], "webhook URL must be http://HOST[:PORT]"),
+    (["--mqtt", "mqtt://broker:port"], "MQTT URL must be mqtt://HOST[:PORT]"),
 ])
 def test_bad_settings_are_refused_before_the_model_loads(clip_copy, capsys, args, message):
     assert message in refused(capsys, clip_copy, *args)
