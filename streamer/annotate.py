@@ -22,14 +22,9 @@ class Layer:
     detections: sv.Detections
     labels: list[str]
 
-    def moved(self, xyxy: np.ndarray) -> "Layer":
-        """The same tracks and labels with their boxes at `xyxy` (where motion puts them between keyframes)."""
-        return Layer(dataclasses.replace(self.detections, xyxy=xyxy), self.labels)
-
 
 class Annotator:
-    """Colours follow the class name, so a track keeps its colour between keyframes. A `Layer` is made once per
-    keyframe's tracks and drawn on the frames in between, moved."""
+    """Colours follow the class name, so a track keeps its colour between keyframes."""
 
     def __init__(self) -> None:
         self._class_ids: dict[str, int] = {}
@@ -45,8 +40,10 @@ class Annotator:
         self._polygons = [(name, np.asarray(p, dtype=np.int32).reshape(-1, 1, 2)) for name, p in polygons]
         self._segments = [(name, tuple(map(int, a)), tuple(map(int, b))) for name, a, b in segments]
 
-    def layer(self, detections: sv.Detections, texts: list[str]) -> Layer:
-        """The layer of a keyframe's tracks; `texts` are what each label shows after the class (settled OCR)."""
+    def layer(self, detections: sv.Detections) -> Layer:
+        """The layer of one frame's tracks of a task; `data["text"]` is what a label shows after the class (the
+        track's settled OCR text)."""
+        texts = [str(t) for t in detections.data.get("text", [""] * len(detections))]
         names = detections.data.get("class_name")
         names = [str(n) for n in names] if names is not None else ["object"] * len(detections)
         class_id = np.array([self._class_ids.setdefault(n, len(self._class_ids)) for n in names], dtype=int)

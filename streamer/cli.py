@@ -61,10 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--since", help="ISO-8601 time (local unless it has an offset)")
     events.add_argument("--until", help="ISO-8601 time, exclusive")
     events.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    export = sub.add_parser("export", help="write a run's keyframes and tracked boxes as a COCO or YOLO dataset")
-    export.add_argument("run", type=Path, help="run folder or its events.db")
-    export.add_argument("--format", choices=["coco", "yolo"], required=True)
-    export.add_argument("out", type=Path, help="dataset folder to write")
+    export = sub.add_parser("export", help="write a run's keyframes and tracked boxes as a COCO or YOLO dataset, "
+                                           "or its tracks of every frame as MOTChallenge files")
+    export.add_argument("run", type=Path, help="run folder, its events.db (coco, yolo) or its tracks file (mot)")
+    export.add_argument("--format", choices=["coco", "yolo", "mot"], required=True)
+    export.add_argument("out", type=Path, help="folder to write")
     return parser
 
 
@@ -132,10 +133,15 @@ def _specs(config: Config, sources: list[str], live: bool | None = None) -> list
         events = out.events or folder / "events.jsonl"
         video = (out.video or folder / "annotated.mp4") if out.write_video else None
         db = (out.db or events.with_suffix(".db")) if out.write_db else None
-        specs.append(SourceSpec(url, events, video, name, live, db))
+        tracks = None
+        if out.write_tracks:
+            tracks = out.tracks or (folder / "tracks.jsonl" if out.events is None else
+                                    events.with_name(events.stem + ".tracks.jsonl"))
+        specs.append(SourceSpec(url, events, video, name, live, db, tracks))
     check_outputs([s.url for s in specs], [(kind, path) for s in specs for kind, path in
                                            (("event log", s.events_path), ("video", s.video_path),
-                                            ("event store", s.db_path)) if path is not None])
+                                            ("event store", s.db_path), ("tracks file", s.tracks_path))
+                                           if path is not None])
     return specs
 
 
@@ -213,6 +219,8 @@ def _summary(stats: RunStats) -> str:
     if stats.video_path is not None:
         lines.append(f"  annotated video: {stats.video_path}")
     lines.append(f"  event log:       {stats.events_path}")
+    if stats.tracks_path is not None:
+        lines.append(f"  tracks:          {stats.tracks_path}")
     if stats.db_path is not None:
         lines.append(f"  event store:     {stats.db_path}")
     lines.append(f"  model loaded in {stats.load_seconds:.1f} s; frames processed in {stats.seconds:.1f} s ({stats.fps:.1f} fps)")
@@ -324,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             from streamer.export import export
 
             images, boxes = export(args.run, args.format, args.out)
-            print(f"streamer: wrote {images} keyframes with {boxes} boxes as {args.format} to {args.out}")
+            what = "sources" if args.format == "mot" else "keyframes"
+            print(f"streamer: wrote {images} {what} with {boxes} boxes as {args.format} to {args.out}")
             return 0
     except StreamerError as exc:
         if args.debug and exc.__cause__ is not None:

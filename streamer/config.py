@@ -89,13 +89,26 @@ class SamplerConfig(_Section):
 
 
 class TrackerConfig(_Section):
-    """Which `trackers` algorithm links boxes between keyframes, and its thresholds."""
+    """How keyframe detections become tracks (see `tracker.py`): boxes followed between keyframes by optical flow,
+    matched in ByteTrack's two stages."""
 
-    kind: Literal["bytetrack", "ocsort", "botsort", "sort"] = "bytetrack"
     min_hits: int = Field(default=2, ge=1, description="Keyframes a box must be seen on before its track is confirmed.")
-    lost_after_s: float = Field(default=2.0, gt=0, description="Seconds unseen before a track ends (object_left).")
-    min_iou: float = Field(default=0.1, ge=0, le=1)
-    activation_threshold: float = Field(default=0.25, ge=0, le=1)
+    lost_after_s: float = Field(
+        default=2.0, gt=0,
+        description="A track ends (object_left) when unseen this long, on at least as many answered keyframes as "
+                    "this spans at the keyframe rate: a slow model never ends a track that is there.")
+    min_iou: float = Field(default=0.3, ge=0, le=1,
+                           description="Overlap of a detection with a track's predicted box to match it.")
+    activation_threshold: float = Field(default=0.25, ge=0, le=1,
+                                        description="Confidence a detection needs to start a track.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_kind(cls, data):
+        if isinstance(data, dict) and "kind" in data:
+            raise ValueError("tracker.kind was removed: streamer has one tracker, made for sparse keyframes "
+                             "(remove the line)")
+        return data
 
 
 class OutputConfig(_Section):
@@ -105,6 +118,9 @@ class OutputConfig(_Section):
     video: Path | None = None
     events: Path | None = None
     db: Path | None = Field(default=None, description="SQLite event store; default: events.db beside the log.")
+    tracks: Path | None = Field(default=None, description="The tracks of every frame (JSONL); default: tracks.jsonl "
+                                                          "in the run folder, or <log>.tracks.jsonl beside --events.")
+    write_tracks: bool = True
     write_video: bool = True
     write_db: bool = True
     save_keyframes: bool = Field(default=False, description="Keep keyframe JPEGs and detections for export.")

@@ -1,8 +1,9 @@
 """Events: what happened to the tracks of one source, as records people and other systems consume.
 
 - `object_appeared`: a track is confirmed (seen on `tracker.min_hits` keyframes).
-- `object_left`: a confirmed track unseen for `tracker.lost_after_s` seconds of stream time, or still present
-  when the stream ends (`reason`: `lost` or `stream_ended`), with its `dwell_s`.
+- `object_left`: a confirmed track the tracker ended (unseen on the answered keyframes of `tracker.lost_after_s`,
+  or gone out of the picture), or still present when the stream ends (`reason`: `lost` or `stream_ended`), with
+  its `dwell_s`. Its label is the track's vote over all its sightings.
 - `text_read`: text settled on a track (OCR regions): the most common of the track's last `ocr_window` reads,
   read at least `ocr_min_votes` times, so a plate read five times with one misread gives one event; for
   whole-frame OCR, the frame's text when it changes.
@@ -39,9 +40,8 @@ class _Track:
 class EventMaker:
     """Turns each keyframe's tracks of one source into events; `finish` closes what is still open."""
 
-    def __init__(self, source: str, lost_after_s: float, ocr_min_votes: int = 1, ocr_window: int = 1) -> None:
+    def __init__(self, source: str, ocr_min_votes: int = 1, ocr_window: int = 1) -> None:
         self.source = source
-        self.lost_after_s = lost_after_s
         self.ocr_min_votes = ocr_min_votes
         self.ocr_window = ocr_window
         self._active: dict[int, _Track] = {}
@@ -70,27 +70,26 @@ class EventMaker:
         events: list[Event] = []
         names = det.data.get("class_name")
         texts = det.data.get("text")
-        seen: set[int] = set()
+        kinds = det.data.get("kind")
         for i, track_id in enumerate(det.tracker_id if det.tracker_id is not None else []):
-            if track_id < 0:
+            if track_id < 0 or (kinds is not None and kinds[i] != "detected"):
                 continue
             track_id = int(track_id)
-            seen.add(track_id)
+            label = str(names[i]) if names is not None else "object"
             bbox = tuple(float(v) for v in det.xyxy[i])
             confidence = None if det.confidence is None else float(det.confidence[i])
             track = self._active.get(track_id)
             if track is None:
-                label = str(names[i]) if names is not None else "object"
                 track = _Track(track_id, label, frame.pts, frame.pts, bbox, confidence,
                                reads=deque(maxlen=self.ocr_window))
                 self._active[track_id] = track
                 events.append(self._event("object_appeared", frame, track))
-            track.last_pts, track.bbox, track.confidence = frame.pts, bbox, confidence
+            track.last_pts, track.bbox, track.confidence, track.label = frame.pts, bbox, confidence, label
             if texts is not None:
                 events.extend(self._vote(frame, track, str(texts[i]).strip()))
-        for track_id, track in list(self._active.items()):
-            if track_id not in seen and frame.pts - track.last_pts >= self.lost_after_s:
-                events.append(self._left(frame, track, "lost"))
+        for track_id in tracks.ended:
+            if track_id in self._active:
+                events.append(self._left(frame, self._active[track_id], "lost"))
         if frame_text:
             kind = "caption" if task in _CAPTION_TASKS else "text_read"
             if self._frame_text.get(task) != frame_text:

@@ -1,51 +1,144 @@
-"""Full-rate boxes from sparse keyframes: each track moves at its last measured velocity between keyframes.
+"""Full-rate tracks from sparse keyframes: every frame gets the boxes of one task's tracks where they are on it.
 
-The velocity of a track is its box's change between its last two keyframes over their time apart (a
-constant-velocity model, per box corner). Frames between keyframes are drawn where the track is predicted to be,
-not frozen where it was last seen; extrapolation stops after `horizon_s`, so a lost track does not fly away.
+Between keyframes each box follows its object with optical flow (`flow.Flow`). A file's frames wait for the
+next keyframe, so when that one is answered the flow path of each track seen on it is bent to end exactly on its
+detection (`interpolated`); a camera cannot wait, so its frames get the flow's boxes at once (`predicted`). A
+confirmed track missed on one keyframe keeps its predicted box instead of vanishing; one missed twice is not
+drawn (it is probably gone, though it lives on until the tracker ends it), nor is a missed unconfirmed one.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
 
-from streamer.records import Tracks
+import numpy as np
+import supervision as sv
+
+from streamer.flow import Flow
+from streamer.records import Frame, Tracks
+
+Boxes = dict[int, np.ndarray]  # track key -> xyxy
+
+
+@dataclass(slots=True)
+class _Meta:
+    """What a track showed on the last keyframe that placed it."""
+
+    track_id: int
+    label: str
+    confidence: float
+    text: str
+    misses: int  # on that keyframe
+
+
+@dataclass(slots=True)
+class _Step:
+    pts: float
+    boxes: Boxes
+    since: int  # index of the keyframe the boxes were followed from
+    kinds: dict[int, str]  # key -> kind of the boxes shown, once the next keyframe resolved the frame
+    resolved: bool = False
 
 
 class Motion:
-    def __init__(self, horizon_s: float = 2.0) -> None:
-        self.horizon_s = horizon_s
-        self._last: dict[int, tuple[float, np.ndarray]] = {}
-        self._velocity: dict[int, np.ndarray] = {}
-        self._base: np.ndarray | None = None
-        self._rates: np.ndarray | None = None
-        self._tracks: Tracks | None = None
+    """One task's boxes on every frame. Frames are given in stream order: `step` each one, then `keyframe` on an
+    answered keyframe (after its own `step`), `take` a frame when it is written, `forget` what is done."""
 
-    def observe(self, tracks: Tracks) -> None:
-        """Learn velocities from a keyframe's tracks; remember its boxes as the base for `place`."""
-        det = tracks.detections
-        self._tracks = tracks
-        self._base = det.xyxy.copy()
-        self._rates = np.zeros_like(self._base)
-        ids = det.tracker_id if det.tracker_id is not None else np.full(len(det), -1)
-        for i, track_id in enumerate(int(t) for t in ids):
-            if track_id < 0:
+    def __init__(self) -> None:
+        self.flow = Flow()
+        self._steps: dict[int, _Step] = {}
+        self._meta: dict[int, _Meta] = {}
+        self._since = -1  # index of the last keyframe placed
+        self._since_pts = 0.0
+
+    def step(self, frame: Frame, grey: np.ndarray) -> None:
+        """Follow the boxes to `frame` (the next frame of the stream)."""
+        self._steps[frame.index] = _Step(frame.pts, self.flow.advance(grey, frame.pts), self._since, {})
+
+    def predicted(self, index: int) -> Boxes:
+        """Where flow put each track on frame `index` (stepped, not forgotten)."""
+        step = self._steps.get(index)
+        return step.boxes if step is not None else {}
+
+    def keyframe(self, tracks: Tracks, grey: np.ndarray, step: int, texts: list[str], velocities: Boxes,
+                 later: list[tuple[int, float, np.ndarray]] = ()) -> None:
+        """Place the tracks of an answered keyframe: the frames held since the keyframe before are interpolated
+        towards it, flow restarts from it, and goes over the `later` frames already stepped (a camera's frames
+        that arrived while the model worked: index, pts, small grey image), so the next `take` is current."""
+        frame, det = tracks.frame, tracks.detections
+        keys = [int(k) for k in det.data["track_key"]]
+        kinds = [str(k) for k in det.data["kind"]]
+        boxes = {key: det.xyxy[i].astype(np.float64) for i, key in enumerate(keys)}
+        predicted = self.predicted(frame.index)
+        seen = {key for key, kind in zip(keys, kinds) if kind == "detected"}
+        correction = {key: boxes[key] - predicted[key] for key in seen if key in predicted}
+        span = frame.pts - self._since_pts
+        for index, held in self._steps.items():
+            if index >= frame.index or held.since != self._since:
                 continue
-            previous = self._last.get(track_id)
-            box = self._base[i]
-            if previous is not None and tracks.frame.pts > previous[0]:
-                self._velocity[track_id] = (box - previous[1]) / (tracks.frame.pts - previous[0])
-            self._last[track_id] = (tracks.frame.pts, box.copy())
-            self._rates[i] = self._velocity.get(track_id, 0.0)
-        stale = [t for t, (pts, _) in self._last.items() if tracks.frame.pts - pts > 2 * self.horizon_s]
-        for track_id in stale:  # long gone: keep memory flat over days of tracks
-            del self._last[track_id]
-            self._velocity.pop(track_id, None)
+            alpha = (held.pts - self._since_pts) / span if span > 0 else 1.0
+            held.resolved = True
+            for key, box in held.boxes.items():
+                meta = self._meta.get(key)
+                if meta is None:
+                    continue
+                shown = meta.misses == 0 or (meta.misses == 1 and key in seen)
+                if not shown:
+                    continue
+                if key in correction:
+                    held.boxes[key] = box + correction[key] * alpha
+                    held.kinds[key] = "detected" if index == self._since and meta.misses == 0 else "interpolated"
+                else:
+                    held.kinds[key] = "detected" if index == self._since and meta.misses == 0 else "predicted"
+        names, conf, ids = det.data["class_name"], det.confidence, det.tracker_id
+        for i, key in enumerate(keys):
+            self._meta[key] = _Meta(int(ids[i]), str(names[i]), float(conf[i]), texts[i], int(det.data["misses"][i]))
+        self._since, self._since_pts = frame.index, frame.pts
+        self._steps[frame.index] = _Step(frame.pts, boxes, frame.index, {})
+        self.flow.reset(grey, step, frame.pts, boxes, velocities)
+        for index, pts, later_grey in later:
+            if index in self._steps:
+                self._steps[index] = _Step(pts, self.flow.advance(later_grey, pts), frame.index, {})
 
-    def boxes_at(self, tracks: Tracks, pts: float) -> np.ndarray:
-        """The boxes of the keyframe's `tracks` where they should be at `pts` (a new array; the tracks are left
-        as they are). Tracks other than the last observed ones are not moved."""
-        if tracks is not self._tracks or self._base is None or len(self._base) == 0:
-            return tracks.detections.xyxy
-        dt = min(max(0.0, pts - tracks.frame.pts), self.horizon_s)
-        return self._base + self._rates * dt
+    def take(self, frame: Frame) -> sv.Detections:
+        """The boxes to show on `frame`: resolved ones as they were resolved, the others as flow has them (held
+        frames whose next keyframe never came, and every frame of a camera)."""
+        step = self._steps.get(frame.index)
+        if step is None:
+            return _empty()
+        rows = []
+        for key, box in step.boxes.items():
+            meta = self._meta.get(key)
+            if meta is None:
+                continue
+            kind = step.kinds.get(key)
+            if kind is None:
+                if step.resolved or meta.misses > (0 if meta.track_id < 0 else 1):
+                    continue
+                kind = "detected" if frame.index == step.since and meta.misses == 0 else "predicted"
+            rows.append((box, meta, kind))
+        if not rows:
+            return _empty()
+        return sv.Detections(
+            xyxy=np.array([r[0] for r in rows], dtype=np.float32),
+            confidence=np.array([r[1].confidence for r in rows], dtype=np.float32),
+            tracker_id=np.array([r[1].track_id for r in rows], dtype=int),
+            data={"class_name": np.array([r[1].label for r in rows], dtype=object),
+                  "text": np.array([r[1].text for r in rows], dtype=object),
+                  "kind": np.array([r[2] for r in rows], dtype=object)},
+        )
+
+    def forget(self, before: int) -> None:
+        """Drop the frames before index `before` (written, and not needed for a keyframe in flight)."""
+        for index in [i for i in self._steps if i < before]:
+            del self._steps[index]
+        referenced = {key for step in self._steps.values() for key in step.boxes} | self.flow.keys()
+        self._meta = {key: meta for key, meta in self._meta.items() if key in referenced}
+
+
+def _empty() -> sv.Detections:
+    det = sv.Detections.empty()
+    det.tracker_id = np.empty(0, dtype=int)
+    det.data = {"class_name": np.empty(0, dtype=object), "text": np.empty(0, dtype=object),
+                "kind": np.empty(0, dtype=object)}
+    return det

@@ -67,9 +67,10 @@ class Pipeline:
     def status_lines(self) -> list[str]:
         return []
 
-    def run(self, source: str, video_path: Path | None, events_path: Path, on_progress=None) -> RunStats:
+    def run(self, source: str, video_path: Path | None, events_path: Path, on_progress=None,
+            tracks_path: Path | None = None) -> RunStats:
         """One source; raises its error, if any, after its outputs are closed."""
-        [stats] = self.run_many([SourceSpec(source, events_path, video_path)], on_progress)
+        [stats] = self.run_many([SourceSpec(source, events_path, video_path, tracks_path=tracks_path)], on_progress)
         return stats
 
     def run_many(self, specs: list[SourceSpec], on_progress=None, duration_s: float | None = None) -> list[RunStats]:

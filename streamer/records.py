@@ -81,10 +81,31 @@ class FrameDetections:
 
 @dataclass(slots=True)
 class Tracks:
-    """Tracked boxes of one keyframe; frames after it are drawn with them until the next one."""
+    """Every live track of one task at one keyframe: where it was seen on it, or predicted if it was missed."""
 
     frame: Frame
-    detections: sv.Detections  # tracker_id set; -1 marks a box not yet confirmed
+    # tracker_id (-1: not confirmed yet), class_name (the track's label by vote), confidence, data["kind"]
+    # ("detected" or "predicted"), data["track_key"] (the tracker's own key, set for unconfirmed tracks too)
+    detections: sv.Detections
+    ended: list[int] = field(default_factory=list)  # ids of confirmed tracks that ended on this keyframe
+
+    def seen(self) -> "Tracks":
+        """Only the tracks detected on this keyframe."""
+        kind = self.detections.data.get("kind")
+        if kind is None or not len(self.detections):
+            return self
+        return Tracks(self.frame, self.detections[kind == "detected"], self.ended)
+
+
+@dataclass(slots=True)
+class FrameTracks:
+    """The tracks on one frame, every frame: boxes `detected` on it (a keyframe), `interpolated` between the
+    keyframes around it (files), or `predicted` from the last one (cameras, and tracks missed on a keyframe).
+    What frame sinks receive with the picture, what the tracks file holds and what the video shows."""
+
+    frame: Frame
+    task: str
+    detections: sv.Detections  # tracker_id (-1: not confirmed), class_name, confidence, data["text"], data["kind"]
 
 
 @dataclass(slots=True)

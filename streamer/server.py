@@ -39,7 +39,7 @@ class LiveView:
         self._seq = 0
         self._lock = threading.Lock()
 
-    def frame(self, source: str, image) -> None:
+    def frame(self, source: str, image, tracks=()) -> None:
         key = safe_name(source)
         with self._lock:
             count = self._frames.get(key, (0, None))[0] + 1

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from streamer.errors import StreamerError, cannot_write
-from streamer.records import Event, StreamInfo
+from streamer.records import Event, FrameTracks, StreamInfo
 
 
 class EventSink(Protocol):
@@ -30,8 +30,9 @@ class EventSink(Protocol):
 
 
 class FrameSink(Protocol):
-    def frame(self, source: str, image: np.ndarray) -> None:
-        """Take one annotated frame of `source` (a reference: copy or encode only what is used)."""
+    def frame(self, source: str, image: np.ndarray, tracks: list[FrameTracks]) -> None:
+        """Take one annotated frame of `source` (a reference: copy or encode only what is used) with the tracks
+        drawn on it, one `FrameTracks` per task."""
 
 
 # A fragment a second, written out at once: a run that is killed, or whose disk fills up, leaves a video that
@@ -106,23 +107,52 @@ class JsonlSink:
     """The event log: one JSON object per line, flushed per event so a killed run keeps what it logged;
     `append` continues the log of a run whose process died."""
 
+    what = "event log"
+
     def __init__(self, path: Path, append: bool = False) -> None:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a" if append else "w", encoding="utf-8", buffering=1)
+            self._file = self.path.open("a" if append else "w", encoding="utf-8")
         except OSError as exc:
-            raise cannot_write("event log", self.path, exc) from None
+            raise cannot_write(self.what, self.path, exc) from None
 
     def event(self, event: Event) -> None:
+        self._write([event.to_dict()])
+
+    def _write(self, records: list[dict]) -> None:
         try:
-            self._file.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
+            self._file.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            self._file.flush()
         except OSError as exc:
-            raise cannot_write("event log", self.path, exc) from None
+            raise cannot_write(self.what, self.path, exc) from None
 
     def close(self) -> None:
         if not self._file.closed:
             try:
                 self._file.close()
             except OSError as exc:
-                raise cannot_write("event log", self.path, exc) from None
+                raise cannot_write(self.what, self.path, exc) from None
+
+
+class TracksSink(JsonlSink):
+    """The tracks file: a line for every box of every frame (frames without tracks have none), in frame order.
+    `kind` says how the box was made: `detected` on a keyframe, `interpolated` between keyframes, `predicted`
+    ahead of the last one. Unconfirmed boxes (drawn without an id) have `track_id` -1."""
+
+    what = "tracks file"
+
+    def tracks(self, source: str, tracks: list[FrameTracks]) -> None:
+        records = []
+        for frame_tracks in tracks:
+            frame, det = frame_tracks.frame, frame_tracks.detections
+            for i in range(len(det)):
+                records.append({
+                    "source": source, "frame_index": frame.index, "pts": round(frame.pts, 6),
+                    "task": frame_tracks.task, "track_id": int(det.tracker_id[i]),
+                    "label": str(det.data["class_name"][i]), "bbox": [round(float(v), 2) for v in det.xyxy[i]],
+                    "confidence": round(float(det.confidence[i]), 4), "text": str(det.data["text"][i]),
+                    "kind": str(det.data["kind"][i]),
+                })
+        if records:
+            self._write(records)

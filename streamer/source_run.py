@@ -27,18 +27,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 
-from streamer.annotate import Annotator, Layer
+from streamer.annotate import Annotator
 from streamer.config import Config, TaskEntry
 from streamer.errors import StreamerError, cannot_write
 from streamer.events import EventMaker, status_event, worker_event
+from streamer.flow import small_grey
 from streamer.metrics import Metrics
 from streamer.motion import Motion
 from streamer.reader import Reader
-from streamer.records import Event, Frame, FrameDetections, SourceStatus, StreamInfo, Tracks
+from streamer.records import Event, Frame, FrameDetections, FrameTracks, SourceStatus, StreamInfo, Tracks
 from streamer.sampler import Sampler
 from streamer.schedule import Schedule
-from streamer.sinks import EventSink, FrameSink, JsonlSink, VideoSink
+from streamer.sinks import EventSink, FrameSink, JsonlSink, TracksSink, VideoSink
 from streamer.sources import safe_name, scrub
 from streamer.stats import RunStats
 from streamer.store import EventStore
@@ -48,6 +50,7 @@ from streamer.zones import ZoneWatcher
 
 DRAIN_S = 5.0  # how long a stopping camera waits for its keyframe in flight
 _RECENT_LATENCIES = 4096
+_RECENT_LOOKS = 150  # a camera's frames (small grey images) kept to follow tracks over a slow model's answer
 
 
 @dataclass
@@ -60,6 +63,7 @@ class SourceSpec:
     name: str | None = None
     live: bool | None = None  # None: guessed (see `sources.guess_live`)
     db_path: Path | None = None  # SQLite event store; sources naming the same file share it
+    tracks_path: Path | None = None  # the tracks of every frame (JSONL, `sinks.TracksSink`)
 
 
 @dataclass(frozen=True)
@@ -74,41 +78,38 @@ class Takeover:
 
 
 class TaskTracking:
-    """Tracks, motion and events of one scheduled task of one source."""
+    """Tracks, their boxes on every frame, and the events of one scheduled task of one source."""
 
     def __init__(self, config: Config, entry: TaskEntry, keyframe_rate: float, info: StreamInfo, ids) -> None:
         # A task that runs every few keyframes (or seconds) cannot see a track more often than that.
         period = max(entry.every_n_keyframes / keyframe_rate, entry.every_s or 0.0)
         tracking = config.tracker.model_copy(update={"lost_after_s": max(config.tracker.lost_after_s, period)})
+        self.task = entry.task
         self.tracker = Tracker(tracking, 1.0 / period, ids)
-        self.events = EventMaker(info.source, tracking.lost_after_s, config.events.ocr_min_votes,
-                                 config.events.ocr_window)
+        self.events = EventMaker(info.source, config.events.ocr_min_votes, config.events.ocr_window)
         self.zones = ZoneWatcher(config.events, info.source, info.width, info.height)
-        self.motion = Motion(horizon_s=tracking.lost_after_s)
+        self.motion = Motion()
         self.latest: Tracks | None = None
-        self.layer: Layer | None = None  # what is drawn of `latest`, made when first drawn
 
-    def update(self, frame: Frame, result: FrameDetections) -> list[Event]:
-        """A keyframe's answer: new tracks, and the events they make."""
-        self.latest = Tracks(frame, self.tracker.update(result))
-        self.layer = None
-        events = self.events.update(self.latest, result.keyframe.task, result.text)
+    def step(self, frame: Frame, grey: np.ndarray) -> None:
+        self.motion.step(frame, grey)
+
+    def update(self, frame: Frame, result: FrameDetections, grey: np.ndarray, step: int,
+               later: Sequence[tuple[int, float, np.ndarray]] = ()) -> list[Event]:
+        """A keyframe's answer (the keyframe stepped already): tracks, the events they make, and their boxes on
+        the frames held before it and stepped after it."""
+        tracks = self.tracker.update(frame, result.detections, self.motion.predicted(frame.index))
+        events = self.events.update(tracks, result.keyframe.task, result.text)
+        self.latest = tracks.seen()
         events += self.zones.update(self.latest)
         events += self._zone_exits(events, frame)
-        self.motion.observe(self.latest)
+        ids = tracks.detections.tracker_id
+        texts = [self.events.settled_text(int(t)) for t in ids]
+        self.motion.keyframe(tracks, grey, step, texts, self.tracker.velocities(), later)
         return events
 
-    def layer_at(self, annotator: Annotator, pts: float) -> Layer | None:
-        """What to draw at `pts`: the latest tracks, labelled with their settled text, moved by their motion."""
-        if self.latest is None:
-            return None
-        if self.layer is None:
-            det = self.latest.detections
-            ids = det.tracker_id if det.tracker_id is not None else [-1] * len(det)
-            self.layer = annotator.layer(det, [self.events.settled_text(int(t)) for t in ids])
-        if not len(self.latest.detections):
-            return self.layer
-        return self.layer.moved(self.motion.boxes_at(self.latest, pts))
+    def take(self, frame: Frame) -> FrameTracks:
+        return FrameTracks(frame, self.task, self.motion.take(frame))
 
     def finish(self, frame: Frame | None) -> list[Event]:
         events = self.events.finish(frame)
@@ -141,7 +142,7 @@ class SourceRun:
         self.takeover = takeover or Takeover()
         self.metrics = metrics
         self.on_progress = on_progress
-        self._stats = RunStats(source=reader.name, live=reader.live, info=reader.info, events_path=spec.events_path,
+        self._stats = RunStats(source=reader.name, live=reader.live, info=reader.info, events_path=spec.events_path, tracks_path=spec.tracks_path,
                                db_path=spec.db_path if store is not None else None)
         self._replay = self.takeover.replay
         self.max_track_id = self.takeover.first_track_id - 1  # the highest track id in an event so far
@@ -153,6 +154,11 @@ class SourceRun:
         self.tasks: list[TaskTracking] = []
         self.video: VideoSink | None = None
         self.log: JsonlSink | None = None
+        self.tracks_out: TracksSink | None = None
+        self._held: list[Frame] = []  # a file's frames since its last keyframe, waiting for the next one
+        self._recent: deque[tuple[int, float, np.ndarray]] = deque(maxlen=_RECENT_LOOKS)  # a camera's, ditto
+        self._looks: dict[int, tuple[np.ndarray, int]] = {}  # small grey images of keyframes not placed yet
+        self._keep_from: int | None = None  # a camera's keyframe in flight: its motion is kept from there
 
     def stats(self) -> RunStats:
         """A copy of the stats with the reader's own counters, which move even while no frame arrives."""
@@ -170,6 +176,8 @@ class SourceRun:
         stats.state = "running"
         try:
             self.log = JsonlSink(self.spec.events_path, append=self.takeover.append)
+            if self.spec.tracks_path is not None:
+                self.tracks_out = TracksSink(self.spec.tracks_path, append=self.takeover.append)
             self.reader.start()
             if self.reader.live:
                 self._run_live(stop)
@@ -216,20 +224,22 @@ class SourceRun:
             # 1. A keyframe goes to the model at once; every frame joins the line behind it.
             self._prepare(frame)
             pending.append((frame, self._send(frame) if self.sampler.is_keyframe(frame) else []))
-            # 2. Frames whose keyframe is answered are tracked, drawn and written; a full line waits for its head.
-            self._settle(pending, wait="head" if len(pending) >= limit else "none")
+            # 2. Frames whose keyframe is answered are tracked; a full line waits for its head.
+            self._settle(pending, wait="head" if len(pending) + len(self._held) >= limit else "none")
         # 3. The end: every frame read is written. At the end of the file every keyframe still with the model is
         #    waited for; when asked to stop, those not answered yet are let go (their frames keep the tracks before).
         if stop.is_set():
             self._settle(pending, wait="none")
             for frame, jobs in pending:
+                self._look(frame, keyframe=bool(jobs))
                 if jobs and all(future.done() and not future.cancelled() for _, future in jobs):
                     self._track(frame, jobs)
                 for _, future in jobs:
                     future.cancel()
-                self._write(frame)
+                self._hold(frame)
             pending.clear()
         self._settle(pending, wait="all")
+        self._release_held()
         if failure is not None:
             raise failure
         info = self._stats.info
@@ -240,18 +250,34 @@ class SourceRun:
             )
 
     def _settle(self, pending: deque[tuple[Frame, Jobs]], wait: str) -> None:
-        """Track and write the frames at the head of the line whose keyframe is answered. `wait`: "none" stops
-        at the first keyframe still with the model, "head" waits for the first one only, "all" for every one."""
+        """Move the frames at the head of the line whose keyframe is answered on: each is looked at (its boxes
+        followed), and held until the next keyframe is tracked, which writes the frames held before it. `wait`:
+        "none" stops at the first keyframe still with the model, "head" waits for the first one only, "all" for
+        every one."""
         while pending:
             frame, jobs = pending[0]
+            if jobs and wait == "none" and not all(future.done() for _, future in jobs):
+                return
+            self._look(frame, keyframe=bool(jobs))
             if jobs:
-                if wait == "none" and not all(future.done() for _, future in jobs):
-                    return
                 self._track(frame, jobs)
+                self._release_held()
                 if wait == "head":
                     wait = "none"
             pending.popleft()
+            self._hold(frame)
+
+    def _hold(self, frame: Frame) -> None:
+        """A file's frame waits for the next keyframe (its boxes are interpolated towards it); when keyframes are
+        further apart than the line is long, the oldest goes out with its predicted boxes."""
+        self._held.append(frame)
+        while len(self._held) >= self.config.pipeline.max_pending_frames:
+            self._write(self._held.pop(0))
+
+    def _release_held(self) -> None:
+        for frame in self._held:
             self._write(frame)
+        self._held.clear()
 
     def _run_live(self, stop: threading.Event) -> None:
         inflight: tuple[Frame, Jobs] | None = None
@@ -262,14 +288,16 @@ class SourceRun:
                 continue
             frame = item
             self._prepare(frame)
-            # 2. The keyframe in flight, once answered, moves the tracks on.
+            self._look(frame)
+            # 2. The keyframe in flight, once answered, moves the tracks on (to this frame).
             if inflight is not None and all(future.done() for _, future in inflight[1]):
                 self._track(*inflight)
                 inflight = None
             # 3. A new keyframe goes out only when none is in flight: keyframes are skipped, never queued.
             if inflight is None and self.sampler.is_keyframe(frame):
                 inflight = (frame, self._send(frame))
-            # 4. Every frame is drawn and written now, with the latest tracks.
+            self._keep_from = inflight[0].index if inflight is not None else None
+            # 4. Every frame is drawn and written now, with the tracks where they are predicted on it.
             self._write(frame)
         # 5. Stopping: the keyframe in flight gets a few seconds; one the model cannot finish is let go.
         if inflight is not None:
@@ -302,15 +330,28 @@ class SourceRun:
         self._stats.keyframes += 1
         return [(self.tasks[i], self.model.submit(job)) for i, job in self.schedule.jobs(frame)]
 
+    def _look(self, frame: Frame, keyframe: bool = True) -> None:
+        """Every frame, in order: its small grey image, and each task's boxes followed onto it. A keyframe's
+        image is kept until it is tracked (a camera's frames until then too: its tracks are followed over them)."""
+        grey, step = small_grey(frame.image)
+        for tracking in self.tasks:
+            tracking.step(frame, grey)
+        if keyframe:
+            self._looks[frame.index] = (grey, step)
+        if self.reader.live:
+            self._recent.append((frame.index, frame.pts, grey))
+
     def _track(self, frame: Frame, jobs: Jobs) -> None:
         """A keyframe's answers: tracks and events (with snapshots), the saved keyframe, and the latency."""
+        grey, step = self._looks.pop(frame.index)
+        later = [look for look in self._recent if look[0] > frame.index]
         for tracking, future in jobs:
             result = future.result()
             if result.worker_change is not None:
                 kind, extra = result.worker_change
                 self._deliver([worker_event(kind, frame, self._stats.source, **extra)])
             self._stats.detections += len(result.detections)
-            events = tracking.update(frame, result)
+            events = tracking.update(frame, result, grey, step, later)
             if self.config.events.snapshots:
                 events = self._snapshots(frame, events)
             self._deliver(events)
@@ -340,14 +381,24 @@ class SourceRun:
             self._stats.event_counts[event.type] = self._stats.event_counts.get(event.type, 0) + 1
 
     def _write(self, frame: Frame) -> None:
-        """The frame drawn with the latest tracks where they are now, to the video and the frame sinks."""
+        """The frame's tracks to the tracks file; the frame drawn with them to the video and the frame sinks."""
+        tracks = [tracking.take(frame) for tracking in self.tasks]
+        keep = frame.index + 1 if self._keep_from is None else min(frame.index + 1, self._keep_from)
+        for tracking in self.tasks:
+            tracking.motion.forget(keep)
+        for index in [i for i in self._looks if i <= frame.index and i != self._keep_from]:
+            del self._looks[index]
+        while self._recent and self._recent[0][0] < keep:
+            self._recent.popleft()
+        if self.tracks_out is not None:
+            self.tracks_out.tracks(self._stats.source, tracks)
         if self.video is not None or self.frame_sinks:
-            layers = [layer for t in self.tasks if (layer := t.layer_at(self.annotator, frame.pts)) is not None]
+            layers = [self.annotator.layer(t.detections) for t in tracks if len(t.detections)]
             image = self.annotator.draw(frame.image, layers)
             if self.video is not None:
                 self.video.write(image, frame.pts)
             for sink in self.frame_sinks:
-                sink.frame(self._stats.source, image)
+                sink.frame(self._stats.source, image, tracks)
         self.last_frame = frame
         self._stats.frames += 1
         if self.on_progress is not None:
@@ -379,10 +430,11 @@ class SourceRun:
                 self.store.write_keyframe(self._stats.source, frame.index, frame.pts, path, tracking.latest.detections)
 
     def _close(self) -> None:
-        """Open tracks end with the stream; then the video is finalised and the log and store closed, whatever
-        fails first."""
+        """Frames still held are written, open tracks end with the stream; then the video is finalised and the
+        log and store closed, whatever fails first."""
         try:
             if self.log is not None:
+                self._release_held()
                 for tracking in self.tasks:
                     self._deliver(tracking.finish(self.last_frame))
         finally:
@@ -392,6 +444,8 @@ class SourceRun:
             finally:
                 if self.log is not None:
                     self.log.close()
+                if self.tracks_out is not None:
+                    self.tracks_out.close()
                 if self.store is not None:
                     self.store.close()
 

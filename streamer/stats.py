@@ -35,6 +35,7 @@ class RunStats:
     load_seconds: float = 0.0
     video_path: Path | None = None
     events_path: Path | None = None
+    tracks_path: Path | None = None
     db_path: Path | None = None
     stopped_early: bool = False
     error: StreamerError | None = None

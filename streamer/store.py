@@ -266,16 +266,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def keyframe_boxes(path: Path) -> tuple[list[Path], dict[Path, list[tuple[str, tuple[float, float, float, float]]]]]:
-    """Every saved keyframe image, resolved against the store's folder, with its (label, box) pairs, for export."""
+def keyframe_boxes(path: Path) -> tuple[list[Path], dict[Path, list[tuple[str, tuple[float, float, float, float], int]]]]:
+    """Every saved keyframe image, resolved against the store's folder, with its (label, box, track id), for export."""
     conn = connect(path, create=False)
     try:
         images = [row[0] for row in conn.execute("SELECT image FROM keyframes ORDER BY source, frame_index")]
-        rows = conn.execute("SELECT image, label, x1, y1, x2, y2 FROM keyframe_boxes ORDER BY id").fetchall()
+        rows = conn.execute("SELECT image, label, x1, y1, x2, y2, track_id FROM keyframe_boxes ORDER BY id").fetchall()
     finally:
         conn.close()
     folder = Path(path).parent
     boxes: dict[Path, list] = {resolve(folder, image): [] for image in images}
-    for image, label, *xyxy in rows:
-        boxes.setdefault(resolve(folder, image), []).append((label, tuple(xyxy)))
+    for image, label, *xyxy, track_id in rows:
+        boxes.setdefault(resolve(folder, image), []).append((label, tuple(xyxy), int(track_id)))
     return [resolve(folder, image) for image in images], boxes

@@ -1,67 +1,243 @@
-"""The tracker: links a source's keyframe detections into tracks with the `trackers` package.
+"""The tracker: links one task's keyframe detections into tracks, where the objects are now, not where they were.
 
-Keyframes are sparse and may come irregularly (scene changes), so the tracker runs in timestamp mode on the
-frames' pts: its nominal frame rate is the sampler's keyframe rate and a lost track is dropped after
-`lost_after_s` seconds of stream time, whatever the video's own frame rate is.
+Keyframes are sparse, so a box from the last keyframe may not overlap its object on the next one at all. The
+tracker therefore matches each keyframe's detections against where every track is predicted to be on that
+keyframe (its box followed frame by frame by `flow.Flow`, or moved at its velocity where flow lost it), with
+ByteTrack's two stages: confident detections first, then the remaining tracks against the unsure ones. A track
+seen once, or one whose prediction failed, may still take a detection of its label whose centre lies within
+reach of it (motion-gated), so fast movers are kept. IoU is the `trackers` package's.
+
+A track is confirmed (gets its id) when seen on `min_hits` keyframes, and ends after `lost_after_s` of stream
+time *and* as many answered keyframes as that spans without a sighting, so a slow model never ends a track that
+is still there; one whose predicted box has left the picture ends at once, so it cannot hand its id to an object
+entering where it left. A track's label is the vote of its sightings (weighted by confidence).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import supervision as sv
-from trackers import BoTSORTTracker, ByteTrackTracker, OCSORTTracker, SORTTracker
+from scipy.optimize import linear_sum_assignment
+from trackers.utils.iou import IoU
 
 from streamer.config import TrackerConfig
-from streamer.records import FrameDetections
+from streamer.records import Frame, Tracks
 
-_BYTETRACK_HIGH = 0.6  # `trackers`' default split between ByteTrack's two association stages
-_KINDS = {"bytetrack": ByteTrackTracker, "ocsort": OCSORTTracker, "botsort": BoTSORTTracker, "sort": SORTTracker}
+_IOU = IoU()
+_SECOND_STAGE_IOU = 0.5  # ByteTrack's threshold for matching unsure detections
+_REACH_NEW = 2.5  # how far (in box sizes) a track seen once may have moved by the next keyframe
+_REACH = 0.5  # how far a confirmed track may be from its prediction
+_OTHER_LABEL_IOU = 0.5  # a detection of another label than the track's must overlap its box this much
+_GONE = 0.5  # a predicted box with less than this share inside the picture has left it
 
 
-def _arguments(config: TrackerConfig, keyframe_rate: float) -> dict[str, Any]:
-    args: dict[str, Any] = {
-        # `trackers` counts the buffer in 30 fps frames and turns it into seconds as buffer / 30.
-        "lost_track_buffer": max(1, math.ceil(config.lost_after_s * 30)),
-        "frame_rate": keyframe_rate,
-        "minimum_consecutive_frames": config.min_hits,
-    }
-    if config.kind == "botsort":
-        args.update(minimum_iou_threshold_first_assoc=config.min_iou, enable_cmc=False,
-                    track_activation_threshold=config.activation_threshold)
-    else:
-        args["minimum_iou_threshold"] = config.min_iou
-    if config.kind in ("bytetrack", "sort"):
-        args["track_activation_threshold"] = config.activation_threshold
-    if config.kind == "bytetrack":
-        # ByteTrack starts tracks only from its first association stage, whose own threshold (0.6 by default)
-        # would otherwise make any lower activation_threshold do nothing.
-        args["high_conf_det_threshold"] = min(_BYTETRACK_HIGH, config.activation_threshold)
-    return args
+@dataclass(slots=True)
+class _Track:
+    key: int  # the tracker's own, never reused; `track_id` is given at confirmation
+    box: np.ndarray  # at `pts`: where it was seen, or predicted while missed
+    pts: float
+    seen_pts: float
+    velocity: np.ndarray
+    confidence: float
+    hits: int = 1
+    misses: int = 0  # answered keyframes in a row that did not see it
+    track_id: int = -1
+    votes: Counter = field(default_factory=Counter)
+    mask: np.ndarray | None = None
+    text: str = ""  # read on this keyframe (OCR regions)
+
+    @property
+    def label(self) -> str:
+        return self.votes.most_common(1)[0][0]
 
 
 class Tracker:
-    """One per source and scheduled task. `update` returns the keyframe's detections with `tracker_id` set
-    (-1: not confirmed yet). Ids come from `ids`, shared by a source's trackers, so two tasks' tracks never share
-    an id."""
+    """One per source and scheduled task. Ids come from `ids`, shared by a source's trackers, so two tasks'
+    tracks never share an id."""
 
     def __init__(self, config: TrackerConfig, keyframe_rate: float, ids: Iterator[int] | None = None) -> None:
-        self._tracker = _KINDS[config.kind](**_arguments(config, keyframe_rate))
+        self.config = config
+        self.lost_after = max(1, math.ceil(config.lost_after_s * keyframe_rate - 1e-9))
         self._ids = ids if ids is not None else itertools.count()
-        self._global: dict[int, int] = {}
+        self._keys = itertools.count()
+        self._tracks: list[_Track] = []
 
-    def update(self, result: FrameDetections) -> sv.Detections:
-        tracked = self._tracker.update(result.detections, timestamp=result.keyframe.frame.pts)
-        if len(self._global) > 1024 and hasattr(self._tracker, "tracks"):  # forget ids of dropped tracks
-            alive = {int(t.tracker_id) for t in self._tracker.tracks}
-            self._global = {raw: g for raw, g in self._global.items() if raw in alive}
-        if tracked.tracker_id is not None:
-            tracked.tracker_id = np.array(
-                [-1 if t < 0 else self._global.setdefault(int(t), next(self._ids)) for t in tracked.tracker_id],
-                dtype=int,
-            )
-        return tracked
+    def predictions(self, pts: float) -> dict[int, np.ndarray]:
+        """Where each track would be at `pts` at its velocity (for tracks flow does not follow)."""
+        return {t.key: t.box + t.velocity * (pts - t.pts) for t in self._tracks}
+
+    def velocities(self) -> dict[int, np.ndarray]:
+        return {t.key: t.velocity for t in self._tracks}
+
+    def update(self, frame: Frame, detections: sv.Detections, predicted: dict[int, np.ndarray]) -> Tracks:
+        """One answered keyframe. `predicted`: where flow put each track (by key) on this frame; the others are
+        moved at their velocity."""
+        pts = frame.pts
+        h, w = frame.image.shape[:2]
+        steady = self.predictions(pts)
+        guess = {**steady, **{k: v for k, v in predicted.items() if k in steady}}
+        boxes = np.array([guess[t.key] for t in self._tracks]).reshape(-1, 4)
+        # Flow can be fooled (another object passing over a still one drags its points along): a detection may
+        # also match where the track's keyframe velocity alone puts it.
+        steady_boxes = np.array([steady[t.key] for t in self._tracks]).reshape(-1, 4)
+        n = len(detections)
+        conf = detections.confidence if detections.confidence is not None else np.ones(n)
+        names = detections.data.get("class_name")
+        labels = [str(x) for x in names] if names is not None else ["object"] * n
+        pairs = self._associate(boxes, steady_boxes, detections.xyxy.astype(np.float64), conf, labels)
+        matched_tracks = {ti for ti, _ in pairs}
+        matched_dets = {di for _, di in pairs}
+        for ti, di in pairs:
+            self._see(self._tracks[ti], detections, di, conf[di], labels[di], pts)
+        ended: list[int] = []
+        survivors: list[_Track] = []
+        for ti, track in enumerate(self._tracks):
+            if ti not in matched_tracks:
+                track.misses += 1
+                track.box, track.pts, track.text = boxes[ti], pts, ""
+                gone = _inside(track.box, w, h) < _GONE
+                lost = track.misses >= self.lost_after and pts - track.seen_pts >= self.config.lost_after_s - 1e-9
+                if (track.track_id < 0 and track.misses > 1) or gone or lost:  # unconfirmed: one miss at most
+                    if track.track_id >= 0:
+                        ended.append(track.track_id)
+                    continue
+            survivors.append(track)
+        self._tracks = survivors
+        for di in range(n):
+            if di not in matched_dets and conf[di] >= self.config.activation_threshold:
+                track = _Track(next(self._keys), detections.xyxy[di].astype(np.float64), pts, pts, np.zeros(4),
+                               float(conf[di]), mask=None if detections.mask is None else detections.mask[di])
+                track.votes[labels[di]] += float(conf[di]) + 1e-6
+                track.text = _text(detections, di)
+                self._confirm(track)
+                self._tracks.append(track)
+        return Tracks(frame, self._as_detections(detections, pts, w, h), ended)
+
+    def _see(self, track: _Track, detections: sv.Detections, di: int, confidence: float, label: str,
+             pts: float) -> None:
+        box = detections.xyxy[di].astype(np.float64)
+        if pts > track.seen_pts:  # smoothed: a single noisy keyframe must not fling the box on
+            measured = (box - track.box) / (pts - track.pts) if pts > track.pts else track.velocity
+            track.velocity = measured if track.hits == 1 else 0.5 * track.velocity + 0.5 * measured
+        track.box, track.pts, track.seen_pts = box, pts, pts
+        track.confidence = float(confidence)
+        track.hits += 1
+        track.misses = 0
+        track.votes[label] += float(confidence) + 1e-6
+        track.mask = None if detections.mask is None else detections.mask[di]
+        track.text = _text(detections, di)
+        self._confirm(track)
+
+    def _confirm(self, track: _Track) -> None:
+        if track.track_id < 0 and track.hits >= self.config.min_hits:
+            track.track_id = next(self._ids)
+
+    def _associate(self, boxes: np.ndarray, steady: np.ndarray, dets: np.ndarray, conf: np.ndarray,
+                   labels: list[str]) -> list[tuple[int, int]]:
+        """(track index, detection index) pairs, in ByteTrack's two stages, then by motion-gated distance."""
+        iou = np.maximum(_IOU.compute(boxes, dets), _IOU.compute(steady, dets))
+        high = [i for i in range(len(dets)) if conf[i] >= max(self.config.activation_threshold, 0.5)]
+        low = [i for i in range(len(dets)) if i not in set(high)]
+        tracks = list(range(len(boxes)))
+        same = np.array([[labels[d] == self._tracks[t].label for d in range(len(dets))] for t in tracks],
+                        dtype=bool).reshape(len(tracks), len(dets))
+        pairs = _match(iou, same, tracks, high, self.config.min_iou)
+        left = [t for t in tracks if t not in {p[0] for p in pairs}]
+        pairs += _match(iou, same, [t for t in left if self._tracks[t].track_id >= 0], low, _SECOND_STAGE_IOU)
+        used_t, used_d = {p[0] for p in pairs}, {p[1] for p in pairs}
+        left = [t for t in tracks if t not in used_t]
+        rest = [d for d in high if d not in used_d]
+        if left and rest:
+            pairs += self._rescue(boxes, dets, left, rest, labels)
+        return pairs
+
+    def _rescue(self, boxes: np.ndarray, dets: np.ndarray, tracks: list[int], rest: list[int],
+                labels: list[str]) -> list[tuple[int, int]]:
+        """Tracks and detections that do not overlap: matched by centre distance in box sizes, within the reach
+        of a track's motion, same label, similar size."""
+        cost = np.full((len(tracks), len(rest)), np.inf)
+        for a, ti in enumerate(tracks):
+            track = self._tracks[ti]
+            size = _extent(boxes[ti])
+            reach = _REACH_NEW if track.hits == 1 else _REACH
+            for b, di in enumerate(rest):
+                ratio = _size(dets[di]) / max(_size(boxes[ti]), 1e-6)
+                if labels[di] != track.label or not 0.5 <= ratio <= 2.0:
+                    continue
+                distance = np.linalg.norm(_centre(dets[di]) - _centre(boxes[ti])) / max(size, 1e-6)
+                if distance <= reach:
+                    cost[a, b] = distance
+        return _solve(cost, tracks, rest)
+
+    def _as_detections(self, detections: sv.Detections, pts: float, w: int, h: int) -> sv.Detections:
+        """Every live track at this keyframe: `kind` is "detected" (seen on it) or "predicted" (missed)."""
+        tracks = self._tracks
+        det = sv.Detections(
+            xyxy=np.array([t.box for t in tracks], dtype=np.float32).reshape(-1, 4),
+            confidence=np.array([t.confidence for t in tracks], dtype=np.float32),
+            tracker_id=np.array([t.track_id for t in tracks], dtype=int),
+            data={
+                "class_name": np.array([t.label for t in tracks], dtype=object),
+                "kind": np.array(["detected" if t.misses == 0 else "predicted" for t in tracks], dtype=object),
+                "track_key": np.array([t.key for t in tracks], dtype=int),
+                "misses": np.array([t.misses for t in tracks], dtype=int),
+            },
+        )
+        if detections.mask is not None and tracks:
+            det.mask = np.stack([t.mask if t.mask is not None else np.zeros((h, w), bool) for t in tracks])
+        if "text" in detections.data:
+            det.data["text"] = np.array([t.text for t in tracks], dtype=object)
+        return det
+
+
+def _text(detections: sv.Detections, i: int) -> str:
+    texts = detections.data.get("text")
+    return "" if texts is None else str(texts[i]).strip()
+
+
+def _match(iou: np.ndarray, same: np.ndarray, tracks: list[int], candidates: list[int],
+           min_iou: float) -> list[tuple[int, int]]:
+    """By overlap with the predicted boxes; a detection labelled otherwise than the track (a misread, or another
+    object passing) only when it overlaps well, and after any of the track's own label."""
+    if not tracks or not candidates:
+        return []
+    iou = iou[np.ix_(tracks, candidates)]
+    alike = same[np.ix_(tracks, candidates)]
+    enough = np.where(alike, max(min_iou, 1e-6), max(min_iou, _OTHER_LABEL_IOU))
+    cost = np.where(iou >= enough, 1.0 - iou + np.where(alike, 0.0, 0.5), np.inf)
+    return _solve(cost, tracks, candidates)
+
+
+def _solve(cost: np.ndarray, rows: list[int], cols: list[int]) -> list[tuple[int, int]]:
+    """The cheapest one-to-one pairs whose cost is finite (Hungarian)."""
+    finite = np.isfinite(cost)
+    if not finite.any():
+        return []
+    r, c = linear_sum_assignment(np.where(finite, cost, 1e9))
+    return [(rows[i], cols[j]) for i, j in zip(r, c) if finite[i, j]]
+
+
+def _size(box: np.ndarray) -> float:
+    return float(math.sqrt(max(box[2] - box[0], 1e-6) * max(box[3] - box[1], 1e-6)))
+
+
+def _extent(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], box[3] - box[1], 1e-6))
+
+
+def _centre(box: np.ndarray) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+
+
+def _inside(box: np.ndarray, w: int, h: int) -> float:
+    """The share of the box's area inside the w x h picture."""
+    area = max(box[2] - box[0], 1e-6) * max(box[3] - box[1], 1e-6)
+    ix = max(0.0, min(box[2], w) - max(box[0], 0))
+    iy = max(0.0, min(box[3], h) - max(box[1], 0))
+    return float(ix * iy / area)

@@ -136,7 +136,7 @@ def test_ray_takes_an_address_or_leaves_the_source_alone(argv, address, sources)
 def test_debug_shows_the_traceback_of_a_bug_in_a_source(tiny_od, tmp_path, monkeypatch, capsys):
     from streamer.cli import main
 
-    def broken(self, frame, result):
+    def broken(self, *args):
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr("streamer.source_run.TaskTracking.update", broken)

@@ -77,7 +77,7 @@ class Frames:
         self.seen: list[int] = []
         self.count = 0
 
-    def frame(self, source, image) -> None:
+    def frame(self, source, image, tracks) -> None:
         self.seen.append(self.count)
         self.count += 1
 

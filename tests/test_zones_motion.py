@@ -1,12 +1,9 @@
 """Zones, lines, calm events and full-rate boxes on synthetic tracks with known ground truth."""
 
-import numpy as np
 import pytest
 
 from streamer.config import Config
-from streamer.motion import Motion
 from streamer.pipeline import Pipeline
-from streamer.records import Frame, Tracks
 from tests.helpers import read_events
 from tests.scripted import ScriptedDetector
 
@@ -66,25 +63,3 @@ def test_a_flicker_of_one_keyframe_gives_no_leave_and_appear(clip, tmp_path):
     events = run(clip, tmp_path, lambda i: [] if i == 50 else walker(i))
     assert [e["type"] for e in events] == ["object_appeared", "object_left"]
     assert events[1]["reason"] == "stream_ended"
-
-
-def test_predicted_boxes_between_keyframes_beat_boxes_held_still():
-    truth = lambda t: np.array([20 + 100 * t, 200, 60 + 100 * t, 300], dtype=float)  # noqa: E731
-    motion = Motion()
-    held_err, predicted_err = [], []
-    for k in range(6):
-        t_key = k * 0.2
-        det_xyxy = truth(t_key)[None]
-        import supervision as sv
-
-        det = sv.Detections(xyxy=det_xyxy.astype(np.float32), tracker_id=np.array([7]))
-        tracks = Tracks(Frame("s", k * 5, t_key, 0.0, np.zeros((4, 4, 3), np.uint8)), det)
-        motion.observe(tracks)
-        for step in range(1, 5):
-            t = t_key + step * 0.04
-            boxes = motion.boxes_at(tracks, t)
-            predicted_err.append(np.abs(boxes[0] - truth(t)).mean())
-            held_err.append(np.abs(det_xyxy[0] - truth(t)).mean())
-    # From the second keyframe on the velocity is known; the first has none and is held.
-    assert np.mean(predicted_err[4:]) < 0.01 * np.mean(held_err[4:])
-    assert np.mean(predicted_err) < np.mean(held_err)

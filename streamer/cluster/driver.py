@@ -303,7 +303,8 @@ def _absolute(spec: SourceSpec) -> SourceSpec:
     else:  # events name the file as it was given, as in one process
         url, name = str(absolute(spec.url)), spec.name or spec.url
     return dataclasses.replace(spec, url=url, name=name, events_path=absolute(spec.events_path),
-                               video_path=absolute(spec.video_path), db_path=absolute(spec.db_path))
+                               video_path=absolute(spec.video_path), db_path=absolute(spec.db_path),
+                               tracks_path=absolute(spec.tracks_path))
 
 
 def _absolute_paths(config: Config) -> Config:
