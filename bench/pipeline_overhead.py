@@ -4,9 +4,11 @@ In one run, alternating, on a generated 1280x720 H.264 clip (30 s at 30 fps by d
   (a) a plain PyAV decode loop (threaded decoding, each frame converted to a BGR array: what any consumer needs),
   (b) streamer's pipeline with a no-op model (bench-only stand-in), no video output,
   (c) a plain PyAV decode + encode loop with the pipeline's encoder settings (libx264, preset, CRF, threads),
-  (d) the pipeline with annotated video output.
-Prints frames/s for each (median of --runs) and the ratios b/a and d/c; the last line is
-`decode_fps=A pipeline_fps=B ratio_b_a=R1 transcode_fps=C pipeline_video_fps=D ratio_d_c=R2`.
+  (d) the pipeline with annotated video output,
+  (e) as (b), but with a box tracked on every frame (the stand-in's sweeping box, followed by optical flow between
+      keyframes) and the tracks file written: what per-frame motion costs.
+Prints frames/s for each (median of --runs) and the ratios b/a, d/c and e/a; the last line is
+`decode_fps=A pipeline_fps=B ratio_b_a=R1 transcode_fps=C pipeline_video_fps=D ratio_d_c=R2 ... ratio_e_a=R3`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from clipgen import make_clip  # noqa: E402
-from standins import NoOpDetector  # noqa: E402
+from standins import MovingBoxDetector, NoOpDetector  # noqa: E402
 
 from streamer.config import Config  # noqa: E402
 from streamer.pipeline import Pipeline  # noqa: E402
@@ -63,8 +65,10 @@ def transcode(clip: Path, out: Path, config: Config) -> int:
     return n
 
 
-def pipeline(clip: Path, tmp: Path, config: Config, video: bool) -> int:
-    stats = Pipeline(config, NoOpDetector).run(str(clip), tmp / "p.mp4" if video else None, tmp / "p.jsonl")
+def pipeline(clip: Path, tmp: Path, config: Config, video: bool, tracked: bool = False) -> int:
+    model, tracks = (MovingBoxDetector, tmp / "p.tracks.jsonl") if tracked else (NoOpDetector, None)
+    stats = Pipeline(config, model).run(str(clip), tmp / "p.mp4" if video else None, tmp / "p.jsonl",
+                                        tracks_path=tracks)
     return stats.frames
 
 
@@ -89,20 +93,23 @@ def main() -> None:
         clip = make_clip(tmp / "clip.mp4", 1280, 720, args.fps, args.seconds)
         print(f"clip: 1280x720 {args.fps} fps {args.seconds:.0f} s H.264; encoder {config.output.codec} "
               f"preset={config.output.preset} crf={config.output.crf}", flush=True)
-        results: dict[str, list[float]] = {k: [] for k in "abcd"}
+        results: dict[str, list[float]] = {k: [] for k in "abcde"}
         for run in range(args.runs):
             results["a"].append(fps(lambda: decode(clip)))
             results["b"].append(fps(lambda: pipeline(clip, tmp, config, video=False)))
             results["c"].append(fps(lambda: transcode(clip, tmp / "t.mp4", config)))
             results["d"].append(fps(lambda: pipeline(clip, tmp, config, video=True)))
+            results["e"].append(fps(lambda: pipeline(clip, tmp, config, video=False, tracked=True)))
             print(f"run {run + 1}: " + "  ".join(f"{k}={v[-1]:.1f}" for k, v in results.items()), flush=True)
-    a, b, c, d = (statistics.median(results[k]) for k in "abcd")
+    a, b, c, d, e = (statistics.median(results[k]) for k in "abcde")
     print(f"(a) decode              {a:8.1f} fps")
     print(f"(b) pipeline, no video  {b:8.1f} fps   b/a = {b / a:.3f}  (target >= 0.9)")
     print(f"(c) decode + encode     {c:8.1f} fps")
     print(f"(d) pipeline + video    {d:8.1f} fps   d/c = {d / c:.3f}  (target >= 0.8)")
+    print(f"(e) as (b), one tracked box {e:8.1f} fps   e/a = {e / a:.3f}  (target >= 0.9)")
     print(f"decode_fps={a:.1f} pipeline_fps={b:.1f} ratio_b_a={b / a:.3f} "
-          f"transcode_fps={c:.1f} pipeline_video_fps={d:.1f} ratio_d_c={d / c:.3f}")
+          f"transcode_fps={c:.1f} pipeline_video_fps={d:.1f} ratio_d_c={d / c:.3f} "
+          f"tracked_fps={e:.1f} ratio_e_a={e / a:.3f}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Keyframes are sparse (one frame in ten or fewer), and an object may move two box widths between two of them. The
 frames in between are cheap to look at, though: each box follows the median motion of a few feature points
-inside it, tracked frame to frame with pyramidal Lucas-Kanade (OpenCV) on a small grey image, kept only where a
-point tracked back lands where it started. So a box moves when its object moves and stops when it stops, and the
+inside it, tracked with pyramidal Lucas-Kanade (OpenCV) on a small grey image of every second frame (the frame
+between moves at the rate measured), in a window around the box, kept only where a point tracked back lands
+where it started. So a box moves when its object moves and stops when it stops, and the
 tracker can match the next keyframe's detections where the objects really are. A box whose points are lost
 (no texture), or which overlaps another box (one object passing in front of another takes the points of the
 hidden one along), moves on at its last known velocity instead.
@@ -23,6 +24,7 @@ _CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.03)
 _POINTS = 12  # feature points per box
 _MIN_POINTS = 4  # fewer than this left: the box moves at its velocity instead
 _FB_ERROR = 1.0  # forward-backward disagreement (small-image pixels) above which a point is dropped
+EVERY = 2  # flow is measured on every second frame; the frame between moves at the rate measured
 
 
 def small_grey(image: np.ndarray) -> tuple[np.ndarray, int]:
@@ -36,10 +38,12 @@ class Flow:
     """The boxes of one task's tracks, moved frame by frame from the keyframe they were last placed on."""
 
     def __init__(self) -> None:
-        self._grey: np.ndarray | None = None
+        self._grey: np.ndarray | None = None  # the small image flow was last measured on, at `_pts`
         self._step = 1
         self._pts = 0.0
-        self._boxes: dict[int, np.ndarray] = {}  # key -> xyxy in source pixels
+        self._skipped = 0  # frames since then
+        self._boxes: dict[int, np.ndarray] = {}  # key -> xyxy in source pixels, at `_pts`
+        self._now: dict[int, np.ndarray] = {}  # key -> xyxy on the last frame advanced to
         self._velocity: dict[int, np.ndarray] = {}  # key -> xyxy change per second, for boxes without points
         self._points: dict[int, np.ndarray] = {}  # key -> (n, 2) float32 in small-image pixels
         self._stale: set[int] = set()  # boxes that overlapped another: their points are not trusted
@@ -47,25 +51,37 @@ class Flow:
     def keys(self) -> set[int]:
         return set(self._boxes)
 
+    @property
+    def needs_image(self) -> bool:
+        """Whether the next frame's small image is needed (flow is measured on it)."""
+        return bool(self._boxes) and self._skipped + 1 >= EVERY
+
     def boxes(self) -> dict[int, np.ndarray]:
-        return {key: box.copy() for key, box in self._boxes.items()}
+        return {key: box.copy() for key, box in self._now.items()}
 
     def reset(self, grey: np.ndarray, step: int, pts: float, boxes: dict[int, np.ndarray],
               velocity: dict[int, np.ndarray]) -> None:
         """Place the boxes on a keyframe (`grey` being its small image) and pick the points they will follow."""
         self._grey = grey
-        self._step, self._pts = step, pts
+        self._step, self._pts, self._skipped = step, pts, 0
         self._boxes = {key: np.asarray(box, dtype=np.float64).copy() for key, box in boxes.items()}
+        self._now = dict(self._boxes)
         self._velocity = {key: velocity.get(key, np.zeros(4)) for key in boxes}
         self._points = {key: self._seed(grey, box) for key, box in self._boxes.items()}
         self._stale = set()
 
-    def advance(self, grey: np.ndarray, pts: float) -> dict[int, np.ndarray]:
-        """Move every box to the frame whose small image is `grey` (the next frame of the stream)."""
+    def advance(self, grey: np.ndarray | None, pts: float) -> dict[int, np.ndarray]:
+        """Move every box to the next frame of the stream, whose small image is `grey`; None (allowed unless
+        `needs_image`) moves them at the rate last measured."""
         dt = max(0.0, pts - self._pts)
-        self._pts = pts
         if not self._boxes:
+            self._grey, self._pts = None, pts
             return {}
+        if grey is None:
+            self._skipped += 1
+            self._now = {key: box + self._velocity[key] * dt for key, box in self._boxes.items()}
+            return self.boxes()
+        self._pts, self._skipped = pts, 0
         moved: dict[int, np.ndarray] = {}
         if self._grey is not None and self._grey.shape == grey.shape:
             for key, points in self._points.items():
@@ -88,6 +104,7 @@ class Flow:
                 self._stale.discard(key)
                 self._points[key] = self._seed(grey, self._boxes[key])
         self._grey = grey
+        self._now = dict(self._boxes)
         return self.boxes()
 
     def _seed(self, grey: np.ndarray, box: np.ndarray) -> np.ndarray:

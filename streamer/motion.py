@@ -51,9 +51,15 @@ class Motion:
         self._since = -1  # index of the last keyframe placed
         self._since_pts = 0.0
 
-    def step(self, frame: Frame, grey: np.ndarray) -> None:
-        """Follow the boxes to `frame` (the next frame of the stream)."""
-        self._steps[frame.index] = _Step(frame.pts, self.flow.advance(grey, frame.pts), self._since, {})
+    @property
+    def needs_image(self) -> bool:
+        """Whether the next frame's small image is needed to follow the boxes onto it."""
+        return self.flow.needs_image
+
+    def step(self, frame: Frame, grey: np.ndarray | None) -> None:
+        """Follow the boxes to `frame` (the next frame of the stream; `grey` may be None unless `needs_image`)."""
+        boxes = self.flow.advance(grey, frame.pts)
+        self._steps[frame.index] = _Step(frame.pts, boxes, self._since, {})
 
     def predicted(self, index: int) -> Boxes:
         """Where flow put each track on frame `index` (stepped, not forgotten)."""
@@ -104,8 +110,8 @@ class Motion:
         """The boxes to show on `frame`: resolved ones as they were resolved, the others as flow has them (held
         frames whose next keyframe never came, and every frame of a camera)."""
         step = self._steps.get(frame.index)
-        if step is None:
-            return _empty()
+        if step is None or not step.boxes:
+            return EMPTY
         rows = []
         for key, box in step.boxes.items():
             meta = self._meta.get(key)
@@ -118,7 +124,7 @@ class Motion:
                 kind = "detected" if frame.index == step.since and meta.misses == 0 else "predicted"
             rows.append((box, meta, kind))
         if not rows:
-            return _empty()
+            return EMPTY
         return sv.Detections(
             xyxy=np.array([r[0] for r in rows], dtype=np.float32),
             confidence=np.array([r[1].confidence for r in rows], dtype=np.float32),
@@ -130,7 +136,10 @@ class Motion:
 
     def forget(self, before: int) -> None:
         """Drop the frames before index `before` (written, and not needed for a keyframe in flight)."""
-        for index in [i for i in self._steps if i < before]:
+        done = [i for i in self._steps if i < before]
+        if not done:
+            return
+        for index in done:
             del self._steps[index]
         referenced = {key for step in self._steps.values() for key in step.boxes} | self.flow.keys()
         self._meta = {key: meta for key, meta in self._meta.items() if key in referenced}
@@ -142,3 +151,6 @@ def _empty() -> sv.Detections:
     det.data = {"class_name": np.empty(0, dtype=object), "text": np.empty(0, dtype=object),
                 "kind": np.empty(0, dtype=object)}
     return det
+
+
+EMPTY = _empty()  # a frame without tracks (most frames of most streams): shared, not to be changed

@@ -111,6 +111,7 @@ class JsonlSink:
 
     def __init__(self, path: Path, append: bool = False) -> None:
         self.path = Path(path)
+        self._unflushed = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a" if append else "w", encoding="utf-8")
@@ -120,10 +121,15 @@ class JsonlSink:
     def event(self, event: Event) -> None:
         self._write([event.to_dict()])
 
+    flush_every = 1  # writes between flushes
+
     def _write(self, records: list[dict]) -> None:
         try:
             self._file.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-            self._file.flush()
+            self._unflushed += 1
+            if self._unflushed >= self.flush_every:
+                self._file.flush()
+                self._unflushed = 0
         except OSError as exc:
             raise cannot_write(self.what, self.path, exc) from None
 
@@ -141,6 +147,7 @@ class TracksSink(JsonlSink):
     ahead of the last one. Unconfirmed boxes (drawn without an id) have `track_id` -1."""
 
     what = "tracks file"
+    flush_every = 25  # frames: a killed run keeps its tracks up to about a second before
 
     def tracks(self, source: str, tracks: list[FrameTracks]) -> None:
         records = []

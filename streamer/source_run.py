@@ -333,12 +333,17 @@ class SourceRun:
     def _look(self, frame: Frame, keyframe: bool = True) -> None:
         """Every frame, in order: its small grey image, and each task's boxes followed onto it. A keyframe's
         image is kept until it is tracked (a camera's frames until then too: its tracks are followed over them)."""
+        live = self.reader.live and self._keep_from is not None  # a camera's keyframe is in flight
+        if not (keyframe or live or any(tracking.motion.needs_image for tracking in self.tasks)):
+            for tracking in self.tasks:  # nothing to measure flow on this frame: no need to look at it
+                tracking.step(frame, None)
+            return
         grey, step = small_grey(frame.image)
         for tracking in self.tasks:
             tracking.step(frame, grey)
         if keyframe:
             self._looks[frame.index] = (grey, step)
-        if self.reader.live:
+        if live:
             self._recent.append((frame.index, frame.pts, grey))
 
     def _track(self, frame: Frame, jobs: Jobs) -> None:

@@ -40,10 +40,10 @@ _GONE = 0.5  # a predicted box with less than this share inside the picture has 
 @dataclass(slots=True)
 class _Track:
     key: int  # the tracker's own, never reused; `track_id` is given at confirmation
-    box: np.ndarray  # at `pts`: where it was seen, or predicted while missed
-    pts: float
+    box: np.ndarray  # on the last keyframe: where it was seen, or where it was predicted if missed
+    seen_box: np.ndarray  # where it was last seen, at `seen_pts`
     seen_pts: float
-    velocity: np.ndarray
+    velocity: np.ndarray  # from its sightings: the steady prediction is seen_box + velocity * (t - seen_pts)
     confidence: float
     hits: int = 1
     misses: int = 0  # answered keyframes in a row that did not see it
@@ -70,7 +70,7 @@ class Tracker:
 
     def predictions(self, pts: float) -> dict[int, np.ndarray]:
         """Where each track would be at `pts` at its velocity (for tracks flow does not follow)."""
-        return {t.key: t.box + t.velocity * (pts - t.pts) for t in self._tracks}
+        return {t.key: t.seen_box + t.velocity * (pts - t.seen_pts) for t in self._tracks}
 
     def velocities(self) -> dict[int, np.ndarray]:
         return {t.key: t.velocity for t in self._tracks}
@@ -100,7 +100,7 @@ class Tracker:
         for ti, track in enumerate(self._tracks):
             if ti not in matched_tracks:
                 track.misses += 1
-                track.box, track.pts, track.text = boxes[ti], pts, ""
+                track.box, track.text = boxes[ti], ""
                 gone = _inside(track.box, w, h) < _GONE
                 lost = track.misses >= self.lost_after and pts - track.seen_pts >= self.config.lost_after_s - 1e-9
                 if (track.track_id < 0 and track.misses > 1) or gone or lost:  # unconfirmed: one miss at most
@@ -111,8 +111,9 @@ class Tracker:
         self._tracks = survivors
         for di in range(n):
             if di not in matched_dets and conf[di] >= self.config.activation_threshold:
-                track = _Track(next(self._keys), detections.xyxy[di].astype(np.float64), pts, pts, np.zeros(4),
-                               float(conf[di]), mask=None if detections.mask is None else detections.mask[di])
+                box = detections.xyxy[di].astype(np.float64)
+                track = _Track(next(self._keys), box, box, pts, np.zeros(4), float(conf[di]),
+                               mask=None if detections.mask is None else detections.mask[di])
                 track.votes[labels[di]] += float(conf[di]) + 1e-6
                 track.text = _text(detections, di)
                 self._confirm(track)
@@ -123,9 +124,9 @@ class Tracker:
              pts: float) -> None:
         box = detections.xyxy[di].astype(np.float64)
         if pts > track.seen_pts:  # smoothed: a single noisy keyframe must not fling the box on
-            measured = (box - track.box) / (pts - track.pts) if pts > track.pts else track.velocity
+            measured = (box - track.seen_box) / (pts - track.seen_pts)
             track.velocity = measured if track.hits == 1 else 0.5 * track.velocity + 0.5 * measured
-        track.box, track.pts, track.seen_pts = box, pts, pts
+        track.box, track.seen_box, track.seen_pts = box, box, pts
         track.confidence = float(confidence)
         track.hits += 1
         track.misses = 0

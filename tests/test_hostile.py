@@ -414,3 +414,10 @@ def test_two_files_on_ray_fit_a_two_core_machine(tiny_od, tmp_path):
                       timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("(file)") == 2 and "frames 150 of" in result.stdout
+
+
+def test_an_earlier_tracks_file_beside_the_log_is_never_replaced(clip_copy, tmp_path, capsys):
+    earlier = tmp_path / "e.tracks.jsonl"
+    earlier.write_text('{"an": "earlier box"}\n')
+    message = refused(capsys, clip_copy, "--events", tmp_path / "e.jsonl", "--no-video")
+    assert f"the tracks file {earlier} exists" in message and earlier.read_text() == '{"an": "earlier box"}\n'
