@@ -45,13 +45,19 @@ def _line(start: tuple[float, float], velocity: tuple[float, float], first: int,
             for f in range(FRAMES)]
 
 
-def make_scene(seed: int) -> list[Actor]:
+def _flat(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    return np.full((h, w, 3), rng.integers(40, 216, 3), dtype=np.uint8)
+
+
+def make_scene(seed: int, flat: bool = False) -> list[Actor]:
+    """`flat`: objects of one colour each, no texture inside (flow finds points on their corners only)."""
     rng = np.random.default_rng(seed)
     u = lambda a, b: float(rng.uniform(a, b))  # noqa: E731
     actors = []
+    paint = _flat if flat else _texture
 
     def add(label, size, path):
-        actors.append(Actor(len(actors) + 1, label, size, path, _texture(rng, *size), len(actors)))
+        actors.append(Actor(len(actors) + 1, label, size, path, paint(rng, *size), len(actors)))
 
     fw = int(u(26, 40))  # the fast mover: two of its widths every ten frames
     add("person", (fw, int(fw * 1.8)), _line((-fw + 5, u(30, 90)), (2 * fw / 10, u(-0.3, 0.3)), int(u(0, 20))))

@@ -16,7 +16,7 @@ and `fast`: the share of the fast mover's frames, from the first keyframe that d
 box with an id (IoU >= 0.5). The last line has the
 figures the targets are set in (ratios of full to upper HOTA, summed over seeds).
 
-    .venv/bin/python bench/track_quality.py [--seeds 0 1 2] [--intervals 5 10 25]
+    .venv/bin/python bench/track_quality.py [--seeds 0 1 2] [--intervals 5 10 25] [--flat]
 """
 
 from __future__ import annotations
@@ -171,6 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--intervals", type=int, nargs="+", default=[5, 10, 25])
+    parser.add_argument("--flat", action="store_true", help="objects of one colour, without texture")
     args = parser.parse_args()
     totals: dict[tuple, list[float]] = {}
     switches: dict[tuple, list[int]] = {}
@@ -180,7 +181,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for seed in args.seeds:
-            actors = make_scene(seed)
+            actors = make_scene(seed, flat=args.flat)
             clip, truth = render(actors, tmp / f"scene{seed}.mp4", seed)
             images = decode(clip)
             gt = tmp / f"gt{seed}.txt"

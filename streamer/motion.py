@@ -4,7 +4,8 @@ Between keyframes each box follows its object with optical flow (`flow.Flow`). A
 next keyframe, so when that one is answered the flow path of each track seen on it is bent to end exactly on its
 detection (`interpolated`); a camera cannot wait, so its frames get the flow's boxes at once (`predicted`). A
 confirmed track missed on one keyframe keeps its predicted box instead of vanishing; one missed twice is not
-drawn (it is probably gone, though it lives on until the tracker ends it), nor is a missed unconfirmed one.
+drawn (it is probably gone, though it lives on until the tracker ends it), nor is a missed unconfirmed one,
+unless (files) the next keyframe finds it again.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class Motion:
                 meta = self._meta.get(key)
                 if meta is None:
                     continue
-                shown = meta.misses == 0 or (meta.misses == 1 and key in seen)
+                shown = meta.misses == 0 or key in seen  # seen before, or missed and found again
                 if not shown:
                     continue
                 if key in correction:

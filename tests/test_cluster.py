@@ -226,8 +226,12 @@ def test_the_readme_scale_out_command_runs_on_the_head(ray_head, tiny_od, tmp_pa
     assert result.returncode == 0, result.stderr
     assert "Ray cluster of 1 node (2 CPUs, 0 GPUs): 1 source actor, 1 model worker on CPU" in result.stderr
     assert "frames 150 of 640x360" in result.stdout and "ray: [worker-0] up, keyframes 15" in result.stdout
-    assert [e["type"] for e in read_events(tmp_path / "events.jsonl")] == ["object_appeared", "object_left"]
+    events = read_events(tmp_path / "events.jsonl")
+    assert [e["type"] for e in events] == ["object_appeared", "object_left"]
     assert probe_video(tmp_path / "annotated.mp4")["count"] == 150
+    # The source actor wrote the tracks of every frame beside the log, with the events' track.
+    tracks = read_events(tmp_path / "events.tracks.jsonl")
+    assert {r["track_id"] for r in tracks if r["track_id"] >= 0} == {e["track_id"] for e in events}
     assert wait_for(cluster_is_free, 10), "the run left actors holding the cluster"
 
 
