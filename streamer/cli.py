@@ -66,6 +66,19 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("run", type=Path, help="run folder, its events.db (coco, yolo) or its tracks file (mot)")
     export.add_argument("--format", choices=["coco", "yolo", "mot"], required=True)
     export.add_argument("out", type=Path, help="folder to write")
+    evaluate = sub.add_parser("evaluate", help="score a Florence-2 on a labelled COCO or YOLO dataset (mAP, P/R)")
+    evaluate.add_argument("dataset", type=Path, help="COCO (annotations.json) or YOLO (data.yaml) folder")
+    evaluate.add_argument("--model", help="hub id or local Florence-2 folder")
+    evaluate.add_argument("--task", default="<OD>", choices=["<OD>"], help="what is scored (boxes: <OD>)")
+    evaluate.add_argument("--config", type=Path, help="YAML config (model settings: device, min_confidence...)")
+    evaluate.add_argument("--format", choices=["table", "json"], default="table")
+    finetune = sub.add_parser("finetune", help="fine-tune Florence-2 on a labelled COCO or YOLO dataset")
+    finetune.add_argument("dataset", type=Path, help="COCO (annotations.json) or YOLO (data.yaml) folder")
+    finetune.add_argument("--model", help="hub id or local Florence-2 folder to start from")
+    finetune.add_argument("--out", type=Path, required=True, help="folder for the fine-tuned model (new, or a "
+                                                                  "run to resume)")
+    finetune.add_argument("--config", type=Path, help="YAML config (its finetune: section)")
+    finetune.add_argument("--epochs", type=int, help="sets finetune.epochs")
     return parser
 
 
@@ -305,6 +318,44 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if interrupted.is_set() else 0
 
 
+def _model_command(args: argparse.Namespace) -> int:
+    """`streamer evaluate` and `streamer finetune`: every input checked before the model loads."""
+    overrides = {}
+    if args.model:
+        overrides["model.path" if _looks_like_folder(args.model) else "model.id"] = args.model
+    if getattr(args, "epochs", None) is not None:
+        overrides["finetune.epochs"] = args.epochs
+    config = load_config(args.config, overrides)
+    if args.command == "evaluate":
+        from streamer.dataset import load_dataset
+        from streamer.evaluate import predict, render, score
+
+        dataset = load_dataset(args.dataset)
+        predictions = predict(load_detector(config.model), dataset, args.task, batch=config.model.batch_size)
+        print(render(score(dataset, predictions), args.format))
+        return 0
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from streamer.evaluate import side_by_side
+    from streamer.finetune import finetune
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+                  transient=True) as bar:
+        task = bar.add_task("fine-tuning", total=None, loss="")
+
+        def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
+            bar.update(task, description=f"epoch {epoch + 1}/{config.finetune.epochs}", completed=step, total=steps,
+                       loss=f"loss {loss:.4f}")
+
+        try:
+            before, after = finetune(config, args.dataset, args.out, on_step)
+        except Stopped as stop:
+            _note(str(stop))
+            return EXIT_INTERRUPTED
+    print(f"streamer: fine-tuned model saved to {args.out}\n{side_by_side(before, after)}")
+    return 0
+
+
 def _note(line: str) -> None:
     print(f"streamer: {line}", file=sys.stderr, flush=True)
 
@@ -328,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
                           until=args.until)
             print(render(found, args.format))
             return 0
+        if args.command in ("evaluate", "finetune"):
+            return _model_command(args)
         if args.command == "export":
             from streamer.export import export
 

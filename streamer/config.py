@@ -312,11 +312,25 @@ class PipelineConfig(_Section):
     max_pending_frames: int = Field(default=256, ge=1)
 
 
+class FinetuneConfig(_Section):
+    """How `streamer finetune` trains Florence-2 on a labelled dataset (see `finetune.py`)."""
+
+    epochs: int = Field(default=10, ge=1, le=1000)
+    learning_rate: float = Field(default=1e-5, gt=0, le=1)
+    batch_size: int = Field(default=2, ge=1, le=256)
+    val_share: float = Field(default=0.1, ge=0, lt=1, description="Share of the images kept out for validation.")
+    freeze_vision: bool = Field(default=True, description="Train the language side only (small datasets).")
+    lora: bool = Field(default=False, description="Train LoRA adapters (peft) and merge them at the end.")
+    lora_rank: int = Field(default=8, ge=1, le=256)
+    seed: int = 0
+
+
 class Config(_Section):
     model: ModelConfig = ModelConfig()
     schedule: list[TaskEntry] = Field(default_factory=list, description="Tasks per keyframe; empty: model.task.")
     sampler: SamplerConfig = SamplerConfig()
     tracker: TrackerConfig = TrackerConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     events: EventsConfig = EventsConfig()
     output: OutputConfig = OutputConfig()
     live: LiveConfig = LiveConfig()

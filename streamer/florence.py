@@ -140,11 +140,12 @@ class Florence2Detector:
 
     _PIXEL_CACHE = 64
 
-    def __init__(self, config: ModelConfig, **generate_kwargs) -> None:
+    def __init__(self, config: ModelConfig, loaded: tuple | None = None, **generate_kwargs) -> None:
+        """`loaded`: a (model, processor) pair already in memory (fine-tuning evaluates the model it trains)."""
         self.config = config
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
-        self.model, self.processor = load_florence(config, self.device, self.dtype)
+        self.model, self.processor = loaded or load_florence(config, self.device, self.dtype)
         self.generate_kwargs = generate_kwargs
         tokenizer = self.processor.tokenizer
         locs = [f"<loc_{i}>" for i in range(1000)]

@@ -201,19 +201,6 @@ def playable_frames(path) -> int:
     return count
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 256 KiB file system (tmpfs) to fill up; skipped where mounting is not allowed (not root, a container)."""
-    import subprocess
-
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
 def test_a_full_disk_under_the_video_ends_the_run_with_one_line_and_a_playable_video(tiny_od, small_disk, tmp_path):
     video = small_disk / "annotated.mp4"
     result = streamer("run", CLIP, "--model", tiny_od, "--out-video", video, "--events", tmp_path / "e.jsonl",

@@ -83,16 +83,17 @@ def make_processor(image_side: int = IMAGE_SIDE) -> Florence2Processor:
                               post_processor_config=POST_PROCESSOR_CONFIG)
 
 
-def build_tiny_florence(folder: Path, answer: str, weights: dict[str, float] | None = None) -> Path:
+def build_tiny_florence(folder: Path, answer: str | None, weights: dict[str, float] | None = None) -> Path:
     """Save a tiny Florence-2 (model + processor) to ``folder`` whose every answer is ``answer``.
 
     ``weights`` scales the logit of chosen answer tokens (default 10): a small weight makes the model less
-    sure of that token while still choosing it, which gives boxes known, different confidences.
+    sure of that token while still choosing it, which gives boxes known, different confidences. With no
+    ``answer`` the weights stay random (and trainable as any model): a start for fine-tuning.
     """
     torch.manual_seed(0)
     processor = make_processor()
     tokenizer = processor.tokenizer
-    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    answer_ids = tokenizer(answer or "", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     vocab = len(tokenizer)
     text_config = BartConfig(
         vocab_size=vocab, d_model=D_MODEL, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
@@ -111,7 +112,8 @@ def build_tiny_florence(folder: Path, answer: str, weights: dict[str, float] | N
     token_weights = {
         token: w for text, w in (weights or {}).items() for token in tokenizer(text, add_special_tokens=False)["input_ids"]
     }
-    _wire_fixed_answer(model, answer_ids, token_weights)
+    if answer is not None:
+        _wire_fixed_answer(model, answer_ids, token_weights)
     model.generation_config.update(decoder_start_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
                                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                                    forced_bos_token_id=None, forced_eos_token_id=None, num_beams=1,

@@ -1,0 +1,94 @@
+"""Labelled datasets read back: the COCO or YOLO folders `streamer export` writes, after people corrected them.
+
+CVAT, Label Studio and Roboflow read and write both. A COCO folder has `annotations.json` and `images/`; a YOLO
+folder has `data.yaml`, `images/` and `labels/`. Reading is supervision's own `DetectionDataset.from_coco` /
+`from_yolo`; what a wrong dataset looks like is checked here, before any model is loaded, so a bad dataset is
+one line: no images, images missing, no classes, a box outside its image.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import supervision as sv
+
+from streamer.errors import StreamerError
+
+
+@dataclass
+class Sample:
+    """One labelled image: BGR pixels, its boxes (`class_id` into the dataset's classes)."""
+
+    path: Path
+    image: np.ndarray
+    boxes: sv.Detections
+
+
+@dataclass
+class Dataset:
+    classes: list[str]
+    samples: list[Sample]
+
+
+def load_dataset(folder: Path) -> Dataset:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StreamerError(f"dataset {folder}: no such folder (a COCO or YOLO folder, as `streamer export` writes)")
+    images = folder / "images"
+    try:
+        if (folder / "annotations.json").is_file():
+            _check_coco(folder / "annotations.json", images)
+            data = sv.DetectionDataset.from_coco(str(images), str(folder / "annotations.json"))
+        elif (folder / "data.yaml").is_file():
+            data = sv.DetectionDataset.from_yolo(str(images), str(folder / "labels"), str(folder / "data.yaml"))
+        else:
+            raise StreamerError(f"dataset {folder}: neither annotations.json (COCO) nor data.yaml (YOLO) in it")
+    except StreamerError:
+        raise
+    except Exception as exc:  # supervision's readers raise whatever their parsers do
+        raise StreamerError(f"dataset {folder}: cannot be read: {type(exc).__name__}: {exc}") from None
+    if not data.classes:
+        raise StreamerError(f"dataset {folder} names no classes")
+    samples = []
+    for path, _, boxes in data:
+        image = cv2.imread(path)
+        if image is None:
+            raise StreamerError(f"dataset {folder}: image {path} is missing or not an image")
+        h, w = image.shape[:2]
+        if len(boxes):
+            xyxy = boxes.xyxy
+            outside = (xyxy[:, 0] < -1) | (xyxy[:, 1] < -1) | (xyxy[:, 2] > w + 1) | (xyxy[:, 3] > h + 1)
+            outside |= (xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1])
+            if outside.any():
+                box = [round(float(v), 1) for v in xyxy[int(np.flatnonzero(outside)[0])]]
+                raise StreamerError(f"dataset {folder}: a box {box} lies outside its {w}x{h} image {path}")
+        samples.append(Sample(Path(path), image, boxes))
+    if not samples:
+        raise StreamerError(f"dataset {folder} holds no images")
+    if not any(len(s.boxes) for s in samples):
+        raise StreamerError(f"dataset {folder} holds no boxes: nothing to evaluate or learn")
+    return Dataset(list(data.classes), samples)
+
+
+def _check_coco(annotations: Path, images: Path) -> None:
+    """supervision skips COCO images whose files are missing; a user's dataset with a lost image must say so."""
+    try:
+        coco = json.loads(annotations.read_text(encoding="utf-8"))
+        names = [entry["file_name"] for entry in coco["images"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StreamerError(f"{annotations} is not COCO annotations: {exc}") from None
+    missing = [name for name in names if not (images / name).is_file()]
+    if missing:
+        raise StreamerError(f"dataset image missing: {images / missing[0]} ({len(missing)} in all)")
+
+
+def split(samples: list[Sample], share: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(train, validation): `share` of the samples for validation, at least one when there are two or more."""
+    order = np.random.default_rng(seed).permutation(len(samples))
+    n_val = min(len(samples) - 1, max(1 if share > 0 and len(samples) > 1 else 0, round(share * len(samples))))
+    val = [samples[i] for i in order[:n_val]]
+    return [samples[i] for i in order[n_val:]], val

@@ -1,0 +1,205 @@
+"""Fine-tuning Florence-2 on the user's own labelled footage, for `<OD>`.
+
+The targets are written the way Florence-2 writes its answers (each box as its label and four `<loc_N>` bins,
+N = coordinate / size x 1000), and the model learns them by teacher forcing: transformers'
+`Florence2ForConditionalGeneration` given `labels`. The vision tower is frozen by default (what the published
+recipes do on a few hundred images); LoRA adapters (peft) are an option and are merged at the end; bf16 on
+CUDA. A checkpoint is written after every epoch (and on Ctrl-C) to `OUT/checkpoints/last`, atomically, and the
+same command resumes from it. The result is a `save_pretrained` folder that `streamer run --model OUT` and
+`streamer evaluate --model OUT` load as they are; it appears in OUT only when it is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+
+from streamer.config import Config
+from streamer.dataset import Dataset, Sample, load_dataset, split
+from streamer.errors import Stopped, StreamerError, cannot_write
+from streamer.evaluate import Report, predict, score
+
+TASK = "<OD>"
+_CHECKPOINT = "checkpoints/last"
+
+
+def target_text(sample: Sample, classes: list[str]) -> str:
+    """A sample's boxes as Florence-2 writes an `<OD>` answer: `label<loc_x1><loc_y1><loc_x2><loc_y2>...`."""
+    h, w = sample.image.shape[:2]
+    parts = []
+    for (x1, y1, x2, y2), class_id in zip(sample.boxes.xyxy, sample.boxes.class_id):
+        bins = [min(999, max(0, int(v / size * 1000))) for v, size in ((x1, w), (y1, h), (x2, w), (y2, h))]
+        parts.append(classes[int(class_id)] + "".join(f"<loc_{b}>" for b in bins))
+    return "".join(parts)
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before anything loads, an output that is a file or already holds a finished model."""
+    if out.exists() and not out.is_dir():
+        raise StreamerError(f"{out} is a file: name a folder for the fine-tuned model")
+    if (out / "config.json").exists():
+        raise StreamerError(f"{out} holds a model already: name a new folder")
+    ancestor = next(p for p in [out, *out.parents] if p.exists())
+    if not os.access(ancestor, os.W_OK):
+        raise StreamerError(f"cannot write the fine-tuned model {out}: {ancestor} is not a writable folder")
+
+
+class Trainer:
+    """One fine-tuning run: the model, its optimiser, and where it saves."""
+
+    def __init__(self, config: Config, dataset: Dataset, out: Path, on_step=None) -> None:
+        from streamer.florence import Florence2Detector, resolve_device
+
+        self.config, self.tune, self.dataset, self.out = config, config.finetune, dataset, out
+        self.on_step = on_step  # called with (epoch, step, steps, loss)
+        self.train, self.val = split(dataset.samples, self.tune.val_share, self.tune.seed)
+        self.state = {"epoch": 0, "before": None}
+        checkpoint = out / _CHECKPOINT
+        model_config = config.model
+        if (checkpoint / "state.json").is_file():
+            self.state = json.loads((checkpoint / "state.json").read_text())
+            model_config = model_config.model_copy(update={"path": checkpoint / "model"})
+        device = resolve_device(model_config.device)
+        self.device = device
+        self.detector = Florence2Detector(model_config.model_copy(update={"dtype": "float32"}))
+        self.model, self.processor = self.detector.model, self.detector.processor
+        try:  # made only once the model loads: a run that cannot start leaves nothing behind
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise cannot_write("fine-tuned model", out, exc) from None
+        self.autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        if self.tune.freeze_vision:
+            for p in self.model.model.vision_tower.parameters():
+                p.requires_grad = False
+        if self.tune.lora:
+            self._wrap_lora(checkpoint)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=self.tune.learning_rate)
+        if (checkpoint / "optimizer.pt").is_file():
+            self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device))
+
+    def _wrap_lora(self, checkpoint: Path) -> None:
+        try:
+            from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+        except ImportError:
+            raise StreamerError("finetune.lora needs the peft package: pip install peft") from None
+        lora = LoraConfig(r=self.tune.lora_rank, lora_alpha=2 * self.tune.lora_rank, lora_dropout=0.05,
+                          target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
+        self.model = get_peft_model(self.model, lora)
+        if (checkpoint / "adapter.pt").is_file():
+            set_peft_model_state_dict(self.model, torch.load(checkpoint / "adapter.pt", map_location=self.device))
+
+    def evaluate(self, samples: list[Sample]) -> Report:
+        self.model.eval()
+        data = Dataset(self.dataset.classes, samples)
+        return score(data, predict(self.detector, data, TASK, batch=self.config.model.batch_size))
+
+    def loss(self, batch: list[Sample]) -> torch.Tensor:
+        inputs = self.processor(text=[TASK] * len(batch), images=[s.image[..., ::-1].copy() for s in batch],
+                                return_tensors="pt", padding=True)
+        labels = self.processor.tokenizer([target_text(s, self.dataset.classes) for s in batch], return_tensors="pt",
+                                          padding=True, return_token_type_ids=False)["input_ids"]
+        labels[labels == self.processor.tokenizer.pad_token_id] = -100
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return self.model(**inputs, labels=labels.to(self.device)).loss
+
+    def run(self) -> tuple[Report, Report]:
+        """Train the epochs left; return the evaluation (on the validation images, or all) before and after."""
+        held_out = self.val or self.train
+        if self.state["before"] is None:
+            self.state["before"] = asdict(self.evaluate(held_out))
+        bs = self.tune.batch_size
+        steps = math.ceil(len(self.train) / bs)
+        try:
+            for epoch in range(self.state["epoch"], self.tune.epochs):
+                self.model.train()
+                order = np.random.default_rng(self.tune.seed + epoch).permutation(len(self.train))
+                for step in range(steps):
+                    batch = [self.train[i] for i in order[step * bs : (step + 1) * bs]]
+                    loss = self.loss(batch)
+                    self.optimizer.zero_grad()
+                    loss.backward()
+                    self.optimizer.step()
+                    if self.on_step is not None:
+                        self.on_step(epoch, step + 1, steps, float(loss.detach()))
+                self.state["epoch"] = epoch + 1
+                self.state["val_loss"] = self.validation_loss(held_out)
+                self.checkpoint()
+        except KeyboardInterrupt:
+            self.checkpoint()
+            raise Stopped(f"interrupted after {self.state['epoch']} epochs; run the same command to resume") from None
+        self.save_final()
+        return Report(**_report(self.state["before"])), self.evaluate(held_out)
+
+    @torch.no_grad()
+    def validation_loss(self, samples: list[Sample]) -> float:
+        self.model.eval()
+        losses = [float(self.loss(samples[i : i + self.tune.batch_size]))
+                  for i in range(0, len(samples), self.tune.batch_size)]
+        return float(np.mean(losses)) if losses else float("nan")
+
+    def checkpoint(self) -> None:
+        """The model (or its adapters), the optimiser and where training stands, replacing the last one whole."""
+        final = self.out / _CHECKPOINT
+        tmp = final.with_name("last.partial")
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            if self.tune.lora:
+                from peft import get_peft_model_state_dict
+
+                torch.save(get_peft_model_state_dict(self.model), tmp / "adapter.pt")
+                base = self.model.get_base_model()
+                base.save_pretrained(tmp / "model")  # the base weights, as loaded (LoRA leaves them alone)
+            else:
+                self.model.save_pretrained(tmp / "model")
+            self.processor.save_pretrained(tmp / "model")
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            (tmp / "state.json").write_text(json.dumps(self.state))
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+        except (OSError, SafetensorError) as exc:  # safetensors says a full disk its own way
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise cannot_write("checkpoint", final, exc) from None
+
+    def save_final(self) -> None:
+        """The trained model (LoRA merged) as a `save_pretrained` folder; `config.json` is moved in last, so OUT
+        never holds half a model that loads."""
+        model = self.model.merge_and_unload() if self.tune.lora else self.model
+        self.model = model
+        self.detector.model = model
+        tmp = self.out / ".final.partial"
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp)
+            self.processor.save_pretrained(tmp)
+            names = sorted(p.name for p in tmp.iterdir())
+            for name in [n for n in names if n != "config.json"] + ["config.json"]:
+                os.replace(tmp / name, self.out / name)
+            tmp.rmdir()
+        except (OSError, SafetensorError) as exc:  # safetensors says a full disk its own way
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise cannot_write("fine-tuned model", self.out, exc) from None
+
+
+def _report(data: dict) -> dict:
+    from streamer.evaluate import ClassScore
+
+    return {**data, "classes": [ClassScore(**c) for c in data["classes"]]}
+
+
+def finetune(config: Config, dataset_path: Path, out: Path, on_step=None) -> tuple[Report, Report]:
+    """Validate everything, train, save; return the evaluation before and after."""
+    out = Path(out)
+    check_out(out)
+    dataset = load_dataset(dataset_path)  # with a single image, it is both trained and scored on
+    return Trainer(config, dataset, out, on_step).run()
