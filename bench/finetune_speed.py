@@ -86,7 +86,7 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 started = time.perf_counter()
-                loss = trainer.loss(samples)
+                loss = trainer.loss([(s, "<OD>") for s in samples])
                 trainer.optimizer.zero_grad()
                 loss.backward()
                 trainer.optimizer.step()

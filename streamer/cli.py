@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="score a Florence-2 on a labelled COCO or YOLO dataset (mAP, P/R)")
     evaluate.add_argument("dataset", type=Path, help="COCO (annotations.json) or YOLO (data.yaml) folder")
     evaluate.add_argument("--model", help="hub id or local Florence-2 folder")
-    evaluate.add_argument("--task", default="<OD>", choices=["<OD>"], help="what is scored (boxes: <OD>)")
+    evaluate.add_argument("--task", default="<OD>", choices=["<OD>"],
+                          help="boxes are scored with <OD>; text, where the dataset has any, with <OCR_WITH_REGION>")
     evaluate.add_argument("--config", type=Path, help="YAML config (model settings: device, min_confidence...)")
     evaluate.add_argument("--format", choices=["table", "json"], default="table")
     finetune = sub.add_parser("finetune", help="fine-tune Florence-2 on a labelled COCO or YOLO dataset")
@@ -328,11 +329,10 @@ def _model_command(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     if args.command == "evaluate":
         from streamer.dataset import load_dataset
-        from streamer.evaluate import predict, render, score
+        from streamer.evaluate import evaluate, render
 
         dataset = load_dataset(args.dataset)
-        predictions = predict(load_detector(config.model), dataset, args.task, batch=config.model.batch_size)
-        print(render(score(dataset, predictions), args.format))
+        print(render(evaluate(load_detector(config.model), dataset, config.model.batch_size), args.format))
         return 0
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 

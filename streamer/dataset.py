@@ -4,6 +4,9 @@ CVAT, Label Studio and Roboflow read and write both. A COCO folder has `annotati
 folder has `data.yaml`, `images/` and `labels/`. Reading is supervision's own `DetectionDataset.from_coco` /
 `from_yolo`; what a wrong dataset looks like is checked here, before any model is loaded, so a bad dataset is
 one line: no images, images missing, no classes, a box outside its image.
+
+Text (for OCR) is read from COCO: an annotation's attribute `text` (`"attributes": {"text": "AB 42"}`, what CVAT
+writes for an attribute named text), the box being where it is written.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class Sample:
     path: Path
     image: np.ndarray
     boxes: sv.Detections
+    texts: list[str] | None = None  # per box, "" where a box has none; None: the dataset carries no text
 
 
 @dataclass
@@ -33,15 +37,20 @@ class Dataset:
     classes: list[str]
     samples: list[Sample]
 
+    @property
+    def has_text(self) -> bool:
+        return any(t for s in self.samples for t in (s.texts or []))
+
 
 def load_dataset(folder: Path) -> Dataset:
     folder = Path(folder)
     if not folder.is_dir():
         raise StreamerError(f"dataset {folder}: no such folder (a COCO or YOLO folder, as `streamer export` writes)")
     images = folder / "images"
+    texts: dict[tuple, str] = {}
     try:
         if (folder / "annotations.json").is_file():
-            _check_coco(folder / "annotations.json", images)
+            texts = _check_coco(folder / "annotations.json", images)
             data = sv.DetectionDataset.from_coco(str(images), str(folder / "annotations.json"))
         elif (folder / "data.yaml").is_file():
             data = sv.DetectionDataset.from_yolo(str(images), str(folder / "labels"), str(folder / "data.yaml"))
@@ -66,7 +75,8 @@ def load_dataset(folder: Path) -> Dataset:
             if outside.any():
                 box = [round(float(v), 1) for v in xyxy[int(np.flatnonzero(outside)[0])]]
                 raise StreamerError(f"dataset {folder}: a box {box} lies outside its {w}x{h} image {path}")
-        samples.append(Sample(Path(path), image, boxes))
+        found = [texts.get((Path(path).name, *(round(float(v), 1) for v in box)), "") for box in boxes.xyxy]
+        samples.append(Sample(Path(path), image, boxes, found if texts else None))
     if not samples:
         raise StreamerError(f"dataset {folder} holds no images")
     if not any(len(s.boxes) for s in samples):
@@ -74,16 +84,24 @@ def load_dataset(folder: Path) -> Dataset:
     return Dataset(list(data.classes), samples)
 
 
-def _check_coco(annotations: Path, images: Path) -> None:
-    """supervision skips COCO images whose files are missing; a user's dataset with a lost image must say so."""
+def _check_coco(annotations: Path, images: Path) -> dict[tuple, str]:
+    """supervision skips COCO images whose files are missing; a user's dataset with a lost image must say so.
+    Returns the texts of annotations, keyed by (image file name, x1, y1, x2, y2)."""
     try:
         coco = json.loads(annotations.read_text(encoding="utf-8"))
-        names = [entry["file_name"] for entry in coco["images"]]
+        names = {entry["id"]: entry["file_name"] for entry in coco["images"]}
+        texts = {}
+        for a in coco.get("annotations", []):
+            text = (a.get("attributes") or {}).get("text")
+            if text:
+                x, y, w, h = a["bbox"]
+                texts[(Path(names[a["image_id"]]).name, *(round(float(v), 1) for v in (x, y, x + w, y + h)))] = str(text)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StreamerError(f"{annotations} is not COCO annotations: {exc}") from None
-    missing = [name for name in names if not (images / name).is_file()]
+    missing = [name for name in names.values() if not (images / name).is_file()]
     if missing:
         raise StreamerError(f"dataset image missing: {images / missing[0]} ({len(missing)} in all)")
+    return texts
 
 
 def split(samples: list[Sample], share: float, seed: int) -> tuple[list[Sample], list[Sample]]:

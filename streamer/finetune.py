@@ -1,7 +1,9 @@
-"""Fine-tuning Florence-2 on the user's own labelled footage, for `<OD>`.
+"""Fine-tuning Florence-2 on the user's own labelled footage, for `<OD>`, and `<OCR_WITH_REGION>` where the
+dataset has text.
 
 The targets are written the way Florence-2 writes its answers (each box as its label and four `<loc_N>` bins,
-N = coordinate / size x 1000), and the model learns them by teacher forcing: transformers'
+N = coordinate / size x 1000; each text as itself and the eight bins of its box's corners), and the model
+learns them by teacher forcing: transformers'
 `Florence2ForConditionalGeneration` given `labels`. The vision tower is frozen by default (what the published
 recipes do on a few hundred images); LoRA adapters (peft) are an option and are merged at the end; bf16 on
 CUDA. A checkpoint is written after every epoch (and on Ctrl-C) to `OUT/checkpoints/last`, atomically, and the
@@ -25,20 +27,36 @@ from safetensors import SafetensorError
 from streamer.config import Config
 from streamer.dataset import Dataset, Sample, load_dataset, split
 from streamer.errors import Stopped, StreamerError, cannot_write
-from streamer.evaluate import Report, predict, score
+from streamer.evaluate import Report, evaluate
 
-TASK = "<OD>"
 _CHECKPOINT = "checkpoints/last"
+OCR = "<OCR_WITH_REGION>"
+Example = tuple[Sample, str]  # an image and the task it is taught
 
 
-def target_text(sample: Sample, classes: list[str]) -> str:
-    """A sample's boxes as Florence-2 writes an `<OD>` answer: `label<loc_x1><loc_y1><loc_x2><loc_y2>...`."""
+def target_text(sample: Sample, classes: list[str], task: str = "<OD>") -> str:
+    """A sample's labels as Florence-2 writes the task's answer: `<OD>`: `label<loc_x1><loc_y1><loc_x2><loc_y2>`
+    per box; `<OCR_WITH_REGION>`: `text` and the bins of the box's four corners, per box with text."""
     h, w = sample.image.shape[:2]
+
+    def bins(*points) -> str:
+        return "".join(f"<loc_{min(999, max(0, int(v / (w if i % 2 == 0 else h) * 1000)))}>"
+                       for i, v in enumerate(points))
+
     parts = []
-    for (x1, y1, x2, y2), class_id in zip(sample.boxes.xyxy, sample.boxes.class_id):
-        bins = [min(999, max(0, int(v / size * 1000))) for v, size in ((x1, w), (y1, h), (x2, w), (y2, h))]
-        parts.append(classes[int(class_id)] + "".join(f"<loc_{b}>" for b in bins))
+    for i, ((x1, y1, x2, y2), class_id) in enumerate(zip(sample.boxes.xyxy, sample.boxes.class_id)):
+        if task == OCR:
+            text = (sample.texts or [""] * len(sample.boxes))[i]
+            if text:
+                parts.append(text + bins(x1, y1, x2, y1, x2, y2, x1, y2))
+        else:
+            parts.append(classes[int(class_id)] + bins(x1, y1, x2, y2))
     return "".join(parts)
+
+
+def examples(samples: list[Sample]) -> list[Example]:
+    """Every image is taught `<OD>`; those with text `<OCR_WITH_REGION>` too."""
+    return [(s, "<OD>") for s in samples] + [(s, OCR) for s in samples if any(s.texts or [])]
 
 
 def check_out(out: Path) -> None:
@@ -99,14 +117,13 @@ class Trainer:
 
     def evaluate(self, samples: list[Sample]) -> Report:
         self.model.eval()
-        data = Dataset(self.dataset.classes, samples)
-        return score(data, predict(self.detector, data, TASK, batch=self.config.model.batch_size))
+        return evaluate(self.detector, Dataset(self.dataset.classes, samples), self.config.model.batch_size)
 
-    def loss(self, batch: list[Sample]) -> torch.Tensor:
-        inputs = self.processor(text=[TASK] * len(batch), images=[s.image[..., ::-1].copy() for s in batch],
-                                return_tensors="pt", padding=True)
-        labels = self.processor.tokenizer([target_text(s, self.dataset.classes) for s in batch], return_tensors="pt",
-                                          padding=True, return_token_type_ids=False)["input_ids"]
+    def loss(self, batch: list[Example]) -> torch.Tensor:
+        inputs = self.processor(text=[task for _, task in batch],
+                                images=[s.image[..., ::-1].copy() for s, _ in batch], return_tensors="pt", padding=True)
+        labels = self.processor.tokenizer([target_text(s, self.dataset.classes, task) for s, task in batch],
+                                          return_tensors="pt", padding=True, return_token_type_ids=False)["input_ids"]
         labels[labels == self.processor.tokenizer.pad_token_id] = -100
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
@@ -118,13 +135,14 @@ class Trainer:
         if self.state["before"] is None:
             self.state["before"] = asdict(self.evaluate(held_out))
         bs = self.tune.batch_size
-        steps = math.ceil(len(self.train) / bs)
+        train = examples(self.train)
+        steps = math.ceil(len(train) / bs)
         try:
             for epoch in range(self.state["epoch"], self.tune.epochs):
                 self.model.train()
-                order = np.random.default_rng(self.tune.seed + epoch).permutation(len(self.train))
+                order = np.random.default_rng(self.tune.seed + epoch).permutation(len(train))
                 for step in range(steps):
-                    batch = [self.train[i] for i in order[step * bs : (step + 1) * bs]]
+                    batch = [train[i] for i in order[step * bs : (step + 1) * bs]]
                     loss = self.loss(batch)
                     self.optimizer.zero_grad()
                     loss.backward()
@@ -132,7 +150,7 @@ class Trainer:
                     if self.on_step is not None:
                         self.on_step(epoch, step + 1, steps, float(loss.detach()))
                 self.state["epoch"] = epoch + 1
-                self.state["val_loss"] = self.validation_loss(held_out)
+                self.state["val_loss"] = self.validation_loss(examples(held_out))
                 self.checkpoint()
         except KeyboardInterrupt:
             self.checkpoint()
@@ -141,10 +159,10 @@ class Trainer:
         return Report(**_report(self.state["before"])), self.evaluate(held_out)
 
     @torch.no_grad()
-    def validation_loss(self, samples: list[Sample]) -> float:
+    def validation_loss(self, held_out: list[Example]) -> float:
         self.model.eval()
-        losses = [float(self.loss(samples[i : i + self.tune.batch_size]))
-                  for i in range(0, len(samples), self.tune.batch_size)]
+        losses = [float(self.loss(held_out[i : i + self.tune.batch_size]))
+                  for i in range(0, len(held_out), self.tune.batch_size)]
         return float(np.mean(losses)) if losses else float("nan")
 
     def checkpoint(self) -> None:

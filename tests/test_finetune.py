@@ -111,6 +111,23 @@ def test_an_interrupted_finetune_resumes_from_its_last_epoch(dataset, fresh, tmp
     assert epochs == [3] and (out / "config.json").is_file()
 
 
+def test_text_labels_are_scored_and_learned(dataset, fresh, tmp_path, capsys):
+    """A plate read on each van (the COCO attribute `text`): its character error rate, before and after."""
+    plates = tmp_path / "plates"
+    shutil.copytree(dataset, plates)
+    coco = json.loads((plates / "annotations.json").read_text())
+    for annotation in coco["annotations"]:
+        annotation["attributes"]["text"] = "AB 42"
+    (plates / "annotations.json").write_text(json.dumps(coco))
+    before = evaluate(capsys, plates, fresh)
+    assert before["texts"] == 14 and before["cer"] >= 0.8
+    assert main(["finetune", str(plates), "--model", str(fresh), "--out", str(tmp_path / "m"),
+                 "--config", str(tune_config(tmp_path, epochs=20))]) == 0
+    assert "character error rate" in capsys.readouterr().out
+    after = evaluate(capsys, plates, tmp_path / "m")
+    assert after["cer"] <= 0.2 and after["map50"] >= 0.9
+
+
 def test_lora_adapters_are_merged_into_a_plain_model(dataset, fresh, tmp_path, capsys):
     config = tune_config(tmp_path, epochs=2)
     config.write_text(config.read_text() + "  lora: true\n  lora_rank: 4\n")
