@@ -41,8 +41,8 @@ def _texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
 
 
 def _line(start: tuple[float, float], velocity: tuple[float, float], first: int, last: int = FRAMES):
-    return [None if not first <= f < last else (start[0] + velocity[0] * (f - first), start[1] + velocity[1] * (f - first))
-            for f in range(FRAMES)]
+    return [(start[0] + velocity[0] * (f - first), start[1] + velocity[1] * (f - first)) if first <= f < last
+            else None for f in range(FRAMES)]
 
 
 def _flat(rng: np.random.Generator, w: int, h: int) -> np.ndarray:

@@ -189,8 +189,9 @@ def main() -> None:
             detector = NoisyDetector(truth, seed)
             upper_rows = upper_bound(detector)
             upper = score(gt, upper_rows, tmp / "upper.txt")
+            cover = coverage(truth, upper_rows, 1, detector, 1)
             print(f"{seed:>4} {'-':<6} {1:>3} {'upper':<10} {upper['HOTA']:6.3f} {upper['MOTA']:7.3f} "
-                  f"{upper['IDF1']:6.3f} {upper['IDSW']:5d} {upper['Frag']:5d} {coverage(truth, upper_rows, 1, detector, 1):5.2f}")
+                  f"{upper['IDF1']:6.3f} {upper['IDSW']:5d} {upper['Frag']:5d} {cover:5.2f}")
             for live in (False, True):
                 mode = "camera" if live else "file"
                 for interval in args.intervals:

@@ -95,7 +95,8 @@ def _check_coco(annotations: Path, images: Path) -> dict[tuple, str]:
             text = (a.get("attributes") or {}).get("text")
             if text:
                 x, y, w, h = a["bbox"]
-                texts[(Path(names[a["image_id"]]).name, *(round(float(v), 1) for v in (x, y, x + w, y + h)))] = str(text)
+                box = (round(float(v), 1) for v in (x, y, x + w, y + h))
+                texts[(Path(names[a["image_id"]]).name, *box)] = str(text)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StreamerError(f"{annotations} is not COCO annotations: {exc}") from None
     missing = [name for name in names.values() if not (images / name).is_file()]

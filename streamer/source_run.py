@@ -5,12 +5,12 @@ is built with everything it needs (its opened reader, the keyframe model, its si
 that takes over from a dead one, a `Takeover`) and does one thing: `run(stop)`. The local pipeline and a Ray
 source actor both drive it that way.
 
-Files are processed deterministically and completely: frames wait in a bounded line until the keyframe at or
-before them has its detections, so every frame of the output is drawn with the tracks of the latest keyframe
-at or before it, while the model works on later keyframes in parallel; nothing is dropped (back-pressure).
+Files are processed deterministically and completely: frames wait in a bounded line until the keyframe after
+them is tracked too, so each frame's boxes are interpolated between the keyframes around it (`motion`), while
+the model works on later keyframes in parallel; nothing is dropped (back-pressure).
 
 Cameras must never build latency: a camera has at most one keyframe with the model at a time, every frame is
-drawn at once with the latest tracks known, and the reader drops stale frames.
+drawn at once with its tracks where they are predicted on it, and the reader drops stale frames.
 """
 
 from __future__ import annotations
@@ -91,10 +91,10 @@ class TaskTracking:
         self.motion = Motion()
         self.latest: Tracks | None = None
 
-    def step(self, frame: Frame, grey: np.ndarray) -> None:
+    def step(self, frame: Frame, grey: np.ndarray | None) -> None:
         self.motion.step(frame, grey)
 
-    def update(self, frame: Frame, result: FrameDetections, grey: np.ndarray, step: int,
+    def update(self, frame: Frame, result: FrameDetections, grey: np.ndarray, scale: int,
                later: Sequence[tuple[int, float, np.ndarray]] = ()) -> list[Event]:
         """A keyframe's answer (the keyframe stepped already): tracks, the events they make, and their boxes on
         the frames held before it and stepped after it."""
@@ -105,7 +105,7 @@ class TaskTracking:
         events += self._zone_exits(events, frame)
         ids = tracks.detections.tracker_id
         texts = [self.events.settled_text(int(t)) for t in ids]
-        self.motion.keyframe(tracks, grey, step, texts, self.tracker.velocities(), later)
+        self.motion.keyframe(tracks, grey, scale, texts, self.tracker.velocities(), later)
         return events
 
     def take(self, frame: Frame) -> FrameTracks:
@@ -142,8 +142,8 @@ class SourceRun:
         self.takeover = takeover or Takeover()
         self.metrics = metrics
         self.on_progress = on_progress
-        self._stats = RunStats(source=reader.name, live=reader.live, info=reader.info, events_path=spec.events_path, tracks_path=spec.tracks_path,
-                               db_path=spec.db_path if store is not None else None)
+        self._stats = RunStats(source=reader.name, live=reader.live, info=reader.info, events_path=spec.events_path,
+                               tracks_path=spec.tracks_path, db_path=spec.db_path if store is not None else None)
         self._replay = self.takeover.replay
         self.max_track_id = self.takeover.first_track_id - 1  # the highest track id in an event so far
         self.last_frame: Frame | None = None
@@ -348,7 +348,7 @@ class SourceRun:
 
     def _track(self, frame: Frame, jobs: Jobs) -> None:
         """A keyframe's answers: tracks and events (with snapshots), the saved keyframe, and the latency."""
-        grey, step = self._looks.pop(frame.index)
+        grey, scale = self._looks.pop(frame.index)
         later = [look for look in self._recent if look[0] > frame.index]
         for tracking, future in jobs:
             result = future.result()
@@ -356,7 +356,7 @@ class SourceRun:
                 kind, extra = result.worker_change
                 self._deliver([worker_event(kind, frame, self._stats.source, **extra)])
             self._stats.detections += len(result.detections)
-            events = tracking.update(frame, result, grey, step, later)
+            events = tracking.update(frame, result, grey, scale, later)
             if self.config.events.snapshots:
                 events = self._snapshots(frame, events)
             self._deliver(events)

@@ -171,9 +171,13 @@ def no_images(copy, coco):
     coco["images"], coco["annotations"] = [], []
 
 
+def no_classes(copy, coco):
+    coco["categories"], coco["annotations"] = [], []
+
+
 @pytest.mark.parametrize("change, says", [(missing_image, "dataset image missing"),
                                           (box_outside, "lies outside its 640x360 image"),
-                                          (no_images, "holds no images")])
+                                          (no_images, "holds no images"), (no_classes, "names no classes")])
 def test_a_bad_dataset_is_one_line_before_any_model_loads(dataset, tmp_path, capsys, change, says):
     broken = broken_copy(dataset, tmp_path, change)
     for command in (["evaluate", str(broken)], ["finetune", str(broken), "--out", str(tmp_path / "m")]):
