@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--label")
     events.add_argument("--since", help="ISO-8601 time (local unless it has an offset)")
     events.add_argument("--until", help="ISO-8601 time, exclusive")
+    events.add_argument("--search", metavar="WORDS",
+                        help="events whose label, text or caption has every word, best match first")
     events.add_argument("--format", choices=["table", "json", "csv"], default="table")
     export = sub.add_parser("export", help="write a run's keyframes and tracked boxes as a COCO or YOLO dataset, "
                                            "or its tracks of every frame as MOTChallenge files")
@@ -373,11 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "events":
-            from streamer.store import query, render
+            from streamer.store import COLUMNS, query, render
 
             found = query(args.db, source=args.source, type=args.type, label=args.label, since=args.since,
-                          until=args.until)
-            print(render(found, args.format))
+                          until=args.until, search=args.search)
+            print(render(found, args.format, COLUMNS + ["snapshot"] if args.search else COLUMNS))
             return 0
         if args.command in ("evaluate", "finetune"):
             return _model_command(args)

@@ -15,6 +15,7 @@ import csv
 import datetime as _dt
 import io
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -81,6 +82,18 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection, Path], None]] = [
     );
     """,
     _paths_relative_to_the_store,
+    # Full-text search over what was seen: labels, texts read, captions (and whatever later events carry as text),
+    # kept up to date by a trigger; `rebuild` indexes the events of a store written before.
+    """
+    CREATE VIRTUAL TABLE IF NOT EXISTS events_text USING fts5(
+        label, text, type, source, content='events', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+    );
+    INSERT INTO events_text(events_text) VALUES ('rebuild');
+    CREATE TRIGGER IF NOT EXISTS events_text_insert AFTER INSERT ON events BEGIN
+        INSERT INTO events_text (rowid, label, text, type, source) VALUES (new.id, new.label, new.text, new.type,
+                                                                           new.source);
+    END;
+    """,
 ]
 DB_VERSION = len(MIGRATIONS)
 COLUMNS = ["wall_time", "source", "type", "frame_index", "pts", "track_id", "label", "text"]
@@ -213,14 +226,22 @@ def _epoch(value: str, flag: str) -> float:
     return moment.timestamp()
 
 
+def match_words(search: str) -> str:
+    """A person's search as an FTS5 query: every word must occur (in any order), each as a literal, so quotes,
+    stars or dashes in it are text, not query syntax. Empty when it holds no word."""
+    words = re.findall(r"\w+", search)
+    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
 def query(path: Path, source: str | None = None, type: str | None = None, label: str | None = None,
-          since: str | None = None, until: str | None = None) -> list[dict[str, Any]]:
-    """Events matching every given filter, oldest first, as the JSON objects of the event log; paths in them
-    (snapshots) resolved against the store's folder, so they work from wherever the store is read."""
+          since: str | None = None, until: str | None = None, search: str | None = None) -> list[dict[str, Any]]:
+    """Events matching every given filter, oldest first (best match first with `search`: words in their label,
+    text, type or source, ranked by BM25), as the JSON objects of the event log; paths in them (snapshots)
+    resolved against the store's folder, so they work from wherever the store is read."""
     where, args = [], []
     for column, value in (("source", source), ("type", type), ("label", label)):
         if value is not None:
-            where.append(f"{column} = ?")
+            where.append(f"events.{column} = ?")
             args.append(value)
     if since is not None:
         where.append("wall_epoch >= ?")
@@ -228,7 +249,16 @@ def query(path: Path, source: str | None = None, type: str | None = None, label:
     if until is not None:
         where.append("wall_epoch < ?")
         args.append(_epoch(until, "--until"))
-    sql = "SELECT line FROM events" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY wall_epoch, id"
+    order, table = "wall_epoch, events.id", "events"
+    if search is not None:
+        words = match_words(search)
+        if not words:
+            raise StreamerError(f"--search: no word to look for in '{search}'")
+        table = "events JOIN events_text ON events_text.rowid = events.id"
+        where.append("events_text MATCH ?")
+        args.append(words)
+        order = "bm25(events_text), wall_epoch"
+    sql = f"SELECT line FROM {table}" + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}"
     conn = connect(path, create=False)
     try:
         events = [json.loads(row[0]) for row in conn.execute(sql, args)]
@@ -240,19 +270,19 @@ def query(path: Path, source: str | None = None, type: str | None = None, label:
     return events
 
 
-def render(events: list[dict[str, Any]], fmt: str) -> str:
+def render(events: list[dict[str, Any]], fmt: str, columns: list[str] = COLUMNS) -> str:
     if fmt == "json":
         return "\n".join(json.dumps(e, ensure_ascii=False) for e in events)
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=COLUMNS + ["bbox"], extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=columns + ["bbox"], extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for event in events:
             writer.writerow({**event, "bbox": " ".join(str(v) for v in event["bbox"] or [])})
         return out.getvalue().rstrip("\n")
-    rows = [[_cell(e.get(c)) for c in COLUMNS] for e in events]
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
+    rows = [[_cell(e.get(c)) for c in columns] for e in events]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
     lines.append(f"({len(rows)} events)")
     return "\n".join(line.rstrip() for line in lines)

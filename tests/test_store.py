@@ -152,3 +152,47 @@ def test_export_without_saved_keyframes_says_how(tmp_path, capsys):
     run(tmp_path)
     assert main(["export", str(tmp_path), "--format", "coco", str(tmp_path / "out")]) == 1
     assert "save_keyframes" in capsys.readouterr().err
+
+
+def _event(kind, text=None, label=None, track_id=None, index=0):
+    from streamer.records import Event
+
+    return Event(type=kind, source="gate", frame_index=index, pts=index / 25, wall_time=1767225600.0 + index,
+                 track_id=track_id, label=label, text=text)
+
+
+def test_search_finds_what_was_read_or_said_best_match_first(tmp_path, capsys):
+    from streamer.store import EventStore
+
+    store = EventStore(tmp_path / "events.db").acquire()
+    for event in [_event("object_appeared", label="person", track_id=1, index=1),
+                  _event("text_read", text="AB 42", label="car", track_id=2, index=2),
+                  _event("caption", text="a white delivery van parked by a white wall", index=3),
+                  _event("caption", text="a van", index=4)]:
+        store.write(event, tmp_path)
+    store.close()
+    db = tmp_path / "events.db"
+    assert [e["text"] for e in query(db, search="white van")] == ["a white delivery van parked by a white wall"]
+    assert [e["text"] for e in query(db, search="VAN")] == ["a van", "a white delivery van parked by a white wall"]
+    assert [(e["type"], e["track_id"]) for e in query(db, search="42")] == [("text_read", 2)]
+    assert [e["track_id"] for e in query(db, search="person", type="object_appeared")] == [1]
+    assert query(db, search='"white -van*') != []  # quotes, dashes and stars are text, not query syntax
+    assert main(["events", str(db), "--search", "white van"]) == 0
+    out = capsys.readouterr().out
+    assert "snapshot" in out.splitlines()[0] and "(1 events)" in out
+    assert main(["events", str(db), "--search", "!!"]) == 1
+    assert capsys.readouterr().err.startswith("streamer: error: --search: no word")
+
+
+def test_an_older_store_is_indexed_for_search_when_migrated(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for step in MIGRATIONS[:2]:
+        conn.executescript(step)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("INSERT INTO events (schema_version, type, source, frame_index, pts, wall_time, wall_epoch, label,"
+                 " text, line) VALUES (1, 'text_read', 'cam', 3, 0.1, '2026-01-01T00:00:00+00:00', 1767225600,"
+                 " 'container', 'MSKU 123', '{\"kept\": 1}')")
+    conn.commit()
+    conn.close()
+    assert query(path, search="msku") == [{"kept": 1}]
