@@ -104,11 +104,11 @@ def bench_model(name: str, args, device: torch.device) -> dict:
         rows = []
         for batch in args.batches:
             keyframes = [Keyframe(f, "<OD>") for f in pool[:batch]]
-            fast._pixels.clear()
+            fast.forget_images()
             fast.detect(keyframes)  # warm-up (allocator, kernels)
 
             def run():
-                fast._pixels.clear()  # each call sees new frames, as in a stream
+                fast.forget_images()  # each call sees new frames, as in a stream
                 fast.detect(keyframes)
 
             rows.append(summary(timed(run, args.calls), batch))

@@ -5,7 +5,8 @@
 - `/healthz`: 200 when the model is loaded and every source is up; 503 naming the sources that are not.
 - `/sources/<name>/mjpeg`: the annotated stream as MJPEG; frames are JPEG-encoded only while someone watches.
 - `/api/events?after=N`: the latest events, for the page.
-- `/`: every camera's live view and the latest events, updating without reload.
+- `/api/search?q=WORDS`: events of the run's stores with every word in their label, text or caption, best first.
+- `/`: every camera's live view, a search box over what was seen, and the latest events, updating without reload.
 Bound to 127.0.0.1 unless told otherwise.
 """
 
@@ -102,9 +103,31 @@ figure {{ margin: 0; }} img {{ max-width: 640px; width: 100%; background: #222; 
 </style></head><body>
 <h1>streamer</h1>
 <div class="cams">{cameras}</div>
+<h2>Search</h2>
+<form id="search"><input id="words" type="search" placeholder="white van, AB 42, person ..." size="40">
+<button type="submit">Search</button></form>
+<div id="results"></div>
 <h2>Latest events</h2>
 <div id="events"></div>
 <script>
+function describe(e) {{
+  return [e.wall_time, e.source, e.type, e.label ?? '', e.track_id ?? '', e.text ?? '', e.snapshot ?? ''].join('  ');
+}}
+document.getElementById('search').addEventListener('submit', async (event) => {{
+  event.preventDefault();
+  const box = document.getElementById('results');
+  const response = await fetch('/api/search?q=' + encodeURIComponent(document.getElementById('words').value));
+  box.replaceChildren();
+  if (!response.ok) {{ box.textContent = await response.text(); return; }}
+  const found = await response.json();
+  for (const e of found) {{
+    const line = document.createElement('div');
+    line.className = 'found';
+    line.textContent = describe(e);
+    box.append(line);
+  }}
+  if (!found.length) box.textContent = 'nothing found';
+}});
 let after = 0;
 async function poll() {{
   try {{
@@ -115,7 +138,7 @@ async function poll() {{
       after = Math.max(after, e.seq);
       const line = document.createElement('div');
       line.className = 'event';
-      line.textContent = [e.wall_time, e.source, e.type, e.label ?? '', e.track_id ?? '', e.text ?? ''].join('  ');
+      line.textContent = describe(e);
       box.prepend(line);
     }}
   }} catch (err) {{}}
@@ -194,6 +217,8 @@ class StatusServer:
                                    "text/plain")
                         return
                     self._send(200, json.dumps(server.view.events_after(int(after))).encode(), "application/json")
+                elif path == "/api/search":
+                    self._search(parse_qs(url.query).get("q", [""])[0])
                 elif path.startswith("/sources/") and path.endswith("/mjpeg"):
                     self._mjpeg(path[len("/sources/"):-len("/mjpeg")])
                 elif path == "/":
@@ -205,6 +230,21 @@ class StatusServer:
                     self._send(200, PAGE.format(cameras=cameras).encode(), "text/html; charset=utf-8")
                 else:
                     self._send(404, b"not found\n", "text/plain")
+
+            def _search(self, words: str) -> None:
+                """The run's event stores searched (`store.query`), best matches first, at most 100."""
+                from streamer.store import match_words, query
+
+                if not match_words(words):
+                    self._send(400, b"q: no word to look for\n", "text/plain")
+                    return
+                stores = {st.db_path for st in (r.stats() for r in server.pipeline.runs) if st.db_path is not None}
+                try:
+                    found = [e for db in sorted(stores) if db.exists() for e in query(db, search=words)][:100]
+                except StreamerError as exc:
+                    self._send(500, f"{exc}\n".encode(), "text/plain")
+                    return
+                self._send(200, json.dumps(found).encode(), "application/json")
 
             def _mjpeg(self, name: str) -> None:
                 known = {safe_name(r.stats().source) for r in server.pipeline.runs}

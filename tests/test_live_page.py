@@ -57,3 +57,51 @@ def test_live_page_shows_a_moving_camera_and_new_events(tmp_path):
             pipeline.stop()
             thread.join(timeout=15)
             server.close()
+
+
+def test_the_page_finds_what_was_read(tmp_path):
+    chromium = require("chromium", "chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+
+    def plate(index):
+        return [("car", (10 + index, 60, 90 + index, 120), "AB 42")] if index >= 20 else []
+
+    view = LiveView()
+    config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None}})
+    pipeline = Pipeline(config, lambda: ScriptedDetector(plate), [view], [view])
+    spec = SourceSpec(str(ROOT / "clips" / "street.mp4"), tmp_path / "e.jsonl", None, name="street",
+                      db_path=tmp_path / "events.db")
+    pipeline.run_many([spec])
+    server = StatusServer("127.0.0.1:0", pipeline, view).start()
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+            page = browser.new_page()
+            page.goto(server.address + "/", wait_until="domcontentloaded")  # the ended file's view never loads
+            page.fill("#words", "ab 42")
+            page.click("#search button")
+            found = page.wait_for_selector("#results .found", timeout=10000)
+            assert "text_read" in found.text_content() and "AB 42" in found.text_content()
+            page.fill("#words", "zebra")
+            page.click("#search button")
+            page.wait_for_function("() => document.getElementById('results').textContent === 'nothing found'",
+                                   timeout=10000)
+            browser.close()
+    finally:
+        server.close()
+
+
+def test_a_search_without_words_is_a_400(tmp_path):
+    import urllib.error
+    import urllib.request
+
+    pipeline = Pipeline(Config(), lambda: ScriptedDetector(lambda i: []))
+    server = StatusServer("127.0.0.1:0", pipeline, LiveView()).start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server.address + "/api/search?q=%21%21", timeout=5)
+        assert refused.value.code == 400
+        with urllib.request.urlopen(server.address + "/api/search?q=van", timeout=5) as response:
+            assert response.read() == b"[]"  # no store yet: nothing found, no error
+    finally:
+        server.close()

@@ -149,3 +149,23 @@ def test_tracks_of_two_tasks_never_share_an_id(clip, tmp_path):
     appeared = [e for e in read_events(tmp_path / "e.jsonl") if e["type"] == "object_appeared"]
     # The scripted detector answers every task the same, so each task has a car and a text track.
     assert len(appeared) == 4 and len({e["track_id"] for e in appeared}) == 4
+
+
+def test_two_tasks_on_one_keyframe_run_the_vision_tower_once_and_answer_as_from_pixels(tiny_two):
+    from streamer.florence import parse_answer
+
+    detector = Florence2Detector(ModelConfig(path=tiny_two, device="cpu"))
+    tower = detector.model.model.vision_tower
+    calls, forward = [], tower.forward
+    tower.forward = lambda *args, **kwargs: (calls.append(1), forward(*args, **kwargs))[1]
+    od = Keyframe(frame(0), "<OD>")
+    [boxes] = detector.detect([od])
+    [grounded] = detector.detect([Keyframe(frame(0), "<CAPTION_TO_PHRASE_GROUNDING>", "a red car on a road")])
+    assert len(calls) == 1 and len(boxes.detections) and len(grounded.detections)
+    detector.detect([Keyframe(frame(1), "<OD>")])
+    assert len(calls) == 2  # another frame is another image
+    # The model's own path, from pixels, says the same.
+    with torch.inference_mode():
+        ids = detector.model.generate(**detector.inputs([od]), max_new_tokens=64, do_sample=False)
+    text = detector.processor.tokenizer.decode(ids[0], skip_special_tokens=False)
+    assert np.array_equal(parse_answer(od, text, detector.processor).detections.xyxy, boxes.detections.xyxy)
