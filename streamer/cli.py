@@ -214,11 +214,18 @@ class _Console:
                 latency = f"{st.latency_ms:.0f} ms" if st.latency_ms is not None else "-"
                 self.console.print(
                     f"[{st.source}] {st.state:8} {fps_in:5.1f} fps in  keyframes {st.keyframes}  drops {st.dropped}"
-                    f"  reconnects {st.reconnects}  latency {latency}", highlight=False, markup=False,
+                    f"  reconnects {st.reconnects}  latency {latency}" + _questions(st), highlight=False, markup=False,
                 )
             if any(run.stats().live for run in self._pipeline.runs):
                 for line in self._pipeline.status_lines():
                     self.console.print(line, highlight=False, markup=False)
+
+
+def _questions(stats: RunStats) -> str:
+    if not stats.questions_asked:
+        return ""
+    return (f"  questions {stats.questions_asked} asked, {stats.questions_answered} answered, "
+            f"{stats.questions_dropped} dropped")
 
 
 def _summary(stats: RunStats) -> str:
@@ -230,7 +237,7 @@ def _summary(stats: RunStats) -> str:
         + (", stopped early)" if stats.stopped_early else ")"),
         f"  frames {stats.frames} of {shape}, keyframes {stats.keyframes}, detections {stats.detections}"
         + (f", dropped {stats.dropped}, reconnects {stats.reconnects}" if stats.live else ""),
-        f"  events {stats.events}" + (f" ({kinds})" if kinds else ""),
+        f"  events {stats.events}" + (f" ({kinds})" if kinds else "") + _questions(stats).replace("  ", ", ", 1),
     ]
     if stats.video_path is not None:
         lines.append(f"  annotated video: {stats.video_path}")

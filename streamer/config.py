@@ -38,6 +38,8 @@ class ModelConfig(_Section):
     num_beams: int = Field(default=1, ge=1, le=16)
     min_confidence: float = Field(default=0.0, ge=0, le=1, description="Boxes below this confidence are dropped.")
     compile: bool = Field(default=False, description="torch.compile the model (CUDA; slow first keyframes).")
+    object_share: float = Field(default=0.25, ge=0, le=0.9,
+                                description="Of a source's model calls, the share per-object questions may take.")
     trust_remote_code: bool = False
 
     @field_validator("task")
@@ -207,6 +209,16 @@ class EventsConfig(_Section):
         return self
 
 
+class ObjectsConfig(_Section):
+    """Questions about each tracked object, on a crop of the full frame (see `questions.py`). Labels: the track
+    labels asked about; "*" for every label."""
+
+    describe: list[str] = Field(default_factory=list, description="Labels whose tracks are described once.")
+    read: list[str] = Field(default_factory=list, description="Labels whose tracks are read until their text settles.")
+    describe_task: Literal["<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"] = "<CAPTION>"
+    margin: float = Field(default=0.1, ge=0, le=1, description="Crop margin around the box, in box sizes.")
+
+
 class LiveConfig(_Section):
     """Camera streams (RTSP and other URLs): timeouts, reconnects, and the newest-frame-wins queue."""
 
@@ -331,6 +343,7 @@ class Config(_Section):
     sampler: SamplerConfig = SamplerConfig()
     tracker: TrackerConfig = TrackerConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    objects: ObjectsConfig = ObjectsConfig()
     events: EventsConfig = EventsConfig()
     output: OutputConfig = OutputConfig()
     live: LiveConfig = LiveConfig()

@@ -9,6 +9,8 @@
   whole-frame OCR, the frame's text when it changes.
 - `text_changed`: a track's settled text became another one (it must win the vote again), with `previous_text`.
 - `caption`: a frame-level caption from a caption task; emitted when it changes.
+- `object_described`: what Florence-2 says a track's object is, asked once on a crop of it (`objects.describe`);
+  `text_read` / `text_changed` also come from reading a track's crop (`objects.read`), voted like region OCR.
 - `source_down` / `source_up`: a live source was lost (with `reason`) or came back (with `gap_s`, how long it
   was gone); also when the process of a live source on a Ray cluster died and Ray restarted it.
 - `worker_restarted` / `worker_lost` (Ray only): the model worker answering this source came back after a
@@ -35,6 +37,7 @@ class _Track:
     confidence: float | None
     text: str | None = None  # settled text
     reads: deque = field(default_factory=deque)
+    description: str | None = None  # what the model said it is (objects.describe)
 
 
 class EventMaker:
@@ -97,10 +100,29 @@ class EventMaker:
                 events.append(self._event(kind, frame, text=frame_text, task=task))
         return events
 
-    def settled_text(self, track_id: int) -> str:
-        """The text a track's reads agreed on so far ("" before they do): what its label shows."""
+    def read(self, frame: Frame, track_id: int, text: str) -> list[Event]:
+        """A text read on a crop of a live track: one more vote."""
         track = self._active.get(track_id)
-        return (track.text or "") if track is not None else ""
+        return self._vote(frame, track, text.strip()) if track is not None else []
+
+    def described(self, frame: Frame, track_id: int, text: str) -> list[Event]:
+        """What the model said a live track's object is."""
+        track = self._active.get(track_id)
+        if track is None or not text.strip():
+            return []
+        track.description = text.strip()
+        return [self._event("object_described", frame, track, text=track.description)]
+
+    def settled(self, track_id: int) -> bool:
+        track = self._active.get(track_id)
+        return track is not None and track.text is not None
+
+    def label_text(self, track_id: int) -> str:
+        """What a track's label shows after its class: the text its reads agreed on, and its description."""
+        track = self._active.get(track_id)
+        if track is None:
+            return ""
+        return " - ".join(part for part in (track.text, track.description) if part)
 
     def _vote(self, frame: Frame, track: _Track, text: str) -> list[Event]:
         if not text:

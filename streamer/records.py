@@ -65,6 +65,7 @@ class Keyframe:
     # Set when `frame.image` is already the zone's crop, shrunk to the model's input size for a remote worker:
     # the source frame's (width, height), which answers are mapped back to.
     frame_size: tuple[int, int] | None = None
+    question: bool = False  # a camera's question about one object (questions.py): waits behind keyframes
 
 
 @dataclass(slots=True)

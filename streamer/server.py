@@ -74,6 +74,13 @@ class _Counters:
             "dropped": CounterMetricFamily("streamer_dropped_frames", "Stale live frames dropped", labels=["source"]),
             "reconnects": CounterMetricFamily("streamer_reconnects", "Reconnect attempts", labels=["source"]),
             "events": CounterMetricFamily("streamer_events", "Events emitted", labels=["source"]),
+            "questions_asked": CounterMetricFamily("streamer_questions_asked", "Per-object questions asked",
+                                                   labels=["source"]),
+            "questions_answered": CounterMetricFamily("streamer_questions_answered", "Per-object questions answered",
+                                                      labels=["source"]),
+            "questions_dropped": CounterMetricFamily("streamer_questions_dropped",
+                                                     "Per-object questions dropped (track ended, or failed)",
+                                                     labels=["source"]),
         }
         fps = GaugeMetricFamily("streamer_fps", "Frames per second since the source started", labels=["source"])
         up = GaugeMetricFamily("streamer_source_up", "1 when the source delivers frames", labels=["source"])

@@ -36,6 +36,7 @@ from streamer.events import EventMaker, status_event, worker_event
 from streamer.flow import small_grey
 from streamer.metrics import Metrics
 from streamer.motion import Motion
+from streamer.questions import Questions
 from streamer.reader import Reader
 from streamer.records import Event, Frame, FrameDetections, FrameTracks, SourceStatus, StreamInfo, Tracks
 from streamer.sampler import Sampler
@@ -80,7 +81,8 @@ class Takeover:
 class TaskTracking:
     """Tracks, their boxes on every frame, and the events of one scheduled task of one source."""
 
-    def __init__(self, config: Config, entry: TaskEntry, keyframe_rate: float, info: StreamInfo, ids) -> None:
+    def __init__(self, config: Config, entry: TaskEntry, keyframe_rate: float, info: StreamInfo, ids,
+                 model: KeyframeModel | None = None, live: bool = False) -> None:
         # A task that runs every few keyframes (or seconds) cannot see a track more often than that.
         period = max(entry.every_n_keyframes / keyframe_rate, entry.every_s or 0.0)
         tracking = config.tracker.model_copy(update={"lost_after_s": max(config.tracker.lost_after_s, period)})
@@ -90,23 +92,43 @@ class TaskTracking:
         self.zones = ZoneWatcher(config.events, info.source, info.width, info.height)
         self.motion = Motion()
         self.latest: Tracks | None = None
+        objects = config.objects
+        self.questions = (Questions(objects, config.model.object_share, model, behind=live)
+                          if model is not None and (objects.describe or objects.read) else None)
 
     def step(self, frame: Frame, grey: np.ndarray | None) -> None:
         self.motion.step(frame, grey)
 
     def update(self, frame: Frame, result: FrameDetections, grey: np.ndarray, scale: int,
-               later: Sequence[tuple[int, float, np.ndarray]] = ()) -> list[Event]:
-        """A keyframe's answer (the keyframe stepped already): tracks, the events they make, and their boxes on
-        the frames held before it and stepped after it."""
+               later: Sequence[tuple[int, float, np.ndarray]] = (), keyframes: int = 0) -> list[Event]:
+        """A keyframe's answer (the keyframe stepped already): tracks, the events they make, their boxes on the
+        frames held before it and stepped after it, and the questions about them (`keyframes`: the source's
+        detection keyframes so far, which the questions' share is counted against)."""
         tracks = self.tracker.update(frame, result.detections, self.motion.predicted(frame.index))
         events = self.events.update(tracks, result.keyframe.task, result.text)
         self.latest = tracks.seen()
         events += self.zones.update(self.latest)
         events += self._zone_exits(events, frame)
         ids = tracks.detections.tracker_id
-        texts = [self.events.settled_text(int(t)) for t in ids]
+        texts = [self.events.label_text(int(t)) for t in ids]
         self.motion.keyframe(tracks, grey, scale, texts, self.tracker.velocities(), later)
+        if self.questions is not None:
+            self.questions.ended(tracks.ended)
+            self.questions.consider(tracks, keyframes, self.events.settled)
         return events
+
+    def answers(self, wait: bool = False) -> list[tuple[Frame, list[Event]]]:
+        """Events from the answers to questions about this task's tracks (with `wait`, every one asked), each
+        with the frame it was asked about."""
+        if self.questions is None:
+            return []
+        out = []
+        for question, result in self.questions.answered(wait):
+            said = result.text or ""
+            made = (self.events.read(question.frame, question.track_id, said) if question.kind == "read"
+                    else self.events.described(question.frame, question.track_id, said))
+            out.append((question.frame, [dataclasses.replace(e, bbox=question.bbox) for e in made]))
+        return out
 
     def take(self, frame: Frame) -> FrameTracks:
         return FrameTracks(frame, self.task, self.motion.take(frame))
@@ -240,6 +262,7 @@ class SourceRun:
             pending.clear()
         self._settle(pending, wait="all")
         self._release_held()
+        self._answers(wait=not stop.is_set())
         if failure is not None:
             raise failure
         info = self._stats.info
@@ -299,7 +322,9 @@ class SourceRun:
             self._keep_from = inflight[0].index if inflight is not None else None
             # 4. Every frame is drawn and written now, with the tracks where they are predicted on it.
             self._write(frame)
-        # 5. Stopping: the keyframe in flight gets a few seconds; one the model cannot finish is let go.
+            # 5. Answers to questions about objects, as they come.
+            self._answers()
+        # 6. Stopping: the keyframe in flight gets a few seconds; one the model cannot finish is let go.
         if inflight is not None:
             try:
                 for _, future in inflight[1]:
@@ -317,7 +342,8 @@ class SourceRun:
         info = self._stats.info = self.reader.info
         rate = self.sampler.expected_rate(float(info.fps))
         ids = itertools.count(self.takeover.first_track_id)
-        self.tasks = [TaskTracking(self.config, entry, rate, info, ids) for entry in self.schedule.entries]
+        self.tasks = [TaskTracking(self.config, entry, rate, info, ids, self.model, self.reader.live)
+                      for entry in self.schedule.entries]
         watcher = self.tasks[0].zones
         self.annotator.areas(watcher.polygons(), watcher.segments())
         if self.spec.video_path is not None:
@@ -356,10 +382,11 @@ class SourceRun:
                 kind, extra = result.worker_change
                 self._deliver([worker_event(kind, frame, self._stats.source, **extra)])
             self._stats.detections += len(result.detections)
-            events = tracking.update(frame, result, grey, scale, later)
+            events = tracking.update(frame, result, grey, scale, later, self._stats.keyframes)
             if self.config.events.snapshots:
                 events = self._snapshots(frame, events)
             self._deliver(events)
+        self._answers()
         if self.config.output.save_keyframes and self.store is not None and self._replay == 0:
             self._save_keyframe(frame, [tracking for tracking, _ in jobs])
         now = time.time()
@@ -368,6 +395,19 @@ class SourceRun:
         self.latencies.append((now, self._stats.latency_ms))
         if self.metrics is not None:
             self.metrics.latency.labels(self._stats.source).observe(seconds)
+
+    def _answers(self, wait: bool = False) -> None:
+        """Answers to per-object questions that are in: their events, each with a snapshot of the view asked
+        about (the question's frame)."""
+        for tracking in self.tasks:
+            if tracking.questions is None:
+                continue
+            for frame, events in tracking.answers(wait):
+                self._deliver(self._snapshots(frame, events) if self.config.events.snapshots else events)
+        counts = [t.questions.counts for t in self.tasks if t.questions is not None]
+        self._stats.questions_asked = sum(c.asked for c in counts)
+        self._stats.questions_answered = sum(c.answered for c in counts)
+        self._stats.questions_dropped = sum(c.dropped for c in counts)
 
     def _deliver(self, events: list[Event]) -> None:
         """Every event to the log; to the store and the sinks unless a run before this one delivered it."""
@@ -416,7 +456,7 @@ class SourceRun:
         out = []
         for event in events:
             crop = None
-            if event.type in ("object_appeared", "text_read") and event.bbox is not None:
+            if event.type in ("object_appeared", "text_read", "object_described") and event.bbox is not None:
                 x1, y1, x2, y2 = (int(round(v)) for v in event.bbox)
                 crop = frame.image[max(0, y1) : max(0, y2), max(0, x1) : max(0, x2)]
             if crop is None or crop.size == 0:

@@ -30,6 +30,9 @@ class RunStats:
     latency_ms: float | None = None  # frame read -> its keyframe's tracks and events, latest
     events: int = 0
     event_counts: dict[str, int] = field(default_factory=dict)
+    questions_asked: int = 0  # per-object questions (questions.py)
+    questions_answered: int = 0
+    questions_dropped: int = 0
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0  # processing time, after the model has loaded
     load_seconds: float = 0.0

@@ -7,6 +7,7 @@ the worker waits on results in frame order without reaching back into the worker
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -51,7 +52,9 @@ class Worker:
         self.metrics = metrics
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
-        self._queue: queue.Queue[tuple[Keyframe, Future]] = queue.Queue(maxsize=queue_size)
+        # Detection keyframes first: a question about an object (`Keyframe.question`) waits behind any of them.
+        self._queue: queue.PriorityQueue[tuple[int, int, Keyframe, Future]] = queue.PriorityQueue(maxsize=queue_size)
+        self._order = itertools.count()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="worker", daemon=True)
         self.batches = 0
@@ -69,7 +72,7 @@ class Worker:
                 future.cancel()
                 return future
             try:
-                self._queue.put((keyframe, future), timeout=_POLL_S)
+                self._queue.put((int(keyframe.question), next(self._order), keyframe, future), timeout=_POLL_S)
                 return future
             except queue.Full:
                 continue
@@ -85,7 +88,7 @@ class Worker:
             self._thread.join(timeout=30)
         while True:
             try:
-                _, future = self._queue.get_nowait()
+                *_, future = self._queue.get_nowait()
             except queue.Empty:
                 break
             future.cancel()
@@ -102,7 +105,7 @@ class Worker:
                 batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
             except queue.Empty:
                 break
-        return batch
+        return [(keyframe, future) for _, _, keyframe, future in batch]
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -1,5 +1,7 @@
 """The Florence-2 worker: batching equals one by one, confidences are real and aligned, zones map back."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -169,3 +171,31 @@ def test_two_tasks_on_one_keyframe_run_the_vision_tower_once_and_answer_as_from_
         ids = detector.model.generate(**detector.inputs([od]), max_new_tokens=64, do_sample=False)
     text = detector.processor.tokenizer.decode(ids[0], skip_special_tokens=False)
     assert np.array_equal(parse_answer(od, text, detector.processor).detections.xyxy, boxes.detections.xyxy)
+
+
+def test_a_detection_keyframe_goes_before_a_waiting_question():
+    import threading
+
+    class Recording:
+        def __init__(self):
+            self.release, self.seen = threading.Event(), []
+
+        def detect(self, keyframes):
+            self.release.wait(5)
+            self.seen.append([k.frame.index for k in keyframes])
+            return ScriptedDetector(lambda i: []).detect(keyframes)
+
+    detector = Recording()
+    worker = Worker(detector, max_batch=1)
+    worker.start()
+    try:
+        busy = worker.submit(Keyframe(frame(0), "<OD>"))
+        time.sleep(0.2)  # the worker holds keyframe 0
+        question = worker.submit(Keyframe(frame(1), "<OCR>", zone=(0, 0, 10, 10), question=True))
+        later = worker.submit(Keyframe(frame(2), "<OD>"))
+        detector.release.set()
+        for future in (busy, question, later):
+            future.result(timeout=5)
+    finally:
+        worker.stop()
+    assert detector.seen == [[0], [2], [1]]

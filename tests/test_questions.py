@@ -1,0 +1,96 @@
+"""Per-object questions: each confirmed track described once and read until its text settles, within a share of
+the model's calls; a track that ends has its waiting questions dropped; what was said is found by search."""
+
+import threading
+from concurrent.futures import Future
+
+import numpy as np
+
+from streamer.config import Config
+from streamer.pipeline import Pipeline, SourceSpec
+from streamer.records import FrameDetections, Keyframe
+from streamer.source_run import SourceRun
+from streamer.store import query
+from streamer.worker import load_detector
+from tests.helpers import CLIP, read_events
+from tests.scripted import ScriptedDetector
+from tests.test_source_run import Events, MemoryReader
+
+
+def config(model_path=None, **objects):
+    return Config.model_validate({
+        "model": {"path": str(model_path) if model_path else None, "object_share": objects.pop("share", 0.5)},
+        "sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None},
+        "events": {"ocr_min_votes": 2, "ocr_window": 3, "snapshots": True},
+        "objects": objects, "tracker": {"lost_after_s": 0.4},
+    })
+
+
+def test_a_track_is_described_once_and_read_until_its_text_settles(tiny_od, tmp_path):
+    cfg = config(tiny_od, describe=["car"], read=["car"])
+    spec = SourceSpec(str(CLIP), tmp_path / "events.jsonl", None, name="street", db_path=tmp_path / "events.db")
+    [stats] = Pipeline(cfg, lambda: load_detector(cfg.model)).run_many([spec])
+    events = read_events(tmp_path / "events.jsonl")
+    kinds = [e["type"] for e in events]
+    assert kinds.count("object_appeared") == 1 and kinds.count("object_described") == 1
+    assert kinds.count("text_read") == 1
+    described = next(e for e in events if e["type"] == "object_described")
+    # The tiny model says "car" to every question, asked on the crop of the track's box.
+    assert described["text"] == "car" and described["track_id"] == events[0]["track_id"]
+    assert (tmp_path / described["snapshot"]).is_file()
+    # One description and two reads (the vote needs two), then no more questions, however long the car stays.
+    assert (stats.questions_asked, stats.questions_answered, stats.questions_dropped) == (3, 3, 0)
+    assert stats.keyframes == 30
+    found = query(tmp_path / "events.db", search="car", type="object_described")
+    assert [e["track_id"] for e in found] == [described["track_id"]]
+
+
+class QuietQuestions:
+    """Answers detection keyframes from a script at once; questions about objects never."""
+
+    def __init__(self, script):
+        self.detector = ScriptedDetector(script)
+        self.questions: list[Future] = []
+
+    def submit(self, keyframe: Keyframe) -> Future:
+        future: Future = Future()
+        if keyframe.task == "<OD>":
+            future.set_result(self.detector.detect([keyframe])[0])
+        else:
+            self.questions.append(future)
+        return future
+
+
+def test_a_track_that_ends_drops_its_waiting_questions(tmp_path):
+    model = QuietQuestions(lambda i: [("car", (10, 10, 40, 30), None)] if i < 20 else [])
+    events = Events()
+    cfg = config(describe=["car"], read=["car"])
+    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), cfg, MemoryReader(n=60), model, event_sinks=[events])
+    stats = run.run(threading.Event())
+    assert stats.error is None
+    assert [e.type for e in events.events] == ["object_appeared", "object_left"]
+    assert events.events[1].extra["reason"] == "lost"
+    assert stats.questions_asked == 2 and stats.questions_dropped == 2 and stats.questions_answered == 0
+    assert all(q.cancelled() for q in model.questions)  # never run by the worker
+
+
+class Answering(QuietQuestions):
+    def submit(self, keyframe: Keyframe) -> Future:
+        future = super().submit(keyframe)
+        if not future.done():
+            det = ScriptedDetector(lambda i: []).detect([keyframe])[0].detections
+            future.set_result(FrameDetections(keyframe, det, text="a word"))
+        return future
+
+
+def test_questions_stay_within_their_share_of_the_model(tmp_path):
+    def ten(i):  # ten cars, each a track, on every keyframe
+        return [("car", (5 * k, 2, 5 * k + 4, 8), None) for k in range(10)]
+
+    model = Answering(ten)
+    cfg = config(describe=["car"], share=0.2)
+    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), cfg, MemoryReader(n=60), model)
+    stats = run.run(threading.Event())
+    assert stats.error is None and stats.keyframes == 12
+    # 0.2 of the calls: at most one question for every four detection keyframes.
+    assert 1 <= stats.questions_asked <= np.floor(0.25 * stats.keyframes)
