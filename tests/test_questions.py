@@ -94,3 +94,19 @@ def test_questions_stay_within_their_share_of_the_model(tmp_path):
     assert stats.error is None and stats.keyframes == 12
     # 0.2 of the calls: at most one question for every four detection keyframes.
     assert 1 <= stats.questions_asked <= np.floor(0.25 * stats.keyframes)
+
+
+def test_a_camera_asks_behind_its_keyframes_and_gets_its_answers(tmp_path):
+    model, events = Answering(lambda i: [("car", (10, 10, 40, 30), None)]), Events()
+    cfg = config(describe=["car"], read=["car"])
+    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), cfg, MemoryReader(live=True, n=60, pace_s=0.005),
+                    model, event_sinks=[events])
+    submitted = []
+    submit = model.submit
+    model.submit = lambda keyframe: (submitted.append(keyframe), submit(keyframe))[1]
+    stats = run.run(threading.Event())
+    assert stats.error is None
+    kinds = [e.type for e in events.events]
+    assert kinds.count("object_described") == 1 and kinds.count("text_read") == 1
+    assert all(k.question for k in submitted if k.task != "<OD>")  # a camera's questions wait behind keyframes
+    assert not any(k.question for k in submitted if k.task == "<OD>")
