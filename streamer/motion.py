@@ -30,6 +30,7 @@ class _Meta:
     confidence: float
     text: str
     misses: int  # on that keyframe
+    mask: np.ndarray | None = None  # segmentation tasks: drawn where it was seen (masks are not moved)
 
 
 @dataclass(slots=True)
@@ -99,7 +100,8 @@ class Motion:
                     held.kinds[key] = "detected" if index == self._since and meta.misses == 0 else "predicted"
         names, conf, ids = det.data["class_name"], det.confidence, det.tracker_id
         for i, key in enumerate(keys):
-            self._meta[key] = _Meta(int(ids[i]), str(names[i]), float(conf[i]), texts[i], int(det.data["misses"][i]))
+            self._meta[key] = _Meta(int(ids[i]), str(names[i]), float(conf[i]), texts[i], int(det.data["misses"][i]),
+                                    None if det.mask is None else det.mask[i])
         self._since, self._since_pts = frame.index, frame.pts
         self._steps[frame.index] = _Step(frame.pts, boxes, frame.index, {})
         self.flow.reset(grey, step, frame.pts, boxes, velocities)
@@ -126,8 +128,14 @@ class Motion:
             rows.append((box, meta, kind))
         if not rows:
             return EMPTY
+        masks = None
+        if any(meta.mask is not None for _, meta, _ in rows):
+            blank = np.zeros(frame.image.shape[:2], dtype=bool)
+            masks = np.stack([meta.mask if meta.mask is not None and meta.mask.shape == blank.shape else blank
+                              for _, meta, _ in rows])
         return sv.Detections(
             xyxy=np.array([r[0] for r in rows], dtype=np.float32),
+            mask=masks,
             confidence=np.array([r[1].confidence for r in rows], dtype=np.float32),
             tracker_id=np.array([r[1].track_id for r in rows], dtype=int),
             data={"class_name": np.array([r[1].label for r in rows], dtype=object),

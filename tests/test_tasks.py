@@ -1,5 +1,6 @@
 """Every Florence-2 task through `streamer run --task ...` on the tiny model, and what each gives a user."""
 
+import numpy as np
 import pytest
 
 from streamer.cli import main
@@ -56,3 +57,15 @@ def test_every_task_runs_end_to_end(task, tiny_od, tiny_ocr, tiny_poly, tmp_path
 def test_prompted_task_without_prompt_is_a_config_error(tiny_od, capsys):
     assert main(["run", str(CLIP), "--model", str(tiny_od), "--task", "<OPEN_VOCABULARY_DETECTION>"]) == 1
     assert "needs a prompt" in capsys.readouterr().err
+
+
+def test_a_segmentation_mask_is_drawn_on_the_frames_between_keyframes(tiny_poly, tmp_path):
+    from tests.helpers import probe_video
+
+    video = tmp_path / "out.mp4"
+    assert main(["run", str(CLIP), "--model", str(tiny_poly), "--task", "<REFERRING_EXPRESSION_SEGMENTATION>",
+                 "--prompt", "car", "--out-video", str(video), "--events", str(tmp_path / "e.jsonl")]) == 0
+    drawn, source = probe_video(video)["frames"], probe_video(CLIP)["frames"]
+    inside = np.s_[60:85, 100:160]  # well inside the polygon (64..192 x 36..108), away from the box's edges
+    for index in (12, 13, 27):  # not keyframes
+        assert np.abs(drawn[index][inside].astype(int) - source[index][inside]).mean() > 15, index
