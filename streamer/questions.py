@@ -104,6 +104,7 @@ class Questions:
     def ended(self, track_ids: list[int]) -> None:
         """Tracks that ended: their questions still waiting are dropped."""
         gone = set(track_ids)
+        self._described -= gone  # ids are never reused: memory stays flat over days of tracks
         keep = []
         for question in self._pending:
             if question.track_id in gone:
