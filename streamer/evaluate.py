@@ -44,30 +44,25 @@ class Report:
     cer: float | None = None
 
 
-def predict(detector: Detector, dataset: Dataset, task: str = "<OD>", batch: int = 4) -> list[sv.Detections]:
-    """The model's boxes on every image, with `class_id` into the dataset's classes (unknown labels beyond)."""
-    index = {name: i for i, name in enumerate(dataset.classes)}
+def answers(detector: Detector, dataset: Dataset, task: str, batch: int = 4) -> list[sv.Detections]:
+    """The model's answer for `task` on every image, in batches as the worker would send them."""
     out = []
     for start in range(0, len(dataset.samples), batch):
         keyframes = [Keyframe(Frame("dataset", start + i, 0.0, 0.0, s.image), task)
                      for i, s in enumerate(dataset.samples[start : start + batch])]
-        for result in detector.detect(keyframes):
-            det = result.detections
-            names = det.data.get("class_name", np.array([], dtype=object))
-            det.class_id = np.array([index.setdefault(str(n), len(index)) for n in names], dtype=int)
-            if det.confidence is None:
-                det.confidence = np.ones(len(det), dtype=np.float32)
-            out.append(det)
+        out += [result.detections for result in detector.detect(keyframes)]
     return out
 
 
-def read_texts(detector: Detector, dataset: Dataset, batch: int = 4) -> list[sv.Detections]:
-    """What `<OCR_WITH_REGION>` reads on every image (boxes with `data["text"]`)."""
-    out = []
-    for start in range(0, len(dataset.samples), batch):
-        keyframes = [Keyframe(Frame("dataset", start + i, 0.0, 0.0, s.image), "<OCR_WITH_REGION>")
-                     for i, s in enumerate(dataset.samples[start : start + batch])]
-        out += [result.detections for result in detector.detect(keyframes)]
+def predict(detector: Detector, dataset: Dataset, task: str = "<OD>", batch: int = 4) -> list[sv.Detections]:
+    """The model's boxes on every image, with `class_id` into the dataset's classes (unknown labels beyond)."""
+    index = {name: i for i, name in enumerate(dataset.classes)}
+    out = answers(detector, dataset, task, batch)
+    for det in out:
+        names = det.data.get("class_name", np.array([], dtype=object))
+        det.class_id = np.array([index.setdefault(str(n), len(index)) for n in names], dtype=int)
+        if det.confidence is None:
+            det.confidence = np.ones(len(det), dtype=np.float32)
     return out
 
 
@@ -113,7 +108,7 @@ def score(dataset: Dataset, predictions: list[sv.Detections], reads: list[sv.Det
 
 def evaluate(detector: Detector, dataset: Dataset, batch: int = 4) -> Report:
     """Boxes (`<OD>`) on every image, and text (`<OCR_WITH_REGION>`) where the dataset has any, scored."""
-    reads = read_texts(detector, dataset, batch) if dataset.has_text else None
+    reads = answers(detector, dataset, "<OCR_WITH_REGION>", batch) if dataset.has_text else None
     return score(dataset, predict(detector, dataset, "<OD>", batch), reads)
 
 
