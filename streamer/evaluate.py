@@ -43,6 +43,11 @@ class Report:
     texts: int = 0  # labelled texts, when the dataset has any
     cer: float | None = None
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Report":
+        """Back from `dataclasses.asdict` (a fine-tuning checkpoint keeps the evaluation before it)."""
+        return cls(**{**data, "classes": [ClassScore(**c) for c in data["classes"]]})
+
 
 def answers(detector: Detector, dataset: Dataset, task: str, batch: int = 4) -> list[sv.Detections]:
     """The model's answer for `task` on every image, in batches as the worker would send them."""

@@ -156,7 +156,7 @@ class Trainer:
             self.checkpoint()
             raise Stopped(f"interrupted after {self.state['epoch']} epochs; run the same command to resume") from None
         self.save_final()
-        return Report(**_report(self.state["before"])), self.evaluate(held_out)
+        return Report.from_dict(self.state["before"]), self.evaluate(held_out)
 
     @torch.no_grad()
     def validation_loss(self, held_out: list[Example]) -> float:
@@ -207,12 +207,6 @@ class Trainer:
         except (OSError, SafetensorError) as exc:  # safetensors says a full disk its own way
             shutil.rmtree(tmp, ignore_errors=True)
             raise cannot_write("fine-tuned model", self.out, exc) from None
-
-
-def _report(data: dict) -> dict:
-    from streamer.evaluate import ClassScore
-
-    return {**data, "classes": [ClassScore(**c) for c in data["classes"]]}
 
 
 def finetune(config: Config, dataset_path: Path, out: Path, on_step=None) -> tuple[Report, Report]:

@@ -143,13 +143,14 @@ class Tracker:
                    labels: list[str]) -> list[tuple[int, int]]:
         """(track index, detection index) pairs, in ByteTrack's two stages, then by motion-gated distance."""
         iou = np.maximum(_IOU.compute(boxes, dets), _IOU.compute(steady, dets))
-        high = [i for i in range(len(dets)) if conf[i] >= max(self.config.activation_threshold, 0.5)]
-        low = [i for i in range(len(dets)) if i not in set(high)]
+        sure = conf >= max(self.config.activation_threshold, 0.5)
+        high, low = [int(i) for i in np.flatnonzero(sure)], [int(i) for i in np.flatnonzero(~sure)]
         tracks = list(range(len(boxes)))
-        same = np.array([[labels[d] == self._tracks[t].label for d in range(len(dets))] for t in tracks],
-                        dtype=bool).reshape(len(tracks), len(dets))
+        track_labels = np.array([t.label for t in self._tracks], dtype=object)
+        same = (track_labels[:, None] == np.array(labels, dtype=object)[None, :]).reshape(len(tracks), len(dets))
         pairs = _match(iou, same, tracks, high, self.config.min_iou)
-        left = [t for t in tracks if t not in {p[0] for p in pairs}]
+        matched = {p[0] for p in pairs}
+        left = [t for t in tracks if t not in matched]
         pairs += _match(iou, same, [t for t in left if self._tracks[t].track_id >= 0], low, _SECOND_STAGE_IOU)
         used_t, used_d = {p[0] for p in pairs}, {p[1] for p in pairs}
         left = [t for t in tracks if t not in used_t]
