@@ -9,6 +9,7 @@ loader. Every generate call is forced to write exactly --tokens tokens, so runs 
 - naive: per frame, `processor(text, images)` + `generate(num_beams=3)` in fp32 + decode + parse, batch 1.
 
     python bench/model_throughput.py --quick                 # CPU here: base at 768 px, batches 1, 2, 4
+    python bench/model_throughput.py --quick --quantize int8 # CPU, streamer's path with int8 linear layers
     python bench/model_throughput.py --model base large      # a GPU: the full table
 
 Prints a table, writes JSON (--json), and ends with the device on one line and
@@ -98,7 +99,8 @@ def summary(latencies: list[float], batch: int) -> dict:
 def bench_model(name: str, args, device: torch.device) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = build(name, Path(tmp))
-        config = ModelConfig(path=folder, device=device.type, max_new_tokens=args.tokens, batch_size=max(args.batches))
+        config = ModelConfig(path=folder, device=device.type, max_new_tokens=args.tokens, batch_size=max(args.batches),
+                             quantize=args.quantize)
         fast = Florence2Detector(config, min_new_tokens=args.tokens)
         pool = frames(max(args.batches))
         rows = []
@@ -149,6 +151,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--calls", type=int, default=5, help="timed calls per batch size")
     parser.add_argument("--naive-calls", type=int, default=5)
+    parser.add_argument("--quantize", choices=["int8"], help="model.quantize for the streamer path (CPU)")
     parser.add_argument("--quick", action="store_true", help="CPU-sized run: batches 1,2,4, two calls each")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "model_throughput.json")
     args = parser.parse_args()

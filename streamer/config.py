@@ -38,6 +38,8 @@ class ModelConfig(_Section):
     num_beams: int = Field(default=1, ge=1, le=16)
     min_confidence: float = Field(default=0.0, ge=0, le=1, description="Boxes below this confidence are dropped.")
     compile: bool = Field(default=False, description="torch.compile the model (CUDA; slow first keyframes).")
+    quantize: Literal["int8"] | None = Field(
+        default=None, description="int8: dynamic int8 linear layers on the CPU (faster; answers may shift a little).")
     object_share: float = Field(default=0.25, ge=0, le=0.9,
                                 description="Of a source's model calls, the share per-object questions may take.")
     trust_remote_code: bool = False
@@ -46,6 +48,14 @@ class ModelConfig(_Section):
     @classmethod
     def _known_task(cls, task: str) -> str:
         return check_task(task)
+
+    @model_validator(mode="after")
+    def _quantize_on_cpu(self) -> "ModelConfig":
+        if self.quantize and self.device == "cuda":
+            raise ValueError("quantize: int8 is for the CPU (dynamic int8 kernels); on a GPU leave it unset")
+        if self.quantize and self.compile:
+            raise ValueError("choose one of quantize and compile")
+        return self
 
 
 class TaskEntry(_Section):

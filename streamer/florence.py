@@ -7,8 +7,10 @@ it answers at all; otherwise the user gets one line naming the model and how to 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from streamer.config import ModelConfig
 from streamer.errors import StreamerError
 from streamer.records import FrameDetections, Keyframe
 from streamer.tasks import TASKS
+
+log = logging.getLogger("streamer.florence")
 
 _HUB_TIMEOUT_S = 3.0
 _MARKUP = re.compile(r"</?(?:loc_\d+|poly|sep|s|pad)>")
@@ -107,7 +111,21 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
                 model, processor = _load(config.id, False)
             except OSError:
                 raise _offline_error(config.id) from None
-    return model.to(device).eval(), processor
+    model = model.to(device).eval()
+    if config.quantize == "int8":
+        model = _quantized(model, device)
+    return model, processor
+
+
+def _quantized(model, device: torch.device):
+    """Every linear layer with int8 weights, activations quantized on the fly (PyTorch's dynamic quantization):
+    a quarter of the weight memory to stream per generated token, which is what bounds decoding on a CPU."""
+    if device.type != "cpu":
+        log.warning("model.quantize int8 runs on the CPU only; the model stays as it is on %s", device.type)
+        return model
+    with warnings.catch_warnings():  # torch.ao's eager API is marked for migration to torchao, and still works
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def _check_folder(folder: Path) -> None:

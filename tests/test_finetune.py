@@ -77,6 +77,15 @@ def test_the_fine_tuned_folder_runs_as_a_model(tuned, tmp_path, capsys):
     assert labels == {"van"}
 
 
+def test_int8_keeps_what_fine_tuning_taught(dataset, tuned, tmp_path, capsys):
+    exact = evaluate(capsys, dataset, tuned)
+    config = tmp_path / "int8.yaml"
+    config.write_text("model:\n  device: cpu\n  quantize: int8\n")
+    assert main(["evaluate", str(dataset), "--model", str(tuned), "--config", str(config), "--format", "json"]) == 0
+    int8 = json.loads(capsys.readouterr().out)
+    assert int8["map50"] >= 0.9 and abs(int8["map50"] - exact["map50"]) <= 0.05 and int8["recall"] >= 0.9
+
+
 def test_finetune_prints_before_and_after_side_by_side(dataset, fresh, tmp_path, capsys):
     assert main(["finetune", str(dataset), "--model", str(fresh), "--out", str(tmp_path / "m"),
                  "--config", str(tune_config(tmp_path, epochs=1))]) == 0

@@ -199,3 +199,25 @@ def test_a_detection_keyframe_goes_before_a_waiting_question():
     finally:
         worker.stop()
     assert detector.seen == [[0], [2], [1]]
+
+
+def test_an_int8_model_on_the_cpu_answers_as_the_float_one(tiny_two):
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    float_det = Florence2Detector(ModelConfig(path=tiny_two, device="cpu"))
+    int8_det = Florence2Detector(ModelConfig(path=tiny_two, device="cpu", quantize="int8"))
+    layers = [m for m in int8_det.model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
+    assert layers and all(isinstance(m, Int8Linear) for m in layers)
+    assert not any(isinstance(m, Int8Linear) for m in float_det.model.modules())
+    keyframe = Keyframe(frame(0), "<OD>")
+    [exact], [int8] = float_det.detect([keyframe]), int8_det.detect([keyframe])
+    assert list(int8.detections.data["class_name"]) == list(exact.detections.data["class_name"]) == ["car", "person"]
+    np.testing.assert_array_equal(int8.detections.xyxy, exact.detections.xyxy)
+    np.testing.assert_allclose(int8.detections.confidence, exact.detections.confidence, atol=0.05)
+
+
+def test_int8_is_refused_for_a_gpu_and_beside_compile():
+    with pytest.raises(ValueError, match="quantize: int8 is for the CPU"):
+        ModelConfig(device="cuda", quantize="int8")
+    with pytest.raises(ValueError, match="choose one of quantize and compile"):
+        ModelConfig(quantize="int8", compile=True)
