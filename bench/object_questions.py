@@ -25,13 +25,14 @@ sys.path.insert(0, str(ROOT))
 from streamer.config import Config  # noqa: E402
 from streamer.records import FrameDetections, Keyframe  # noqa: E402
 from streamer.source_run import SourceRun, SourceSpec  # noqa: E402
+from streamer.worker import KeyframeModel  # noqa: E402
 from tests.scripted import ScriptedDetector  # noqa: E402
 from tests.test_source_run import MemoryReader  # noqa: E402
 
 CARS = 10
 
 
-class StandIn:
+class StandIn(KeyframeModel):
     """Detection from a script; every question answered "AB 42" at once. Counts calls per task."""
 
     def __init__(self) -> None:

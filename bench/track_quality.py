@@ -46,6 +46,7 @@ from streamer.reader import FrameQueue, Reader  # noqa: E402
 from streamer.records import Frame, StreamInfo  # noqa: E402
 from streamer.source_run import SourceRun, SourceSpec  # noqa: E402
 from streamer.tracker import _IOU  # noqa: E402
+from streamer.worker import KeyframeModel  # noqa: E402
 
 
 class HeldFrames(Reader):
@@ -65,7 +66,7 @@ class HeldFrames(Reader):
             yield Frame("scene", i, i / FPS, time.time(), image.copy())
 
 
-class AnswerAtOnce:
+class AnswerAtOnce(KeyframeModel):
     """A keyframe model that answers on the spot (the camera's answer arrives with its next frame)."""
 
     def __init__(self, detector: NoisyDetector) -> None:

@@ -150,7 +150,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 class Florence2Detector:
-    """Runs one task on a batch of keyframes in one `generate` call and parses the answers.
+    """Runs a batch of keyframes in one `generate` call and parses the answers; tasks and prompts may differ
+    within a batch (one keyframe's tasks go together: its image once, its prompts decoded side by side).
 
     Each keyframe's image is preprocessed and goes through the vision tower once, however many tasks run on it:
     its image features are kept (a small cache keyed by frame and zone) and merged into each task's prompt, so
@@ -262,8 +263,6 @@ class Florence2Detector:
     def detect(self, keyframes: list[Keyframe]) -> list[FrameDetections]:
         if not keyframes:
             return []
-        if any(k.task != keyframes[0].task for k in keyframes):
-            raise ValueError("a batch holds one task")
         out = self.model.generate(
             **self.encoded(keyframes),
             max_new_tokens=self.config.max_new_tokens,

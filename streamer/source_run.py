@@ -354,7 +354,9 @@ class SourceRun:
     def _send(self, frame: Frame) -> Jobs:
         """The keyframe to the model, once for each task the schedule runs on it."""
         self._stats.keyframes += 1
-        return [(self.tasks[i], self.model.submit(job)) for i, job in self.schedule.jobs(frame)]
+        jobs = self.schedule.jobs(frame)
+        futures = self.model.submit_all([job for _, job in jobs])  # together: one image, several prompts
+        return [(self.tasks[i], future) for (i, _), future in zip(jobs, futures)]
 
     def _look(self, frame: Frame, keyframe: bool = True) -> None:
         """Every frame, in order: its small grey image, and each task's boxes followed onto it. A keyframe's

@@ -2,7 +2,8 @@
 
 Keyframes come in through a bounded queue and each gets a Future for its `FrameDetections`, so the stage after
 the worker waits on results in frame order without reaching back into the worker. Whatever has queued up (up to
-`max_batch`, waiting at most `max_wait_ms` for more) runs in one call per task.
+`max_batch`, waiting at most `max_wait_ms` for more) runs in one call, whatever its tasks; the tasks of one
+keyframe are queued as one item, so they always share a call (one image, several prompts decoded together).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Detector(Protocol):
     """What the worker drives: Florence-2 in the product, a scripted stand-in in tests."""
 
     def detect(self, keyframes: list[Keyframe]) -> list[FrameDetections]:
-        """Answer every keyframe of one task, in order."""
+        """Answer every keyframe, in order; their tasks may differ."""
 
 
 class KeyframeModel(Protocol):
@@ -35,6 +36,10 @@ class KeyframeModel(Protocol):
     def submit(self, keyframe: Keyframe) -> Future:
         """Queue a keyframe; the Future gives its `FrameDetections` (or is cancelled when the model stops)."""
 
+    def submit_all(self, keyframes: list[Keyframe]) -> list[Future]:
+        """Queue one keyframe's tasks to be answered together where the model can (one after another here)."""
+        return [self.submit(keyframe) for keyframe in keyframes]
+
 
 def load_detector(model: ModelConfig) -> Detector:
     """Florence-2 as the config says; a module-level function, so Ray sends it to a worker actor by name."""
@@ -43,7 +48,7 @@ def load_detector(model: ModelConfig) -> Detector:
     return Florence2Detector(model)
 
 
-class Worker:
+class Worker(KeyframeModel):
     """A `KeyframeModel` in this process: the thread that owns the detector."""
 
     def __init__(self, detector: Detector, max_batch: int = 4, max_wait_ms: float = 0.0, queue_size: int = 64,
@@ -53,7 +58,9 @@ class Worker:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         # Detection keyframes first: a question about an object (`Keyframe.question`) waits behind any of them.
-        self._queue: queue.PriorityQueue[tuple[int, int, Keyframe, Future]] = queue.PriorityQueue(maxsize=queue_size)
+        # An item is one keyframe's tasks and their Futures.
+        self._queue: queue.PriorityQueue[tuple[int, int, list[Keyframe], list[Future]]] = queue.PriorityQueue(
+            maxsize=queue_size)
         self._order = itertools.count()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="worker", daemon=True)
@@ -66,16 +73,21 @@ class Worker:
 
     def submit(self, keyframe: Keyframe) -> Future:
         """Queue a keyframe; blocks while the queue is full, which slows the readers down (back-pressure)."""
-        future: Future = Future()
-        while True:
-            if self._stop.is_set():
-                future.cancel()
-                return future
+        return self.submit_all([keyframe])[0]
+
+    def submit_all(self, keyframes: list[Keyframe]) -> list[Future]:
+        """Queue one keyframe's tasks as one item: a batch takes all of them or none."""
+        futures = [Future() for _ in keyframes]
+        item = (int(any(k.question for k in keyframes)), next(self._order), list(keyframes), futures)
+        while not self._stop.is_set():
             try:
-                self._queue.put((int(keyframe.question), next(self._order), keyframe, future), timeout=_POLL_S)
-                return future
+                self._queue.put(item, timeout=_POLL_S)
+                return futures
             except queue.Full:
                 continue
+        for future in futures:
+            future.cancel()
+        return futures
 
     @property
     def queue_depth(self) -> int:
@@ -88,33 +100,45 @@ class Worker:
             self._thread.join(timeout=30)
         while True:
             try:
-                *_, future = self._queue.get_nowait()
+                *_, futures = self._queue.get_nowait()
             except queue.Empty:
                 break
-            future.cancel()
+            for future in futures:
+                future.cancel()
 
-    def _gather(self) -> list[tuple[Keyframe, Future]]:
+    def _gather(self) -> list[tuple[int, int, list[Keyframe], list[Future]]]:
         try:
-            batch = [self._queue.get(timeout=_POLL_S)]
+            items = [self._queue.get(timeout=_POLL_S)]
         except queue.Empty:
             return []
+        size = len(items[0][2])
         deadline = time.monotonic() + self.max_wait_s
-        while len(batch) < self.max_batch:
+        while size < self.max_batch:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
-        return [(keyframe, future) for _, _, keyframe, future in batch]
+            items.append(item)
+            size += len(item[2])
+        return items
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            batch = self._gather()
-            by_task: dict[tuple[str, str | None], list[tuple[Keyframe, Future]]] = {}
-            for item in batch:
-                by_task.setdefault((item[0].task, item[0].prompt), []).append(item)
-            for group in by_task.values():
-                self._run_group(group)
+            items = self._gather()
+            # Questions go in calls of their own, after the detection keyframes they were gathered with.
+            for question in (0, 1):
+                for call in self._calls([item for item in items if item[0] == question]):
+                    self._run_group(call)
+
+    def _calls(self, items: list) -> list[list[tuple[Keyframe, Future]]]:
+        """Whole items packed into calls of at most `max_batch` (an item with more tasks than that is cut)."""
+        calls: list[list[tuple[Keyframe, Future]]] = []
+        for *_, keyframes, futures in items:
+            if not calls or len(calls[-1]) + len(keyframes) > self.max_batch:
+                calls.append([])
+            calls[-1].extend(zip(keyframes, futures))
+        return [call[i : i + self.max_batch] for call in calls for i in range(0, len(call), self.max_batch)]
 
     def _run_group(self, group: list[tuple[Keyframe, Future]]) -> None:
         live = [(k, f) for k, f in group if f.set_running_or_notify_cancel()]

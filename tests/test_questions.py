@@ -11,7 +11,7 @@ from streamer.pipeline import Pipeline, SourceSpec
 from streamer.records import FrameDetections, Keyframe
 from streamer.source_run import SourceRun
 from streamer.store import query
-from streamer.worker import load_detector
+from streamer.worker import KeyframeModel, load_detector
 from tests.helpers import CLIP, read_events
 from tests.scripted import ScriptedDetector
 from tests.test_source_run import Events, MemoryReader
@@ -45,7 +45,7 @@ def test_a_track_is_described_once_and_read_until_its_text_settles(tiny_od, tmp_
     assert [e["track_id"] for e in found] == [described["track_id"]]
 
 
-class QuietQuestions:
+class QuietQuestions(KeyframeModel):
     """Answers detection keyframes from a script at once; questions about objects never."""
 
     def __init__(self, script):

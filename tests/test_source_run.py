@@ -14,6 +14,7 @@ from streamer.reader import FrameQueue, Reader
 from streamer.records import Frame, Keyframe, StreamInfo
 from streamer.source_run import SourceRun, SourceSpec, Takeover
 from streamer.store import EventStore, query
+from streamer.worker import KeyframeModel
 from tests.helpers import read_events
 from tests.scripted import ScriptedDetector
 
@@ -45,7 +46,7 @@ class MemoryReader(Reader):
             yield Frame("mem", i, i / 25, time.time(), np.zeros((48, 64, 3), np.uint8))
 
 
-class HeldModel:
+class HeldModel(KeyframeModel):
     """A keyframe model that answers from a script, but only once the test lets it."""
 
     def __init__(self, script=lambda i: []) -> None:

@@ -21,6 +21,7 @@ from streamer.pipeline import Pipeline
 from streamer.records import FrameDetections, Keyframe
 from streamer.source_run import SourceRun, SourceSpec
 from streamer.tracker import _IOU
+from streamer.worker import KeyframeModel
 from tests.helpers import probe_video, read_events
 from tests.scripted import ScriptedDetector
 from tests.test_source_run import Events, MemoryReader
@@ -168,7 +169,7 @@ def test_min_hits_1_confirms_a_track_on_its_first_keyframe(scene, tmp_path):
     assert sorted(e["frame_index"] for e in appeared) == [0, 0]
 
 
-class SlowModel:
+class SlowModel(KeyframeModel):
     """A camera's model that takes `delay_s` per keyframe, seeing a car standing still."""
 
     def __init__(self, delay_s):

@@ -32,7 +32,6 @@ def frame(index, value=0):
 def test_inputs_are_what_the_processor_builds(tiny_two):
     detector = Florence2Detector(ModelConfig(path=tiny_two, device="cpu"))
     keyframes = [Keyframe(frame(0), "<OD>"), Keyframe(frame(1), "<CAPTION_TO_PHRASE_GROUNDING>", "a red car on a road")]
-    # (one task per batch in the product; mixed here only to compare padding with the processor's)
     ours = detector.inputs(keyframes)
     theirs = detector.processor(
         text=["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red car on a road"],
@@ -95,22 +94,40 @@ def test_each_image_is_preprocessed_once_for_several_tasks(tiny_two, monkeypatch
     assert len(calls) == 1
 
 
-def test_worker_groups_a_mixed_queue_by_task():
+def test_a_keyframes_tasks_share_one_call_and_are_never_split():
     seen = []
 
     class Recording(ScriptedDetector):
         def detect(self, keyframes):
-            seen.append({k.task for k in keyframes})
+            seen.append([(k.frame.index, k.task) for k in keyframes])
             return super().detect(keyframes)
 
-    worker = Worker(Recording(lambda i: []), max_batch=8, max_wait_ms=200)
-    futures = [worker.submit(Keyframe(frame(i), "<OD>" if i % 2 else "<CAPTION>")) for i in range(6)]
+    tasks = ["<OD>", "<OCR_WITH_REGION>", "<CAPTION>"]
+    worker = Worker(Recording(lambda i: []), max_batch=4, max_wait_ms=200)
+    futures = [f for i in range(3) for f in worker.submit_all([Keyframe(frame(i), task) for task in tasks])]
     worker.start()
     results = [f.result(timeout=10) for f in futures]
     worker.stop()
-    assert [r.keyframe.frame.index for r in results] == list(range(6))
-    assert all(len(tasks) == 1 for tasks in seen)
-    assert len(seen) == 2
+    assert [(r.keyframe.frame.index, r.keyframe.task) for r in results] == [(i, t) for i in range(3) for t in tasks]
+    # Three tasks a keyframe and at most four keyframes a call: each keyframe's tasks make one call of their own.
+    assert seen == [[(i, t) for t in tasks] for i in range(3)]
+
+
+def test_tasks_batched_together_answer_as_each_alone(tiny_two):
+    detector = Florence2Detector(ModelConfig(path=tiny_two, device="cpu"))
+    shared = frame(5)
+    keyframes = [Keyframe(shared, "<OD>"), Keyframe(shared, "<CAPTION_TO_PHRASE_GROUNDING>", "a red car on a road"),
+                 Keyframe(shared, "<OCR_WITH_REGION>"), Keyframe(frame(6), "<CAPTION>")]
+    together = detector.detect(keyframes)
+    assert [r.keyframe for r in together] == keyframes
+    for keyframe, result in zip(keyframes, together):
+        detector.forget_images()
+        [alone] = detector.detect([keyframe])
+        assert result.text == alone.text
+        np.testing.assert_array_equal(result.detections.xyxy, alone.detections.xyxy)
+        np.testing.assert_allclose(result.detections.confidence, alone.detections.confidence, atol=1e-5)
+        assert list(result.detections.data["class_name"]) == list(alone.detections.data["class_name"])
+    assert len(together[0].detections) and len(together[1].detections)
 
 
 def test_schedule_runs_each_task_on_its_keyframes(clip, tmp_path):
@@ -123,14 +140,18 @@ def test_schedule_runs_each_task_on_its_keyframes(clip, tmp_path):
             {"task": "<OD>", "zone": [0.5, 0.0, 1.0, 0.5]},
         ],
     })
-    jobs = []
+    jobs, calls = [], []
 
     class Recording(ScriptedDetector):
         def detect(self, keyframes):
             jobs.extend((k.frame.index, k.task, k.zone) for k in keyframes)
+            calls.append({k.frame.index for k in keyframes})
             return super().detect(keyframes)
 
     Pipeline(config, lambda: Recording(lambda i: [])).run(str(clip), None, tmp_path / "e.jsonl")
+    # All of a keyframe's tasks (four on frames 0, 50, 100) share one call.
+    for index in (0, 50, 100):
+        assert sum(index in frames for frames in calls) == 1
     od = sorted(i for i, t, z in jobs if t == "<OD>" and z is None)
     assert od == list(range(0, 150, 10))
     assert sorted(i for i, t, _ in jobs if t == "<OCR_WITH_REGION>") == [0, 50, 100]

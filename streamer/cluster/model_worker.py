@@ -21,7 +21,7 @@ from PIL import Image
 
 from streamer.errors import StreamerError
 from streamer.records import Frame, FrameDetections, Keyframe
-from streamer.worker import Detector, Worker
+from streamer.worker import Detector, KeyframeModel, Worker
 
 
 def shrink(keyframe: Keyframe, size: tuple[int, int] | None) -> Keyframe:
@@ -71,13 +71,13 @@ class ModelWorker:
     def ready(self) -> dict:
         return {"error": self.error, "input_size": self.input_size}
 
-    def detect(self, keyframe: Keyframe):
-        """One keyframe's detections and text, and which incarnation of this worker answered; blocks this actor
-        thread, not the others."""
+    def detect(self, keyframes: list[Keyframe]):
+        """One keyframe's tasks answered together: each one's detections and text, and which incarnation of this
+        worker answered; blocks this actor thread, not the others."""
         if self.worker is None:
             raise StreamerError(self.error or "the model worker has no model")
-        result = self.worker.submit(keyframe).result()
-        return result.detections, result.text, self.incarnation
+        results = [future.result() for future in self.worker.submit_all(keyframes)]
+        return [(result.detections, result.text) for result in results], self.incarnation
 
     def stats(self) -> dict:
         return {"incarnation": self.incarnation, "keyframes": self.worker.keyframes if self.worker else 0}
@@ -88,7 +88,7 @@ class ModelWorker:
 
 
 @dataclass
-class RemoteModel:
+class RemoteModel(KeyframeModel):
     """A source's way to the model workers, a `KeyframeModel`. The source prefers worker `first`; while Ray
     restarts a worker, its calls wait and are retried by Ray; a worker dead for good is dropped and the keyframe
     goes to the next one alive."""
@@ -117,33 +117,42 @@ class RemoteModel:
             return next((i for i in ((self.first + k) % n for k in range(n)) if i not in self._dead), None)
 
     def submit(self, keyframe: Keyframe) -> Future:
-        out: Future = Future()
-        wire = shrink(keyframe, self.input_size) if self.shrink else keyframe
-        self._send(keyframe, wire, out)
-        return out
+        return self.submit_all([keyframe])[0]
 
-    def _send(self, keyframe: Keyframe, wire: Keyframe, out: Future) -> None:
+    def submit_all(self, keyframes: list[Keyframe]) -> list[Future]:
+        """One keyframe's tasks in one call to a worker, which batches them together."""
+        outs = [Future() for _ in keyframes]
+        wires = [shrink(k, self.input_size) if self.shrink else k for k in keyframes]
+        self._send(keyframes, wires, outs)
+        return outs
+
+    def _send(self, keyframes: list[Keyframe], wires: list[Keyframe], outs: list[Future]) -> None:
         index = self._pick()
         if index is None:
-            out.set_exception(StreamerError("every model worker of the cluster is gone"))
+            for out in outs:
+                out.set_exception(StreamerError("every model worker of the cluster is gone"))
             return
-        ref = self.workers[index].detect.remote(wire)
-        ref.future().add_done_callback(lambda done: self._answered(done, index, keyframe, wire, out))
+        ref = self.workers[index].detect.remote(wires)
+        ref.future().add_done_callback(lambda done: self._answered(done, index, keyframes, wires, outs))
 
-    def _answered(self, done: Future, index: int, keyframe: Keyframe, wire: Keyframe, out: Future) -> None:
+    def _answered(self, done: Future, index: int, keyframes: list[Keyframe], wires: list[Keyframe],
+                  outs: list[Future]) -> None:
         from ray.exceptions import ActorDiedError
 
         try:
-            detections, text, incarnation = done.result()
+            answers, incarnation = done.result()
         except ActorDiedError:  # out of restarts, or its node is gone: move on to the next worker
             with self._lock:
                 self._dead.add(index)
                 self._moved_from = index
-            self._send(keyframe, wire, out)
+            self._send(keyframes, wires, outs)
         except BaseException as exc:
-            out.set_exception(cause_of(exc))
+            for out in outs:
+                out.set_exception(cause_of(exc))
         else:
-            out.set_result(FrameDetections(keyframe, detections, text, worker_change=self._change(index, incarnation)))
+            change = self._change(index, incarnation)  # worth one event, on the first task's answer
+            for i, (keyframe, out, (detections, text)) in enumerate(zip(keyframes, outs, answers)):
+                out.set_result(FrameDetections(keyframe, detections, text, worker_change=None if i else change))
 
     def _change(self, index: int, incarnation: str) -> tuple[str, dict[str, str]] | None:
         """The first answer of a restarted worker, or of another one after a worker died, is worth an event.
