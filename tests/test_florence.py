@@ -159,3 +159,11 @@ def test_a_keyframe_shrunk_for_a_remote_worker_gives_the_model_the_same_pixels_a
     np.testing.assert_array_equal(a.detections.xyxy, b.detections.xyxy)
     assert a.detections.mask.shape == b.detections.mask.shape == (1, 360, 640)
     np.testing.assert_array_equal(a.detections.mask, b.detections.mask)
+
+
+def test_a_question_shrunk_for_a_remote_worker_still_waits_behind_keyframes(clip_frames):
+    from streamer.cluster.model_worker import shrink
+
+    question = Keyframe(clip_frames[1], "<OCR>", zone=(320, 90, 640, 360), question=True)
+    small = shrink(question, (768, 768))
+    assert small.question and small.zone == question.zone and small.frame_size == (640, 360)

@@ -10,6 +10,7 @@ answers changed (restarted, or replaced by another after it died) and says so on
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from collections.abc import Callable
@@ -38,7 +39,7 @@ def shrink(keyframe: Keyframe, size: tuple[int, int] | None) -> Keyframe:
         image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.Resampling.BICUBIC))
     image = np.ascontiguousarray(image)
     small = Frame(frame.source, frame.index, frame.pts, frame.wall_time, image, frame.camera_time)
-    return Keyframe(small, keyframe.task, keyframe.prompt, keyframe.zone, frame_size=(width, height))
+    return dataclasses.replace(keyframe, frame=small, frame_size=(width, height))  # a question stays one
 
 
 def cause_of(exc: BaseException) -> BaseException:
