@@ -223,10 +223,13 @@ class ObjectsConfig(_Section):
     """Questions about each tracked object, on a crop of the full frame (see `questions.py`). Labels: the track
     labels asked about; "*" for every label."""
 
-    describe: list[str] = Field(default_factory=list, description="Labels whose tracks are described once.")
+    describe: list[str] = Field(default_factory=list, description="Labels whose tracks are described.")
     read: list[str] = Field(default_factory=list, description="Labels whose tracks are read until their text settles.")
     describe_task: Literal["<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"] = "<CAPTION>"
     margin: float = Field(default=0.1, ge=0, le=1, description="Crop margin around the box, in box sizes.")
+    better_view: float | None = Field(
+        default=2.0, gt=1, description="Describe a track again when its view is this many times the one it was "
+        "described on (box area in the picture, halved while cut by the frame's edge); null: once.")
 
 
 class LiveConfig(_Section):

@@ -9,7 +9,8 @@
   whole-frame OCR, the frame's text when it changes.
 - `text_changed`: a track's settled text became another one (it must win the vote again), with `previous_text`.
 - `caption`: a frame-level caption from a caption task; emitted when it changes.
-- `object_described`: what Florence-2 says a track's object is, asked once on a crop of it (`objects.describe`);
+- `object_described`: what Florence-2 says a track's object is, asked on a crop of it (`objects.describe`), and
+  again when its view is clearly better (`objects.better_view`); a description that did not change is not sent;
   `text_read` / `text_changed` also come from reading a track's crop (`objects.read`), voted like region OCR.
 - `source_down` / `source_up`: a live source was lost (with `reason`) or came back (with `gap_s`, how long it
   was gone); also when the process of a live source on a Ray cluster died and Ray restarted it.
@@ -108,8 +109,8 @@ class EventMaker:
     def described(self, frame: Frame, track_id: int, text: str) -> list[Event]:
         """What the model said a live track's object is."""
         track = self._active.get(track_id)
-        if track is None or not text.strip():
-            return []
+        if track is None or not text.strip() or text.strip() == track.description:
+            return []  # a better view that says the same thing is no news
         track.description = text.strip()
         return [self._event("object_described", frame, track, text=track.description)]
 

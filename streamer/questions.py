@@ -2,7 +2,9 @@
 
 A plate in a 1080p frame is a few pixels tall once the frame is shrunk to the model's 768 px; cropped around its
 track's box it is readable. When a track is seen on a keyframe, `Questions` may ask, for the labels configured
-in `objects:`: a description (`objects.describe_task`, once per track) and its text (`<OCR>`, again on later
+in `objects:`: a description (`objects.describe_task`, once per track, and again when its view is clearly
+better: `objects.better_view` times the box area it was described on, a box cut by the frame's edge counting
+half; a car described far away as a speck is described again up close) and its text (`<OCR>`, again on later
 sightings until the track's text settles by the usual vote, then never again). Questions are a share of the
 model's calls, not a schedule: at most `model.object_share` of a source's calls are questions, counted against
 its detection keyframes; on a camera the worker takes any detection keyframe before a waiting question (a file
@@ -48,7 +50,7 @@ class Questions:
         self.ratio = share / (1.0 - share) if share < 1 else float("inf")  # questions per detection keyframe
         self.counts = Counts()
         self._pending: list[Question] = []
-        self._described: set[int] = set()
+        self._described: dict[int, float] = {}  # track -> the view it was last described on
 
     def _wanted(self, labels: list[str], label: str) -> bool:
         return "*" in labels or label in labels
@@ -64,11 +66,18 @@ class Questions:
                 continue
             label = str(det.data["class_name"][i])
             box = tuple(float(v) for v in det.xyxy[i])
-            if self._wanted(self.config.describe, label) and track_id not in self._described \
+            if self._wanted(self.config.describe, label) and self._better(track_id, box, frame) \
                     and (track_id, "describe") not in busy:
                 self._ask(frame, track_id, "describe", box, keyframes)
             if self._wanted(self.config.read, label) and not settled(track_id) and (track_id, "read") not in busy:
                 self._ask(frame, track_id, "read", box, keyframes)
+
+    def _better(self, track_id: int, box, frame: Frame) -> bool:
+        """Never described, or seen now clearly better than when it was."""
+        last = self._described.get(track_id)
+        if last is None:
+            return True
+        return self.config.better_view is not None and _view(box, frame) >= self.config.better_view * last
 
     def _ask(self, frame: Frame, track_id: int, kind: str, box, keyframes: int) -> None:
         if self.counts.asked + 1 > self.ratio * keyframes:
@@ -84,7 +93,7 @@ class Questions:
         self._pending.append(Question(track_id, kind, frame, box, future))
         self.counts.asked += 1
         if kind == "describe":
-            self._described.add(track_id)  # asked once, whatever the answer
+            self._described[track_id] = _view(box, frame)  # whatever the answer: not again from this view
 
     def answered(self, wait: bool = False) -> list[tuple[Question, FrameDetections]]:
         """Questions whose answers are in (all of them, with `wait`), oldest first; failed ones are dropped."""
@@ -104,7 +113,8 @@ class Questions:
     def ended(self, track_ids: list[int]) -> None:
         """Tracks that ended: their questions still waiting are dropped."""
         gone = set(track_ids)
-        self._described -= gone  # ids are never reused: memory stays flat over days of tracks
+        for track_id in gone:  # ids are never reused: memory stays flat over days of tracks
+            self._described.pop(track_id, None)
         keep = []
         for question in self._pending:
             if question.track_id in gone:
@@ -113,3 +123,12 @@ class Questions:
             else:
                 keep.append(question)
         self._pending = keep
+
+
+def _view(box, frame: Frame) -> float:
+    """How well a box shows its object: its area inside the picture, halved when the frame's edge cuts it."""
+    h, w = frame.image.shape[:2]
+    x1, y1, x2, y2 = box
+    area = max(0.0, min(x2, w) - max(x1, 0)) * max(0.0, min(y2, h) - max(y1, 0))
+    cut = x1 <= 1 or y1 <= 1 or x2 >= w - 1 or y2 >= h - 1
+    return area / 2 if cut else area

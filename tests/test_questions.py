@@ -1,5 +1,6 @@
-"""Per-object questions: each confirmed track described once and read until its text settles, within a share of
-the model's calls; a track that ends has its waiting questions dropped; what was said is found by search."""
+"""Per-object questions: each confirmed track described (again when seen clearly better) and read until its text
+settles, within a share of the model's calls; a track that ends has its waiting questions dropped; what was said
+is found by search."""
 
 import threading
 from concurrent.futures import Future
@@ -110,3 +111,50 @@ def test_a_camera_asks_behind_its_keyframes_and_gets_its_answers(tmp_path):
     assert kinds.count("object_described") == 1 and kinds.count("text_read") == 1
     assert all(k.question for k in submitted if k.task != "<OD>")  # a camera's questions wait behind keyframes
     assert not any(k.question for k in submitted if k.task == "<OD>")
+
+
+class Approaching(KeyframeModel):
+    """A car driving at the camera, its box growing on every keyframe; a description says "small car" on a
+    crop narrower than 30 px and "large car" on a wider one."""
+
+    def __init__(self):
+        self.detector = ScriptedDetector(self.box)
+        self.described: list[int] = []
+
+    @staticmethod
+    def box(i):
+        k = i // 5
+        w, h = 8 + 4 * k, 6 + 3 * k
+        return [("car", (32 - w / 2, 24 - h / 2, 32 + w / 2, 24 + h / 2), None)]
+
+    def submit(self, keyframe: Keyframe) -> Future:
+        future: Future = Future()
+        [result] = self.detector.detect([keyframe])
+        if keyframe.task == "<OD>":
+            future.set_result(result)
+        else:
+            width = keyframe.zone[2] - keyframe.zone[0]
+            self.described.append(width)
+            future.set_result(FrameDetections(keyframe, result.detections[:0],
+                                              text="small car" if width < 30 else "large car"))
+        return future
+
+
+def test_a_track_is_described_again_when_its_view_is_clearly_better(tmp_path):
+    events = Events()
+    model = Approaching()
+    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), config(describe=["car"]), MemoryReader(n=60), model,
+                    event_sinks=[events])
+    stats = run.run(threading.Event())
+    assert stats.error is None and stats.keyframes == 12
+    # Confirmed on keyframe 1 (box 12x9), asked again at twice that area and more: 20x15, 32x24, 48x36.
+    assert len(model.described) == 4 == stats.questions_asked and model.described == sorted(model.described)
+    described = [e for e in events.events if e.type == "object_described"]
+    # The second view says what the first said: no event; the third says more.
+    assert [e.text for e in described] == ["small car", "large car"]
+    assert len({e.track_id for e in events.events}) == 1
+
+    once = Approaching()
+    cfg = config(describe=["car"], better_view=None)
+    SourceRun(SourceSpec("mem", tmp_path / "f.jsonl"), cfg, MemoryReader(n=60), once).run(threading.Event())
+    assert len(once.described) == 1
