@@ -73,9 +73,12 @@ def main() -> None:
             for how in ("together", "kept", "recomputed"):
                 times[how].append(timed(frame, two, how))
             print(f"keyframe {frame.index}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+        head = detector.model.get_output_embeddings()
+        rows_first = "forward" in vars(head)  # what streamer.florence._pick_output_layer chose at load
     a, b, c, d = (statistics.median(times[k]) for k in ("od", "together", "kept", "recomputed"))
     weights = f", quantize {args.quantize}" if args.quantize else ""
-    print(f"device: {device_name(device)}; {args.model}{weights}, {args.tokens} tokens per answer")
+    print(f"device: {device_name(device)}; {args.model}{weights}, {args.tokens} tokens per answer, "
+          f"output layer rows first: {'yes' if rows_first else 'no'}")
     print(f"od_s={a:.2f} together_s={b:.2f} ratio={b / a:.3f} kept_ratio={c / a:.3f} recomputed_ratio={d / a:.3f}")
 
 

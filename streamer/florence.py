@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import time
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -114,7 +115,48 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
     model = model.to(device).eval()
     if config.quantize == "int8":
         model = _quantized(model, device)
+    elif device.type == "cpu":
+        _pick_output_layer(model)
     return model, processor
+
+
+def _rows_first(head: torch.nn.Linear):
+    """The output layer's forward computed as weight @ rows^T for a few rows (the same numbers)."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        if not 2 <= len(rows) <= 64:
+            return torch.nn.functional.linear(x, head.weight, head.bias)
+        out = torch.mm(head.weight, rows.t()).t()
+        if head.bias is not None:
+            out = out + head.bias
+        return out.reshape(*x.shape[:-1], -1)
+
+    return forward
+
+
+def _pick_output_layer(model) -> None:
+    """Decoding several prompts side by side on a CPU spends much of each step in the output layer (51,289
+    words x 768, 158 MB in fp32), and some BLAS builds run a few rows through it several times faster as
+    weight @ rows^T than as rows @ weight^T (this project's CPUs: 10 ms against 25 ms for two rows). Time both
+    once on two rows and keep the faster; on a GPU, or when it is no faster, nothing changes."""
+    head = model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear):
+        return
+    rows = torch.randn(2, head.in_features, dtype=head.weight.dtype)
+    first = _rows_first(head)
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            fn(rows)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    with torch.inference_mode():
+        if best(first) < 0.8 * best(head.forward):
+            head.forward = first
 
 
 def _quantized(model, device: torch.device):
