@@ -77,6 +77,8 @@ class Worker(KeyframeModel):
 
     def submit_all(self, keyframes: list[Keyframe]) -> list[Future]:
         """Queue one keyframe's tasks as one item: a batch takes all of them or none."""
+        if not keyframes:
+            return []
         futures = [Future() for _ in keyframes]
         item = (int(any(k.question for k in keyframes)), next(self._order), list(keyframes), futures)
         while not self._stop.is_set():

@@ -105,6 +105,7 @@ def test_a_keyframes_tasks_share_one_call_and_are_never_split():
     tasks = ["<OD>", "<OCR_WITH_REGION>", "<CAPTION>"]
     worker = Worker(Recording(lambda i: []), max_batch=4, max_wait_ms=200)
     futures = [f for i in range(3) for f in worker.submit_all([Keyframe(frame(i), task) for task in tasks])]
+    assert worker.submit_all([]) == [] and worker.queue_depth == 3  # a keyframe no task is due on: nothing queued
     worker.start()
     results = [f.result(timeout=10) for f in futures]
     worker.stop()

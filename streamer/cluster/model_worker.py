@@ -122,6 +122,8 @@ class RemoteModel(KeyframeModel):
 
     def submit_all(self, keyframes: list[Keyframe]) -> list[Future]:
         """One keyframe's tasks in one call to a worker, which batches them together."""
+        if not keyframes:
+            return []
         outs = [Future() for _ in keyframes]
         wires = [shrink(k, self.input_size) if self.shrink else k for k in keyframes]
         self._send(keyframes, wires, outs)
