@@ -5,15 +5,17 @@ download) with random weights, saved with a locally made processor, and loaded b
 loader. Every generate call is forced to write exactly --tokens tokens, so runs compare whatever the weights say.
 
 - streamer: `Florence2Detector.detect` on batches of 1, 4, 8, 16, 32 keyframes (bf16/fp16 on CUDA, fp32 on CPU,
-  greedy, SDPA, images preprocessed once), parsing and per-box confidences included.
+  greedy, SDPA, images preprocessed once), parsing and per-box confidences included; --variants compares
+  generate settings: sdpa (the default), static (a preallocated KV cache), compile (torch.compile over it).
 - naive: per frame, `processor(text, images)` + `generate(num_beams=3)` in fp32 + decode + parse, batch 1.
 
     python bench/model_throughput.py --quick                 # CPU here: base at 768 px, batches 1, 2, 4
     python bench/model_throughput.py --quick --quantize int8 # CPU, streamer's path with int8 linear layers
     python bench/model_throughput.py --model base large      # a GPU: the full table
+    bash bench/gpu_check.sh                                  # on a lent GPU, with every GPU figure (see there)
 
 Prints a table, writes JSON (--json), and ends with the device on one line and
-`best_batch=B keyframes_per_s=X naive_per_s=Y speedup=Z` (for the first model) on the last.
+`best_variant=V best_batch=B keyframes_per_s=X naive_per_s=Y speedup=Z` (for the first model) on the last.
 """
 
 from __future__ import annotations
@@ -96,26 +98,37 @@ def summary(latencies: list[float], batch: int) -> dict:
             "latency_p50_ms": 1000 * statistics.median(ordered), "latency_p95_ms": 1000 * p95}
 
 
+VARIANTS = {  # name -> (ModelConfig changes, generate kwargs)
+    "sdpa": ({}, {}),  # streamer's default: SDPA attention, the dynamic KV cache
+    "static": ({}, {"cache_implementation": "static"}),  # a preallocated KV cache
+    "compile": ({"compile": True}, {"cache_implementation": "static"}),  # torch.compile over the static cache
+}
+
+
 def bench_model(name: str, args, device: torch.device) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = build(name, Path(tmp))
-        config = ModelConfig(path=folder, device=device.type, max_new_tokens=args.tokens, batch_size=max(args.batches),
-                             quantize=args.quantize)
-        fast = Florence2Detector(config, min_new_tokens=args.tokens)
         pool = frames(max(args.batches))
         rows = []
-        for batch in args.batches:
-            keyframes = [Keyframe(f, "<OD>") for f in pool[:batch]]
-            fast.forget_images()
-            fast.detect(keyframes)  # warm-up (allocator, kernels)
+        for variant in args.variants:
+            changes, generate = VARIANTS[variant]
+            config = ModelConfig(path=folder, device=device.type, max_new_tokens=args.tokens,
+                                 batch_size=max(args.batches), quantize=args.quantize, **changes)
+            fast = Florence2Detector(config, min_new_tokens=args.tokens, **generate)
+            for batch in args.batches:
+                keyframes = [Keyframe(f, "<OD>") for f in pool[:batch]]
+                for _ in range(2 if variant == "compile" else 1):  # warm-up (allocator, kernels, compiled graphs)
+                    fast.forget_images()
+                    fast.detect(keyframes)
 
-            def run():
-                fast.forget_images()  # each call sees new frames, as in a stream
-                fast.detect(keyframes)
+                def run():
+                    fast.forget_images()  # each call sees new frames, as in a stream
+                    fast.detect(keyframes)
 
-            rows.append(summary(timed(run, args.calls), batch))
-            print(f"{name:6} streamer batch {batch:3}: {rows[-1]['keyframes_per_s']:8.2f} keyframes/s  "
-                  f"p50 {rows[-1]['latency_p50_ms']:8.1f} ms  p95 {rows[-1]['latency_p95_ms']:8.1f} ms", flush=True)
+                rows.append({"variant": variant, **summary(timed(run, args.calls), batch)})
+                print(f"{name:6} streamer {variant:8} batch {batch:3}: {rows[-1]['keyframes_per_s']:8.2f} keyframes/s"
+                      f"  p50 {rows[-1]['latency_p50_ms']:8.1f} ms  p95 {rows[-1]['latency_p95_ms']:8.1f} ms",
+                      flush=True)
         fast = None  # free the model before the naive loop loads its own
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -151,6 +164,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--calls", type=int, default=5, help="timed calls per batch size")
     parser.add_argument("--naive-calls", type=int, default=5)
+    parser.add_argument("--variants", nargs="+", default=["sdpa"], choices=list(VARIANTS),
+                        help="generate settings to compare (a GPU: sdpa static compile)")
     parser.add_argument("--quantize", choices=["int8"], help="model.quantize for the streamer path (CPU)")
     parser.add_argument("--quick", action="store_true", help="CPU-sized run: batches 1,2,4, two calls each")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "model_throughput.json")
@@ -161,13 +176,14 @@ def main() -> None:
     results = [bench_model(name, args, device) for name in args.model]
 
     print()
-    print(f"{'model':6} {'path':9} {'batch':>5} {'keyframes/s':>12} {'p50 ms':>9} {'p95 ms':>9}")
+    print(f"{'model':6} {'path':18} {'batch':>5} {'keyframes/s':>12} {'p50 ms':>9} {'p95 ms':>9}")
     for result in results:
         for row in result["streamer"]:
-            print(f"{result['model']:6} {'streamer':9} {row['batch']:5} {row['keyframes_per_s']:12.2f} "
+            path = f"streamer {row['variant']}"
+            print(f"{result['model']:6} {path:18} {row['batch']:5} {row['keyframes_per_s']:12.2f} "
                   f"{row['latency_p50_ms']:9.1f} {row['latency_p95_ms']:9.1f}")
         row = result["naive"]
-        print(f"{result['model']:6} {'naive':9} {1:5} {row['keyframes_per_s']:12.2f} "
+        print(f"{result['model']:6} {'naive':18} {1:5} {row['keyframes_per_s']:12.2f} "
               f"{row['latency_p50_ms']:9.1f} {row['latency_p95_ms']:9.1f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     name = device_name(device)
@@ -175,7 +191,7 @@ def main() -> None:
     print(f"json: {args.json}")
     first = results[0]
     print(f"device: {name}")
-    print(f"best_batch={first['best']['batch']} keyframes_per_s={first['best']['keyframes_per_s']:.2f} "
+    print(f"best_variant={first['best']['variant']} best_batch={first['best']['batch']} keyframes_per_s={first['best']['keyframes_per_s']:.2f} "
           f"naive_per_s={first['naive']['keyframes_per_s']:.2f} speedup={first['speedup']:.2f}")
 
 
