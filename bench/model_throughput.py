@@ -105,33 +105,41 @@ VARIANTS = {  # name -> (ModelConfig changes, generate kwargs)
 }
 
 
+def bench_variant(name: str, variant: str, folder: Path, pool: list[Frame], args, device: torch.device) -> list:
+    """streamer's path with one variant's settings, a row per batch size."""
+    changes, generate = VARIANTS[variant]
+    config = ModelConfig(path=folder, device=device.type, max_new_tokens=args.tokens, batch_size=max(args.batches),
+                         quantize=args.quantize, **changes)
+    fast = Florence2Detector(config, min_new_tokens=args.tokens, **generate)
+    rows = []
+    for batch in args.batches:
+        keyframes = [Keyframe(f, "<OD>") for f in pool[:batch]]
+
+        def run():
+            fast.forget_images()  # each call sees new frames, as in a stream
+            fast.detect(keyframes)
+
+        for _ in range(2 if variant == "compile" else 1):  # warm-up (allocator, kernels, compiled graphs)
+            run()
+        rows.append({"variant": variant, **summary(timed(run, args.calls), batch)})
+        print(f"{name:6} streamer {variant:8} batch {batch:3}: {rows[-1]['keyframes_per_s']:8.2f} keyframes/s  "
+              f"p50 {rows[-1]['latency_p50_ms']:8.1f} ms  p95 {rows[-1]['latency_p95_ms']:8.1f} ms", flush=True)
+    return rows
+
+
 def bench_model(name: str, args, device: torch.device) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = build(name, Path(tmp))
         pool = frames(max(args.batches))
         rows = []
         for variant in args.variants:
-            changes, generate = VARIANTS[variant]
-            config = ModelConfig(path=folder, device=device.type, max_new_tokens=args.tokens,
-                                 batch_size=max(args.batches), quantize=args.quantize, **changes)
-            fast = Florence2Detector(config, min_new_tokens=args.tokens, **generate)
-            for batch in args.batches:
-                keyframes = [Keyframe(f, "<OD>") for f in pool[:batch]]
-                for _ in range(2 if variant == "compile" else 1):  # warm-up (allocator, kernels, compiled graphs)
-                    fast.forget_images()
-                    fast.detect(keyframes)
-
-                def run():
-                    fast.forget_images()  # each call sees new frames, as in a stream
-                    fast.detect(keyframes)
-
-                rows.append({"variant": variant, **summary(timed(run, args.calls), batch)})
-                print(f"{name:6} streamer {variant:8} batch {batch:3}: {rows[-1]['keyframes_per_s']:8.2f} keyframes/s"
-                      f"  p50 {rows[-1]['latency_p50_ms']:8.1f} ms  p95 {rows[-1]['latency_p95_ms']:8.1f} ms",
+            try:  # one run on a lent GPU: a variant that fails there must not take the others with it
+                rows += bench_variant(name, variant, folder, pool, args, device)
+            except Exception as exc:  # noqa: BLE001
+                print(f"{name:6} streamer {variant:8} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}",
                       flush=True)
-        fast = None  # free the model before the naive loop loads its own
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
         # The naive loop: what the model card's example does, frame by frame.
         from transformers import AutoProcessor, Florence2ForConditionalGeneration
@@ -152,6 +160,8 @@ def bench_model(name: str, args, device: torch.device) -> dict:
         print(f"{name:6} naive    batch   1: {naive_row['keyframes_per_s']:8.2f} keyframes/s  "
               f"p50 {naive_row['latency_p50_ms']:8.1f} ms", flush=True)
         model = None
+    if not rows:
+        raise SystemExit(f"{name}: every variant failed")
     best = max(rows, key=lambda r: r["keyframes_per_s"])
     return {"model": name, "tokens": args.tokens, "streamer": rows, "naive": naive_row, "best": best,
             "speedup": best["keyframes_per_s"] / naive_row["keyframes_per_s"]}
@@ -191,7 +201,8 @@ def main() -> None:
     print(f"json: {args.json}")
     first = results[0]
     print(f"device: {name}")
-    print(f"best_variant={first['best']['variant']} best_batch={first['best']['batch']} keyframes_per_s={first['best']['keyframes_per_s']:.2f} "
+    best = first["best"]
+    print(f"best_variant={best['variant']} best_batch={best['batch']} keyframes_per_s={best['keyframes_per_s']:.2f} "
           f"naive_per_s={first['naive']['keyframes_per_s']:.2f} speedup={first['speedup']:.2f}")
 
 
