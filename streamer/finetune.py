@@ -87,7 +87,8 @@ class Trainer:
             model_config = model_config.model_copy(update={"path": checkpoint / "model"})
         device = resolve_device(model_config.device)
         self.device = device
-        self.detector = Florence2Detector(model_config.model_copy(update={"dtype": "float32"}))
+        # Trained in fp32 with float linear layers: int8 ones (model.quantize) have no gradients to learn with.
+        self.detector = Florence2Detector(model_config.model_copy(update={"dtype": "float32", "quantize": None}))
         self.model, self.processor = self.detector.model, self.detector.processor
         try:  # made only once the model loads: a run that cannot start leaves nothing behind
             out.mkdir(parents=True, exist_ok=True)

@@ -84,6 +84,16 @@ def test_int8_keeps_what_fine_tuning_taught(dataset, tuned, tmp_path, capsys):
     assert main(["evaluate", str(dataset), "--model", str(tuned), "--config", str(config), "--format", "json"]) == 0
     int8 = json.loads(capsys.readouterr().out)
     assert int8["map50"] >= 0.9 and abs(int8["map50"] - exact["map50"]) <= 0.05 and int8["recall"] >= 0.9
+    # Fine-tuning with the same settings trains float layers: int8 ones would have nothing to learn with.
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    from streamer.config import Config
+    from streamer.dataset import load_dataset
+
+    settings = Config.model_validate({"model": {"path": str(tuned), "device": "cpu", "quantize": "int8"}})
+    trainer = Trainer(settings, load_dataset(dataset), tmp_path / "tuned-again")
+    assert not any(isinstance(m, Int8Linear) for m in trainer.model.modules())
+    assert trainer.model.model.language_model.encoder.layers[0].fc1.weight.requires_grad
 
 
 def test_finetune_prints_before_and_after_side_by_side(dataset, fresh, tmp_path, capsys):
