@@ -24,13 +24,15 @@ from safetensors import SafetensorError
 from streamer.confidence import align, answer_confidence, box_groups
 from streamer.config import ModelConfig
 from streamer.errors import StreamerError
-from streamer.records import FrameDetections, Keyframe
+from streamer.records import TEXT, FrameDetections, Keyframe
 from streamer.tasks import TASKS
 
 log = logging.getLogger("streamer.florence")
 
 _HUB_TIMEOUT_S = 3.0
-_MARKUP = re.compile(r"</?(?:loc_\d+|poly|sep|s|pad)>")
+# Florence-2's markup, which a text answer never keeps (a region task echoes its region's <loc_N>; a small or
+# fine-tuned model may emit location tokens anywhere).
+_MARKUP = re.compile(r"<\s*/?\s*(?:loc_\d*|poly|sep|s|pad)\s*>|<loc_\d*")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -120,7 +122,7 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
     return model, processor
 
 
-def _rows_first(head: torch.nn.Linear):
+def rows_first(head: torch.nn.Linear):
     """The output layer's forward computed as weight @ rows^T for a few rows (the same numbers)."""
 
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -144,7 +146,7 @@ def _pick_output_layer(model) -> None:
     if not isinstance(head, torch.nn.Linear):
         return
     rows = torch.randn(2, head.in_features, dtype=head.weight.dtype)
-    first = _rows_first(head)
+    first = rows_first(head)
 
     def best(fn) -> float:
         times = []
@@ -347,7 +349,7 @@ def parse_answer(keyframe: Keyframe, text: str, processor, answer: Answer | None
     text = text.replace("<pad>", "")
     parsed = processor.post_process_generation(text, task=task.token, image_size=(width, height))
     if task.kind == "text":  # region tasks echo the region's <loc_N> tokens; they are no text
-        answer_text = _MARKUP.sub("", str(parsed[task.token])).strip()
+        answer_text = " ".join(_MARKUP.sub(" ", str(parsed[task.token])).split())
         return FrameDetections(keyframe, _empty(), text=answer_text)
     detections = sv.Detections.from_vlm(sv.VLM.FLORENCE_2, parsed, resolution_wh=(width, height))
     n = len(detections)
@@ -358,11 +360,15 @@ def parse_answer(keyframe: Keyframe, text: str, processor, answer: Answer | None
     elif names is None or task.kind == "polygons":
         names = [keyframe.prompt or task.token.strip("<>").lower()] * n
     detections.data["class_name"] = np.array([str(x) for x in names], dtype=object)
-    detections.data["text"] = np.array([str(x) for x in texts], dtype=object)
+    detections.data[TEXT] = np.array([str(x) for x in texts], dtype=object)
     if answer is not None:
         detections.confidence = _confidences(detections, task.kind, answer, processor, (width, height))
     if keyframe.zone is not None:
         _to_frame(detections, x0, y0, frame_w, frame_h)
+    # A box with no width or no height (a malformed answer: [384, 36, 512, 36]) is nothing seen.
+    if len(detections):
+        x1, y1, x2, y2 = detections.xyxy.T
+        detections = detections[(x2 - x1 >= 1) & (y2 - y1 >= 1)]
     return FrameDetections(keyframe, detections)
 
 
@@ -396,5 +402,5 @@ def _to_frame(detections: sv.Detections, x0: int, y0: int, frame_w: int, frame_h
 def _empty() -> sv.Detections:
     detections = sv.Detections.empty()
     detections.data["class_name"] = np.array([], dtype=object)
-    detections.data["text"] = np.array([], dtype=object)
+    detections.data[TEXT] = np.array([], dtype=object)
     return detections

@@ -8,6 +8,7 @@ from streamer.errors import StreamerError
 from streamer.florence import Florence2Detector
 from streamer.reader import open_reader
 from streamer.records import Keyframe
+from tests.tiny_florence import build_tiny_florence
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,18 @@ def test_text_tasks_answer_on_the_frame(tiny_ocr, clip_frames):
     [result] = detector.detect([Keyframe(clip_frames[0], "<OCR>")])
     assert len(result.detections) == 0
     assert result.text.startswith("AB 42")
+
+
+def test_degenerate_boxes_and_stray_location_tokens_stop_at_the_door(tmp_path, clip_frames):
+    """A malformed answer: a box with no height, then one with no width, then a good one; text tasks on the same
+    answer keep the words and none of the location tokens."""
+    answer = ("car<loc_384><loc_36><loc_512><loc_36>car<loc_100><loc_100><loc_100><loc_300>"
+              "bus<loc_100><loc_200><loc_500><loc_600>STOP")
+    detector = Florence2Detector(ModelConfig(path=build_tiny_florence(tmp_path / "m", answer), device="cpu"))
+    od, caption = detector.detect([Keyframe(clip_frames[0], "<OD>"), Keyframe(clip_frames[0], "<CAPTION>")])
+    assert list(od.detections.data["class_name"]) == ["bus"]
+    np.testing.assert_allclose(od.detections.xyxy, [[64, 72, 320, 216]])
+    assert caption.text == "car car bus STOP" and "loc" not in caption.text
 
 
 def test_a_batch_answers_like_one_by_one(tiny_od, clip_frames):

@@ -246,19 +246,19 @@ def test_int8_is_refused_for_a_gpu_and_beside_compile():
 
 
 def test_the_output_layer_computed_rows_first_gives_the_same_answers(tiny_two):
-    from streamer.florence import _rows_first
+    from streamer.florence import rows_first
 
     detector = Florence2Detector(ModelConfig(path=tiny_two, device="cpu"))
     head = detector.model.get_output_embeddings()
     vars(head).pop("forward", None)  # whichever the load picked: nn.Linear's own first
     x = torch.randn(3, 1, head.in_features)
     with torch.inference_mode():
-        torch.testing.assert_close(_rows_first(head)(x), head(x), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(_rows_first(head)(x[:1]), head(x[:1]))
+        torch.testing.assert_close(rows_first(head)(x), head(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(rows_first(head)(x[:1]), head(x[:1]))
     shared = frame(7)
     keyframes = [Keyframe(shared, "<OD>"), Keyframe(shared, "<CAPTION_TO_PHRASE_GROUNDING>", "a red car on a road")]
     plain = detector.detect(keyframes)
-    head.forward = _rows_first(head)
+    head.forward = rows_first(head)
     for a, b in zip(plain, detector.detect(keyframes)):
         np.testing.assert_array_equal(a.detections.xyxy, b.detections.xyxy)
         np.testing.assert_allclose(a.detections.confidence, b.detections.confidence, atol=1e-5)
