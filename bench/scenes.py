@@ -125,6 +125,7 @@ class NoisyDetector:
     """Answers a frame from the truth as a detector would: edges jittered, misses (more of them when an object
     is partly hidden), an unsure score now and then, a wrong label now and then, and false positives. The same
     frame always gets the same answer, whichever mode asks."""
+    input_size = None  # takes keyframes at any size
 
     def __init__(self, truth, seed: int, jitter: float = 0.04, miss: float = 0.08, false_rate: float = 0.15) -> None:
         self.truth, self.seed = truth, seed

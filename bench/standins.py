@@ -12,6 +12,7 @@ from streamer.records import FrameDetections, Keyframe
 
 class NoOpDetector:
     """Answers every keyframe with no detections, at once."""
+    input_size = None  # takes keyframes at any size
 
     def detect(self, keyframes: list[Keyframe]) -> list[FrameDetections]:
         out = []
@@ -25,6 +26,7 @@ class NoOpDetector:
 
 class MovingBoxDetector:
     """One box sweeping across the frame, so tracks, events and drawing all have work; optional model latency."""
+    input_size = None  # takes keyframes at any size
 
     def __init__(self, latency_s: float = 0.0) -> None:
         self.latency_s = latency_s

@@ -44,6 +44,7 @@ from trackers.eval import evaluate_mot_sequence  # noqa: E402
 from streamer.config import Config  # noqa: E402
 from streamer.reader import FrameQueue, Reader  # noqa: E402
 from streamer.records import Frame, StreamInfo  # noqa: E402
+from streamer.sinks import tracks_rows  # noqa: E402
 from streamer.source_run import SourceRun, SourceSpec  # noqa: E402
 from streamer.tracker import _IOU  # noqa: E402
 from streamer.worker import KeyframeModel  # noqa: E402
@@ -85,14 +86,12 @@ def config(interval: int) -> Config:
 
 
 def run_streamer(images, detector, interval: int, live: bool, folder: Path) -> list[dict]:
-    import json
-
     spec = SourceSpec("scene", folder / "events.jsonl", tracks_path=folder / "tracks.jsonl")
     run = SourceRun(spec, config(interval), HeldFrames(images, live), AnswerAtOnce(detector))
     stats = run.run(threading.Event())
     if stats.error is not None:
         raise stats.error
-    return [json.loads(line) for line in spec.tracks_path.read_text().splitlines()]
+    return [row for _, row in tracks_rows(spec.tracks_path)]
 
 
 def write_gt(truth, path: Path) -> None:

@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import supervision as sv
 
+from streamer.records import TEXT
+
 
 def label_for(track_id: int, name: str, text: str) -> str:
     head = f"#{track_id} {name}" if track_id >= 0 else name
@@ -41,9 +43,9 @@ class Annotator:
         self._segments = [(name, tuple(map(int, a)), tuple(map(int, b))) for name, a, b in segments]
 
     def layer(self, detections: sv.Detections) -> Layer:
-        """The layer of one frame's tracks of a task; `data["text"]` is what a label shows after the class (the
+        """The layer of one frame's tracks of a task; `data[TEXT]` is what a label shows after the class (the
         track's settled OCR text)."""
-        texts = [str(t) for t in detections.data.get("text", [""] * len(detections))]
+        texts = [str(t) for t in detections.data.get(TEXT, [""] * len(detections))]
         names = detections.data.get("class_name")
         names = [str(n) for n in names] if names is not None else ["object"] * len(detections)
         class_id = np.array([self._class_ids.setdefault(n, len(self._class_ids)) for n in names], dtype=int)
@@ -61,7 +63,9 @@ class Annotator:
             cv2.putText(image, name, (start[0] + 4, start[1] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 0, 255), 1, cv2.LINE_AA)
 
     def draw(self, image: np.ndarray, layers: list[Layer]) -> np.ndarray:
-        """Draw zones, lines and each layer onto `image` (in place, as supervision's annotators do); return it."""
+        """A copy of `image` with zones, lines and each layer drawn on it: supervision's annotators draw in place,
+        and the frame's own pixels are the camera's, for the model, snapshots and recordings."""
+        image = image.copy()
         self._draw_areas(image)
         for layer in layers:
             det = layer.detections

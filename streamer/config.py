@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamer.errors import StreamerError
-from streamer.tasks import TASKS, check_task
+from streamer.tasks import CAPTION_TASKS, TASKS, check_task
 
 DEFAULT_MODEL_ID = "florence-community/Florence-2-base"
 
@@ -225,7 +225,7 @@ class ObjectsConfig(_Section):
 
     describe: list[str] = Field(default_factory=list, description="Labels whose tracks are described.")
     read: list[str] = Field(default_factory=list, description="Labels whose tracks are read until their text settles.")
-    describe_task: Literal["<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"] = "<CAPTION>"
+    describe_task: Literal[CAPTION_TASKS] = "<CAPTION>"
     margin: float = Field(default=0.1, ge=0, le=1, description="Crop margin around the box, in box sizes.")
     better_view: float | None = Field(
         default=2.0, gt=1, description="Describe a track again when its view is this many times the one it was "
@@ -242,6 +242,9 @@ class LiveConfig(_Section):
     backoff_max_s: float = Field(default=10.0, gt=0, description="Reconnect attempts wait at most this long.")
     max_retries: int | None = Field(default=None, ge=0, description="Reconnects before giving up; null: forever.")
     queue_size: int = Field(default=4, ge=1, description="Frames held for a live source; older ones are dropped.")
+    hold_frames: int = Field(default=50, ge=0, description="A camera's frames held behind its keyframe with the model, "
+                             "so the video and tracks file show that keyframe's answer; past this many, the oldest "
+                             "goes out with the boxes predicted on it (the live view never waits).")
     status_interval_s: float = Field(default=5.0, gt=0, description="Seconds between status lines on the console.")
 
 

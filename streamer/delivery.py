@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 from streamer.backoff import Backoff
 from streamer.config import Config, MqttConfig, WebhookConfig
 from streamer.outbox import Outbox
-from streamer.records import Event
+from streamer.outputs import Output
+from streamer.records import Logged
 from streamer.sources import safe_name
 
 log = logging.getLogger("streamer.delivery")
@@ -38,7 +39,7 @@ class Undeliverable(Exception):
         self.sent, self.reason = sent, reason
 
 
-class _OutboxSink:
+class _OutboxSink(Output):
     """Delivers an outbox in order on its own thread; `deliver` returns how many of the batch went out (the rest
     is retried with backoff), or raises `Undeliverable` for an item that never can: it goes to a dead-letter file
     beside the outbox (`<outbox>.dead.jsonl`) with the reason, and is logged."""
@@ -81,7 +82,9 @@ class _OutboxSink:
     def _dead_letter(self, row_id: int, payload: dict, reason: str) -> None:
         path = self.outbox.path.with_name(self.outbox.path.name + ".dead.jsonl")
         with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"reason": reason, "item": payload}, ensure_ascii=False) + "\n")
+            item = {key: json.loads(value) if key in ("event", "payload") and isinstance(value, str) else value
+                    for key, value in payload.items()}  # the event as an object, as a person reads the file
+            f.write(json.dumps({"reason": reason, "item": item}, ensure_ascii=False) + "\n")
         self.outbox.ack([row_id])
         log.warning("%s: an event that can never be delivered was set aside in %s: %s", self.outbox.path.name,
                     path, reason)
@@ -120,9 +123,10 @@ class MqttSink(_OutboxSink):
         self._objects: dict[str, dict[int, str]] = {}
         self.start()
 
-    def event(self, event: Event) -> None:
+    def event(self, logged: Logged) -> None:
+        event = logged.event
         source = safe_name(event.source)
-        self.outbox.put({"topic": f"{self.prefix}/{source}/events", "payload": event.to_dict(), "retain": False})
+        self.outbox.put({"topic": f"{self.prefix}/{source}/events", "payload": logged.line, "retain": False})
         objects = self._objects.setdefault(source, {})
         if event.type == "object_appeared":
             objects[event.track_id] = event.label
@@ -131,16 +135,16 @@ class MqttSink(_OutboxSink):
         else:
             return
         state = {"source": event.source, "objects": [{"track_id": t, "label": label} for t, label in objects.items()],
-                 "wall_time": event.to_dict()["wall_time"]}
-        self.outbox.put({"topic": f"{self.prefix}/{source}/state", "payload": state, "retain": True})
+                 "wall_time": logged.data["wall_time"]}
+        self.outbox.put({"topic": f"{self.prefix}/{source}/state", "payload": json.dumps(state, ensure_ascii=False),
+                         "retain": True})
 
     def deliver(self, items: list[dict]) -> int:
         if not self.client.is_connected():
             return 0
         for n, item in enumerate(items):
             try:
-                info = self.client.publish(item["topic"], json.dumps(item["payload"], ensure_ascii=False), qos=1,
-                                           retain=item["retain"])
+                info = self.client.publish(item["topic"], _text(item["payload"]), qos=1, retain=item["retain"])
             except ValueError as exc:  # paho's word for a topic no broker takes (wildcards, empty, too long)
                 raise Undeliverable(n, f"topic {item['topic']!r}: {exc}") from None
             try:
@@ -173,12 +177,12 @@ class WebhookSink(_OutboxSink):
                          f"webhook-{index}")
         self.start()
 
-    def event(self, event: Event) -> None:
-        self.outbox.put({"id": uuid.uuid4().hex, "event": event.to_dict()})
+    def event(self, logged: Logged) -> None:
+        self.outbox.put({"id": uuid.uuid4().hex, "event": logged.line})
 
     def deliver(self, items: list[dict]) -> int:
         for n, item in enumerate(items):
-            body = json.dumps(item["event"], ensure_ascii=False).encode()
+            body = _text(item["event"]).encode()
             headers = {"Content-Type": "application/json", "X-Streamer-Event-Id": item["id"]}
             if self.config.secret:
                 digest = hmac.new(self.config.secret.encode(), body, hashlib.sha256).hexdigest()
@@ -212,6 +216,11 @@ def event_sinks(config: Config, outbox_dir: Path, client_tag: str | None = None)
         sinks.append(MqttSink(mqtt, outbox_dir))
     sinks += [WebhookSink(url, config.webhooks, outbox_dir, i) for i, url in enumerate(config.webhooks.urls)]
     return sinks
+
+
+def _text(payload) -> str:
+    """An item's payload as sent: the event's own line (an outbox written by an older streamer held the object)."""
+    return payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
 
 
 def verify_signature(secret: str, body: bytes, header: str) -> bool:

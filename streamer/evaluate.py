@@ -19,7 +19,7 @@ from rapidfuzz.distance import Levenshtein
 from supervision.metrics import MeanAveragePrecision, Precision, Recall
 
 from streamer.dataset import Dataset
-from streamer.records import Frame, Keyframe
+from streamer.records import TEXT, Frame, Keyframe
 from streamer.worker import Detector
 
 
@@ -85,7 +85,7 @@ def character_error_rate(dataset: Dataset, reads: list[sv.Detections]) -> tuple[
             if iou is not None:
                 order = [j for j in np.argsort(-iou[row]) if iou[row, j] >= 0.5 and j not in taken]
                 best = order[0] if order else -1
-            said = str(read.data["text"][best]) if best >= 0 else ""
+            said = str(read.data[TEXT][best]) if best >= 0 else ""
             taken.add(best)
             edits += Levenshtein.distance(said, text)
             chars += len(text)

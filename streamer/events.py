@@ -23,9 +23,8 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from streamer.records import Event, Frame, SourceStatus, Tracks
-
-_CAPTION_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
+from streamer.records import DETECTED, KIND, TEXT, Event, Frame, SourceStatus, Tracks
+from streamer.tasks import CAPTION_TASKS
 
 
 @dataclass(slots=True)
@@ -73,10 +72,10 @@ class EventMaker:
         frame, det = tracks.frame, tracks.detections
         events: list[Event] = []
         names = det.data.get("class_name")
-        texts = det.data.get("text")
-        kinds = det.data.get("kind")
+        texts = det.data.get(TEXT)
+        kinds = det.data.get(KIND)
         for i, track_id in enumerate(det.tracker_id if det.tracker_id is not None else []):
-            if track_id < 0 or (kinds is not None and kinds[i] != "detected"):
+            if track_id < 0 or (kinds is not None and kinds[i] != DETECTED):
                 continue
             track_id = int(track_id)
             label = str(names[i]) if names is not None else "object"
@@ -95,7 +94,7 @@ class EventMaker:
             if track_id in self._active:
                 events.append(self._left(frame, self._active[track_id], "lost"))
         if frame_text:
-            kind = "caption" if task in _CAPTION_TASKS else "text_read"
+            kind = "caption" if task in CAPTION_TASKS else "text_read"
             if self._frame_text.get(task) != frame_text:
                 self._frame_text[task] = frame_text
                 events.append(self._event(kind, frame, text=frame_text, task=task))

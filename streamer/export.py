@@ -21,6 +21,7 @@ import supervision as sv
 
 from streamer.errors import StreamerError, cannot_write
 from streamer.runfolder import find_store
+from streamer.sinks import tracks_rows
 from streamer.sources import safe_name
 from streamer.store import keyframe_boxes
 
@@ -98,13 +99,8 @@ def export_mot(run: Path, out: Path) -> tuple[int, int]:
     """One MOTChallenge results file per source of the run's tracks files; confirmed tracks only."""
     rows: dict[str, list[str]] = {}
     for path in tracks_files(run):
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StreamerError(f"cannot read the tracks file {path}: {exc}") from None
-        for number, line in enumerate(lines, 1):
+        for number, r in tracks_rows(path):
             try:
-                r = json.loads(line)
                 if r["track_id"] < 0:
                     continue
                 x1, y1, x2, y2 = r["bbox"]

@@ -16,7 +16,7 @@ import numpy as np
 import supervision as sv
 
 from streamer.flow import Flow
-from streamer.records import Frame, Tracks
+from streamer.records import DETECTED, INTERPOLATED, KIND, MISSES, PREDICTED, TEXT, TRACK_KEY, Frame, Tracks
 
 Boxes = dict[int, np.ndarray]  # track key -> xyxy
 
@@ -30,6 +30,7 @@ class _Meta:
     confidence: float
     text: str
     misses: int  # on that keyframe
+    confirmed_at: int | None  # the keyframe its id was given on: frames before it show the box without the id
     mask: np.ndarray | None = None  # segmentation tasks: drawn where it was seen (masks are not moved)
 
 
@@ -74,11 +75,11 @@ class Motion:
         towards it, flow restarts from it, and goes over the `later` frames already stepped (a camera's frames
         that arrived while the model worked: index, pts, small grey image), so the next `take` is current."""
         frame, det = tracks.frame, tracks.detections
-        keys = [int(k) for k in det.data["track_key"]]
-        kinds = [str(k) for k in det.data["kind"]]
+        keys = [int(k) for k in det.data[TRACK_KEY]]
+        kinds = [str(k) for k in det.data[KIND]]
         boxes = {key: det.xyxy[i].astype(np.float64) for i, key in enumerate(keys)}
         predicted = self.predicted(frame.index)
-        seen = {key for key, kind in zip(keys, kinds) if kind == "detected"}
+        seen = {key for key, kind in zip(keys, kinds) if kind == DETECTED}
         correction = {key: boxes[key] - predicted[key] for key in seen if key in predicted}
         span = frame.pts - self._since_pts
         for index, held in self._steps.items():
@@ -95,13 +96,16 @@ class Motion:
                     continue
                 if key in correction:
                     held.boxes[key] = box + correction[key] * alpha
-                    held.kinds[key] = "detected" if index == self._since and meta.misses == 0 else "interpolated"
+                    held.kinds[key] = DETECTED if index == self._since and meta.misses == 0 else INTERPOLATED
                 else:
-                    held.kinds[key] = "detected" if index == self._since and meta.misses == 0 else "predicted"
+                    held.kinds[key] = DETECTED if index == self._since and meta.misses == 0 else PREDICTED
         names, conf, ids = det.data["class_name"], det.confidence, det.tracker_id
         for i, key in enumerate(keys):
-            self._meta[key] = _Meta(int(ids[i]), str(names[i]), float(conf[i]), texts[i], int(det.data["misses"][i]),
-                                    None if det.mask is None else det.mask[i])
+            before = self._meta.get(key)
+            confirmed_at = before.confirmed_at if before is not None and before.confirmed_at is not None else (
+                frame.index if ids[i] >= 0 else None)
+            self._meta[key] = _Meta(int(ids[i]), str(names[i]), float(conf[i]), texts[i], int(det.data[MISSES][i]),
+                                    confirmed_at, None if det.mask is None else det.mask[i])
         self._since, self._since_pts = frame.index, frame.pts
         self._steps[frame.index] = _Step(frame.pts, boxes, frame.index, {})
         self.flow.reset(grey, step, frame.pts, boxes, velocities)
@@ -111,10 +115,13 @@ class Motion:
 
     def take(self, frame: Frame) -> sv.Detections:
         """The boxes to show on `frame`: resolved ones as they were resolved, the others as flow has them (held
-        frames whose next keyframe never came, and every frame of a camera)."""
+        frames whose next keyframe never came, and every frame of a camera). Boxes are clipped to the picture; one
+        with nothing left inside it is not shown. A track's id shows from the keyframe that confirmed it (where its
+        `object_appeared` is), the frames before show its box without one."""
         step = self._steps.get(frame.index)
         if step is None or not step.boxes:
             return EMPTY
+        height, width = frame.image.shape[:2]
         rows = []
         for key, box in step.boxes.items():
             meta = self._meta.get(key)
@@ -124,23 +131,27 @@ class Motion:
             if kind is None:
                 if step.resolved or meta.misses > (0 if meta.track_id < 0 else 1):
                     continue
-                kind = "detected" if frame.index == step.since and meta.misses == 0 else "predicted"
-            rows.append((box, meta, kind))
+                kind = DETECTED if frame.index == step.since and meta.misses == 0 else PREDICTED
+            x1, y1, x2, y2 = np.minimum(np.maximum(box, 0), (width, height, width, height))
+            if x2 - x1 < 1 or y2 - y1 < 1:
+                continue  # wholly outside the picture, or inside out
+            shown_id = meta.track_id if meta.confirmed_at is not None and frame.index >= meta.confirmed_at else -1
+            rows.append(((x1, y1, x2, y2), meta, kind, shown_id))
         if not rows:
             return EMPTY
         masks = None
-        if any(meta.mask is not None for _, meta, _ in rows):
+        if any(meta.mask is not None for _, meta, _, _ in rows):
             blank = np.zeros(frame.image.shape[:2], dtype=bool)
             masks = np.stack([meta.mask if meta.mask is not None and meta.mask.shape == blank.shape else blank
-                              for _, meta, _ in rows])
+                              for _, meta, _, _ in rows])
         return sv.Detections(
             xyxy=np.array([r[0] for r in rows], dtype=np.float32),
             mask=masks,
             confidence=np.array([r[1].confidence for r in rows], dtype=np.float32),
-            tracker_id=np.array([r[1].track_id for r in rows], dtype=int),
+            tracker_id=np.array([r[3] for r in rows], dtype=int),
             data={"class_name": np.array([r[1].label for r in rows], dtype=object),
-                  "text": np.array([r[1].text for r in rows], dtype=object),
-                  "kind": np.array([r[2] for r in rows], dtype=object)},
+                  TEXT: np.array([r[1].text for r in rows], dtype=object),
+                  KIND: np.array([r[2] for r in rows], dtype=object)},
         )
 
     def forget(self, before: int) -> None:
@@ -157,8 +168,8 @@ class Motion:
 def _empty() -> sv.Detections:
     det = sv.Detections.empty()
     det.tracker_id = np.empty(0, dtype=int)
-    det.data = {"class_name": np.empty(0, dtype=object), "text": np.empty(0, dtype=object),
-                "kind": np.empty(0, dtype=object)}
+    det.data = {"class_name": np.empty(0, dtype=object), TEXT: np.empty(0, dtype=object),
+                KIND: np.empty(0, dtype=object)}
     return det
 
 

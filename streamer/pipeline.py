@@ -18,7 +18,7 @@ from streamer.config import Config
 from streamer.errors import Stopped
 from streamer.metrics import Metrics
 from streamer.reader import Reader, open_reader
-from streamer.sinks import EventSink, FrameSink
+from streamer.outputs import Output
 from streamer.source_run import DRAIN_S, SourceRun, SourceSpec
 from streamer.sources import display_name
 from streamer.stats import PostedStats, RunStats, StatsView, outcome
@@ -45,15 +45,13 @@ class Driver(Protocol):
 
 
 class Pipeline:
-    def __init__(self, config: Config, make_detector: Callable[[], Detector], event_sinks: Sequence[EventSink] = (),
-                 frame_sinks: Sequence[FrameSink] = ()) -> None:
+    def __init__(self, config: Config, make_detector: Callable[[], Detector], shared: Sequence[Output] = ()) -> None:
         """`make_detector` is called once the sources have opened, so bad input fails before a slow model load.
-        `event_sinks` get every event of every source (MQTT, webhooks, the live page), `frame_sinks` every
-        annotated frame (the live page)."""
+        `shared` outputs get every event and frame of every source (MQTT, webhooks, the live view); whoever made
+        them closes them."""
         self.config = config
         self.make_detector = make_detector
-        self.event_sinks = list(event_sinks)
-        self.frame_sinks = list(frame_sinks)
+        self.shared = list(shared)
         self.metrics = Metrics()
         self._stop = threading.Event()
         self.runs: list[StatsView] = []  # every source from the start; a SourceRun once it runs
@@ -104,8 +102,8 @@ class Pipeline:
                 key = None if spec.db_path is None else Path(spec.db_path).resolve()
                 if key is not None and key not in stores:
                     stores[key] = EventStore(spec.db_path)
-                runs.append(SourceRun(spec, self.config, reader, worker, self.event_sinks, self.frame_sinks,
-                                      stores.get(key), metrics=self.metrics, on_progress=on_progress))
+                runs.append(SourceRun(spec, self.config, reader, worker, self.shared, stores.get(key),
+                                      metrics=self.metrics, on_progress=on_progress))
         except BaseException:
             for reader in readers:
                 reader.stop()

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from streamer.config import ObjectsConfig
-from streamer.records import Frame, FrameDetections, Keyframe, Tracks
+from streamer.records import DETECTED, KIND, Frame, FrameDetections, Keyframe, Tracks
 from streamer.worker import KeyframeModel
 
 READ = "<OCR>"
@@ -59,10 +59,10 @@ class Questions:
         """Ask what the budget allows about the confirmed tracks seen on this keyframe; `keyframes`: the
         source's detection keyframes so far."""
         det, frame = tracks.detections, tracks.frame
-        kinds = det.data.get("kind")
+        kinds = det.data.get(KIND)
         busy = {(q.track_id, q.kind) for q in self._pending}
         for i, track_id in enumerate(int(t) for t in det.tracker_id):
-            if track_id < 0 or (kinds is not None and kinds[i] != "detected"):
+            if track_id < 0 or (kinds is not None and kinds[i] != DETECTED):
                 continue
             label = str(det.data["class_name"][i])
             box = tuple(float(v) for v in det.xyxy[i])

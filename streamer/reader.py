@@ -179,6 +179,7 @@ class Reader:
             image = np.ascontiguousarray(np.rot90(image, turns))
         if self.frames_decoded == 0 and self.info is not None and image.shape[:2] != (self.info.height, self.info.width):
             self.info = dataclasses.replace(self.info, width=image.shape[1], height=image.shape[0])
+        image.setflags(write=False)  # the camera's pixels from here on: whoever draws, draws on a copy
         return image
 
     def _run(self) -> None:
@@ -301,7 +302,7 @@ class CameraReader(Reader):
         start_s = (container.start_time or 0) / 1e6
         frames = 0
         try:
-            for av_frame in container.decode(stream):
+            for av_frame in _flushed(container, stream):
                 if self._stop.is_set():
                     return frames, "stopped"
                 now = time.time()
@@ -318,6 +319,19 @@ class CameraReader(Reader):
         except (av.error.FFmpegError, OSError) as exc:  # the camera's failures mean "down", then reconnect
             return frames, _reason(exc)
         return frames, "stream ended"
+
+
+def _flushed(container, stream):
+    """Every frame of a camera's stream, with the frames still in the decoder when the stream breaks off (a
+    camera that ends or drops has sent them; a decoder holds a few back for reordering)."""
+    try:
+        yield from container.decode(stream)
+    except (av.error.FFmpegError, OSError):
+        try:
+            yield from stream.codec_context.decode(None)
+        except (av.error.FFmpegError, OSError, ValueError):
+            pass
+        raise
 
 
 def open_reader(source: str, name: str | None = None, live: bool | None = None, queue_size: int = 32,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -11,6 +12,13 @@ import numpy as np
 import supervision as sv
 
 SCHEMA_VERSION = 1
+
+# Keys of `sv.Detections.data` beyond supervision's own `class_name`, named once (as supervision names its own).
+TEXT = "text"  # the text read on a box (OCR), or a track's settled text
+KIND = "kind"  # how a track's box on a frame was made: DETECTED, INTERPOLATED or PREDICTED
+TRACK_KEY = "track_key"  # the tracker's own key of a track, set for unconfirmed tracks too
+MISSES = "misses"  # keyframes in a row a track was not seen on
+DETECTED, INTERPOLATED, PREDICTED = "detected", "interpolated", "predicted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +34,9 @@ class StreamInfo:
 
 @dataclass(slots=True)
 class Frame:
-    """One decoded picture. `image` is BGR uint8 (what OpenCV drawing and the encoder take).
+    """One decoded picture. `image` is BGR uint8 (what OpenCV drawing and the encoder take), read-only from the
+    reader on: the model, snapshots, saved keyframes and recordings get the camera's pixels, and whoever draws
+    draws on a copy.
 
     Three clocks: `pts` is the source's media time in seconds, kept increasing across reconnects of a live
     source (a gap adds its wall-clock length); `camera_time` is the camera's own wall clock where the stream
@@ -85,17 +95,17 @@ class Tracks:
     """Every live track of one task at one keyframe: where it was seen on it, or predicted if it was missed."""
 
     frame: Frame
-    # tracker_id (-1: not confirmed yet), class_name (the track's label by vote), confidence, data["kind"]
-    # ("detected" or "predicted"), data["track_key"] (the tracker's own key, set for unconfirmed tracks too)
+    # tracker_id (-1: not confirmed yet), class_name (the track's label by vote), confidence, data[KIND]
+    # (DETECTED or PREDICTED), data[TRACK_KEY], data[MISSES]
     detections: sv.Detections
     ended: list[int] = field(default_factory=list)  # ids of confirmed tracks that ended on this keyframe
 
     def seen(self) -> "Tracks":
         """Only the tracks detected on this keyframe."""
-        kind = self.detections.data.get("kind")
+        kind = self.detections.data.get(KIND)
         if kind is None or not len(self.detections):
             return self
-        return Tracks(self.frame, self.detections[kind == "detected"], self.ended)
+        return Tracks(self.frame, self.detections[kind == DETECTED], self.ended)
 
 
 @dataclass(slots=True)
@@ -106,7 +116,7 @@ class FrameTracks:
 
     frame: Frame
     task: str
-    detections: sv.Detections  # tracker_id (-1: not confirmed), class_name, confidence, data["text"], data["kind"]
+    detections: sv.Detections  # tracker_id (-1: not confirmed), class_name, confidence, data[TEXT], data[KIND]
 
 
 @dataclass(slots=True)
@@ -146,6 +156,21 @@ class Event:
             out["text"] = self.text
         out.update(self.extra)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Logged:
+    """An event as it leaves: the record, its JSON object and that object as one line of text, made once; the log,
+    the store and the senders all take these same bytes."""
+
+    event: Event
+    data: dict[str, Any]
+    line: str
+
+    @classmethod
+    def of(cls, event: Event) -> "Logged":
+        data = event.to_dict()
+        return cls(event, data, json.dumps(data, ensure_ascii=False))
 
 
 def _iso(epoch_s: float) -> str:

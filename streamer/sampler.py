@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from streamer.config import SamplerConfig
+from streamer.flow import small_grey
 from streamer.records import Frame
 
 
@@ -29,22 +30,27 @@ class Sampler:
             rate = min(rate, self.config.max_fps)
         return max(rate, 1e-3)
 
-    def _thumbnail(self, image: np.ndarray) -> np.ndarray:
-        """A small grey picture, made from a point sample at twice its size averaged down: about 20 µs for a
-        720p frame, where averaging the whole frame would cost ten times that on every candidate frame."""
-        height, width = image.shape[:2]
-        side = self.config.scene_size
-        size = (side, max(1, round(side * height / width)))
-        sampled = cv2.resize(image, (size[0] * 2, size[1] * 2), interpolation=cv2.INTER_NEAREST)
-        small = cv2.resize(sampled, size, interpolation=cv2.INTER_AREA)
-        return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    @property
+    def looks(self) -> bool:
+        """Whether it looks at the pictures (scene changes), so needs each frame's small grey image."""
+        return bool(self.config.scene_threshold)
 
-    def is_keyframe(self, frame: Frame) -> bool:
+    def _thumbnail(self, grey: np.ndarray) -> np.ndarray:
+        """A thumbnail of the frame's small grey image (`flow.small_grey`, made once a frame for the sampler and
+        optical flow alike), averaged down to `scene_size` wide."""
+        height, width = grey.shape[:2]
+        side = self.config.scene_size
+        return cv2.resize(grey, (side, max(1, round(side * height / width))), interpolation=cv2.INTER_AREA)
+
+    def is_keyframe(self, frame: Frame, grey: np.ndarray | None = None) -> bool:
+        """`grey`: the frame's small grey image, if it was made already."""
         cfg = self.config
         first = self._last_index is None
         if not first and cfg.max_fps and (frame.pts - self._last_pts) < (1.0 / cfg.max_fps) - 1e-6:
             return False  # capped: skip even the thumbnail
-        thumb = self._thumbnail(frame.image) if cfg.scene_threshold else None
+        thumb = None
+        if cfg.scene_threshold:
+            thumb = self._thumbnail(grey if grey is not None else small_grey(frame.image)[0])
         chosen = first or bool(cfg.every_n_frames and frame.index - self._last_index >= cfg.every_n_frames)
         if not chosen and thumb is not None and self._last_thumb is not None:
             if thumb.shape != self._last_thumb.shape:  # the picture changed shape (a spliced stream): a new scene

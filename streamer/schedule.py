@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from streamer.config import TaskEntry
 from streamer.records import Frame, Keyframe
+from streamer.zones import to_pixels
 
 
 def zone_pixels(zone: tuple[float, float, float, float] | None, width: int, height: int):
     """A zone in frame pixels, clamped to the frame; relative zones (all values <= 1) are scaled."""
     if zone is None:
         return None
-    x1, y1, x2, y2 = zone
-    if max(zone) <= 1.0:
-        x1, x2, y1, y2 = x1 * width, x2 * width, y1 * height, y2 * height
+    (x1, y1), (x2, y2) = to_pixels([zone[:2], zone[2:]], width, height)
     box = (max(0, int(x1)), max(0, int(y1)), min(width, int(round(x2))), min(height, int(round(y2))))
     if box[2] - box[0] < 2 or box[3] - box[1] < 2:
         return None

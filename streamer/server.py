@@ -26,13 +26,18 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from streamer.errors import StreamerError
+from streamer.outputs import Output, Shown
 from streamer.pipeline import Pipeline
-from streamer.records import Event
+from streamer.records import Logged
 from streamer.sources import safe_name
 
 
-class LiveView:
-    """An event and frame sink: keeps each source's latest annotated frame and the latest events."""
+class LiveView(Output):
+    """An output of every source: keeps each source's latest annotated frame (a camera's as it arrives) and the
+    latest events."""
+
+    immediate = True
+    replays = True
 
     def __init__(self, keep_events: int = 200) -> None:
         self._frames: dict[str, tuple[int, object]] = {}
@@ -40,20 +45,22 @@ class LiveView:
         self._seq = 0
         self._lock = threading.Lock()
 
-    def frame(self, source: str, image, tracks=()) -> None:
-        key = safe_name(source)
+    def frame(self, shown: Shown) -> None:
+        key = safe_name(shown.source)
         with self._lock:
             count = self._frames.get(key, (0, None))[0] + 1
-            self._frames[key] = (count, image)
+            self._frames[key] = (count, shown)  # drawn only when someone watches
 
-    def event(self, event: Event) -> None:
+    def event(self, logged: Logged) -> None:
         with self._lock:
             self._seq += 1
-            self._events.append((self._seq, event.to_dict()))
+            self._events.append((self._seq, logged.data))
 
     def latest(self, key: str):
+        """(frames seen, the latest one drawn) of a source; (0, None) before its first frame."""
         with self._lock:
-            return self._frames.get(key, (0, None))
+            count, shown = self._frames.get(key, (0, None))
+        return count, None if shown is None else shown.annotated
 
     def events_after(self, after: int) -> list[dict]:
         with self._lock:
@@ -208,46 +215,52 @@ class StatusServer:
 
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
-                path = unquote(url.path)
-                if path == "/metrics":
-                    self._send(200, generate_latest(server.registry), "text/plain; version=0.0.4; charset=utf-8")
-                elif path == "/healthz":
-                    down = [st.source for st in (r.stats() for r in server.pipeline.runs) if not st.up]
-                    ok = server.pipeline.model_loaded and not down and server.pipeline.runs
-                    body = {"status": "ok" if ok else "unavailable", "model_loaded": server.pipeline.model_loaded,
-                            "down": down}
-                    self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
-                elif path == "/api/events":
-                    after = parse_qs(url.query).get("after", ["0"])[0] or "0"
-                    if not after.isdigit():
-                        self._send(400, b"after: expected the seq of the last event seen, a whole number\n",
-                                   "text/plain")
-                        return
-                    self._send(200, json.dumps(server.view.events_after(int(after))).encode(), "application/json")
-                elif path == "/api/search":
-                    self._search(parse_qs(url.query).get("q", [""])[0])
+                path, query = unquote(url.path), parse_qs(url.query)
+                route = ROUTES.get(path)
+                if route is not None:
+                    route(self, query)
                 elif path.startswith("/sources/") and path.endswith("/mjpeg"):
                     self._mjpeg(path[len("/sources/"):-len("/mjpeg")])
-                elif path == "/":
-                    names = [safe_name(r.stats().source) for r in server.pipeline.runs]
-                    cameras = "".join(
-                        f'<figure><img alt="{html.escape(n)}" src="/sources/{html.escape(n)}/mjpeg">'
-                        f"<figcaption>{html.escape(n)}</figcaption></figure>" for n in names
-                    )
-                    self._send(200, PAGE.format(cameras=cameras).encode(), "text/html; charset=utf-8")
                 else:
                     self._send(404, b"not found\n", "text/plain")
 
-            def _search(self, words: str) -> None:
-                """The run's event stores searched (`store.query`), best matches first, at most 100."""
-                from streamer.store import match_words, query
+            def _metrics(self, query) -> None:
+                self._send(200, generate_latest(server.registry), "text/plain; version=0.0.4; charset=utf-8")
 
+            def _healthz(self, query) -> None:
+                down = [st.source for st in (r.stats() for r in server.pipeline.runs) if not st.up]
+                ok = server.pipeline.model_loaded and not down and server.pipeline.runs
+                body = {"status": "ok" if ok else "unavailable", "model_loaded": server.pipeline.model_loaded,
+                        "down": down}
+                self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
+
+            def _events(self, query) -> None:
+                after = query.get("after", ["0"])[0] or "0"
+                if not after.isdigit():
+                    self._send(400, b"after: expected the seq of the last event seen, a whole number\n", "text/plain")
+                    return
+                self._send(200, json.dumps(server.view.events_after(int(after))).encode(), "application/json")
+
+            def _page(self, query) -> None:
+                names = [safe_name(r.stats().source) for r in server.pipeline.runs]
+                cameras = "".join(
+                    f'<figure><img alt="{html.escape(n)}" src="/sources/{html.escape(n)}/mjpeg">'
+                    f"<figcaption>{html.escape(n)}</figcaption></figure>" for n in names
+                )
+                self._send(200, PAGE.format(cameras=cameras).encode(), "text/html; charset=utf-8")
+
+            def _search(self, query) -> None:
+                """The run's event stores searched (`store.query`), best matches first, at most 100."""
+                from streamer.store import match_words
+                from streamer.store import query as find
+
+                words = query.get("q", [""])[0]
                 if not match_words(words):
                     self._send(400, b"q: no word to look for\n", "text/plain")
                     return
                 stores = {st.db_path for st in (r.stats() for r in server.pipeline.runs) if st.db_path is not None}
                 try:
-                    found = [e for db in sorted(stores) if db.exists() for e in query(db, search=words)][:100]
+                    found = [e for db in sorted(stores) if db.exists() for e in find(db, search=words)][:100]
                 except StreamerError as exc:
                     self._send(500, f"{exc}\n".encode(), "text/plain")
                     return
@@ -277,4 +290,7 @@ class StatusServer:
                 except (BrokenPipeError, ConnectionResetError):
                     return
 
+        # path -> what answers it (with the query's parameters); /sources/<name>/mjpeg is matched on its own
+        ROUTES = {"/": Handler._page, "/metrics": Handler._metrics, "/healthz": Handler._healthz,
+                  "/api/events": Handler._events, "/api/search": Handler._search}
         return Handler

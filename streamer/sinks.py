@@ -1,10 +1,8 @@
-"""Sinks: where events and annotated frames leave the pipeline. One word for one idea: a *sink* consumes events
-(`EventSink`: the JSONL log, MQTT, webhooks, the live page) or annotated frames (`FrameSink`: the live page),
-declared here as protocols; the annotated H.264 video is written by `VideoSink`.
+"""The outputs a run writes to files (`outputs.Output`): the JSONL event log, the tracks file and the annotated
+H.264 video (`VideoSink` is its encoder).
 
-The log and the video are opened only once the source and the model are known to work, so a bad run never
-truncates the outputs of an earlier one, and both are closed (the MP4 finalised, the log flushed) on every way
-out of a run.
+They are opened only once the source and the model are known to work, so a bad run never truncates the outputs
+of an earlier one, and closed (the MP4 finalised, the files flushed) on every way out of a run.
 """
 
 from __future__ import annotations
@@ -12,27 +10,15 @@ from __future__ import annotations
 import json
 from fractions import Fraction
 from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable, Iterator
 
 import av
 import cv2
 import numpy as np
 
 from streamer.errors import StreamerError, cannot_write
-from streamer.records import Event, FrameTracks, StreamInfo
-
-
-class EventSink(Protocol):
-    """Closing is the business of whoever made the sink, after the last source is done."""
-
-    def event(self, event: Event) -> None:
-        """Take one event; must not block the source for long (queue it if delivery can wait)."""
-
-
-class FrameSink(Protocol):
-    def frame(self, source: str, image: np.ndarray, tracks: list[FrameTracks]) -> None:
-        """Take one annotated frame of `source` (a reference: copy or encode only what is used) with the tracks
-        drawn on it, one `FrameTracks` per task."""
+from streamer.outputs import Output, Shown
+from streamer.records import KIND, TEXT, FrameTracks, Logged, StreamInfo
 
 
 # A fragment a second, written out at once: a run that is killed, or whose disk fills up, leaves a video that
@@ -103,11 +89,33 @@ class VideoSink:
             self._container = None
 
 
-class JsonlSink:
-    """The event log: one JSON object per line, flushed per event so a killed run keeps what it logged;
-    `append` continues the log of a run whose process died."""
+class AnnotatedVideo(Output):
+    """The annotated video: every frame with its tracks drawn, encoded once the first frame tells its size."""
 
-    what = "event log"
+    replays = True
+
+    def __init__(self, path: Path, stream: Callable[[], StreamInfo], codec: str = "libx264", preset: str = "veryfast",
+                 crf: int = 23) -> None:
+        self.path, self._stream, self._settings = Path(path), stream, (codec, preset, crf)
+        self._sink: VideoSink | None = None
+
+    def frame(self, shown: Shown) -> None:
+        if self._sink is None:
+            self._sink = VideoSink(self.path, self._stream(), *self._settings)
+        self._sink.write(shown.annotated, shown.frame.pts)
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+
+
+class JsonlFile(Output):
+    """A JSON Lines file, flushed every `flush_every` writes so a killed run keeps what it wrote; `append`
+    continues the file of a run whose process died."""
+
+    what = "JSONL file"
+    replays = True
+    flush_every = 1
 
     def __init__(self, path: Path, append: bool = False) -> None:
         self.path = Path(path)
@@ -118,14 +126,9 @@ class JsonlSink:
         except OSError as exc:
             raise cannot_write(self.what, self.path, exc) from None
 
-    def event(self, event: Event) -> None:
-        self._write([event.to_dict()])
-
-    flush_every = 1  # writes between flushes
-
-    def _write(self, records: list[dict]) -> None:
+    def _write(self, lines: str) -> None:
         try:
-            self._file.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            self._file.write(lines)
             self._unflushed += 1
             if self._unflushed >= self.flush_every:
                 self._file.flush()
@@ -141,25 +144,51 @@ class JsonlSink:
                 raise cannot_write(self.what, self.path, exc) from None
 
 
-class TracksSink(JsonlSink):
-    """The tracks file: a line for every box of every frame (frames without tracks have none), in frame order.
-    `kind` says how the box was made: `detected` on a keyframe, `interpolated` between keyframes, `predicted`
-    ahead of the last one. Unconfirmed boxes (drawn without an id) have `track_id` -1."""
+class EventLog(JsonlFile):
+    """The event log: one event a line, flushed per event."""
+
+    what = "event log"
+
+    def event(self, logged: Logged) -> None:
+        self._write(logged.line + "\n")
+
+
+class TracksFile(JsonlFile):
+    """The tracks file: a line for every frame, in frame order, with every box on it (`tracks`, empty on a frame
+    without any, so a reader tells an empty frame from a missing one). Each box says its `task` and how it was
+    made (`kind`): `detected` on a keyframe, `interpolated` between keyframes, `predicted` ahead of the last one.
+    Unconfirmed boxes (drawn without an id) have `track_id` -1. `tracks_rows` reads it back a box a row."""
 
     what = "tracks file"
     flush_every = 25  # frames: a killed run keeps its tracks up to about a second before
 
-    def tracks(self, source: str, tracks: list[FrameTracks]) -> None:
-        records = []
-        for frame_tracks in tracks:
-            frame, det = frame_tracks.frame, frame_tracks.detections
-            for i in range(len(det)):
-                records.append({
-                    "source": source, "frame_index": frame.index, "pts": round(frame.pts, 6),
-                    "task": frame_tracks.task, "track_id": int(det.tracker_id[i]),
-                    "label": str(det.data["class_name"][i]), "bbox": [round(float(v), 2) for v in det.xyxy[i]],
-                    "confidence": round(float(det.confidence[i]), 4), "text": str(det.data["text"][i]),
-                    "kind": str(det.data["kind"][i]),
-                })
-        if records:
-            self._write(records)
+    def frame(self, shown: Shown) -> None:
+        frame = shown.frame
+        line = {"source": frame.source, "frame_index": frame.index, "pts": round(frame.pts, 6),
+                "tracks": [box for frame_tracks in shown.tracks for box in _boxes(frame_tracks)]}
+        self._write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def _boxes(frame_tracks: FrameTracks) -> list[dict]:
+    det = frame_tracks.detections
+    return [{"task": frame_tracks.task, "track_id": int(det.tracker_id[i]), "label": str(det.data["class_name"][i]),
+             "bbox": [round(float(v), 2) for v in det.xyxy[i]], "confidence": round(float(det.confidence[i]), 4),
+             "text": str(det.data[TEXT][i]), "kind": str(det.data[KIND][i])} for i in range(len(det))]
+
+
+def tracks_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, box) for every box of a tracks file, each box with its frame's `source`, `frame_index` and
+    `pts`; a line that is not a frame of a tracks file is one error naming it."""
+    try:
+        with Path(path).open(encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    record = json.loads(line)
+                    head = {key: record[key] for key in ("source", "frame_index", "pts")}
+                    boxes = record["tracks"]
+                except (ValueError, KeyError, TypeError):
+                    raise StreamerError(f"{path}:{number} is not a line of a tracks file") from None
+                for box in boxes:
+                    yield number, {**head, **box}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StreamerError(f"cannot read the tracks file {path}: {exc}") from None

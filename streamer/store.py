@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from streamer.errors import StreamerError, cannot_write
-from streamer.records import Event
+from streamer.outputs import Output, Shown
+from streamer.records import DETECTED, KIND, Logged
 from streamer.runfolder import relative, resolve
+from streamer.sources import safe_name
+from streamer.snapshots import save_jpeg
 
 
 def _paths_relative_to_the_store(conn: sqlite3.Connection, folder: Path) -> None:
@@ -40,6 +43,11 @@ def _paths_relative_to_the_store(conn: sqlite3.Connection, folder: Path) -> None
         old = Path(event["snapshot"])
         event["snapshot"] = relative(old, folder) if old.is_file() else f"snapshots/{old.name}"
         conn.execute("UPDATE events SET line = ? WHERE id = ?", (json.dumps(event, ensure_ascii=False), row_id))
+
+
+def _log_folder_column(conn: sqlite3.Connection, folder: Path) -> None:
+    if "folder" not in {row[1] for row in conn.execute("PRAGMA table_info(events)")}:
+        conn.execute("ALTER TABLE events ADD COLUMN folder TEXT")
 
 
 # Each step takes the database from version i to i + 1: SQL, or a function of the connection and the store's folder.
@@ -94,6 +102,9 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection, Path], None]] = [
                                                                            new.source);
     END;
     """,
+    # An event's line is stored as the log wrote it, byte for byte; its paths (a snapshot) are relative to the
+    # log's folder, which is recorded here relative to the store's (NULL: the same folder).
+    _log_folder_column,
 ]
 DB_VERSION = len(MIGRATIONS)
 COLUMNS = ["wall_time", "source", "type", "frame_index", "pts", "track_id", "label", "text"]
@@ -176,19 +187,18 @@ class EventStore:
             except sqlite3.Error as exc:
                 raise cannot_write("event store", self.path, exc) from None
 
-    def write(self, event: Event, log_folder: Path) -> None:
+    def write(self, logged: Logged, log_folder: Path) -> None:
         """`log_folder`: the folder of the event log beside this store, which the event's paths are relative to."""
-        line = event.to_dict()
-        if "snapshot" in line and Path(log_folder).resolve() != self.path.parent.resolve():
-            line["snapshot"] = relative(resolve(log_folder, line["snapshot"]), self.path.parent)
+        event, data = logged.event, logged.data
+        folder = relative(log_folder, self.path.parent)
         with self._writing() as conn:
             conn.execute(
                 "INSERT INTO events (schema_version, type, source, frame_index, pts, wall_time, wall_epoch, track_id,"
-                " label, text, line) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " label, text, line, folder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 # wall_epoch from the ISO text itself, so --since/--until with a logged time compare exactly
-                (line["schema_version"], event.type, event.source, event.frame_index, event.pts, line["wall_time"],
-                 _dt.datetime.fromisoformat(line["wall_time"]).timestamp(), event.track_id, event.label, event.text,
-                 json.dumps(line, ensure_ascii=False)),
+                (data["schema_version"], event.type, event.source, event.frame_index, event.pts, data["wall_time"],
+                 _dt.datetime.fromisoformat(data["wall_time"]).timestamp(), event.track_id, event.label, event.text,
+                 logged.line, None if folder == "." else folder),
             )
 
     def write_keyframe(self, source: str, frame_index: int, pts: float, image: Path, detections) -> None:
@@ -208,12 +218,41 @@ class EventStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def close(self) -> None:
+        """One source is done with the store; the last one closes it."""
         with self._lock:
             self._users -= 1
             if self._users > 0 or self._conn is None:
                 return
             self._conn.close()
             self._conn = None
+
+
+class StoreOutput(Output):
+    """The store as one source's output: every event, and with `save_keyframes` every keyframe the model saw, its
+    own pixels as a JPEG in `keyframes/` beside the store, with the boxes detected on it (confirmed tracks)."""
+
+    def __init__(self, store: EventStore, log_folder: Path, save_keyframes: bool = False, run_id: str = "") -> None:
+        self.store = store.acquire()
+        self.log_folder = log_folder
+        self.save_keyframes = save_keyframes
+        self.run_id = run_id  # in every file name this run writes, so no other run can take it
+
+    def event(self, logged: Logged) -> None:
+        self.store.write(logged, self.log_folder)
+
+    def frame(self, shown: Shown) -> None:
+        if not (self.save_keyframes and shown.keyframe):
+            return
+        frame = shown.frame
+        path = self.store.path.parent / "keyframes" / f"{safe_name(frame.source)}-{self.run_id}{frame.index:07d}.jpg"
+        save_jpeg(path, frame.image, "keyframe image")
+        for frame_tracks in shown.tracks:
+            det = frame_tracks.detections
+            seen = det[det.data[KIND] == DETECTED] if len(det) else det
+            self.store.write_keyframe(frame.source, frame.index, frame.pts, path, seen)
+
+    def close(self) -> None:
+        self.store.close()
 
 
 def _epoch(value: str, flag: str) -> float:
@@ -258,15 +297,18 @@ def query(path: Path, source: str | None = None, type: str | None = None, label:
         where.append("events_text MATCH ?")
         args.append(words)
         order = "bm25(events_text), wall_epoch"
-    sql = f"SELECT line FROM {table}" + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}"
+    sql = f"SELECT line, folder FROM {table}" + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}"
     conn = connect(path, create=False)
     try:
-        events = [json.loads(row[0]) for row in conn.execute(sql, args)]
+        rows = conn.execute(sql, args).fetchall()
     finally:
         conn.close()
-    for event in events:
+    events = []
+    for line, folder in rows:
+        event = json.loads(line)
         if "snapshot" in event:
-            event["snapshot"] = str(resolve(Path(path).parent, event["snapshot"]))
+            event["snapshot"] = str(resolve(Path(path).parent / (folder or "."), event["snapshot"]))
+        events.append(event)
     return events
 
 

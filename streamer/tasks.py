@@ -40,6 +40,9 @@ TASKS: dict[str, Task] = {
 }
 
 
+CAPTION_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")  # a frame's caption, not text read
+
+
 def check_task(name: str) -> str:
     """Accept `<OD>` or `OD` (any case); return the canonical token or raise ValueError naming the known ones."""
     token = name.strip().upper()

@@ -27,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 from trackers.utils.iou import IoU
 
 from streamer.config import TrackerConfig
-from streamer.records import Frame, Tracks
+from streamer.records import DETECTED, KIND, MISSES, PREDICTED, TEXT, TRACK_KEY, Frame, Tracks
 
 _IOU = IoU()
 _SECOND_STAGE_IOU = 0.5  # ByteTrack's threshold for matching unsure detections
@@ -178,7 +178,7 @@ class Tracker:
         return _solve(cost, tracks, rest)
 
     def _as_detections(self, detections: sv.Detections, pts: float, w: int, h: int) -> sv.Detections:
-        """Every live track at this keyframe: `kind` is "detected" (seen on it) or "predicted" (missed)."""
+        """Every live track at this keyframe: `KIND` is DETECTED (seen on it) or PREDICTED (missed)."""
         tracks = self._tracks
         det = sv.Detections(
             xyxy=np.array([t.box for t in tracks], dtype=np.float32).reshape(-1, 4),
@@ -186,15 +186,15 @@ class Tracker:
             tracker_id=np.array([t.track_id for t in tracks], dtype=int),
             data={
                 "class_name": np.array([t.label for t in tracks], dtype=object),
-                "kind": np.array(["detected" if t.misses == 0 else "predicted" for t in tracks], dtype=object),
-                "track_key": np.array([t.key for t in tracks], dtype=int),
-                "misses": np.array([t.misses for t in tracks], dtype=int),
+                KIND: np.array([DETECTED if t.misses == 0 else PREDICTED for t in tracks], dtype=object),
+                TRACK_KEY: np.array([t.key for t in tracks], dtype=int),
+                MISSES: np.array([t.misses for t in tracks], dtype=int),
             },
         )
         if detections.mask is not None and tracks:
             det.mask = np.stack([t.mask if t.mask is not None else np.zeros((h, w), bool) for t in tracks])
-        if "text" in detections.data:
-            det.data["text"] = np.array([t.text for t in tracks], dtype=object)
+        if TEXT in detections.data:
+            det.data[TEXT] = np.array([t.text for t in tracks], dtype=object)
         return det
 
 

@@ -25,6 +25,10 @@ _POLL_S = 0.1
 class Detector(Protocol):
     """What the worker drives: Florence-2 in the product, a scripted stand-in in tests."""
 
+    # The (width, height) the model resizes every image to, so a remote source sends keyframes no larger;
+    # None: it takes them as they are.
+    input_size: tuple[int, int] | None
+
     def detect(self, keyframes: list[Keyframe]) -> list[FrameDetections]:
         """Answer every keyframe, in order; their tasks may differ."""
 

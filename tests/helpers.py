@@ -6,9 +6,16 @@ import json
 import os
 import subprocess
 import sys
+import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
+
+from streamer.outputs import Output
+from streamer.reader import FrameQueue, Reader
+from streamer.records import Frame, StreamInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "clips" / "street.mp4"
@@ -60,3 +67,59 @@ def moving_car(index: int) -> list:
 def car_and_person(index: int) -> list:
     """The moving car, and a person standing still."""
     return moving_car(index) + [("person", (400, 150, 440, 280), None)]
+
+
+class MemoryReader(Reader):
+    """`n` small frames at 25 fps from memory, `pace_s` apart (0: as fast as they are taken), read-only as a
+    real reader's; counts how many the run has taken."""
+
+    def __init__(self, live: bool = False, n: int = 60, pace_s: float = 0.0) -> None:
+        info = StreamInfo(source="mem", width=64, height=48, fps=Fraction(25), total_frames=None if live else n)
+        super().__init__("mem", "mem", FrameQueue(4, drop_oldest=live), info=info)
+        self.live = live
+        self.state = "up" if live else "reading"
+        self.n = n
+        self.pace_s = pace_s
+        self.taken = 0
+
+    def start(self) -> None:
+        pass
+
+    def frames(self, stop=None):
+        for i in range(self.n):
+            if stop is not None and stop.is_set():
+                return
+            self.taken = i + 1
+            time.sleep(self.pace_s)
+            image = np.full((48, 64, 3), i % 256, np.uint8)
+            image.setflags(write=False)
+            yield Frame("mem", i, i / 25, time.time(), image)
+
+
+class Frames(Output):
+    """An output that keeps the index of every frame it gets, in the order they came, and the tracks on them."""
+
+    def __init__(self, immediate: bool = False) -> None:
+        self.seen: list[int] = []
+        self.tracks: list[list] = []
+        self.immediate = immediate
+
+    @property
+    def count(self) -> int:
+        return len(self.seen)
+
+    def frame(self, shown) -> None:
+        self.seen.append(shown.frame.index)
+        self.tracks.append(shown.tracks)
+
+
+class Events(Output):
+    """An output that keeps every event it gets (the records) and their lines."""
+
+    def __init__(self) -> None:
+        self.events = []
+        self.lines: list[str] = []
+
+    def event(self, logged) -> None:
+        self.events.append(logged.event)
+        self.lines.append(logged.line)

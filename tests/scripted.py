@@ -14,6 +14,8 @@ Box = tuple[str, tuple[float, float, float, float], str | None]
 
 
 class ScriptedDetector:
+    input_size = None  # takes keyframes at any size
+
     def __init__(self, script: Callable[[int], list[Box]]) -> None:
         self.script = script
         self.calls: list[list[int]] = []

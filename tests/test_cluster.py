@@ -16,6 +16,7 @@ import pytest
 
 from streamer.config import Config
 from streamer.pipeline import Pipeline, SourceSpec
+from streamer.sinks import tracks_rows
 from tests.brokers import Receiver
 from tests.helpers import CLIP, ROOT, probe_video, read_events, streamer, without_wall_time
 from tests.rtsp_server import RtspServer, free_port, require_gstreamer, wait_for
@@ -230,7 +231,7 @@ def test_the_readme_scale_out_command_runs_on_the_head(ray_head, tiny_od, tmp_pa
     assert [e["type"] for e in events] == ["object_appeared", "object_left"]
     assert probe_video(tmp_path / "annotated.mp4")["count"] == 150
     # The source actor wrote the tracks of every frame beside the log, with the events' track.
-    tracks = read_events(tmp_path / "events.tracks.jsonl")
+    tracks = [row for _, row in tracks_rows(tmp_path / "events.tracks.jsonl")]
     assert {r["track_id"] for r in tracks if r["track_id"] >= 0} == {e["track_id"] for e in events}
     assert wait_for(cluster_is_free, 10), "the run left actors holding the cluster"
 

@@ -30,7 +30,7 @@ def test_live_page_shows_a_moving_camera_and_new_events(tmp_path):
     with RtspServer() as camera:
         view = LiveView()
         config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None}})
-        pipeline = Pipeline(config, lambda: ScriptedDetector(car), [view], [view])
+        pipeline = Pipeline(config, lambda: ScriptedDetector(car), [view])
         server = StatusServer("127.0.0.1:0", pipeline, view).start()
         thread = threading.Thread(target=pipeline.run_many,
                                   args=([SourceSpec(camera.url(), tmp_path / "e.jsonl", None, name="cam")],))
@@ -68,7 +68,7 @@ def test_the_page_finds_what_was_read(tmp_path):
 
     view = LiveView()
     config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None}})
-    pipeline = Pipeline(config, lambda: ScriptedDetector(plate), [view], [view])
+    pipeline = Pipeline(config, lambda: ScriptedDetector(plate), [view])
     spec = SourceSpec(str(ROOT / "clips" / "street.mp4"), tmp_path / "e.jsonl", None, name="street",
                       db_path=tmp_path / "events.db")
     pipeline.run_many([spec])

@@ -138,3 +138,42 @@ def test_activation_threshold_decides_whether_a_half_sure_box_gets_a_track(clip,
     Pipeline(config, lambda: HalfSure(moving_car)).run(str(clip), None, tmp_path / "e.jsonl")
     appeared = [e for e in read_events(tmp_path / "e.jsonl") if e["type"] == "object_appeared"]
     assert (len(appeared) == 1) == tracked
+
+
+def test_a_camera_with_video_on_gives_the_model_and_the_saved_keyframes_the_cameras_own_pixels(clip, tmp_path):
+    """The clip run as a camera (real time, frames drawn at once) with the annotated video, saved keyframes and
+    snapshots on: every keyframe the model got, and every keyframe saved, is the decoded frame, not a drawn one."""
+    import cv2
+
+    from streamer.source_run import SourceSpec
+    from streamer.store import keyframe_boxes
+
+    class Looking(ScriptedDetector):
+        def __init__(self) -> None:
+            super().__init__(lambda i: [("car", (100, 100, 300, 200), None), ("plate", (20, 20, 120, 60), "AB 42")])
+            self.seen: dict[int, np.ndarray] = {}
+
+        def detect(self, keyframes):
+            for k in keyframes:
+                assert not k.frame.image.flags.writeable  # nobody downstream can draw on it
+                self.seen[k.frame.index] = k.frame.image.copy()
+            return super().detect(keyframes)
+
+    looking = Looking()
+    config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None},
+                                    "output": {"save_keyframes": True}, "events": {"snapshots": True}})
+    spec = SourceSpec(str(clip), tmp_path / "e.jsonl", tmp_path / "out.mp4", live=True, db_path=tmp_path / "e.db")
+    [stats] = Pipeline(config, lambda: looking).run_many([spec], duration_s=3)
+    assert stats.live and len(looking.seen) >= 5
+    decoded = probe_video(clip)["frames"]
+    for index, image in looking.seen.items():
+        np.testing.assert_array_equal(image, decoded[index % len(decoded)])  # a file as a camera loops
+    images, _ = keyframe_boxes(spec.db_path)
+    assert images
+    for path in images:
+        index = int(path.stem.rsplit("-", 1)[-1])
+        saved = cv2.imread(str(path)).astype(int)
+        # JPEG noise is a few levels; a drawn box or label is a stripe of full colour along the box's edges
+        assert np.abs(saved - decoded[index % len(decoded)])[95:105, 95:305].mean() < 8
+    video = probe_video(tmp_path / "out.mp4")["frames"]
+    assert np.abs(video[0].astype(int)[100, 120:280] - decoded[0][100, 120:280]).mean() > 40  # the copy is drawn

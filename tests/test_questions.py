@@ -15,7 +15,7 @@ from streamer.store import query
 from streamer.worker import KeyframeModel, load_detector
 from tests.helpers import CLIP, read_events
 from tests.scripted import ScriptedDetector
-from tests.test_source_run import Events, MemoryReader
+from tests.helpers import Events, MemoryReader
 
 
 def config(model_path=None, **objects):
@@ -66,7 +66,7 @@ def test_a_track_that_ends_drops_its_waiting_questions(tmp_path):
     model = QuietQuestions(lambda i: [("car", (10, 10, 40, 30), None)] if i < 20 else [])
     events = Events()
     cfg = config(describe=["car"], read=["car"])
-    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), cfg, MemoryReader(n=60), model, event_sinks=[events])
+    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), cfg, MemoryReader(n=60), model, shared=[events])
     stats = run.run(threading.Event())
     assert stats.error is None
     assert [e.type for e in events.events] == ["object_appeared", "object_left"]
@@ -101,7 +101,7 @@ def test_a_camera_asks_behind_its_keyframes_and_gets_its_answers(tmp_path):
     model, events = Answering(lambda i: [("car", (10, 10, 40, 30), None)]), Events()
     cfg = config(describe=["car"], read=["car"])
     run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), cfg, MemoryReader(live=True, n=60, pace_s=0.005),
-                    model, event_sinks=[events])
+                    model, shared=[events])
     submitted = []
     submit = model.submit
     model.submit = lambda keyframe: (submitted.append(keyframe), submit(keyframe))[1]
@@ -144,7 +144,7 @@ def test_a_track_is_described_again_when_its_view_is_clearly_better(tmp_path):
     events = Events()
     model = Approaching()
     run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), config(describe=["car"]), MemoryReader(n=60), model,
-                    event_sinks=[events])
+                    shared=[events])
     stats = run.run(threading.Event())
     assert stats.error is None and stats.keyframes == 12
     # Confirmed on keyframe 1 (box 12x9), asked again at twice that area and more: 20x15, 32x24, 48x36.

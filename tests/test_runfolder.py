@@ -125,5 +125,7 @@ def test_a_store_beside_a_log_elsewhere_points_at_the_same_snapshot(tmp_path):
     logged = [e["snapshot"] for e in read_events(spec.events_path) if "snapshot" in e]
     stored = [e["snapshot"] for e in query(spec.db_path) if "snapshot" in e]
     assert stored == [str((tmp_path / "logs" / p).resolve()) for p in logged]
-    raw = [json.loads(r[0]).get("snapshot") for r in sqlite3.connect(spec.db_path).execute("SELECT line FROM events")]
-    assert [p for p in raw if p] == [f"../logs/{p}" for p in logged]
+    # the store keeps the log's own line, byte for byte, and where the log is
+    rows = sqlite3.connect(spec.db_path).execute("SELECT line, folder FROM events ORDER BY id").fetchall()
+    assert [line for line, _ in rows] == spec.events_path.read_text().splitlines()
+    assert {folder for _, folder in rows} == {"../logs"}

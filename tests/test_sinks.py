@@ -154,7 +154,7 @@ def test_metrics_parse_and_move_and_healthz_flips_when_a_source_dies(tmp_path):
         config = Config.model_validate({"live": {"read_timeout_s": 2.0, "backoff_initial_s": 0.2,
                                                  "backoff_max_s": 1.0}})
         view = LiveView()
-        pipeline = Pipeline(config, lambda: ScriptedDetector(lambda i: []), [view], [view])
+        pipeline = Pipeline(config, lambda: ScriptedDetector(lambda i: []), [view])
         server = StatusServer("127.0.0.1:0", pipeline, view).start()
         thread = threading.Thread(target=pipeline.run_many,
                                   args=([SourceSpec(camera.url(), tmp_path / "e.jsonl", None, name="cam")],))

@@ -1,49 +1,24 @@
 """The per-source run at its seam: an in-memory reader and a model whose answers the test releases, no video
 files. Back-pressure for files, no queueing for cameras, and the takeover rules of a restarted run."""
 
+import json
 import threading
 import time
 from concurrent.futures import Future
-from fractions import Fraction
 
-import numpy as np
 import pytest
 
 from streamer.config import Config
-from streamer.reader import FrameQueue, Reader
-from streamer.records import Frame, Keyframe, StreamInfo
+from streamer.records import Keyframe
 from streamer.source_run import SourceRun, SourceSpec, Takeover
 from streamer.store import EventStore, query
 from streamer.worker import KeyframeModel
-from tests.helpers import read_events
+from streamer.sinks import tracks_rows
+from tests.helpers import Events, Frames, MemoryReader, read_events
+from tests.rtsp_server import wait_for
 from tests.scripted import ScriptedDetector
 
 N = 60
-
-
-class MemoryReader(Reader):
-    """N small frames at 25 fps from memory, `pace_s` apart (0: as fast as they are taken); counts how many the
-    run has taken."""
-
-    def __init__(self, live: bool = False, n: int = N, pace_s: float = 0.0) -> None:
-        info = StreamInfo(source="mem", width=64, height=48, fps=Fraction(25), total_frames=None if live else n)
-        super().__init__("mem", "mem", FrameQueue(4, drop_oldest=live), info=info)
-        self.live = live
-        self.state = "up" if live else "reading"
-        self.n = n
-        self.pace_s = pace_s
-        self.taken = 0
-
-    def start(self) -> None:
-        pass
-
-    def frames(self, stop=None):
-        for i in range(self.n):
-            if stop is not None and stop.is_set():
-                return
-            self.taken = i + 1
-            time.sleep(self.pace_s)
-            yield Frame("mem", i, i / 25, time.time(), np.zeros((48, 64, 3), np.uint8))
 
 
 class HeldModel(KeyframeModel):
@@ -71,26 +46,6 @@ class HeldModel(KeyframeModel):
         return future
 
 
-class Frames:
-    """A frame sink: the indices of the annotated frames, in the order they came out."""
-
-    def __init__(self) -> None:
-        self.seen: list[int] = []
-        self.count = 0
-
-    def frame(self, source, image, tracks) -> None:
-        self.seen.append(self.count)
-        self.count += 1
-
-
-class Events:
-    def __init__(self) -> None:
-        self.events = []
-
-    def event(self, event) -> None:
-        self.events.append(event)
-
-
 def config(**sampler):
     return Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None, **sampler},
                                   "pipeline": {"max_pending_frames": 12}, "tracker": {"lost_after_s": 0.5}})
@@ -109,7 +64,7 @@ def box(index):
 
 def test_a_file_waits_for_the_model_with_at_most_the_pending_line_in_hand(tmp_path):
     reader, model, frames = MemoryReader(), HeldModel(box), Frames()
-    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), config(), reader, model, frame_sinks=[frames])
+    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), config(), reader, model, shared=[frames])
     thread, _, out = start(run)
     time.sleep(0.5)
     # The model has answered nothing: the run holds a full line of frames and reads no further.
@@ -120,14 +75,43 @@ def test_a_file_waits_for_the_model_with_at_most_the_pending_line_in_hand(tmp_pa
     assert out["stats"].keyframes == N // 5 and model.submitted == list(range(0, N, 5))
 
 
-def test_a_camera_never_queues_keyframes_and_never_holds_frames(tmp_path):
-    reader, model, frames = MemoryReader(live=True), HeldModel(box), Frames()
-    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), config(), reader, model, frame_sinks=[frames])
+def test_a_camera_never_queues_keyframes_and_the_live_view_never_waits(tmp_path):
+    reader, model = MemoryReader(live=True, pace_s=0.002), HeldModel(box)
+    view, final = Frames(immediate=True), Frames()
+    cfg = config().model_copy(update={"live": config().live.model_copy(update={"hold_frames": 10})})
+    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), cfg, reader, model, shared=[view, final])
     thread, _, out = start(run)
-    thread.join(10)  # every frame goes out while the first keyframe is still with the model
-    assert frames.count == N and model.submitted == [0]
+    assert wait_for(lambda: reader.taken == N and view.count == N, 5)
+    # The first keyframe is still with the model: the live view has shown every frame, the other outputs all
+    # but the 10 held behind it, in order.
+    assert view.seen == list(range(N)) and final.seen == list(range(N - 10)) and model.submitted == [0]
     model.released.set()
-    assert out["stats"].keyframes == 1 and out["stats"].frames == N
+    thread.join(10)
+    assert final.seen == list(range(N)) and out["stats"].keyframes == 1 and out["stats"].frames == N
+
+
+def test_a_cameras_tracks_file_says_what_the_model_saw_on_every_frame(tmp_path):
+    """Keyframes are `detected`, every frame has its line (empty or not), no box lies outside the picture or is
+    inside out, and an id shows from the keyframe whose object_appeared names it."""
+    def leaving(index):  # a car driving out of the 64x48 picture to the right, 3 px a frame
+        return [("car", (20 + 3 * index, 10, 44 + 3 * index, 30), None)]
+
+    model = HeldModel(leaving)
+    model.released.set()
+    spec = SourceSpec("mem", tmp_path / "e.jsonl", tracks_path=tmp_path / "t.jsonl")
+    run = SourceRun(spec, config(), MemoryReader(live=True, pace_s=0.01), model)
+    assert run.run(threading.Event()).error is None
+    lines = [json.loads(line) for line in spec.tracks_path.read_text().splitlines()]
+    assert [line["frame_index"] for line in lines] == list(range(N))
+    rows = [row for _, row in tracks_rows(spec.tracks_path)]
+    assert rows and all(0 <= x1 < x2 <= 64 and 0 <= y1 < y2 <= 48 for x1, y1, x2, y2 in (r["bbox"] for r in rows))
+    kinds = {r["frame_index"]: r["kind"] for r in rows}
+    answered = [i for i in model.submitted if i in kinds]
+    assert answered and all(kinds[i] == "detected" for i in answered)
+    assert {r["kind"] for r in rows if r["frame_index"] not in model.submitted} == {"predicted"}
+    assert not any(line["tracks"] for line in lines[-5:])  # the car is gone
+    [appeared] = [e for e in read_events(spec.events_path) if e["type"] == "object_appeared"]
+    assert min(r["frame_index"] for r in rows if r["track_id"] >= 0) == appeared["frame_index"]
 
 
 def test_a_takeover_logs_again_what_its_predecessor_delivered_but_does_not_deliver_it(tmp_path):
@@ -136,7 +120,7 @@ def test_a_takeover_logs_again_what_its_predecessor_delivered_but_does_not_deliv
         model.released.set()
         store = EventStore(path.with_suffix(".db"))
         run = SourceRun(SourceSpec("mem", path, db_path=store.path), config(), MemoryReader(), model,
-                        event_sinks=[sinks], store=store, takeover=takeover)
+                        shared=[sinks], store=store, takeover=takeover)
         stats = run.run(threading.Event())
         return stats, read_events(path), [e.type for e in sinks.events], query(store.path)
 
@@ -187,6 +171,6 @@ def test_the_model_gets_the_keyframes_the_sampler_chooses(tmp_path, live):
     model.released.set()
     frames = Frames()
     reader = MemoryReader(live=live, pace_s=0.005)  # a camera in real time: the model keeps up, none is skipped
-    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), config(), reader, model, frame_sinks=[frames])
+    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), config(), reader, model, shared=[frames])
     run.run(threading.Event())
     assert model.submitted == list(range(0, N, 5)) and frames.count == N

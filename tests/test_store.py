@@ -15,6 +15,7 @@ from streamer.cli import main
 from streamer.config import Config
 from streamer.errors import StreamerError
 from streamer.pipeline import Pipeline, SourceSpec
+from streamer.records import Logged
 from streamer.store import MIGRATIONS, connect, query
 from tests.helpers import CLIP, ROOT, car_and_person, read_events
 from tests.scripted import ScriptedDetector
@@ -169,7 +170,7 @@ def test_search_finds_what_was_read_or_said_best_match_first(tmp_path, capsys):
                   _event("text_read", text="AB 42", label="car", track_id=2, index=2),
                   _event("caption", text="a white delivery van parked by a white wall", index=3),
                   _event("caption", text="a van", index=4)]:
-        store.write(event, tmp_path)
+        store.write(Logged.of(event), tmp_path)
     store.close()
     db = tmp_path / "events.db"
     assert [e["text"] for e in query(db, search="white van")] == ["a white delivery van parked by a white wall"]

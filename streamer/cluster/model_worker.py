@@ -65,7 +65,7 @@ class ModelWorker:
         except Exception as exc:  # a bug or a broken install on that node: still one line at the driver
             self.error = f"the model worker could not start: {type(exc).__name__}: {exc}"
             return
-        self.input_size = getattr(detector, "input_size", None)
+        self.input_size = detector.input_size
         self.worker = Worker(detector, max_batch=max_batch, max_wait_ms=max_wait_ms)
         self.worker.start()
 

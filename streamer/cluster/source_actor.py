@@ -85,14 +85,14 @@ class SourceActor:
         return reader, spec, Takeover(append=True, first_track_id=first_track_id)
 
     def run(self, model: RemoteModel, board) -> RunStats:
-        from streamer.delivery import event_sinks
+        from streamer.outputs import Outputs, process_outputs
 
         reader, spec, takeover = (self.reader, self.spec, None) if self.reader is not None else self._take_over(board)
         self.reader = None  # a retried `run` on this incarnation (not a restart) takes over too
         name = safe_name(reader.name)
-        sinks = event_sinks(self.config, self.config.output.dir / "outbox" / name, client_tag=name)
+        shared = process_outputs(self.config, self.config.output.dir / "outbox" / name, client_tag=name)
         store = EventStore(spec.db_path) if spec.db_path is not None else None
-        self.source_run = SourceRun(spec, self.config, reader, model, sinks, store=store, takeover=takeover)
+        self.source_run = SourceRun(spec, self.config, reader, model, shared, store=store, takeover=takeover)
         done = threading.Event()
         poster = threading.Thread(target=self._post_loop, args=(board, done), name="post", daemon=True)
         try:
@@ -101,8 +101,7 @@ class SourceActor:
         finally:
             done.set()
             poster.join(timeout=2)
-            for sink in sinks:
-                sink.close()
+            Outputs(shared).close()
         board.post.remote(self.key, self._post())
         return stats
 
