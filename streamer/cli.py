@@ -16,6 +16,7 @@ from pathlib import Path
 from streamer import __version__
 from streamer.config import Config, load_config
 from streamer.errors import Stopped, StreamerError
+from streamer.outputs import Outputs
 from streamer.pipeline import Driver, Pipeline, RunStats, SourceSpec
 from streamer.runfolder import check_outputs, new_run_folder
 from streamer.sources import scrub
@@ -25,7 +26,7 @@ EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamer", description="Florence-2 on video: detect, track, annotate, log.")
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
@@ -33,11 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the pipeline on video files or stream URLs")
     run.add_argument("sources", nargs="*", metavar="SOURCE",
                      help="video file or stream URL (rtsp://, http://...); NAME=URL names it; default: config sources")
-    run.add_argument("--config", type=Path, help="YAML config (see configs/default.yaml)")
-    run.add_argument("--model", help="hub id or local Florence-2 folder (sets model.id or model.path)")
+    _model_flags(run)
     run.add_argument("--task", help="Florence-2 task, e.g. '<OD>' or OCR_WITH_REGION")
     run.add_argument("--prompt", help="text for prompted tasks (phrases, a region)")
-    run.add_argument("--device", choices=["auto", "cpu", "cuda"])
     run.add_argument("--out-video", type=Path, help="annotated MP4 path")
     run.add_argument("--events", type=Path, help="JSONL event log path")
     run.add_argument("--db", type=Path, help="SQLite event store (default: events.db beside the event log)")
@@ -55,34 +54,48 @@ def _parser() -> argparse.ArgumentParser:
                           "else a Ray instance of the run's own")
     events = sub.add_parser("events", help="query a run's SQLite event store")
     events.add_argument("db", type=Path, help="events.db of a run")
-    events.add_argument("--source")
-    events.add_argument("--type")
-    events.add_argument("--label")
+    events.add_argument("--source", help="only events of this source (its name)")
+    events.add_argument("--type", help="only events of this type, e.g. object_appeared or text_read")
+    events.add_argument("--label", help="only events with this label, e.g. car")
     events.add_argument("--since", help="ISO-8601 time (local unless it has an offset)")
     events.add_argument("--until", help="ISO-8601 time, exclusive")
     events.add_argument("--search", metavar="WORDS",
                         help="events whose label, text or caption has every word, best match first")
-    events.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    events.add_argument("--format", choices=["table", "json", "csv"], default="table",
+                        help="a table for people (default), JSON Lines or CSV for programs")
     export = sub.add_parser("export", help="write a run's keyframes and tracked boxes as a COCO or YOLO dataset, "
                                            "or its tracks of every frame as MOTChallenge files")
     export.add_argument("run", type=Path, help="run folder, its events.db (coco, yolo) or its tracks file (mot)")
-    export.add_argument("--format", choices=["coco", "yolo", "mot"], required=True)
+    export.add_argument("--format", choices=["coco", "yolo", "mot"], required=True, help="the dataset format")
     export.add_argument("out", type=Path, help="folder to write")
     evaluate = sub.add_parser("evaluate", help="score a Florence-2 on a labelled COCO or YOLO dataset (mAP, P/R)")
     evaluate.add_argument("dataset", type=Path, help="COCO (annotations.json) or YOLO (data.yaml) folder")
-    evaluate.add_argument("--model", help="hub id or local Florence-2 folder")
+    _model_flags(evaluate)
     evaluate.add_argument("--task", default="<OD>", choices=["<OD>"],
                           help="boxes are scored with <OD>; text, where the dataset has any, with <OCR_WITH_REGION>")
-    evaluate.add_argument("--config", type=Path, help="YAML config (model settings: device, min_confidence...)")
-    evaluate.add_argument("--format", choices=["table", "json"], default="table")
+    evaluate.add_argument("--format", choices=["table", "json"], default="table",
+                          help="a table for people (default) or JSON for programs")
     finetune = sub.add_parser("finetune", help="fine-tune Florence-2 on a labelled COCO or YOLO dataset")
     finetune.add_argument("dataset", type=Path, help="COCO (annotations.json) or YOLO (data.yaml) folder")
-    finetune.add_argument("--model", help="hub id or local Florence-2 folder to start from")
+    _model_flags(finetune)
     finetune.add_argument("--out", type=Path, required=True, help="folder for the fine-tuned model (new, or a "
                                                                   "run to resume)")
-    finetune.add_argument("--config", type=Path, help="YAML config (its finetune: section)")
     finetune.add_argument("--epochs", type=int, help="sets finetune.epochs")
     return parser
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of every command that loads the model, the same everywhere."""
+    parser.add_argument("--config", type=Path, help="YAML config (see configs/default.yaml)")
+    parser.add_argument("--model", help="hub id or local Florence-2 folder (sets model.id or model.path)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the model runs (sets model.device)")
+
+
+def _model_overrides(args: argparse.Namespace) -> dict:
+    out = {"model.device": args.device}
+    if args.model:
+        out["model.path" if _looks_like_folder(args.model) else "model.id"] = args.model
+    return out
 
 
 def _seconds(value: str) -> float:
@@ -100,10 +113,8 @@ def _looks_like_folder(value: str) -> bool:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    out = {"model.task": args.task, "model.prompt": args.prompt, "model.device": args.device,
-           "output.video": args.out_video, "output.events": args.events, "output.db": args.db}
-    if args.model:
-        out["model.path" if _looks_like_folder(args.model) else "model.id"] = args.model
+    out = {"model.task": args.task, "model.prompt": args.prompt, "output.video": args.out_video,
+           "output.events": args.events, "output.db": args.db, **_model_overrides(args)}
     if args.task:
         out["schedule"] = []  # --task replaces a config file's schedule
     if args.http:
@@ -250,20 +261,18 @@ def _summary(stats: RunStats) -> str:
     return "\n".join(lines)
 
 
-def _sinks(config: Config) -> tuple[list, list, list, object]:
-    """The event and frame sinks the config asks for, how to close each (flushing what waits), and the live view
-    (None without --http)."""
-    from streamer.delivery import event_sinks
+def _shared(config: Config) -> tuple[list, object]:
+    """The outputs this process serves for every source (closed by the caller, flushing what waits), and the
+    live view among them (None without --http)."""
+    from streamer.outputs import process_outputs
 
-    sinks = event_sinks(config, config.output.dir / "outbox")
-    events, frames, closers, view = list(sinks), [], [s.close for s in sinks], None
+    shared, view = process_outputs(config, config.output.dir / "outbox"), None
     if config.http.listen:
         from streamer.server import LiveView
 
         view = LiveView()
-        events.insert(0, view)
-        frames.append(view)
-    return events, frames, closers, view
+        shared.insert(0, view)
+    return shared, view
 
 
 def _ray_address(args: argparse.Namespace) -> None:
@@ -278,8 +287,15 @@ def _ray_address(args: argparse.Namespace) -> None:
     raise StreamerError(f"--ray {value}: not a Ray address (auto, HOST:PORT or ray://HOST:PORT; alone: local)")
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as the commands take it (`run --ray clip.mp4` has a source, not an address)."""
+    args = parser().parse_args(argv)
+    if args.command == "run":
+        _ray_address(args)
+    return args
+
+
 def _run(args: argparse.Namespace) -> int:
-    _ray_address(args)
     config = load_config(args.config, _overrides(args))
     specs = _specs(config, args.sources, args.live)
     if config.cluster.address:
@@ -289,8 +305,9 @@ def _run(args: argparse.Namespace) -> int:
 
         pipeline, closers = RayPipeline(config, notify=_note), []
     else:
-        event_sinks, frame_sinks, closers, view = _sinks(config)
-        pipeline = Pipeline(config, functools.partial(load_detector, config.model), event_sinks, frame_sinks)
+        shared, view = _shared(config)
+        pipeline, closers = Pipeline(config, functools.partial(load_detector, config.model), shared), [
+            Outputs(shared).close]
     if config.http.listen:
         from streamer.server import StatusServer
 
@@ -330,9 +347,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _model_command(args: argparse.Namespace) -> int:
     """`streamer evaluate` and `streamer finetune`: every input checked before the model loads."""
-    overrides = {}
-    if args.model:
-        overrides["model.path" if _looks_like_folder(args.model) else "model.id"] = args.model
+    overrides = _model_overrides(args)
     if getattr(args, "epochs", None) is not None:
         overrides["finetune.epochs"] = args.epochs
     config = load_config(args.config, overrides)
@@ -377,7 +392,7 @@ def _scrub(text: str, args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         if args.command == "run":
             return _run(args)

@@ -126,10 +126,9 @@ def test_sigterm_stops_cleanly_with_a_playable_video(tiny_od, tmp_path):
     (["a.mp4", "--ray"], "local", ["a.mp4"]),
 ])
 def test_ray_takes_an_address_or_leaves_the_source_alone(argv, address, sources):
-    from streamer.cli import _parser, _ray_address
+    from streamer.cli import parse_args
 
-    args = _parser().parse_args(["run", *argv])
-    _ray_address(args)
+    args = parse_args(["run", *argv])
     assert (args.ray, args.sources) == (address, sources)
 
 
@@ -147,3 +146,24 @@ def test_debug_shows_the_traceback_of_a_bug_in_a_source(tiny_od, tmp_path, monke
     assert main(["--debug", *args]) == 1
     debug = capsys.readouterr().err
     assert "Traceback" in debug and "in broken" in debug and debug.rstrip().endswith("ZeroDivisionError: a bug")
+
+
+def test_every_flag_has_help_and_the_readme_lists_every_flag():
+    import argparse
+    import re
+
+    from streamer.cli import parser
+
+    usage = (ROOT / "README.md").read_text().split("## Usage", 1)[1].split("```")[1]
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        block = next(part for part in re.split(r"streamer (?:\[--debug\] )?", usage) if part.startswith(name + " "))
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, (name, action.dest)
+            for flag in (f for f in action.option_strings if f.startswith("--") and not f.startswith("--no-")):
+                assert flag in block, (name, flag)
+    for name in ("run", "evaluate", "finetune"):  # every command that loads the model takes the same three
+        flags = {f for a in sub.choices[name]._actions for f in a.option_strings}
+        assert {"--model", "--device", "--config"} <= flags, name
