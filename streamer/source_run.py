@@ -17,7 +17,6 @@ so the video and the tracks file show what the model saw on it.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 import uuid
@@ -28,7 +27,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from streamer.annotate import Annotator
 from streamer.config import Config
@@ -45,12 +43,11 @@ from streamer.snapshots import Snapshots
 from streamer.sources import scrub
 from streamer.stats import RunStats
 from streamer.store import EventStore
-from streamer.task_tracking import TaskTracking
+from streamer.task_tracking import Grey, SourceTracking, TaskTracking
 from streamer.worker import KeyframeModel
 
 DRAIN_S = 5.0  # how long a stopping camera waits for its keyframe in flight
 _RECENT_LATENCIES = 4096
-_RECENT_LOOKS = 150  # a camera's frames (small grey images) kept to follow tracks over a slow model's answer
 
 
 @dataclass
@@ -78,7 +75,6 @@ class Takeover:
 
 
 Jobs = list[tuple[TaskTracking, Future]]
-Grey = tuple[np.ndarray, int]  # a frame's small grey image and its step (`flow.small_grey`)
 
 
 class SourceRun:
@@ -111,13 +107,10 @@ class SourceRun:
         self.schedule = Schedule(config.tasks())
         self.annotator = Annotator()
         self.snapshots = Snapshots(spec.events_path.parent, self.run_id) if config.events.snapshots else None
-        self.tasks: list[TaskTracking] = []
+        self.tracking: SourceTracking | None = None  # once the first frame tells the stream's rate and size
         self.outputs: Outputs | None = None
         self._held: list[Frame] = []  # frames waiting for the keyframe after (a file) or before (a camera) them
         self._sent: set[int] = set()  # indices of held frames that went to the model
-        self._recent: deque[tuple[int, float, np.ndarray]] = deque(maxlen=_RECENT_LOOKS)  # a camera's grey images
-        self._looks: dict[int, tuple[np.ndarray, int]] = {}  # small grey images of keyframes not placed yet
-        self._keep_from: int | None = None  # a camera's keyframe in flight: its motion is kept from there
 
     def stats(self) -> RunStats:
         """A copy of the stats with the reader's own counters, which move even while no frame arrives."""
@@ -192,7 +185,7 @@ class SourceRun:
         if stop.is_set():
             self._settle(pending, wait="none")
             for frame, jobs, grey in pending:
-                self._look(frame, bool(jobs), grey)
+                self.tracking.look(frame, bool(jobs), grey)
                 if jobs and all(future.done() and not future.cancelled() for _, future in jobs):
                     self._track(frame, jobs)
                 for _, future in jobs:
@@ -220,7 +213,7 @@ class SourceRun:
             frame, jobs, grey = pending[0]
             if jobs and wait == "none" and not all(future.done() for _, future in jobs):
                 return
-            self._look(frame, bool(jobs), grey)
+            self.tracking.look(frame, bool(jobs), grey)
             if jobs:
                 self._track(frame, jobs)
                 self._release_held()
@@ -238,7 +231,7 @@ class SourceRun:
                 continue
             frame = item
             self._prepare(frame)
-            grey = self._look(frame)
+            grey = self.tracking.look(frame)
             # 2. The keyframe in flight, once answered, moves the tracks on (to this frame); the frames held behind
             #    it go out with them.
             if inflight is not None and all(future.done() for _, future in inflight[1]):
@@ -248,7 +241,7 @@ class SourceRun:
             # 3. A new keyframe goes out only when none is in flight: keyframes are skipped, never queued.
             if inflight is None and self.sampler.is_keyframe(frame, grey and grey[0]):
                 inflight = (frame, self._send(frame))
-            self._keep_from = inflight[0].index if inflight is not None else None
+            self.tracking.keep_from = inflight[0].index if inflight is not None else None
             # 4. The live view shows the frame now; the other outputs get it once the keyframe before it is answered.
             self._preview(frame)
             self._hold(frame, self.config.live.hold_frames + 1)
@@ -269,14 +262,13 @@ class SourceRun:
 
     def _prepare(self, frame: Frame) -> None:
         """Trackers need the stream's rate and size; a camera may only say so with its first frame."""
-        if self.tasks:
+        if self.tracking is not None:
             return
         info = self._stats.info = self.reader.info
         rate = self.sampler.expected_rate(float(info.fps))
-        ids = itertools.count(self.takeover.first_track_id)
-        self.tasks = [TaskTracking(self.config, entry, rate, info, ids, self.model, self.reader.live)
-                      for entry in self.schedule.entries]
-        watcher = self.tasks[0].zones
+        self.tracking = SourceTracking(self.config, self.schedule.entries, rate, info, self.takeover.first_track_id,
+                                       self.model, self.reader.live)
+        watcher = self.tracking.tasks[0].zones
         self.annotator.areas(watcher.polygons(), watcher.segments())
 
     def _send(self, frame: Frame) -> Jobs:
@@ -285,37 +277,18 @@ class SourceRun:
         self._sent.add(frame.index)
         jobs = self.schedule.jobs(frame)
         futures = self.model.submit_all([job for _, job in jobs])  # together: one image, several prompts
-        return [(self.tasks[i], future) for (i, _), future in zip(jobs, futures)]
-
-    def _look(self, frame: Frame, keyframe: bool = True, grey: Grey | None = None) -> Grey | None:
-        """Every frame, in order: its small grey image (`grey`, if the sampler made it already), and each task's
-        boxes followed onto it. A keyframe's image is kept until it is tracked (a camera's frames until then too:
-        its tracks are followed over them)."""
-        live = self.reader.live and self._keep_from is not None  # a camera's keyframe is in flight
-        if not (keyframe or live or any(tracking.motion.needs_image for tracking in self.tasks)):
-            for tracking in self.tasks:  # nothing to measure flow on this frame: no need to look at it
-                tracking.step(frame, None if grey is None else grey[0])
-            return grey
-        grey, step = grey or small_grey(frame.image)
-        for tracking in self.tasks:
-            tracking.step(frame, grey)
-        if keyframe:
-            self._looks[frame.index] = (grey, step)
-        if live:
-            self._recent.append((frame.index, frame.pts, grey))
-        return grey, step
+        return [(self.tracking.tasks[i], future) for (i, _), future in zip(jobs, futures)]
 
     def _track(self, frame: Frame, jobs: Jobs) -> None:
         """A keyframe's answers: tracks and events (with snapshots), and the latency."""
-        grey, scale = self._looks.pop(frame.index)
-        later = [look for look in self._recent if look[0] > frame.index]
         for tracking, future in jobs:
             result = future.result()
             if result.worker_change is not None:
                 kind, extra = result.worker_change
                 self._deliver([worker_event(kind, frame, self._stats.source, **extra)])
             self._stats.detections += len(result.detections)
-            self._deliver(tracking.update(frame, result, grey, scale, later, self._stats.keyframes), frame)
+            self._deliver(self.tracking.update(tracking, frame, result, self._stats.keyframes), frame)
+        self.tracking.placed(frame)
         self._answers()
         now = time.time()
         seconds = now - frame.wall_time
@@ -327,15 +300,12 @@ class SourceRun:
     def _answers(self, wait: bool = False) -> None:
         """Answers to per-object questions that are in: their events, each with a snapshot of the view asked
         about (the question's frame)."""
-        for tracking in self.tasks:
-            if tracking.questions is None:
-                continue
-            for frame, events in tracking.answers(wait):
-                self._deliver(events, frame)
-        counts = [t.questions.counts for t in self.tasks if t.questions is not None]
-        self._stats.questions_asked = sum(c.asked for c in counts)
-        self._stats.questions_answered = sum(c.answered for c in counts)
-        self._stats.questions_dropped = sum(c.dropped for c in counts)
+        if self.tracking is None:
+            return
+        for frame, events in self.tracking.answers(wait):
+            self._deliver(events, frame)
+        stats = self._stats
+        stats.questions_asked, stats.questions_answered, stats.questions_dropped = self.tracking.question_counts()
 
     def _deliver(self, events: list[Event], frame: Frame | None = None) -> None:
         """Every event to the outputs (with snapshots cut from `frame`, where they are asked for); counted
@@ -363,18 +333,11 @@ class SourceRun:
 
     def _preview(self, frame: Frame) -> None:
         if any(output.immediate for output in self.shared):
-            self.outputs.preview(Shown(frame, [tracking.take(frame) for tracking in self.tasks], self.annotator))
+            self.outputs.preview(Shown(frame, self.tracking.peek(frame), self.annotator))
 
     def _write(self, frame: Frame) -> None:
         """The frame with its tracks to the outputs; what it needed kept for motion is let go."""
-        tracks = [tracking.take(frame) for tracking in self.tasks]
-        keep = frame.index + 1 if self._keep_from is None else min(frame.index + 1, self._keep_from)
-        for tracking in self.tasks:
-            tracking.motion.forget(keep)
-        for index in [i for i in self._looks if i <= frame.index and i != self._keep_from]:
-            del self._looks[index]
-        while self._recent and self._recent[0][0] < keep:
-            self._recent.popleft()
+        tracks = self.tracking.take(frame)
         keyframe = frame.index in self._sent
         self._sent.discard(frame.index)
         self.outputs.frame(Shown(frame, tracks, self.annotator, keyframe))
@@ -390,7 +353,7 @@ class SourceRun:
             return
         try:
             self._release_held()
-            for tracking in self.tasks:
-                self._deliver(tracking.finish(self.last_frame))
+            if self.tracking is not None:
+                self._deliver(self.tracking.finish(self.last_frame))
         finally:
             self.outputs.close()

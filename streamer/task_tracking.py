@@ -7,12 +7,15 @@ and the questions asked about the tracks (`questions`), all for one task of the 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
 
 from streamer.config import Config, TaskEntry
 from streamer.events import EventMaker
+from streamer.flow import small_grey
 from streamer.motion import Motion
 from streamer.questions import Questions
 from streamer.records import Event, Frame, FrameDetections, FrameTracks, StreamInfo, Tracks
@@ -82,3 +85,77 @@ class TaskTracking:
 
     def _zone_exits(self, events: list[Event], frame: Frame | None) -> list[Event]:
         return [e for left in events if left.type == "object_left" for e in self.zones.track_ended(left.track_id, frame)]
+
+
+Grey = tuple[np.ndarray, int]  # a frame's small grey image and its step (`flow.small_grey`)
+_RECENT_LOOKS = 150  # a camera's frames (small grey images) kept to follow tracks over a slow model's answer
+
+
+class SourceTracking:
+    """Every scheduled task's tracking of one source, and the small grey images they need kept: a keyframe's
+    until it is answered, and a camera's frames after its keyframe in flight (`keep_from`), which its tracks are
+    followed over when the answer comes."""
+
+    def __init__(self, config: Config, entries: list[TaskEntry], keyframe_rate: float, info: StreamInfo,
+                 first_track_id: int, model: KeyframeModel | None, live: bool) -> None:
+        ids = itertools.count(first_track_id)
+        self.tasks = [TaskTracking(config, entry, keyframe_rate, info, ids, model, live) for entry in entries]
+        self.live = live
+        self.keep_from: int | None = None
+        self._looks: dict[int, Grey] = {}
+        self._recent: deque[tuple[int, float, np.ndarray]] = deque(maxlen=_RECENT_LOOKS)
+
+    def look(self, frame: Frame, keyframe: bool = True, grey: Grey | None = None) -> Grey | None:
+        """Every frame, in order: its small grey image (`grey`, if the sampler made it already), and each task's
+        boxes followed onto it."""
+        live = self.live and self.keep_from is not None  # a camera's keyframe is in flight
+        if not (keyframe or live or any(tracking.motion.needs_image for tracking in self.tasks)):
+            for tracking in self.tasks:  # nothing to measure flow on this frame: no need to look at it
+                tracking.step(frame, None if grey is None else grey[0])
+            return grey
+        grey = grey or small_grey(frame.image)
+        for tracking in self.tasks:
+            tracking.step(frame, grey[0])
+        if keyframe:
+            self._looks[frame.index] = grey
+        if live:
+            self._recent.append((frame.index, frame.pts, grey[0]))
+        return grey
+
+    def update(self, tracking: TaskTracking, frame: Frame, result: FrameDetections, keyframes: int) -> list[Event]:
+        """One task's answer on a keyframe that was looked at (see `TaskTracking.update`)."""
+        grey, scale = self._looks[frame.index]
+        later = [look for look in self._recent if look[0] > frame.index]
+        return tracking.update(frame, result, grey, scale, later, keyframes)
+
+    def placed(self, frame: Frame) -> None:
+        """Every answer on the keyframe is in: its image is no longer needed."""
+        self._looks.pop(frame.index, None)
+
+    def answers(self, wait: bool = False) -> list[tuple[Frame, list[Event]]]:
+        return [answer for tracking in self.tasks for answer in tracking.answers(wait)]
+
+    def take(self, frame: Frame) -> list[FrameTracks]:
+        """The tracks on `frame`, one `FrameTracks` per task, for it to be written; what it needed kept is let
+        go, unless a camera's keyframe in flight needs it."""
+        tracks = [tracking.take(frame) for tracking in self.tasks]
+        keep = frame.index + 1 if self.keep_from is None else min(frame.index + 1, self.keep_from)
+        for tracking in self.tasks:
+            tracking.motion.forget(keep)
+        for index in [i for i in self._looks if i <= frame.index and i != self.keep_from]:
+            del self._looks[index]
+        while self._recent and self._recent[0][0] < keep:
+            self._recent.popleft()
+        return tracks
+
+    def peek(self, frame: Frame) -> list[FrameTracks]:
+        """The tracks predicted on `frame` now (a camera's live view), letting nothing go."""
+        return [tracking.take(frame) for tracking in self.tasks]
+
+    def finish(self, frame: Frame | None) -> list[Event]:
+        return [event for tracking in self.tasks for event in tracking.finish(frame)]
+
+    def question_counts(self) -> tuple[int, int, int]:
+        """Questions asked, answered and dropped, over every task."""
+        counts = [t.questions.counts for t in self.tasks if t.questions is not None]
+        return (sum(c.asked for c in counts), sum(c.answered for c in counts), sum(c.dropped for c in counts))

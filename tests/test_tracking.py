@@ -3,7 +3,6 @@ keyframes) and an object that stops and goes on, answered from the truth by a sc
 sees: one track per object, boxes on their objects on nearly every frame, a tracks file that agrees with the
 events and the video, MOT files standard evaluators read, and no churn on a camera whose model is slow."""
 
-import json
 import threading
 import time
 from concurrent.futures import Future
