@@ -19,7 +19,7 @@ from streamer.errors import Stopped, StreamerError
 from streamer.outputs import Outputs
 from streamer.pipeline import Driver, Pipeline, RunStats, SourceSpec
 from streamer.runfolder import check_outputs, new_run_folder
-from streamer.sources import scrub
+from streamer.sources import safe_name, scrub
 from streamer.worker import load_detector
 
 EXIT_ERROR = 1
@@ -68,6 +68,20 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("run", type=Path, help="run folder, its events.db (coco, yolo) or its tracks file (mot)")
     export.add_argument("--format", choices=["coco", "yolo", "mot"], required=True, help="the dataset format")
     export.add_argument("out", type=Path, help="folder to write")
+    clip = sub.add_parser("clip", help="cut a clip of an event, or of any stretch, from a camera's recordings")
+    clip.add_argument("db", type=Path, metavar="STORE", help="the event store the recordings are indexed in")
+    clip.add_argument("out", type=Path, metavar="OUT", help="the clip to write (MP4, a new file)")
+    clip.add_argument("--event", type=int, metavar="ID", help="the event's id (`streamer events` shows it): its "
+                                                             "track from appearing to leaving")
+    clip.add_argument("--source", help="with --from and --to: the camera")
+    clip.add_argument("--from", dest="start", metavar="TIME", help="ISO-8601 time the clip starts (local unless it "
+                                                                    "has an offset)")
+    clip.add_argument("--to", dest="end", metavar="TIME", help="ISO-8601 time the clip ends")
+    clip.add_argument("--pre", type=_seconds_or_zero, metavar="SECONDS",
+                      help="footage before the event (default record.pre_s)")
+    clip.add_argument("--post", type=_seconds_or_zero, metavar="SECONDS",
+                      help="footage after the event (default record.post_s)")
+    clip.add_argument("--config", type=Path, help="YAML config (its record: section)")
     evaluate = sub.add_parser("evaluate", help="score a Florence-2 on a labelled COCO or YOLO dataset (mAP, P/R)")
     evaluate.add_argument("dataset", type=Path, help="COCO (annotations.json) or YOLO (data.yaml) folder")
     _model_flags(evaluate)
@@ -106,6 +120,37 @@ def _seconds(value: str) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got '{value}'")
     return seconds
+
+
+def _seconds_or_zero(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or not 0 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to 3600, got '{value}'")
+    return seconds
+
+
+def _clip(args: argparse.Namespace) -> int:
+    """`streamer clip`: one of --event, or --source with --from and --to."""
+    from streamer.clip import cut, event_range
+    from streamer.store import epoch
+
+    record = load_config(args.config).record
+    pre = record.pre_s if args.pre is None else args.pre
+    post = record.post_s if args.post is None else args.post
+    if args.event is not None:
+        if args.source or args.start or args.end:
+            raise StreamerError("clip: give --event, or --source with --from and --to, not both")
+        source, start, end = event_range(args.db, args.event, pre, post)
+    elif args.source and args.start and args.end:
+        source, start, end = args.source, epoch(args.start, "--from"), epoch(args.end, "--to")
+    else:
+        raise StreamerError("clip: give --event ID, or --source S with --from TIME and --to TIME")
+    made = cut(args.db, source, start, end, args.out)
+    print(f"streamer: wrote {made.seconds:.1f} s of {made.source} ({made.frames} frames) to {args.out}")
+    return 0
 
 
 def _looks_like_folder(value: str) -> bool:
@@ -225,7 +270,8 @@ class _Console:
                 latency = f"{st.latency_ms:.0f} ms" if st.latency_ms is not None else "-"
                 self.console.print(
                     f"[{st.source}] {st.state:8} {fps_in:5.1f} fps in  keyframes {st.keyframes}  drops {st.dropped}"
-                    f"  reconnects {st.reconnects}  latency {latency}" + _questions(st), highlight=False, markup=False,
+                    f"  reconnects {st.reconnects}  latency {latency}" + _questions(st) + _recorded(st), highlight=False,
+                    markup=False,
                 )
             if any(run.stats().live for run in self._pipeline.runs):
                 for line in self._pipeline.status_lines():
@@ -239,6 +285,12 @@ def _questions(stats: RunStats) -> str:
             f"{stats.questions_dropped} dropped")
 
 
+def _recorded(stats: RunStats) -> str:
+    if not stats.segments:
+        return ""
+    return f"  recorded {stats.segments} segments, {stats.segments_deleted} deleted"
+
+
 def _summary(stats: RunStats) -> str:
     info = stats.info
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(stats.event_counts.items()))
@@ -247,7 +299,8 @@ def _summary(stats: RunStats) -> str:
         f"streamer: {stats.source} ({'camera' if stats.live else 'file'}"
         + (", stopped early)" if stats.stopped_early else ")"),
         f"  frames {stats.frames} of {shape}, keyframes {stats.keyframes}, detections {stats.detections}"
-        + (f", dropped {stats.dropped}, reconnects {stats.reconnects}" if stats.live else ""),
+        + (f", dropped {stats.dropped}, reconnects {stats.reconnects}" if stats.live else "")
+        + _recorded(stats).replace("  ", ", ", 1),
         f"  events {stats.events}" + (f" ({kinds})" if kinds else "") + _questions(stats).replace("  ", ", ", 1),
     ]
     if stats.video_path is not None:
@@ -257,6 +310,8 @@ def _summary(stats: RunStats) -> str:
         lines.append(f"  tracks:          {stats.tracks_path}")
     if stats.db_path is not None:
         lines.append(f"  event store:     {stats.db_path}")
+    if stats.segments and stats.db_path is not None:
+        lines.append(f"  recordings:      {Path(stats.db_path).parent / 'recordings' / safe_name(stats.source)}")
     lines.append(f"  model loaded in {stats.load_seconds:.1f} s; frames processed in {stats.seconds:.1f} s ({stats.fps:.1f} fps)")
     return "\n".join(lines)
 
@@ -400,9 +455,11 @@ def main(argv: list[str] | None = None) -> int:
             from streamer.store import COLUMNS, query, render
 
             found = query(args.db, source=args.source, type=args.type, label=args.label, since=args.since,
-                          until=args.until, search=args.search)
+                          until=args.until, search=args.search, with_id=True)
             print(render(found, args.format, COLUMNS + ["snapshot"] if args.search else COLUMNS))
             return 0
+        if args.command == "clip":
+            return _clip(args)
         if args.command in ("evaluate", "finetune"):
             return _model_command(args)
         if args.command == "export":

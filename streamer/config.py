@@ -333,6 +333,34 @@ class ClusterConfig(_Section):
     shrink_keyframes: bool = Field(default=True, description="Send keyframes to workers at the model's input size.")
 
 
+class RecordConfig(_Section):
+    """Recordings of cameras: the stream as it arrives, copied into segments (no decode, no encode), indexed in the
+    event store, pruned by age and size. Segments go to `recordings/<source>/` beside the store."""
+
+    enabled: bool = Field(default=True, description="Record every camera (files are their own recording).")
+    segment_s: float = Field(default=10.0, ge=1, le=3600, description="Seconds a segment holds; cut on keyframes.")
+    retain_days: float = Field(default=3.0, gt=0, le=36500, description="Footage older than this is deleted.")
+    retain_gb: float = Field(default=20.0, gt=0, le=1e6, description="All footage of a store together at most.")
+    events_retain_days: float = Field(default=14.0, gt=0, le=36500,
+                                      description="Footage around events (pre_s before, post_s after) is kept this long.")
+    pre_s: float = Field(default=5.0, ge=0, le=3600, description="Footage kept and clipped before an event.")
+    post_s: float = Field(default=5.0, ge=0, le=3600, description="Footage kept and clipped after an event.")
+    min_free_gb: float = Field(default=1.0, ge=0, le=1e6,
+                               description="Below this much free disk the oldest footage goes first, so "
+                                           "recording never stops on a full disk.")
+
+    @model_validator(mode="after")
+    def _holds_a_segment(self) -> "RecordConfig":
+        for name in ("retain_days", "events_retain_days"):
+            if getattr(self, name) * 86400 < self.segment_s:
+                raise ValueError(f"{name} ({getattr(self, name)} days) cannot hold one segment of "
+                                 f"segment_s ({self.segment_s:g} s)")
+        if self.retain_gb * 1e9 < 1e6:
+            raise ValueError(f"retain_gb ({self.retain_gb} GB) cannot hold one segment: give it 0.001 (1 MB) "
+                             "or more")
+        return self
+
+
 class PipelineConfig(_Section):
     """Queue bounds between the stages."""
 
@@ -369,6 +397,7 @@ class Config(_Section):
     http: HttpConfig = HttpConfig()
     cluster: ClusterConfig = ClusterConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    record: RecordConfig = RecordConfig()
 
     @model_validator(mode="after")
     def _check_shorthand(self) -> "Config":

@@ -115,6 +115,7 @@ class Reader:
         self.state = "reading"
         self.frames_decoded = 0
         self.reconnects = 0
+        self.recorder = None  # a camera's `recorder.Recorder`, set before `start`: every packet recorded as it comes
         self._container = container
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -292,6 +293,11 @@ class CameraReader(Reader):
         except Exception as exc:  # a bug, not a camera failure: it ends the run, with its traceback
             error = exc
         self._close()
+        if self.recorder is not None:
+            try:
+                self.recorder.close()
+            except Exception as exc:  # noqa: BLE001 - ends the run as any reader failure does
+                error = error or exc
         self._put(_End(error))
 
     def _decode_session(self, clock: MediaClock, down_since: float | None) -> tuple[int, str]:
@@ -301,8 +307,11 @@ class CameraReader(Reader):
         realtime0 = container.start_time_realtime
         start_s = (container.start_time or 0) / 1e6
         frames = 0
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.session(stream)
         try:
-            for av_frame in _flushed(container, stream):
+            for av_frame in _flushed(container, stream, recorder):
                 if self._stop.is_set():
                     return frames, "stopped"
                 now = time.time()
@@ -314,18 +323,28 @@ class CameraReader(Reader):
                     if down_since is not None:
                         self._put(SourceStatus(self.name, "up", now, pts, self.frames_decoded, gap_s=now - down_since))
                 self._put(Frame(self.name, self.frames_decoded, pts, now, self._picture(av_frame), camera_time))
+                if recorder is not None:
+                    recorder.frame(self.frames_decoded, pts)
                 self.frames_decoded += 1
                 frames += 1
         except (av.error.FFmpegError, OSError) as exc:  # the camera's failures mean "down", then reconnect
             return frames, _reason(exc)
+        finally:
+            if recorder is not None:
+                recorder.cut()
         return frames, "stream ended"
 
 
-def _flushed(container, stream):
+def _flushed(container, stream, recorder=None):
     """Every frame of a camera's stream, with the frames still in the decoder when the stream breaks off (a
-    camera that ends or drops has sent them; a decoder holds a few back for reordering)."""
+    camera that ends or drops has sent them; a decoder holds a few back for reordering). Each packet goes to the
+    `recorder` too, once decoded."""
     try:
-        yield from container.decode(stream)
+        for packet in container.demux(stream):
+            frames = packet.decode()
+            if recorder is not None:
+                recorder.packet(packet)
+            yield from frames
     except (av.error.FFmpegError, OSError):
         try:
             yield from stream.codec_context.decode(None)

@@ -88,6 +88,11 @@ class _Counters:
             "questions_dropped": CounterMetricFamily("streamer_questions_dropped",
                                                      "Per-object questions dropped (track ended, or failed)",
                                                      labels=["source"]),
+            "segments": CounterMetricFamily("streamer_recorded_segments", "Recorded segments closed and indexed",
+                                            labels=["source"]),
+            "segments_deleted": CounterMetricFamily("streamer_recorded_segments_deleted",
+                                                    "Recorded segments deleted by retention or the storage guard",
+                                                    labels=["source"]),
         }
         fps = GaugeMetricFamily("streamer_fps", "Frames per second since the source started", labels=["source"])
         up = GaugeMetricFamily("streamer_source_up", "1 when the source delivers frames", labels=["source"])

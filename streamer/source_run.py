@@ -36,6 +36,7 @@ from streamer.flow import small_grey
 from streamer.metrics import Metrics
 from streamer.outputs import Output, Outputs, Shown, source_outputs
 from streamer.reader import Reader
+from streamer.recorder import Recorder
 from streamer.records import Event, Frame, SourceStatus
 from streamer.sampler import Sampler
 from streamer.schedule import Schedule
@@ -116,6 +117,9 @@ class SourceRun:
         """A copy of the stats with the reader's own counters, which move even while no frame arrives."""
         stats = self._stats.copy()
         stats.dropped, stats.reconnects = self.reader.dropped, self.reader.reconnects
+        recorder = self.reader.recorder
+        if recorder is not None:
+            stats.segments, stats.segments_deleted = recorder.segments, recorder.retention.deleted
         if stats.live and stats.state == "running":
             stats.state = self.reader.state
         return stats
@@ -130,6 +134,8 @@ class SourceRun:
             self.outputs = source_outputs(self.spec, self.config, lambda: self.reader.info, self.store,
                                           self.takeover.append, self.shared, self.takeover.replay, self.reader.live,
                                           self.run_id)
+            if self.reader.live and self.config.record.enabled and self.store is not None:
+                self.reader.recorder = Recorder(self.store, self.reader.name, self.config.record, self.run_id)
             self.reader.start()
             if self.reader.live:
                 self._run_live(stop)

@@ -33,6 +33,8 @@ class RunStats:
     questions_asked: int = 0  # per-object questions (questions.py)
     questions_answered: int = 0
     questions_dropped: int = 0
+    segments: int = 0  # recorded segments closed and indexed (cameras)
+    segments_deleted: int = 0  # recorded segments deleted by retention and the storage guard
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0  # processing time, after the model has loaded
     load_seconds: float = 0.0

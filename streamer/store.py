@@ -105,9 +105,26 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection, Path], None]] = [
     # An event's line is stored as the log wrote it, byte for byte; its paths (a snapshot) are relative to the
     # log's folder, which is recorded here relative to the store's (NULL: the same folder).
     _log_folder_column,
+    # Recorded segments of cameras (`recorder`), indexed as each one closes; paths relative to the store's folder.
+    """
+    CREATE TABLE IF NOT EXISTS segments (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        path TEXT NOT NULL UNIQUE,
+        start_wall REAL NOT NULL,
+        end_wall REAL NOT NULL,
+        start_pts REAL,
+        end_pts REAL,
+        first_frame INTEGER,
+        last_frame INTEGER,
+        bytes INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS segments_by_time ON segments (start_wall);
+    CREATE INDEX IF NOT EXISTS segments_by_source ON segments (source, start_wall);
+    """,
 ]
 DB_VERSION = len(MIGRATIONS)
-COLUMNS = ["wall_time", "source", "type", "frame_index", "pts", "track_id", "label", "text"]
+COLUMNS = ["id", "wall_time", "source", "type", "frame_index", "pts", "track_id", "label", "text"]
 
 
 def migrate(conn: sqlite3.Connection, folder: Path) -> None:
@@ -217,6 +234,34 @@ class EventStore:
                 "INSERT INTO keyframe_boxes (source, frame_index, pts, image, label, track_id, confidence, x1, y1, x2, y2)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
+    def add_segment(self, segment) -> None:
+        """A recorded segment (`recorder.Segment`), the moment it is closed."""
+        with self._writing() as conn:
+            conn.execute("INSERT OR REPLACE INTO segments (source, path, start_wall, end_wall, start_pts, end_pts,"
+                         " first_frame, last_frame, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (segment.source, segment.path, segment.start_wall, segment.end_wall, segment.start_pts,
+                          segment.end_pts, segment.first_frame, segment.last_frame, segment.bytes))
+
+    def segments(self, limit: int | None = None) -> list:
+        """Every recorded segment of the store, oldest first (at most `limit`)."""
+        with self._writing() as conn:
+            return _segments(conn, limit=limit)
+
+    def segment_paths(self, source: str) -> list[str]:
+        with self._writing() as conn:
+            return [row[0] for row in conn.execute("SELECT path FROM segments WHERE source = ?", (source,))]
+
+    def delete_segment(self, segment_id: int) -> None:
+        with self._writing() as conn:
+            conn.execute("DELETE FROM segments WHERE id = ?", (segment_id,))
+
+    def event_times(self, since: float, exclude: tuple[str, ...]) -> list[float]:
+        """When events since `since` (epoch seconds) happened, but those of the types in `exclude`."""
+        marks = ", ".join("?" * len(exclude))
+        with self._writing() as conn:
+            return [row[0] for row in conn.execute(
+                f"SELECT wall_epoch FROM events WHERE wall_epoch >= ? AND type NOT IN ({marks})", (since, *exclude))]
+
     def close(self) -> None:
         """One source is done with the store; the last one closes it."""
         with self._lock:
@@ -255,7 +300,40 @@ class StoreOutput(Output):
         self.store.close()
 
 
-def _epoch(value: str, flag: str) -> float:
+def _segments(conn: sqlite3.Connection, source: str | None = None, start: float | None = None,
+              end: float | None = None, limit: int | None = None) -> list:
+    """Segments of `source` (all: None) overlapping [start, end] in wall time, oldest first."""
+    from streamer.recorder import Segment
+
+    where, args = [], []
+    if source is not None:
+        where.append("source = ?")
+        args.append(source)
+    if start is not None:
+        where.append("end_wall >= ?")
+        args.append(start)
+    if end is not None:
+        where.append("start_wall <= ?")
+        args.append(end)
+    sql = ("SELECT source, path, start_wall, end_wall, start_pts, end_pts, first_frame, last_frame, bytes, id FROM"
+           " segments" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY start_wall, id")
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return [Segment(*row) for row in conn.execute(sql, args)]
+
+
+def recordings(path: Path, source: str | None = None, start: float | None = None,
+               end: float | None = None) -> list:
+    """A store's recorded segments (read only), oldest first; their paths resolved against the store's folder."""
+    conn = connect(path, create=False)
+    try:
+        found = _segments(conn, source, start, end)
+    finally:
+        conn.close()
+    return found
+
+
+def epoch(value: str, flag: str) -> float:
     try:
         moment = _dt.datetime.fromisoformat(value)
     except ValueError:
@@ -273,9 +351,11 @@ def match_words(search: str) -> str:
 
 
 def query(path: Path, source: str | None = None, type: str | None = None, label: str | None = None,
-          since: str | None = None, until: str | None = None, search: str | None = None) -> list[dict[str, Any]]:
+          since: str | None = None, until: str | None = None, search: str | None = None,
+          with_id: bool = False) -> list[dict[str, Any]]:
     """Events matching every given filter, oldest first (best match first with `search`: words in their label,
-    text, type or source, ranked by BM25), as the JSON objects of the event log; paths in them (snapshots)
+    text, type or source, ranked by BM25), as the JSON objects of the event log (`with_id`: the store's id of
+    each first, which `streamer clip --event` takes); paths in them (snapshots)
     resolved against the store's folder, so they work from wherever the store is read."""
     where, args = [], []
     for column, value in (("source", source), ("type", type), ("label", label)):
@@ -284,10 +364,10 @@ def query(path: Path, source: str | None = None, type: str | None = None, label:
             args.append(value)
     if since is not None:
         where.append("wall_epoch >= ?")
-        args.append(_epoch(since, "--since"))
+        args.append(epoch(since, "--since"))
     if until is not None:
         where.append("wall_epoch < ?")
-        args.append(_epoch(until, "--until"))
+        args.append(epoch(until, "--until"))
     order, table = "wall_epoch, events.id", "events"
     if search is not None:
         words = match_words(search)
@@ -297,15 +377,15 @@ def query(path: Path, source: str | None = None, type: str | None = None, label:
         where.append("events_text MATCH ?")
         args.append(words)
         order = "bm25(events_text), wall_epoch"
-    sql = f"SELECT line, folder FROM {table}" + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}"
+    sql = f"SELECT events.id, line, folder FROM {table}" + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}"
     conn = connect(path, create=False)
     try:
         rows = conn.execute(sql, args).fetchall()
     finally:
         conn.close()
     events = []
-    for line, folder in rows:
-        event = json.loads(line)
+    for row_id, line, folder in rows:
+        event = {"id": row_id, **json.loads(line)} if with_id else json.loads(line)
         if "snapshot" in event:
             event["snapshot"] = str(resolve(Path(path).parent / (folder or "."), event["snapshot"]))
         events.append(event)

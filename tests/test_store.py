@@ -72,12 +72,13 @@ def test_events_since_until_and_formats(tmp_path, capsys):
     assert query(db, until=events[0]["wall_time"]) == []
     assert main(["events", str(db), "--type", "object_left", "--format", "csv"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("wall_time,source,type") and len(out) == 3
+    assert out[0].startswith("id,wall_time,source,type") and len(out) == 3
     assert main(["events", str(db), "--label", "car"]) == 0
     table = capsys.readouterr().out
     assert "object_appeared" in table and "(2 events)" in table
     assert main(["events", str(db), "--format", "json", "--source", "street"]) == 0
-    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == events
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e.pop("id") for e in printed] == list(range(1, len(events) + 1)) and printed == events
     assert main(["events", str(db), "--since", "yesterday"]) == 1
     assert "ISO-8601" in capsys.readouterr().err
 

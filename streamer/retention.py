@@ -1,0 +1,112 @@
+"""Retention: which recorded segments a store keeps, so footage never outgrows the disk.
+
+Run after every segment a recorder closes. In order: footage older than `record.retain_days` goes unless it is
+around an event (from `pre_s` before to `post_s` after) younger than `record.events_retain_days`; footage older
+than that goes whatever it shows; then the oldest goes, footage around events last, while all of a store's
+footage is over `record.retain_gb`; and whenever the disk under the recordings has less than
+`record.min_free_gb` free, the oldest goes first (the storage guard), so recording never stops on a full disk.
+A segment's file and its index row go together, so nothing points at a deleted file; every deletion is counted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from streamer.config import RecordConfig
+
+log = logging.getLogger("streamer.retention")
+
+# Events that are about what the camera saw; a camera going down or a worker restarting keeps no footage.
+_NOT_SEEN = ("source_down", "source_up", "worker_restarted", "worker_lost")
+
+
+class Retention:
+    def __init__(self, store, config: RecordConfig) -> None:
+        self.store = store
+        self.config = config
+        self.deleted = 0  # segments deleted by age or size
+        self.guarded = 0  # of those, deleted because the disk was nearly full
+
+    def enforce(self, now: float | None = None) -> int:
+        """Apply every rule; the number of segments deleted."""
+        now = time.time() if now is None else now
+        cfg = self.config
+        segments = self.store.segments()  # oldest first
+        around = _Intervals(self._around_events(now))
+        gone: dict[int, object] = {}
+        for segment in segments:
+            age = now - segment.end_wall
+            if age > cfg.events_retain_days * 86400 or (
+                    age > cfg.retain_days * 86400 and not around.overlaps(segment.start_wall, segment.end_wall)):
+                gone[segment.id] = segment
+        left = [s for s in segments if s.id not in gone]
+        total = sum(s.bytes for s in left)
+        if total > cfg.retain_gb * 1e9:
+            plain = [s for s in left if not around.overlaps(s.start_wall, s.end_wall)]
+            plain_ids = {s.id for s in plain}
+            for segment in plain + [s for s in left if s.id not in plain_ids]:
+                if total <= cfg.retain_gb * 1e9:
+                    break
+                gone[segment.id] = segment
+                total -= segment.bytes
+        self._delete(list(gone.values()))
+        return len(gone) + self.guard()
+
+    def guard(self) -> int:
+        """The storage guard: the oldest footage goes while the disk has less than `min_free_gb` free."""
+        want = self.config.min_free_gb * 1e9
+        folder = Path(self.store.path).parent
+        n = 0
+        while _free(folder) < want:
+            oldest = self.store.segments(limit=1)
+            if not oldest:
+                break
+            self._delete(oldest)
+            self.guarded += 1
+            n += 1
+        return n
+
+    def _around_events(self, now: float) -> list[tuple[float, float]]:
+        since = now - self.config.events_retain_days * 86400
+        return [(t - self.config.pre_s, t + self.config.post_s) for t in self.store.event_times(since, _NOT_SEEN)]
+
+    def _delete(self, segments) -> None:
+        if not segments:
+            return
+        base = Path(self.store.path).parent
+        for segment in segments:
+            try:
+                (base / segment.path).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cannot delete the recording %s: %s", base / segment.path, exc)
+                continue
+            self.store.delete_segment(segment.id)
+            self.deleted += 1
+
+
+class _Intervals:
+    """Time intervals, merged and sorted, asked whether they overlap another: O(log n) each."""
+
+    def __init__(self, intervals: list[tuple[float, float]]) -> None:
+        merged: list[list[float]] = []
+        for start, end in sorted(intervals):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        self.starts = [m[0] for m in merged]
+        self.ends = [m[1] for m in merged]
+
+    def overlaps(self, start: float, end: float) -> bool:
+        i = bisect.bisect_right(self.starts, end) - 1  # the last interval starting before `end`
+        return i >= 0 and self.ends[i] >= start
+
+
+def _free(folder: Path) -> float:
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free

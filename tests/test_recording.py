@@ -1,0 +1,197 @@
+"""Recordings: a camera's stream in segments (GStreamer's RTSP server), clips of events, retention."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from streamer.cli import main
+from streamer.clip import cut, event_range
+from streamer.config import Config, RecordConfig
+from streamer.pipeline import Pipeline
+from streamer.recorder import Segment
+from streamer.retention import Retention
+from streamer.source_run import SourceSpec
+from streamer.store import EventStore, query, recordings
+from tests.helpers import OFFLINE, ROOT
+from tests.rtsp_server import RtspServer, require_gstreamer, wait_for
+from tests.scripted import ScriptedDetector
+
+# A noisy picture: about 1 MB/s of H.264, so a few seconds fill a small disk.
+NOISY = ("videotestsrc is-live=true pattern=snow ! video/x-raw,width=320,height=240,framerate=25/1 ! "
+         "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bitrate=8000 ! "
+         "rtph264pay name=pay0 pt=96 config-interval=1")
+
+
+def car_from(first: int):
+    return lambda i: [("car", (40, 40, 140, 120), None)] if i >= first else []
+
+
+def record(tmp_path: Path, url: str, seconds: float, script=lambda i: [], **record_settings):
+    config = Config.model_validate({"record": {"segment_s": 2, **record_settings}, "output": {"write_video": False},
+                                    "sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None}})
+    spec = SourceSpec(url, tmp_path / "e.jsonl", None, name="cam", db_path=tmp_path / "e.db")
+    [stats] = Pipeline(config, lambda: ScriptedDetector(script)).run_many([spec], duration_s=seconds)
+    assert stats.error is None, stats.error
+    return stats, spec
+
+
+def frames_of(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+@pytest.mark.live
+def test_a_camera_is_recorded_in_contiguous_indexed_segments_that_play(tmp_path):
+    require_gstreamer()
+    with RtspServer() as camera:
+        stats, spec = record(tmp_path, camera.url(), 8)
+    segments = recordings(spec.db_path)
+    assert len(segments) >= 3 and stats.segments == len(segments)
+    on_disk = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "recordings").rglob("*.mp4"))
+    assert on_disk == sorted(s.path for s in segments)  # every file indexed, nothing else written
+    for before, after in zip(segments, segments[1:]):
+        assert after.first_frame == before.last_frame + 1  # no frame lost at a cut
+        assert abs(after.start_wall - before.end_wall) < 0.5
+    for segment in segments:  # the frames the run saw (the last one may hold a frame the stop cut short)
+        frames = frames_of(tmp_path / segment.path) - (segment.last_frame - segment.first_frame + 1)
+        assert frames == 0 or (segment is segments[-1] and frames == 1)
+        assert segment.bytes == (tmp_path / segment.path).stat().st_size
+    for segment in segments[:-1]:  # cut on keyframes (one a second) once segment_s is reached
+        assert 2.0 <= segment.end_wall - segment.start_wall <= 3.1
+
+
+@pytest.mark.live
+def test_a_clip_of_an_event_starts_pre_s_before_it_and_plays(tmp_path, capsys):
+    require_gstreamer()
+    with RtspServer() as camera:
+        _, spec = record(tmp_path, camera.url(), 9, car_from(100), pre_s=2, post_s=1)
+    [appeared] = [e for e in query(spec.db_path, with_id=True) if e["type"] == "object_appeared"]
+    source, start, end = event_range(spec.db_path, appeared["id"], 2, 1)
+    made = cut(spec.db_path, source, start, end, tmp_path / "clip.mp4")
+    appeared_at = datetime.datetime.fromisoformat(appeared["wall_time"]).timestamp()
+    assert made.start <= appeared_at - 2 + 0.05  # at least pre_s before (to the keyframe before)
+    assert frames_of(tmp_path / "clip.mp4") == made.frames >= 25 * 3
+    # The command line does the same, never over an existing file, and says what is wrong in one line.
+    assert main(["clip", str(spec.db_path), str(tmp_path / "again.mp4"), "--event", str(appeared["id"])]) == 0
+    assert frames_of(tmp_path / "again.mp4") > 0
+    assert main(["clip", str(spec.db_path), str(tmp_path / "again.mp4"), "--event", str(appeared["id"])]) == 1
+    assert main(["clip", str(spec.db_path), str(tmp_path / "c.mp4"), "--event", "999"]) == 1
+    assert main(["clip", str(spec.db_path), str(tmp_path / "c.mp4"), "--source", "cam", "--from",
+                 "2001-01-01T00:00:00", "--to", "2001-01-01T00:01:00"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert "exists" in err[0] and "no event 999" in err[1] and "its recordings run from" in err[2]
+    assert not (tmp_path / "c.mp4").exists()
+
+
+@pytest.mark.live
+def test_a_full_disk_under_the_recordings_makes_the_guard_delete_and_recording_go_on(tmp_path):
+    require_gstreamer()
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with RtspServer({"/live": NOISY}) as camera:
+            stats, spec = record(disk, camera.url(), 10, min_free_gb=0.003, segment_s=1)
+        segments = recordings(spec.db_path)
+        assert stats.segments_deleted > 0 and stats.segments > len(segments) >= 1
+        assert os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize > 1e6  # room was kept
+        newest = max(segments, key=lambda s: s.start_wall)
+        assert frames_of(disk / newest.path) > 0 and newest.end_wall > time.time() - 3  # still recording at the end
+        assert sorted(p.relative_to(disk).as_posix() for p in (disk / "recordings").rglob("*.mp4")) == sorted(
+            s.path for s in segments)  # nothing indexed that is gone, nothing on disk unindexed
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+
+
+@pytest.mark.live
+def test_a_killed_run_leaves_every_closed_segment_indexed_and_the_open_one_playable(tmp_path):
+    require_gstreamer()
+    config = tmp_path / "c.yaml"
+    config.write_text("record: {segment_s: 2}\noutput: {write_video: false}\n")
+    model = tmp_path / "m"
+    from tests.tiny_florence import build_tiny_florence
+    from tests.helpers import OD_ANSWER
+
+    build_tiny_florence(model, OD_ANSWER)
+    db = tmp_path / "e.db"
+    with RtspServer() as camera:
+        def run(seconds: float | None = None):
+            args = [sys.executable, "-m", "streamer", "run", f"cam={camera.url()}", "--config", config, "--model",
+                    model, "--events", tmp_path / f"e{time.monotonic_ns()}.jsonl", "--db", db, "--no-video"]
+            if seconds:
+                args += ["--duration", str(seconds)]
+            return subprocess.Popen([str(a) for a in args], cwd=ROOT, env=OFFLINE, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+
+        first = run()
+        try:
+            assert wait_for(lambda: db.exists() and len(recordings(db)) >= 2, 60), first.stderr
+            time.sleep(1.6)  # well into the next segment: a fragment (a second) of it is on disk
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        indexed = {s.path for s in recordings(db)}
+        files = {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "recordings").rglob("*.mp4")}
+        [open_one] = files - indexed  # every closed segment is indexed; the open one is on disk
+        assert indexed < files and frames_of(tmp_path / open_one) > 0
+        again = run(4)
+        assert again.wait(60) == 0, again.stderr.read()
+    after = {s.path for s in recordings(db)}
+    assert files <= after and len(after) > len(files)  # the index picked up where it was, the open one too
+
+
+def _segments(tmp_path: Path, store: EventStore, hours: list[float], size: int, now: float) -> list[Segment]:
+    out = []
+    for i, age in enumerate(hours):
+        path = tmp_path / "recordings" / "cam" / f"{i:03d}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * size)
+        start = now - age * 3600
+        store.add_segment(Segment("cam", path.relative_to(tmp_path).as_posix(), start, start + 10, None, None,
+                                  None, None, size))
+    return out
+
+
+def test_retention_deletes_oldest_first_keeps_footage_of_events_and_holds_the_cap(tmp_path):
+    from streamer.records import Event, Logged
+
+    now = time.time()
+    store = EventStore(tmp_path / "e.db").acquire()
+    # Ten segments of 400 kB, 100 to 10 hours old; an event 50 hours ago.
+    _segments(tmp_path, store, [100, 90, 80, 70, 60, 50, 40, 30, 20, 10], 400_000, now)
+    store.write(Logged.of(Event("object_appeared", "cam", 0, 0.0, now - 50 * 3600 + 5, track_id=1)), tmp_path)
+    store.write(Logged.of(Event("source_down", "cam", 0, 0.0, now - 80 * 3600 + 5)), tmp_path)  # keeps nothing
+    config = RecordConfig(retain_days=2, events_retain_days=3, retain_gb=0.002, min_free_gb=0)
+    retention = Retention(store, config)
+    retention.enforce(now)
+    ages = [round((now - s.start_wall) / 3600) for s in store.segments()]
+    # Older than 2 days goes, but the one around the event (50 h, within events_retain_days); then the cap of
+    # 2 MB (five segments) takes nothing more: 4 left.
+    assert ages == [50, 40, 30, 20, 10] and retention.deleted == 5
+    assert sorted(p.name for p in (tmp_path / "recordings" / "cam").iterdir()) == ["005.mp4", "006.mp4", "007.mp4",
+                                                                                    "008.mp4", "009.mp4"]
+    retention.config = config.model_copy(update={"retain_gb": 0.001})
+    retention.enforce(now)  # 1 MB: the oldest plain footage goes first, the event's last
+    assert [round((now - s.start_wall) / 3600) for s in store.segments()] == [50, 10]
+    retention.config = config.model_copy(update={"events_retain_days": 2})
+    retention.enforce(now)  # the event is past its days: its footage goes too
+    assert [round((now - s.start_wall) / 3600) for s in store.segments()] == [10]
+    store.close()
+
+
+def test_a_retention_that_cannot_hold_one_segment_is_one_line(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("record: {segment_s: 60, retain_days: 0.0001}\n")
+    assert main(["run", "x.mp4", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot hold one segment" in err
