@@ -311,7 +311,8 @@ def _summary(stats: RunStats) -> str:
     if stats.db_path is not None:
         lines.append(f"  event store:     {stats.db_path}")
     if stats.segments and stats.db_path is not None:
-        lines.append(f"  recordings:      {Path(stats.db_path).parent / 'recordings' / safe_name(stats.source)}")
+        lines.append(f"  recordings:      {Path(stats.db_path).parent / 'recordings' / safe_name(stats.source)}"
+                     " (each segment with its tracks)")
     lines.append(f"  model loaded in {stats.load_seconds:.1f} s; frames processed in {stats.seconds:.1f} s ({stats.fps:.1f} fps)")
     return "\n".join(lines)
 

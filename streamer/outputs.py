@@ -112,19 +112,22 @@ class Outputs:
 
 
 def source_outputs(spec, config: Config, stream: Callable[[], StreamInfo], store=None, append: bool = False,
-                   shared: Sequence[Output] = (), replay: int = 0, live: bool = False, run_id: str = "") -> Outputs:
+                   shared: Sequence[Output] = (), replay: int = 0, live: bool = False, run_id: str = "",
+                   recorder=None) -> Outputs:
     """One source's outputs as its spec (a `SourceSpec`) and the config ask: the event log, the tracks file, the
     annotated video and the event store; `stream` tells the video the stream's rate and size when its first frame
     comes; `append`: continue the log and tracks of a run whose process died; `run_id`: in the name of every file
-    the run writes beside other runs' (saved keyframes)."""
-    from streamer.sinks import AnnotatedVideo, EventLog, TracksFile
+    the run writes beside other runs' (saved keyframes); `recorder`: a recorded camera's, whose tracks go beside
+    each of its segments instead of into one file that grows for as long as the camera runs."""
+    from streamer.sinks import AnnotatedVideo, EventLog, SegmentTracks, TracksFile
     from streamer.store import StoreOutput
 
     own: list[Output] = []
     try:
-        own.append(EventLog(spec.events_path, append=append))
+        keep = config.record.events_retain_days if recorder is not None else None  # a camera run for months
+        own.append(EventLog(spec.events_path, append=append, keep_days=keep))
         if spec.tracks_path is not None:
-            own.append(TracksFile(spec.tracks_path, append=append))
+            own.append(SegmentTracks(recorder) if recorder is not None else TracksFile(spec.tracks_path, append=append))
         if spec.video_path is not None:
             out = config.output
             own.append(AnnotatedVideo(spec.video_path, stream, out.codec, out.preset, out.crf))

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +92,8 @@ class Recorder:
         self._in_stream = None
         self._open: _Open | None = None
         self._count = 0
+        self._spans: deque[tuple[int, Path]] = deque(maxlen=64)  # (first frame, file) of the latest segments
+        self._lock = threading.Lock()
         self.recover()
 
     def recover(self) -> None:
@@ -129,7 +133,19 @@ class Recorder:
         if self._open is not None:
             if self._open.first_frame is None:
                 self._open.first_frame = (index, pts)
+                with self._lock:
+                    self._spans.append((index, self._open.path))
             self._open.last_frame = (index, pts)
+
+    def segment_of(self, index: int) -> Path | None:
+        """The segment that holds frame `index` (a frame of the last minute or so), or None (not recorded:
+        before the first keyframe, or while a segment could not be written)."""
+        with self._lock:
+            spans = list(self._spans)
+        for first, path in reversed(spans):
+            if first <= index:
+                return path
+        return None
 
     def cut(self) -> None:
         """Close the open segment and index it (then apply retention); nothing to do without one."""
@@ -147,6 +163,9 @@ class Recorder:
         if size == 0:
             segment.path.unlink(missing_ok=True)
             return
+        if segment.last_frame is not None:
+            with self._lock:  # frames after the last one recorded belong to no segment
+                self._spans.append((segment.last_frame[0] + 1, None))
         self.store.add_segment(Segment(
             self.source, segment.path.relative_to(self.base).as_posix(), segment.start_wall,
             segment.start_wall + duration, first and first[1], last and last[1] + self._frame_s(),

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from streamer.config import RecordConfig
+from streamer.sinks import tracks_beside
 
 log = logging.getLogger("streamer.retention")
 
@@ -81,6 +82,7 @@ class Retention:
         for segment in segments:
             try:
                 (base / segment.path).unlink(missing_ok=True)
+                tracks_beside(base / segment.path).unlink(missing_ok=True)
             except OSError as exc:
                 log.warning("cannot delete the recording %s: %s", base / segment.path, exc)
                 continue

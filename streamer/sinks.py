@@ -7,6 +7,8 @@ of an earlier one, and closed (the MP4 finalised, the files flushed) on every wa
 
 from __future__ import annotations
 
+import datetime as _dt
+import gzip
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -145,12 +147,44 @@ class JsonlFile(Output):
 
 
 class EventLog(JsonlFile):
-    """The event log: one event a line, flushed per event."""
+    """The event log: one event a line, flushed per event. With `keep_days` (a camera that runs for months) it
+    rotates at local midnight: the day's log is renamed `<stem>.<YYYY-MM-DD><suffix>` beside it and a new one
+    begins; rotated logs older than `keep_days` are deleted (the store keeps every event)."""
 
     what = "event log"
 
+    def __init__(self, path: Path, append: bool = False, keep_days: float | None = None) -> None:
+        super().__init__(path, append)
+        self.keep_days = keep_days
+        self._day: _dt.date | None = None
+
     def event(self, logged: Logged) -> None:
+        if self.keep_days is not None:
+            day = _dt.datetime.fromtimestamp(logged.event.wall_time).date()
+            if self._day is not None and day != self._day:
+                self._rotate(self._day, day)
+            self._day = day
         self._write(logged.line + "\n")
+
+    def _rotate(self, ended: _dt.date, today: _dt.date) -> None:
+        self.close()
+        stem, suffix = self.path.stem, self.path.suffix
+        target, n = self.path.with_name(f"{stem}.{ended.isoformat()}{suffix}"), 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{stem}.{ended.isoformat()}-{n}{suffix}")
+        try:
+            self.path.rename(target)
+            self._file = self.path.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise cannot_write(self.what, self.path, exc) from None
+        oldest = today - _dt.timedelta(days=self.keep_days)
+        for old in self.path.parent.glob(f"{stem}.????-??-??*{suffix}"):
+            try:
+                if _dt.date.fromisoformat(old.name[len(stem) + 1:len(stem) + 11]) < oldest:
+                    old.unlink()
+            except (ValueError, OSError):
+                continue
 
 
 class TracksFile(JsonlFile):
@@ -163,10 +197,62 @@ class TracksFile(JsonlFile):
     flush_every = 25  # frames: a killed run keeps its tracks up to about a second before
 
     def frame(self, shown: Shown) -> None:
-        frame = shown.frame
-        line = {"source": frame.source, "frame_index": frame.index, "pts": round(frame.pts, 6),
-                "tracks": [box for frame_tracks in shown.tracks for box in _boxes(frame_tracks)]}
-        self._write(json.dumps(line, ensure_ascii=False) + "\n")
+        self._write(_line(shown))
+
+
+class SegmentTracks(Output):
+    """A recorded camera's tracks file: the lines of a `TracksFile`, beside each recorded segment
+    (`<segment>.tracks.jsonl.gz`), so they are pruned with its footage and a player of the segment draws from them.
+    Frames that no segment holds (before the first keyframe, while recording failed) have no footage to go with."""
+
+    replays = True
+    flush_every = TracksFile.flush_every
+
+    def __init__(self, recorder) -> None:
+        self.recorder = recorder
+        self._path: Path | None = None
+        self._file = None
+        self._unflushed = 0
+
+    def frame(self, shown: Shown) -> None:
+        segment = self.recorder.segment_of(shown.frame.index)
+        if segment is None:
+            return
+        try:
+            if segment != self._path:
+                self._finish()
+                self._path = segment
+                self._file = gzip.open(tracks_beside(segment), "at", encoding="utf-8")
+            self._file.write(_line(shown))
+            self._unflushed += 1
+            if self._unflushed >= self.flush_every:
+                self._file.flush()
+                self._unflushed = 0
+        except OSError as exc:
+            raise cannot_write("tracks file", tracks_beside(segment), exc) from None
+
+    def _finish(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError as exc:
+                raise cannot_write("tracks file", tracks_beside(self._path), exc) from None
+
+    def close(self) -> None:
+        self._finish()
+
+
+def tracks_beside(segment: Path) -> Path:
+    """Where a recorded segment's tracks are."""
+    return segment.with_name(segment.name + ".tracks.jsonl.gz")
+
+
+def _line(shown: Shown) -> str:
+    frame = shown.frame
+    line = {"source": frame.source, "frame_index": frame.index, "pts": round(frame.pts, 6),
+            "tracks": [box for frame_tracks in shown.tracks for box in _boxes(frame_tracks)]}
+    return json.dumps(line, ensure_ascii=False) + "\n"
 
 
 def _boxes(frame_tracks: FrameTracks) -> list[dict]:
@@ -179,8 +265,9 @@ def _boxes(frame_tracks: FrameTracks) -> list[dict]:
 def tracks_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, box) for every box of a tracks file, each box with its frame's `source`, `frame_index` and
     `pts`; a line that is not a frame of a tracks file is one error naming it."""
+    path = Path(path)
     try:
-        with Path(path).open(encoding="utf-8") as f:
+        with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")) as f:
             for number, line in enumerate(f, 1):
                 try:
                     record = json.loads(line)
@@ -190,5 +277,7 @@ def tracks_rows(path: Path) -> Iterator[tuple[int, dict]]:
                     raise StreamerError(f"{path}:{number} is not a line of a tracks file") from None
                 for box in boxes:
                     yield number, {**head, **box}
+    except EOFError:  # a compressed file a killed run left open: what it flushed is all there is
+        return
     except (OSError, UnicodeDecodeError) as exc:
         raise StreamerError(f"cannot read the tracks file {path}: {exc}") from None

@@ -131,11 +131,17 @@ class SourceRun:
         stats.started = time.monotonic()
         stats.state = "running"
         try:
-            self.outputs = source_outputs(self.spec, self.config, lambda: self.reader.info, self.store,
-                                          self.takeover.append, self.shared, self.takeover.replay, self.reader.live,
-                                          self.run_id)
             if self.reader.live and self.config.record.enabled and self.store is not None:
                 self.reader.recorder = Recorder(self.store, self.reader.name, self.config.record, self.run_id)
+                stats.tracks_path = None  # beside each segment
+            try:
+                self.outputs = source_outputs(self.spec, self.config, lambda: self.reader.info, self.store,
+                                              self.takeover.append, self.shared, self.takeover.replay,
+                                              self.reader.live, self.run_id, self.reader.recorder)
+            except BaseException:
+                if self.reader.recorder is not None:
+                    self.reader.recorder.close()  # its reader never started, so never closes it
+                raise
             self.reader.start()
             if self.reader.live:
                 self._run_live(stop)

@@ -38,7 +38,8 @@ def car_from(first: int):
 def record(tmp_path: Path, url: str, seconds: float, script=lambda i: [], **record_settings):
     config = Config.model_validate({"record": {"segment_s": 2, **record_settings}, "output": {"write_video": False},
                                     "sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None}})
-    spec = SourceSpec(url, tmp_path / "e.jsonl", None, name="cam", db_path=tmp_path / "e.db")
+    spec = SourceSpec(url, tmp_path / "e.jsonl", None, name="cam", db_path=tmp_path / "e.db",
+                      tracks_path=tmp_path / "t.jsonl")
     [stats] = Pipeline(config, lambda: ScriptedDetector(script)).run_many([spec], duration_s=seconds)
     assert stats.error is None, stats.error
     return stats, spec
@@ -195,3 +196,51 @@ def test_a_retention_that_cannot_hold_one_segment_is_one_line(tmp_path, capsys):
     assert main(["run", "x.mp4", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot hold one segment" in err
+
+
+@pytest.mark.live
+def test_a_recorded_cameras_tracks_go_beside_each_segment_and_are_pruned_with_it(tmp_path):
+    from streamer.sinks import tracks_beside, tracks_rows
+
+    require_gstreamer()
+    with RtspServer() as camera:
+        _, spec = record(tmp_path, camera.url(), 7, car_from(0))
+        spec_tracks = tmp_path / "t.jsonl"
+    assert not spec_tracks.exists()
+    segments = recordings(spec.db_path)
+    for segment in segments:
+        beside = tracks_beside(tmp_path / segment.path)
+        frames = [json_line["frame_index"] for json_line in _lines(beside)]
+        # every frame the segment holds has its line, and no other; the car is on them
+        assert frames == list(range(segment.first_frame, segment.last_frame + 1))
+        assert {r["label"] for _, r in tracks_rows(beside)} == {"car"}
+    store = EventStore(spec.db_path).acquire()
+    Retention(store, RecordConfig(retain_gb=0.001, min_free_gb=0, retain_days=0.0001, segment_s=1,
+                                  events_retain_days=0.0001)).enforce(time.time() + 3600)
+    store.close()
+    assert not list((tmp_path / "recordings").rglob("*.tracks.jsonl.gz"))  # gone with their footage
+
+
+def _lines(path: Path) -> list[dict]:
+    import gzip
+    import json
+
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_a_cameras_event_log_rotates_at_midnight_and_old_days_are_deleted(tmp_path):
+    from streamer.records import Event, Logged
+    from streamer.sinks import EventLog
+
+    log = tmp_path / "events.jsonl"
+    (tmp_path / "events.2001-01-01.jsonl").write_text("{}\n")  # a day long past
+    (tmp_path / "notes.2001-01-01.txt").write_text("a user's file")
+    day = datetime.datetime(2026, 11, 30, 23, 59, 58).timestamp()
+    out = EventLog(log, keep_days=14)
+    for t in (day, day + 1, day + 3, day + 4):  # two events before midnight, two after
+        out.event(Logged.of(Event("object_appeared", "cam", 0, 0.0, t, track_id=1)))
+    out.close()
+    assert len((tmp_path / "events.2026-11-30.jsonl").read_text().splitlines()) == 2
+    assert len(log.read_text().splitlines()) == 2
+    assert not (tmp_path / "events.2001-01-01.jsonl").exists() and (tmp_path / "notes.2001-01-01.txt").exists()
