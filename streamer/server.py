@@ -6,18 +6,26 @@
 - `/sources/<name>/mjpeg`: the annotated stream as MJPEG; frames are JPEG-encoded only while someone watches.
 - `/api/events?after=N`: the latest events, for the page.
 - `/api/search?q=WORDS`: events of the run's stores with every word in their label, text or caption, best first.
+- `/api/events/<id>/clip.mp4`: the event's clip from the recordings (`streamer clip --event`), with Range requests.
+- `/api/recordings/<source>`: the segments recorded (times, no paths); with `?from=&to=` (ISO-8601) that stretch
+  as an MP4, with Range requests, so a browser plays and seeks any recorded moment.
 - `/`: every camera's live view, a search box over what was seen, and the latest events, updating without reload.
 Bound to 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import html
 import ipaddress
 import json
+import re
+import shutil
+import tempfile
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -168,6 +176,51 @@ poll();
 """
 
 
+class _Clips:
+    """Clips cut for the page, kept in a folder of the server's own (a few, newest kept) so seeking in one, a
+    Range request each, does not cut it again; the folder goes when the server closes."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self.keep = keep
+        self._folder: Path | None = None
+        self._made: OrderedDict[tuple, Path] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def cut(self, db, source: str, start: float, end: float) -> Path:
+        from streamer.clip import cut
+        from streamer.store import recordings
+
+        key = (str(db), source, round(start, 3), round(end, 3), tuple(s.id for s in recordings(db, source, start, end)))
+        with self._lock:
+            if key in self._made and self._made[key].exists():
+                self._made.move_to_end(key)
+                return self._made[key]
+            if self._folder is None:
+                self._folder = Path(tempfile.mkdtemp(prefix="streamer-clips-"))
+            path = self._folder / f"{len(self._made)}-{time.monotonic_ns()}.mp4"
+            try:
+                cut(db, source, start, end, path)
+            except StreamerError as exc:
+                if "cannot write" in str(exc):
+                    raise StreamerError("cannot cut the clip here: the server's disk is full or read-only") from None
+                raise
+            self._made[key] = path
+            while len(self._made) > self.keep:
+                _, old = self._made.popitem(last=False)
+                old.unlink(missing_ok=True)
+            return path
+
+    def close(self) -> None:
+        with self._lock:
+            if self._folder is not None:
+                shutil.rmtree(self._folder, ignore_errors=True)
+                self._folder = None
+
+
+def _iso(epoch: float) -> str:
+    return _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc).isoformat()
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -184,6 +237,7 @@ class StatusServer:
         self.registry = pipeline.metrics.registry
         self.registry.register(_Counters(pipeline))
         self._closing = threading.Event()
+        self.clips = _Clips()
         handler = self._handler()
         try:
             self.httpd = ThreadingHTTPServer((host, int(port)), handler)
@@ -198,10 +252,16 @@ class StatusServer:
         self._thread.start()
         return self
 
+    def stores(self) -> list:
+        """The event stores of the run's sources that exist."""
+        return sorted({st.db_path for st in (r.stats() for r in self.pipeline.runs)
+                       if st.db_path is not None and st.db_path.exists()})
+
     def close(self) -> None:
         self._closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.clips.close()
 
     def _handler(self):
         server = self
@@ -221,13 +281,97 @@ class StatusServer:
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 path, query = unquote(url.path), parse_qs(url.query)
-                route = ROUTES.get(path)
-                if route is not None:
-                    route(self, query)
-                elif path.startswith("/sources/") and path.endswith("/mjpeg"):
-                    self._mjpeg(path[len("/sources/"):-len("/mjpeg")])
-                else:
-                    self._send(404, b"not found\n", "text/plain")
+                for pattern, route in ROUTES:
+                    match = pattern.fullmatch(path)
+                    if match is not None:
+                        route(self, query, *match.groups())
+                        return
+                self._send(404, b"not found\n", "text/plain")
+
+            def _event_clip(self, query, event_id: str) -> None:
+                """An event's clip from the recordings, as `streamer clip --event` cuts it."""
+                from streamer.clip import event_range
+
+                record = server.pipeline.config.record
+                for db in server.stores():
+                    try:
+                        source, start, end = event_range(db, int(event_id), record.pre_s, record.post_s)
+                    except StreamerError:
+                        continue
+                    self._clip(db, source, start, end)
+                    return
+                self._send(404, b"no such event\n", "text/plain")
+
+            def _recordings(self, query, source: str) -> None:
+                """With `from` and `to` (ISO-8601): that stretch of a camera's recording as an MP4; without: the
+                segments recorded (start, end, seconds, bytes), oldest first, for a timeline."""
+                from streamer.store import epoch, recordings
+
+                start, end = query.get("from", [None])[0], query.get("to", [None])[0]
+                stores = [db for db in server.stores() if recordings(db, source)]
+                if start is None and end is None:
+                    found = [{"start": _iso(s.start_wall), "end": _iso(s.end_wall),
+                              "seconds": round(s.end_wall - s.start_wall, 3), "bytes": s.bytes}
+                             for db in stores for s in recordings(db, source)]
+                    self._send(200 if stores else 404, json.dumps(found).encode(), "application/json")
+                    return
+                try:
+                    if start is None or end is None:
+                        raise StreamerError("give both from and to (ISO-8601 times)")
+                    span = epoch(start, "from"), epoch(end, "to")
+                except StreamerError as exc:
+                    self._send(400, f"{exc}\n".encode(), "text/plain")
+                    return
+                if not stores:
+                    self._send(404, b"no recordings of that source\n", "text/plain")
+                    return
+                self._clip(stores[0], source, *span)
+
+            def _clip(self, db, source: str, start: float, end: float) -> None:
+                try:
+                    path = server.clips.cut(db, source, start, end)
+                except StreamerError as exc:  # no footage there: the line says what there is (never a path)
+                    self._send(404, f"{exc}\n".encode(), "text/plain")
+                    return
+                self._file(path, "video/mp4")
+
+            def _file(self, path, content_type: str) -> None:
+                """A file, whole or the byte range asked for (a browser's <video> seeks with Range requests)."""
+                size = path.stat().st_size
+                first, last = 0, size - 1
+                asked = self.headers.get("Range")
+                if asked:
+                    match = re.fullmatch(r"bytes=(\d*)-(\d*)", asked.strip())
+                    if match and match.group(1):
+                        first = int(match.group(1))
+                        last = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
+                    elif match and match.group(2):
+                        first = max(0, size - int(match.group(2)))
+                    if not match or not (match.group(1) or match.group(2)) or first > last:
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{size}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                self.send_response(206 if asked else 200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(last - first + 1))
+                if asked:
+                    self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+                self.end_headers()
+                with path.open("rb") as f:
+                    f.seek(first)
+                    left = last - first + 1
+                    try:
+                        while left > 0:
+                            chunk = f.read(min(left, 1 << 16))
+                            if not chunk:
+                                break
+                            self.wfile.write(chunk)
+                            left -= len(chunk)
+                    except (BrokenPipeError, ConnectionResetError):
+                        return
 
             def _metrics(self, query) -> None:
                 self._send(200, generate_latest(server.registry), "text/plain; version=0.0.4; charset=utf-8")
@@ -271,7 +415,7 @@ class StatusServer:
                     return
                 self._send(200, json.dumps(found).encode(), "application/json")
 
-            def _mjpeg(self, name: str) -> None:
+            def _mjpeg(self, query, name: str) -> None:
                 known = {safe_name(r.stats().source) for r in server.pipeline.runs}
                 if name not in known:
                     self._send(404, b"no such source\n", "text/plain")
@@ -295,7 +439,10 @@ class StatusServer:
                 except (BrokenPipeError, ConnectionResetError):
                     return
 
-        # path -> what answers it (with the query's parameters); /sources/<name>/mjpeg is matched on its own
-        ROUTES = {"/": Handler._page, "/metrics": Handler._metrics, "/healthz": Handler._healthz,
-                  "/api/events": Handler._events, "/api/search": Handler._search}
+        # path (a pattern, matched whole) -> what answers it, with the query's parameters and the pattern's groups
+        ROUTES = [(re.compile(pattern), route) for pattern, route in (
+            ("/", Handler._page), ("/metrics", Handler._metrics), ("/healthz", Handler._healthz),
+            ("/api/events", Handler._events), ("/api/search", Handler._search),
+            (r"/api/events/(\d{1,18})/clip\.mp4", Handler._event_clip), (r"/api/recordings/([^/]+)", Handler._recordings),
+            (r"/sources/([^/]+)/mjpeg", Handler._mjpeg))]
         return Handler

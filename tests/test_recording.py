@@ -244,3 +244,55 @@ def test_a_cameras_event_log_rotates_at_midnight_and_old_days_are_deleted(tmp_pa
     assert len((tmp_path / "events.2026-11-30.jsonl").read_text().splitlines()) == 2
     assert len(log.read_text().splitlines()) == 2
     assert not (tmp_path / "events.2001-01-01.jsonl").exists() and (tmp_path / "notes.2001-01-01.txt").exists()
+
+
+@pytest.mark.live
+def test_the_server_serves_an_events_clip_and_any_stretch_with_range_requests(tmp_path):
+    import json
+    import urllib.error
+    import urllib.request
+
+    from streamer.server import LiveView, StatusServer
+
+    require_gstreamer()
+
+    def get(path, **headers):
+        request = urllib.request.Request(server.address + path, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    config = Config.model_validate({"record": {"segment_s": 2, "pre_s": 1, "post_s": 1},
+                                    "output": {"write_video": False}, "http": {"listen": "127.0.0.1:0"},
+                                    "sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None}})
+    spec = SourceSpec("", tmp_path / "e.jsonl", None, name="cam", db_path=tmp_path / "e.db")
+    with RtspServer() as camera:
+        spec.url = camera.url()
+        view = LiveView()
+        pipeline = Pipeline(config, lambda: ScriptedDetector(car_from(60)), [view])
+        server = StatusServer(config.http.listen, pipeline, view).start()
+        try:
+            pipeline.run_many([spec], duration_s=7)
+            [appeared] = [e for e in query(spec.db_path, with_id=True) if e["type"] == "object_appeared"]
+            status, headers, whole = get(f"/api/events/{appeared['id']}/clip.mp4")
+            assert status == 200 and headers["Content-Type"] == "video/mp4" and headers["Accept-Ranges"] == "bytes"
+            (tmp_path / "whole.mp4").write_bytes(whole)
+            assert frames_of(tmp_path / "whole.mp4") >= 25
+            status, headers, part = get(f"/api/events/{appeared['id']}/clip.mp4", Range="bytes=100-199")
+            assert status == 206 and part == whole[100:200] and headers["Content-Range"] == f"bytes 100-199/{len(whole)}"
+            assert get(f"/api/events/{appeared['id']}/clip.mp4", Range=f"bytes={len(whole)}-")[0] == 416
+            assert get("/api/events/999/clip.mp4")[0] == 404
+            status, _, body = get("/api/recordings/cam")
+            listed = json.loads(body)
+            assert status == 200 and listed and all(set(s) == {"start", "end", "seconds", "bytes"} for s in listed)
+            assert str(tmp_path) not in body.decode()  # no server paths
+            status, _, stretch = get(f"/api/recordings/cam?from={listed[1]['start']}&to={listed[1]['end']}".replace(
+                "+", "%2B"))
+            (tmp_path / "stretch.mp4").write_bytes(stretch)
+            assert status == 200 and frames_of(tmp_path / "stretch.mp4") >= 25
+            status, _, body = get("/api/recordings/cam?from=2001-01-01T00:00:00&to=2001-01-01T00:01:00")
+            assert status == 404 and b"its recordings run from" in body and str(tmp_path).encode() not in body
+        finally:
+            server.close()
