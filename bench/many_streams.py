@@ -28,27 +28,34 @@ from streamer.pipeline import Pipeline, SourceSpec  # noqa: E402
 from tests.rtsp_server import RtspServer, gstreamer_available  # noqa: E402
 
 
+def measured(config: Config, specs: list[SourceSpec], seconds: float, warmup: float):
+    """Run the cameras with a no-op stand-in model until each delivers frames, let them settle `warmup` s, then
+    watch `seconds`: (stats before, stats after, the window's length, streamer's process CPU seconds in it)."""
+    pipeline = Pipeline(config, NoOpDetector)
+    thread = threading.Thread(target=pipeline.run_many, args=(specs,), kwargs={"duration_s": 60 + warmup + seconds})
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (pipeline.runs and all(r.stats().frames for r in pipeline.runs)):
+        time.sleep(0.1)
+    time.sleep(warmup)
+    before = [r.stats() for r in pipeline.runs]
+    cpu0, t0 = time.process_time(), time.monotonic()
+    time.sleep(seconds)
+    after = [r.stats() for r in pipeline.runs]
+    elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    pipeline.stop()
+    thread.join()
+    return before, after, elapsed, cpu
+
+
 def trial(url: str, n: int, seconds: float, warmup: float) -> tuple[bool, str]:
     config = Config.model_validate({"sampler": {"every_n_frames": 25, "max_fps": 1.0, "scene_threshold": None}})
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = Pipeline(config, NoOpDetector)
         specs = [SourceSpec(url, Path(tmp) / f"cam{i}.jsonl", None, name=f"cam{i}") for i in range(n)]
-        thread = threading.Thread(target=pipeline.run_many, args=(specs,), kwargs={"duration_s": 60 + warmup + seconds})
-        thread.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (pipeline.runs and all(r.stats().frames for r in pipeline.runs)):
-            time.sleep(0.1)
-        time.sleep(warmup)
-        before = [(s.frames, s.keyframes) for s in (r.stats() for r in pipeline.runs)]
-        t0 = time.monotonic()
-        time.sleep(seconds)
-        after = [(s.frames, s.keyframes, s.dropped) for s in (r.stats() for r in pipeline.runs)]
-        elapsed = time.monotonic() - t0
-        pipeline.stop()
-        thread.join()
-    fps = [(a[0] - b[0]) / elapsed for a, b in zip(after, before)]
-    keyframes = [a[1] - b[1] for a, b in zip(after, before)]
-    dropped = sum(a[2] for a in after)
+        before, after, elapsed, _ = measured(config, specs, seconds, warmup)
+    fps = [(a.frames - b.frames) / elapsed for a, b in zip(after, before)]
+    keyframes = [a.keyframes - b.keyframes for a, b in zip(after, before)]
+    dropped = sum(a.dropped for a in after)
     ok = min(fps) >= 24.0 and min(keyframes) >= int(seconds) - 1
     return ok, (f"min fps {min(fps):5.1f}  min keyframes {min(keyframes)}/{int(seconds)}  "
                 f"dropped frames {dropped}")

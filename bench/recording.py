@@ -5,8 +5,8 @@ and retention over an accelerated day.
    no-op stand-in model, the event log and store, no annotated video; streamer's own process CPU time over the
    window with `record.enabled` true and false (the server runs in its own process), and the time spent inside
    the recorder itself (its per-packet and per-segment calls, timed on their thread).
-2. Bytes per camera-hour with the default settings: recorded video, tracks file and event log over the window,
-   scaled to an hour (the test pattern is not a street: read the video figure as an order of magnitude).
+2. Bytes per camera-hour with the default settings: recorded video, the tracks beside its segments (compressed)
+   and the event log, scaled to an hour (the test pattern is not a street: read the video figure as an order of magnitude).
 3. 16 cameras (640x480 25 fps, one shared store) with recording on: each still receives 25 fps.
 4. Retention: a day of 10 s segments (sizes drawn around 1 MB) indexed one after another with the clock moved
    on, `retain_gb` 0.2: the footage held never exceeds the cap by more than one segment, and what is deleted is
@@ -17,10 +17,10 @@ Each part prints its figures; the last line says whether every target held.
 from __future__ import annotations
 
 import argparse
+import gzip
 import random
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from live_latency import LIVE_640  # noqa: E402
-from standins import NoOpDetector  # noqa: E402
+from many_streams import measured  # noqa: E402
 
 from streamer import recorder as recorder_module  # noqa: E402
 from streamer.config import Config, RecordConfig  # noqa: E402
-from streamer.pipeline import Pipeline, SourceSpec  # noqa: E402
+from streamer.pipeline import SourceSpec  # noqa: E402
 from streamer.recorder import Segment  # noqa: E402
 from streamer.retention import Retention  # noqa: E402
 from streamer.store import EventStore, recordings  # noqa: E402
@@ -62,26 +62,15 @@ class _Timed:
 
 
 def run_cameras(url: str, n: int, seconds: float, record: bool, folder: Path, warmup: float = 3.0):
-    """(process CPU seconds over the window, the window, fps of each camera, the specs)."""
+    """(process CPU seconds over the window, the window, seconds inside the recorder, fps of each camera, specs)."""
     config = Config.model_validate({"sampler": {"every_n_frames": 25, "max_fps": 1.0, "scene_threshold": None},
                                     "record": {"enabled": record}, "output": {"write_video": False}})
     specs = [SourceSpec(url, folder / f"cam{i}.jsonl", None, name=f"cam{i}", db_path=folder / "events.db",
                         tracks_path=folder / f"cam{i}.tracks.jsonl") for i in range(n)]
-    pipeline = Pipeline(config, NoOpDetector)
-    thread = threading.Thread(target=pipeline.run_many, args=(specs,), kwargs={"duration_s": 60 + warmup + seconds})
-    thread.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (pipeline.runs and all(r.stats().frames for r in pipeline.runs)):
-        time.sleep(0.1)
-    time.sleep(warmup)
-    before = [r.stats().frames for r in pipeline.runs]
-    cpu0, t0, rec0 = time.process_time(), time.monotonic(), _Timed.seconds
-    time.sleep(seconds)
-    cpu, elapsed, rec = time.process_time() - cpu0, time.monotonic() - t0, _Timed.seconds - rec0
-    fps = [(r.stats().frames - b) / elapsed for r, b in zip(pipeline.runs, before)]
-    pipeline.stop()
-    thread.join()
-    return cpu, elapsed, rec, fps, specs
+    rec0 = _Timed.seconds
+    before, after, elapsed, cpu = measured(config, specs, seconds, warmup)
+    fps = [(a.frames - b.frames) / elapsed for a, b in zip(after, before)]
+    return cpu, elapsed, _Timed.seconds - rec0, fps, specs
 
 
 def accelerated_retention(days: float = 1.0, cap_gb: float = 0.2, seed: int = 7) -> tuple[bool, str]:
@@ -141,8 +130,9 @@ def main() -> None:
         video = sum(s.bytes for s in recordings(folder / "events.db"))
         seconds = sum(s.end_wall - s.start_wall for s in recordings(folder / "events.db"))
         hour = 3600 / max(seconds, 1e-6)
-        tracks, events = spec.tracks_path.stat().st_size, spec.events_path.stat().st_size
-        frames = sum(1 for _ in spec.tracks_path.open())  # the tracks and log cover the whole run: per frame
+        beside = list((folder / "recordings").rglob("*.tracks.jsonl.gz"))  # a recorded camera's tracks
+        tracks, events = sum(p.stat().st_size for p in beside), spec.events_path.stat().st_size
+        frames = sum(1 for p in beside for _ in gzip.open(p, "rt"))  # the log covers the whole run: per frame
         per_hour = 3600 * 25 / max(frames, 1)
         print(f"bytes per camera-hour (defaults, 720p25 test pattern): video {video * hour / 1e9:.2f} GB, tracks "
               f"{tracks * per_hour / 1e6:.1f} MB, events {events * per_hour / 1e6:.2f} MB", flush=True)

@@ -81,6 +81,8 @@ def parser() -> argparse.ArgumentParser:
                       help="footage before the event (default record.pre_s)")
     clip.add_argument("--post", type=_seconds_or_zero, metavar="SECONDS",
                       help="footage after the event (default record.post_s)")
+    clip.add_argument("--annotate", action="store_true", help="draw the tracks on the clip (decodes and encodes "
+                                                               "that stretch again)")
     clip.add_argument("--config", type=Path, help="YAML config (its record: section)")
     evaluate = sub.add_parser("evaluate", help="score a Florence-2 on a labelled COCO or YOLO dataset (mAP, P/R)")
     evaluate.add_argument("dataset", type=Path, help="COCO (annotations.json) or YOLO (data.yaml) folder")
@@ -134,7 +136,7 @@ def _seconds_or_zero(value: str) -> float:
 
 def _clip(args: argparse.Namespace) -> int:
     """`streamer clip`: one of --event, or --source with --from and --to."""
-    from streamer.clip import cut, event_range
+    from streamer.clip import Span, cut, event_range
     from streamer.store import epoch
 
     record = load_config(args.config).record
@@ -143,12 +145,12 @@ def _clip(args: argparse.Namespace) -> int:
     if args.event is not None:
         if args.source or args.start or args.end:
             raise StreamerError("clip: give --event, or --source with --from and --to, not both")
-        source, start, end = event_range(args.db, args.event, pre, post)
+        span = event_range(args.db, args.event, pre, post)
     elif args.source and args.start and args.end:
-        source, start, end = args.source, epoch(args.start, "--from"), epoch(args.end, "--to")
+        span = Span(args.source, epoch(args.start, "--from"), epoch(args.end, "--to"))
     else:
         raise StreamerError("clip: give --event ID, or --source S with --from TIME and --to TIME")
-    made = cut(args.db, source, start, end, args.out)
+    made = cut(args.db, span, args.out, annotate=args.annotate)
     print(f"streamer: wrote {made.seconds:.1f} s of {made.source} ({made.frames} frames) to {args.out}")
     return 0
 

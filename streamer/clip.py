@@ -1,9 +1,11 @@
-"""Clips: a stretch of a camera's recording cut from its segments, packets copied (seconds, not minutes).
+"""Clips: a stretch of footage cut from a camera's segments (or a file's original), packets copied (seconds, not
+minutes).
 
-`streamer clip STORE --event ID OUT.mp4` cuts from `record.pre_s` before the event's track appeared (or the event,
-without a track) to `record.post_s` after it left; `--source S --from TIME --to TIME` cuts any stretch. A clip
-starts on the keyframe at or before the start asked for, so it plays from its first frame and holds at least
-what was asked. It is an MP4 with its index first (`faststart`): a browser plays and seeks it at once.
+`streamer clip STORE OUT.mp4 --event ID` cuts from `record.pre_s` before the event's track appeared (or the
+event, without a track) to `record.post_s` after it left; `--source S --from TIME --to TIME` cuts any stretch.
+A clip starts on the keyframe at or before the start asked for, so it plays from its first frame and holds at
+least what was asked; it is an MP4 with its index first (`faststart`), so a browser plays and seeks it at once.
+`--annotate` draws the tracks on it: that stretch alone is decoded, drawn and encoded again.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
+import supervision as sv
 
 from streamer.errors import StreamerError, cannot_write
-from streamer.store import connect, recordings
-
-_NOT_SEEN = ("source_down", "source_up", "worker_restarted", "worker_lost")
-
+from streamer.records import TEXT
+from streamer.sinks import tracks_beside, tracks_rows
+from streamer.store import connect, original, recordings
 
 @dataclass(frozen=True)
 class Cut:
@@ -31,102 +35,183 @@ class Cut:
     frames: int
 
 
-def event_range(store: Path, event_id: int, pre_s: float, post_s: float) -> tuple[str, float, float]:
-    """(source, from, to) around an event: its track from appearing to leaving, or the event alone."""
+@dataclass(frozen=True)
+class Span:
+    """A stretch of a source to cut: epoch seconds of a camera's recordings, or, with `run`, media seconds of the
+    original file a file source's run indexed as its recording."""
+
+    source: str
+    start: float
+    end: float
+    run: str | None = None
+
+
+def event_range(store: Path, event_id: int, pre_s: float, post_s: float) -> Span:
+    """The stretch around an event: its track in its run from appearing to leaving, or the event alone."""
     conn = connect(store, create=False)
     try:
-        row = conn.execute("SELECT source, wall_epoch, track_id FROM events WHERE id = ?", (event_id,)).fetchone()
+        row = conn.execute("SELECT source, wall_epoch, pts, track_id, run FROM events WHERE id = ?",
+                           (event_id,)).fetchone()
         if row is None:
             last = conn.execute("SELECT max(id) FROM events").fetchone()[0]
             known = f"ids 1 to {last}" if last else "no events"
             raise StreamerError(f"{store} has no event {event_id} (it holds {known}; `streamer events` lists them)")
-        source, when, track = row
-        start = end = when
+        source, when, pts, track, run = row
+        file = original(store, run) is not None
+        start = end = pts if file else when
         if track is not None:
-            start, end = conn.execute("SELECT min(wall_epoch), max(wall_epoch) FROM events WHERE source = ? AND "
-                                      "track_id = ?", (source, track)).fetchone()
+            column = "pts" if file else "wall_epoch"
+            start, end = conn.execute(f"SELECT min({column}), max({column}) FROM events WHERE source = ? AND "
+                                      "track_id = ? AND run IS ?", (source, track, run)).fetchone()
     finally:
         conn.close()
-    return source, start - pre_s, end + post_s
+    return Span(source, start - pre_s, end + post_s, run if file else None)
 
 
-def cut(store: Path, source: str, start: float, end: float, out: Path) -> Cut:
-    """The recording of `source` from `start` to `end` (epoch seconds) into a new file `out`."""
+def cut(store: Path, span: Span, out: Path, annotate: bool = False) -> Cut:
+    """The footage of `span` into a new file `out`; with `annotate`, the tracks drawn on it (decoded, drawn and
+    encoded again: that stretch only)."""
     out = Path(out)
     if out.exists() or out.is_symlink():
         raise StreamerError(f"{out} exists: name a new file for the clip")
-    if end <= start:
+    if span.end <= span.start:
         raise StreamerError("the clip ends before it starts: --to must be after --from")
-    segments = recordings(store, source, start, end)
+    if span.run is not None:
+        file = original(store, span.run)
+        segments, zero = [file], [0.0]
+    else:
+        segments = recordings(store, span.source, span.start, span.end)
+        zero = [s.start_wall for s in segments]
     if not segments:
-        raise StreamerError(f"no footage of {source} from {_local(start)} to {_local(end)}; {_held(store, source)}")
+        raise _no_footage(store, span)
     base = Path(store).parent
     part = out.with_name(f".{out.name}.part")
-    frames, first_wall, seconds = 0, None, 0.0
+    frames, first_at, offset, shown = 0, None, 0.0, []
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with av.open(str(part), mode="w", format="mp4", options={"movflags": "+faststart"}) as output:
-            stream, offset = None, 0.0  # clip seconds at the start of the segment being copied
-            for segment in segments:
+            stream = None
+            for segment, at in zip(segments, zero):
                 path = base / segment.path
                 if not path.is_file():
-                    continue  # deleted by retention since the index was read
-                stream, offset, begun, copied = _copy(path, output, stream, segment.start_wall, start, end, offset,
-                                                      first_wall is None)
-                if begun is not None and first_wall is None:
-                    first_wall = begun
-                frames += copied
-            seconds = offset
+                    continue  # deleted by retention since the index was read, or a file moved away
+                stream, offset, begun, indices = _copy(path, output, stream, at, span.start, span.end, offset,
+                                                       first_at is None)
+                if begun is not None and first_at is None:
+                    first_at = begun
+                frames += len(indices)
+                tracks = Path(segment.tracks) if segment.tracks else tracks_beside(path)
+                shown += [((segment.first_frame or 0) + i, tracks) for i in indices]
+        if annotate and frames:
+            _annotate(part, shown)
     except OSError as exc:
         part.unlink(missing_ok=True)
         raise cannot_write("clip", out, exc) from None
     except av.error.FFmpegError as exc:
         part.unlink(missing_ok=True)
-        raise StreamerError(f"cannot cut the clip from the recordings of {source}: {exc}") from None
+        raise StreamerError(f"cannot cut the clip from the recordings of {span.source}: {exc}") from None
     if frames == 0:
         part.unlink(missing_ok=True)
-        raise StreamerError(f"no footage of {source} from {_local(start)} to {_local(end)}; {_held(store, source)}")
+        raise _no_footage(store, span)
     if out.exists():
         part.unlink(missing_ok=True)
         raise StreamerError(f"{out} exists: name a new file for the clip")
     os.replace(part, out)
-    return Cut(source, first_wall, seconds, frames)
+    return Cut(span.source, first_at, offset, frames)
 
 
-def _copy(path: Path, output, stream, segment_wall: float, start: float, end: float, offset: float,
+def _copy(path: Path, output, stream, segment_at: float, start: float, end: float, offset: float,
           first: bool):
-    """Copy the packets of one segment inside [start, end] (from the keyframe before `start` in the first one)
-    to `output`, at `offset` seconds on: (the output stream, the offset after the last packet, the wall time of
-    the first packet copied or None, the packets copied)."""
-    last = offset
+    """Copy the packets of one segment (its first frame at `segment_at` on the span's clock) inside [start, end]
+    (from the keyframe before `start` in the first one) to `output`, at `offset` seconds on: (the output stream,
+    the offset after the last packet, when the first packet copied was on the span's clock or None, and for each
+    frame copied, in the order they show, its place among the segment's frames). A long file is sought into,
+    not read from its start."""
     with av.open(str(path)) as source:
         in_stream = source.streams.video[0]
         tb = in_stream.time_base
         rate = in_stream.average_rate
         step = 1.0 / float(rate) if rate else 0.04
-        packets = [p for p in source.demux(in_stream) if p.pts is not None and p.size]
-        times = [float(p.pts * tb) for p in packets]
-        lo, hi = start - segment_wall, end - segment_wall
-        begin = 0
-        if first:  # the clip opens on the keyframe at or before its start
-            keys = [i for i, p in enumerate(packets) if p.is_keyframe and times[i] <= max(lo, 0.0)]
-            begin = keys[-1] if keys else next((i for i, p in enumerate(packets) if p.is_keyframe), len(packets))
-        chosen = [i for i in range(begin, len(packets)) if times[i] <= hi]
+        t0 = float(in_stream.start_time * tb) if in_stream.start_time is not None else 0.0  # its first frame
+        lo, hi = start - segment_at, end - segment_at
+        if first and lo > 10.0:
+            source.seek(int((t0 + lo) / tb), stream=in_stream, backward=True, any_frame=False)
+        packets = []
+        for packet in source.demux(in_stream):
+            if packet.pts is None or not packet.size:
+                continue
+            at = float(packet.pts * tb) - t0
+            if at > hi + 2.0:  # past the end, with room for frames shown out of order
+                break
+            if not packets and not packet.is_keyframe:
+                continue  # a clip starts on a keyframe
+            if first and packet.is_keyframe and at <= max(lo, 0.0):
+                packets = []  # a later keyframe still at or before the start: begin there
+            packets.append((at, packet))
+        chosen = [(at, packet) for at, packet in packets if at <= hi]
         if not chosen:
-            return stream, offset, None, 0
+            return stream, offset, None, []
         if stream is None:
             stream = output.add_stream_from_template(in_stream)
-        zero = times[chosen[0]]
-        begun = segment_wall + zero
-        for i in chosen:
-            packet = packets[i]
-            shift = round((offset - zero) / float(tb))
+        zero = min(at for at, _ in chosen)
+        shift = round((offset - zero) / float(tb))
+        last = offset
+        for at, packet in chosen:
             packet.pts += shift
             packet.dts = (packet.dts if packet.dts is not None else packet.pts - shift) + shift
             packet.stream = stream
             output.mux(packet)
-            last = max(last, offset + times[i] - zero + step)
-    return stream, last, begun, len(chosen)
+            last = max(last, offset + at - zero + step)
+    base = round(zero / step)  # the first frame's place in the segment (a constant rate assumed after a seek)
+    return stream, last, segment_at + zero, [base + n for n in range(len(chosen))]
+
+
+def _annotate(path: Path, shown: list[tuple[int, Path]]) -> None:
+    """Draw on every frame of the clip at `path` the boxes its tracks file has for the frame it came from
+    (`shown`: (frame index, tracks file) in the clip's order), and encode it again in its place."""
+    from streamer.annotate import Annotator
+    from streamer.records import StreamInfo
+    from streamer.sinks import VideoSink
+
+    boxes: dict[tuple[Path, int], list[dict]] = {}
+    for tracks in {t for _, t in shown}:
+        if tracks.exists():
+            for _, row in tracks_rows(tracks):
+                boxes.setdefault((tracks, row["frame_index"]), []).append(row)
+    annotator = Annotator()
+    drawn = path.with_name(path.name + ".drawn.mp4")
+    with av.open(str(path)) as source:
+        stream = source.streams.video[0]
+        info = StreamInfo("clip", stream.codec_context.width, stream.codec_context.height,
+                          stream.average_rate or Fraction(25), None)
+        sink = VideoSink(drawn, info)
+        try:
+            for n, frame in enumerate(source.decode(stream)):
+                image = frame.to_ndarray(format="bgr24")
+                rows = boxes.get((shown[n][1], shown[n][0]), []) if n < len(shown) else []
+                if rows:
+                    image = annotator.draw(image, [annotator.layer(_detections(rows))])
+                sink.write(image, float(frame.time or 0.0))
+        finally:
+            sink.close()
+    os.replace(drawn, path)
+
+
+def _detections(rows: list[dict]) -> sv.Detections:
+    return sv.Detections(
+        xyxy=np.array([r["bbox"] for r in rows], dtype=np.float32),
+        confidence=np.array([r["confidence"] for r in rows], dtype=np.float32),
+        tracker_id=np.array([r["track_id"] for r in rows], dtype=int),
+        data={"class_name": np.array([r["label"] for r in rows], dtype=object),
+              TEXT: np.array([r["text"] for r in rows], dtype=object)})
+
+
+def _no_footage(store: Path, span: Span) -> StreamerError:
+    if span.run is not None:
+        return StreamerError(f"no footage of {span.source} from {max(span.start, 0):.1f} s to {span.end:.1f} s of "
+                             "its file")
+    return StreamerError(f"no footage of {span.source} from {_local(span.start)} to {_local(span.end)}; "
+                         f"{_held(store, span.source)}")
 
 
 def _held(store: Path, source: str) -> str:

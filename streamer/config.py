@@ -337,7 +337,8 @@ class RecordConfig(_Section):
     """Recordings of cameras: the stream as it arrives, copied into segments (no decode, no encode), indexed in the
     event store, pruned by age and size. Segments go to `recordings/<source>/` beside the store."""
 
-    enabled: bool = Field(default=True, description="Record every camera (files are their own recording).")
+    enabled: bool = Field(default=True, description="Record every camera; a file on disk is indexed as its own "
+                                                      "recording (a link, never a copy, never deleted).")
     segment_s: float = Field(default=10.0, ge=1, le=3600, description="Seconds a segment holds; cut on keyframes.")
     retain_days: float = Field(default=3.0, gt=0, le=36500, description="Footage older than this is deleted.")
     retain_gb: float = Field(default=20.0, gt=0, le=1e6, description="All footage of a store together at most.")

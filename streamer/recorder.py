@@ -27,6 +27,7 @@ from streamer.retention import Retention
 from streamer.sources import safe_name
 
 log = logging.getLogger("streamer.recorder")
+_ENFORCE_S = 30.0  # retention at most this often (the storage guard after every segment)
 
 # A fragment a second, written at once: what a crash or a full disk leaves plays up to about then.
 _FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000",
@@ -47,6 +48,9 @@ class Segment:
     last_frame: int | None
     bytes: int
     id: int | None = None
+    original: bool = False  # a file source's own file, indexed as its recording: never deleted by retention
+    run: str | None = None  # the run that recorded it
+    tracks: str | None = None  # an original's tracks file (a recorded segment's lie beside it: `tracks_beside`)
 
 
 class _Open:
@@ -94,6 +98,7 @@ class Recorder:
         self._count = 0
         self._spans: deque[tuple[int, Path]] = deque(maxlen=64)  # (first frame, file) of the latest segments
         self._lock = threading.Lock()
+        self._enforced = time.monotonic()
         self.recover()
 
     def recover(self) -> None:
@@ -169,9 +174,13 @@ class Recorder:
         self.store.add_segment(Segment(
             self.source, segment.path.relative_to(self.base).as_posix(), segment.start_wall,
             segment.start_wall + duration, first and first[1], last and last[1] + self._frame_s(),
-            first and first[0], last and last[0], size))
+            first and first[0], last and last[0], size, run=self.run_id or None))
         self.segments += 1
-        self.retention.enforce()
+        if time.monotonic() - self._enforced >= _ENFORCE_S:
+            self._enforced = time.monotonic()
+            self.retention.enforce()
+        else:
+            self.retention.guard()
 
     def close(self) -> None:
         """Close the open segment and let the store go; once."""

@@ -33,29 +33,40 @@ class Retention:
         self.guarded = 0  # of those, deleted because the disk was nearly full
 
     def enforce(self, now: float | None = None) -> int:
-        """Apply every rule; the number of segments deleted."""
+        """Apply every rule; the number of segments deleted. Only what may go is read: the segments past
+        `retain_days`, and the oldest ones while the store is over `retain_gb`."""
         now = time.time() if now is None else now
         cfg = self.config
-        segments = self.store.segments()  # oldest first
         around = _Intervals(self._around_events(now))
-        gone: dict[int, object] = {}
-        for segment in segments:
-            age = now - segment.end_wall
-            if age > cfg.events_retain_days * 86400 or (
-                    age > cfg.retain_days * 86400 and not around.overlaps(segment.start_wall, segment.end_wall)):
+        gone = {}
+        for segment in self.store.segments(ended_before=now - cfg.retain_days * 86400):
+            if (now - segment.end_wall > cfg.events_retain_days * 86400
+                    or not around.overlaps(segment.start_wall, segment.end_wall)):
                 gone[segment.id] = segment
-        left = [s for s in segments if s.id not in gone]
-        total = sum(s.bytes for s in left)
-        if total > cfg.retain_gb * 1e9:
-            plain = [s for s in left if not around.overlaps(s.start_wall, s.end_wall)]
-            plain_ids = {s.id for s in plain}
-            for segment in plain + [s for s in left if s.id not in plain_ids]:
-                if total <= cfg.retain_gb * 1e9:
-                    break
-                gone[segment.id] = segment
-                total -= segment.bytes
         self._delete(list(gone.values()))
+        over = self.store.recorded_bytes() - cfg.retain_gb * 1e9
+        for plain in (True, False):  # footage around events last
+            if over <= 0:
+                break
+            for segment in self._oldest():
+                if over <= 0:
+                    break
+                if plain == around.overlaps(segment.start_wall, segment.end_wall):
+                    continue
+                self._delete([segment])
+                gone[segment.id] = segment
+                over -= segment.bytes
         return len(gone) + self.guard()
+
+    def _oldest(self, batch: int = 500):
+        """The recorded segments, oldest first, read a batch at a time."""
+        last = None
+        while True:
+            segments = self.store.segments(limit=batch, after=last)
+            yield from segments
+            if len(segments) < batch:
+                return
+            last = segments[-1]
 
     def guard(self) -> int:
         """The storage guard: the oldest footage goes while the disk has less than `min_free_gb` free."""

@@ -186,11 +186,12 @@ class _Clips:
         self._made: OrderedDict[tuple, Path] = OrderedDict()
         self._lock = threading.Lock()
 
-    def cut(self, db, source: str, start: float, end: float) -> Path:
+    def cut(self, db, span) -> Path:
         from streamer.clip import cut
         from streamer.store import recordings
 
-        key = (str(db), source, round(start, 3), round(end, 3), tuple(s.id for s in recordings(db, source, start, end)))
+        held = () if span.run is not None else tuple(s.id for s in recordings(db, span.source, span.start, span.end))
+        key = (str(db), span, held)
         with self._lock:
             if key in self._made and self._made[key].exists():
                 self._made.move_to_end(key)
@@ -199,7 +200,7 @@ class _Clips:
                 self._folder = Path(tempfile.mkdtemp(prefix="streamer-clips-"))
             path = self._folder / f"{len(self._made)}-{time.monotonic_ns()}.mp4"
             try:
-                cut(db, source, start, end, path)
+                cut(db, span, path)
             except StreamerError as exc:
                 if "cannot write" in str(exc):
                     raise StreamerError("cannot cut the clip here: the server's disk is full or read-only") from None
@@ -295,16 +296,17 @@ class StatusServer:
                 record = server.pipeline.config.record
                 for db in server.stores():
                     try:
-                        source, start, end = event_range(db, int(event_id), record.pre_s, record.post_s)
+                        span = event_range(db, int(event_id), record.pre_s, record.post_s)
                     except StreamerError:
                         continue
-                    self._clip(db, source, start, end)
+                    self._clip(db, span)
                     return
                 self._send(404, b"no such event\n", "text/plain")
 
             def _recordings(self, query, source: str) -> None:
                 """With `from` and `to` (ISO-8601): that stretch of a camera's recording as an MP4; without: the
                 segments recorded (start, end, seconds, bytes), oldest first, for a timeline."""
+                from streamer.clip import Span
                 from streamer.store import epoch, recordings
 
                 start, end = query.get("from", [None])[0], query.get("to", [None])[0]
@@ -325,11 +327,11 @@ class StatusServer:
                 if not stores:
                     self._send(404, b"no recordings of that source\n", "text/plain")
                     return
-                self._clip(stores[0], source, *span)
+                self._clip(stores[0], Span(source, *span))
 
-            def _clip(self, db, source: str, start: float, end: float) -> None:
+            def _clip(self, db, span) -> None:
                 try:
-                    path = server.clips.cut(db, source, start, end)
+                    path = server.clips.cut(db, span)
                 except StreamerError as exc:  # no footage there: the line says what there is (never a path)
                     self._send(404, f"{exc}\n".encode(), "text/plain")
                     return

@@ -36,12 +36,12 @@ from streamer.flow import small_grey
 from streamer.metrics import Metrics
 from streamer.outputs import Output, Outputs, Shown, source_outputs
 from streamer.reader import Reader
-from streamer.recorder import Recorder
+from streamer.recorder import Recorder, Segment
 from streamer.records import Event, Frame, SourceStatus
 from streamer.sampler import Sampler
 from streamer.schedule import Schedule
 from streamer.snapshots import Snapshots
-from streamer.sources import scrub
+from streamer.sources import is_url, scrub
 from streamer.stats import RunStats
 from streamer.store import EventStore
 from streamer.task_tracking import Grey, SourceTracking, TaskTracking
@@ -367,5 +367,19 @@ class SourceRun:
             self._release_held()
             if self.tracking is not None:
                 self._deliver(self.tracking.finish(self.last_frame))
+            self._index_original()
         finally:
             self.outputs.close()
+
+    def _index_original(self) -> None:
+        """A file on disk is its own recording: indexed (a link, never a copy, never deleted by retention), so
+        its events' clips are cut from it as a camera's are from its segments."""
+        path = Path(self.spec.url)
+        if (self.reader.live or self.store is None or not self.config.record.enabled or self.last_frame is None
+                or is_url(self.spec.url) or not path.is_file()):
+            return
+        frame_s = 1.0 / float(self._stats.info.fps) if self._stats.info and self._stats.info.fps else 0.0
+        self.store.add_segment(Segment(
+            self._stats.source, str(path.resolve()), time.time() - self._stats.seconds, time.time(), 0.0,
+            self.last_frame.pts + frame_s, 0, self.last_frame.index, path.stat().st_size, original=True,
+            run=self.run_id, tracks=str(self.spec.tracks_path.resolve()) if self.spec.tracks_path else None))

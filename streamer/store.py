@@ -45,9 +45,12 @@ def _paths_relative_to_the_store(conn: sqlite3.Connection, folder: Path) -> None
         conn.execute("UPDATE events SET line = ? WHERE id = ?", (json.dumps(event, ensure_ascii=False), row_id))
 
 
-def _log_folder_column(conn: sqlite3.Connection, folder: Path) -> None:
-    if "folder" not in {row[1] for row in conn.execute("PRAGMA table_info(events)")}:
-        conn.execute("ALTER TABLE events ADD COLUMN folder TEXT")
+def _column(table: str, column: str, kind: str) -> Callable[[sqlite3.Connection, Path], None]:
+    """A migration that adds a column, unless it is there already."""
+    def add(conn: sqlite3.Connection, folder: Path) -> None:
+        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    return add
 
 
 # Each step takes the database from version i to i + 1: SQL, or a function of the connection and the store's folder.
@@ -104,24 +107,30 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection, Path], None]] = [
     """,
     # An event's line is stored as the log wrote it, byte for byte; its paths (a snapshot) are relative to the
     # log's folder, which is recorded here relative to the store's (NULL: the same folder).
-    _log_folder_column,
+    _column("events", "folder", "TEXT"),
     # Recorded segments of cameras (`recorder`), indexed as each one closes; paths relative to the store's folder.
     """
     CREATE TABLE IF NOT EXISTS segments (
         id INTEGER PRIMARY KEY,
         source TEXT NOT NULL,
-        path TEXT NOT NULL UNIQUE,
+        path TEXT NOT NULL,
         start_wall REAL NOT NULL,
         end_wall REAL NOT NULL,
         start_pts REAL,
         end_pts REAL,
         first_frame INTEGER,
         last_frame INTEGER,
-        bytes INTEGER NOT NULL
+        bytes INTEGER NOT NULL,
+        original INTEGER NOT NULL DEFAULT 0,
+        run TEXT,
+        tracks TEXT,
+        UNIQUE (path, run)
     );
     CREATE INDEX IF NOT EXISTS segments_by_time ON segments (start_wall);
     CREATE INDEX IF NOT EXISTS segments_by_source ON segments (source, start_wall);
     """,
+    # Which run wrote an event (track ids start again with every run; a clip of a track stays in its run).
+    _column("events", "run", "TEXT"),
 ]
 DB_VERSION = len(MIGRATIONS)
 COLUMNS = ["id", "wall_time", "source", "type", "frame_index", "pts", "track_id", "label", "text"]
@@ -204,18 +213,19 @@ class EventStore:
             except sqlite3.Error as exc:
                 raise cannot_write("event store", self.path, exc) from None
 
-    def write(self, logged: Logged, log_folder: Path) -> None:
-        """`log_folder`: the folder of the event log beside this store, which the event's paths are relative to."""
+    def write(self, logged: Logged, log_folder: Path, run: str | None = None) -> None:
+        """`log_folder`: the folder of the event log beside this store, which the event's paths are relative to;
+        `run`: the id of the run that made it."""
         event, data = logged.event, logged.data
         folder = relative(log_folder, self.path.parent)
         with self._writing() as conn:
             conn.execute(
                 "INSERT INTO events (schema_version, type, source, frame_index, pts, wall_time, wall_epoch, track_id,"
-                " label, text, line, folder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " label, text, line, folder, run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 # wall_epoch from the ISO text itself, so --since/--until with a logged time compare exactly
                 (data["schema_version"], event.type, event.source, event.frame_index, event.pts, data["wall_time"],
                  _dt.datetime.fromisoformat(data["wall_time"]).timestamp(), event.track_id, event.label, event.text,
-                 logged.line, None if folder == "." else folder),
+                 logged.line, None if folder == "." else folder, run),
             )
 
     def write_keyframe(self, source: str, frame_index: int, pts: float, image: Path, detections) -> None:
@@ -238,14 +248,21 @@ class EventStore:
         """A recorded segment (`recorder.Segment`), the moment it is closed."""
         with self._writing() as conn:
             conn.execute("INSERT OR REPLACE INTO segments (source, path, start_wall, end_wall, start_pts, end_pts,"
-                         " first_frame, last_frame, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         " first_frame, last_frame, bytes, original, run, tracks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (segment.source, segment.path, segment.start_wall, segment.end_wall, segment.start_pts,
-                          segment.end_pts, segment.first_frame, segment.last_frame, segment.bytes))
+                          segment.end_pts, segment.first_frame, segment.last_frame, segment.bytes,
+                          int(segment.original), segment.run, segment.tracks))
 
-    def segments(self, limit: int | None = None) -> list:
-        """Every recorded segment of the store, oldest first (at most `limit`)."""
+    def segments(self, limit: int | None = None, ended_before: float | None = None, after=None) -> list:
+        """The segments the store recorded, oldest first: at most `limit`, those that ended before
+        `ended_before`, those after the segment `after` (in that order, to walk them in batches); never the
+        originals of file sources, which are the user's files."""
         with self._writing() as conn:
-            return _segments(conn, limit=limit)
+            return _segments(conn, limit=limit, recorded=True, ended_before=ended_before, after=after)
+
+    def recorded_bytes(self) -> int:
+        with self._writing() as conn:
+            return conn.execute("SELECT coalesce(sum(bytes), 0) FROM segments WHERE original = 0").fetchone()[0]
 
     def segment_paths(self, source: str) -> list[str]:
         with self._writing() as conn:
@@ -283,7 +300,7 @@ class StoreOutput(Output):
         self.run_id = run_id  # in every file name this run writes, so no other run can take it
 
     def event(self, logged: Logged) -> None:
-        self.store.write(logged, self.log_folder)
+        self.store.write(logged, self.log_folder, self.run_id)
 
     def frame(self, shown: Shown) -> None:
         if not (self.save_keyframes and shown.keyframe):
@@ -301,11 +318,13 @@ class StoreOutput(Output):
 
 
 def _segments(conn: sqlite3.Connection, source: str | None = None, start: float | None = None,
-              end: float | None = None, limit: int | None = None) -> list:
-    """Segments of `source` (all: None) overlapping [start, end] in wall time, oldest first."""
+              end: float | None = None, limit: int | None = None, recorded: bool = False,
+              ended_before: float | None = None, after=None) -> list:
+    """Segments of `source` (all: None) overlapping [start, end] in wall time, oldest first; `recorded`: only
+    those the store recorded (not file sources' originals)."""
     from streamer.recorder import Segment
 
-    where, args = [], []
+    where, args = ["original = 0"] if recorded else [], []
     if source is not None:
         where.append("source = ?")
         args.append(source)
@@ -315,8 +334,14 @@ def _segments(conn: sqlite3.Connection, source: str | None = None, start: float 
     if end is not None:
         where.append("start_wall <= ?")
         args.append(end)
-    sql = ("SELECT source, path, start_wall, end_wall, start_pts, end_pts, first_frame, last_frame, bytes, id FROM"
-           " segments" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY start_wall, id")
+    if ended_before is not None:
+        where.append("end_wall < ?")
+        args.append(ended_before)
+    if after is not None:
+        where.append("(start_wall > ? OR (start_wall = ? AND id > ?))")
+        args += [after.start_wall, after.start_wall, after.id]
+    sql = ("SELECT source, path, start_wall, end_wall, start_pts, end_pts, first_frame, last_frame, bytes, id, original,"
+           " run, tracks FROM segments" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY start_wall, id")
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return [Segment(*row) for row in conn.execute(sql, args)]
@@ -324,13 +349,30 @@ def _segments(conn: sqlite3.Connection, source: str | None = None, start: float 
 
 def recordings(path: Path, source: str | None = None, start: float | None = None,
                end: float | None = None) -> list:
-    """A store's recorded segments (read only), oldest first; their paths resolved against the store's folder."""
+    """A store's recorded segments of cameras (read only) overlapping [start, end] in wall time, oldest first;
+    their paths are relative to the store's folder."""
     conn = connect(path, create=False)
     try:
-        found = _segments(conn, source, start, end)
+        found = _segments(conn, source, start, end, recorded=True)
     finally:
         conn.close()
     return found
+
+
+def original(path: Path, run: str | None):
+    """The original file a file source's run indexed as its recording, or None."""
+    from streamer.recorder import Segment
+
+    if run is None:
+        return None
+    conn = connect(path, create=False)
+    try:
+        row = conn.execute("SELECT source, path, start_wall, end_wall, start_pts, end_pts, first_frame, last_frame,"
+                           " bytes, id, original, run, tracks FROM segments WHERE original = 1 AND run = ?",
+                           (run,)).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else Segment(*row)
 
 
 def epoch(value: str, flag: str) -> float:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from streamer.cli import main
@@ -21,7 +22,8 @@ from streamer.recorder import Segment
 from streamer.retention import Retention
 from streamer.source_run import SourceSpec
 from streamer.store import EventStore, query, recordings
-from tests.helpers import OFFLINE, ROOT
+from streamer.sinks import tracks_rows
+from tests.helpers import OFFLINE, ROOT, probe_video
 from tests.rtsp_server import RtspServer, require_gstreamer, wait_for
 from tests.scripted import ScriptedDetector
 
@@ -76,14 +78,17 @@ def test_a_clip_of_an_event_starts_pre_s_before_it_and_plays(tmp_path, capsys):
     with RtspServer() as camera:
         _, spec = record(tmp_path, camera.url(), 9, car_from(100), pre_s=2, post_s=1)
     [appeared] = [e for e in query(spec.db_path, with_id=True) if e["type"] == "object_appeared"]
-    source, start, end = event_range(spec.db_path, appeared["id"], 2, 1)
-    made = cut(spec.db_path, source, start, end, tmp_path / "clip.mp4")
+    made = cut(spec.db_path, event_range(spec.db_path, appeared["id"], 2, 1), tmp_path / "clip.mp4")
     appeared_at = datetime.datetime.fromisoformat(appeared["wall_time"]).timestamp()
     assert made.start <= appeared_at - 2 + 0.05  # at least pre_s before (to the keyframe before)
     assert frames_of(tmp_path / "clip.mp4") == made.frames >= 25 * 3
     # The command line does the same, never over an existing file, and says what is wrong in one line.
     assert main(["clip", str(spec.db_path), str(tmp_path / "again.mp4"), "--event", str(appeared["id"])]) == 0
     assert frames_of(tmp_path / "again.mp4") > 0
+    assert main(["clip", str(spec.db_path), str(tmp_path / "drawn.mp4"), "--event", str(appeared["id"]),
+                 "--annotate"]) == 0  # the boxes from beside each segment
+    plain, drawn = probe_video(tmp_path / "again.mp4")["frames"], probe_video(tmp_path / "drawn.mp4")["frames"]
+    assert len(drawn) == len(plain) and np.abs(drawn[-5].astype(int)[40, 45:135] - plain[-5][40, 45:135]).mean() > 40
     assert main(["clip", str(spec.db_path), str(tmp_path / "again.mp4"), "--event", str(appeared["id"])]) == 1
     assert main(["clip", str(spec.db_path), str(tmp_path / "c.mp4"), "--event", "999"]) == 1
     assert main(["clip", str(spec.db_path), str(tmp_path / "c.mp4"), "--source", "cam", "--from",
@@ -200,7 +205,7 @@ def test_a_retention_that_cannot_hold_one_segment_is_one_line(tmp_path, capsys):
 
 @pytest.mark.live
 def test_a_recorded_cameras_tracks_go_beside_each_segment_and_are_pruned_with_it(tmp_path):
-    from streamer.sinks import tracks_beside, tracks_rows
+    from streamer.sinks import tracks_beside
 
     require_gstreamer()
     with RtspServer() as camera:
@@ -296,3 +301,40 @@ def test_the_server_serves_an_events_clip_and_any_stretch_with_range_requests(tm
             assert status == 404 and b"its recordings run from" in body and str(tmp_path).encode() not in body
         finally:
             server.close()
+
+
+def test_a_file_is_its_own_recording_and_its_events_clip_from_it(tmp_path, clip):
+    from tests.helpers import moving_car
+
+    config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None},
+                                    "record": {"pre_s": 0.5, "post_s": 0.5}})
+    spec = SourceSpec(str(clip), tmp_path / "e.jsonl", None, name="street", db_path=tmp_path / "e.db",
+                      tracks_path=tmp_path / "t.jsonl")
+    Pipeline(config, lambda: ScriptedDetector(lambda i: moving_car(i) if 30 <= i < 100 else [])).run_many([spec])
+    store = EventStore(spec.db_path).acquire()
+    assert store.segments() == []  # the user's file: nothing retention could ever delete
+    store.close()
+    events = query(spec.db_path, with_id=True)
+    appeared = next(e for e in events if e["type"] == "object_appeared")
+    left = next(e for e in events if e["type"] == "object_left")
+    made = cut(spec.db_path, event_range(spec.db_path, appeared["id"], 0.5, 0.5), tmp_path / "car.mp4")
+    with av.open(str(tmp_path / "car.mp4")) as container:
+        count = sum(1 for _ in container.decode(video=0))
+    # from the keyframe at or before 0.5 s ahead of its first sighting to 0.5 s after it left, no more than a GOP
+    assert count == made.frames and (left["pts"] - appeared["pts"] + 1.0) * 25 <= count <= 150
+    assert clip.stat().st_size > 0  # the original is untouched
+    # --annotate draws each frame's boxes from the run's tracks file where they are on that frame
+    assert main(["clip", str(spec.db_path), str(tmp_path / "drawn.mp4"), "--event", str(appeared["id"]), "--pre",
+                 "0.5", "--post", "0.5", "--annotate"]) == 0
+    plain, drawn, source = (probe_video(p)["frames"] for p in (tmp_path / "car.mp4", tmp_path / "drawn.mp4", clip))
+    assert len(drawn) == len(plain)
+    first = next(i for i, f in enumerate(source) if (f == plain[0]).all())  # the stream copy is bit-exact
+    boxes = {r["frame_index"]: r["bbox"] for _, r in tracks_rows(spec.tracks_path) if r["track_id"] >= 0}
+    checked = 0
+    for n in range(len(plain)):
+        if first + n in boxes:
+            x1, y1, x2, _ = (int(round(v)) for v in boxes[first + n])
+            edge = np.s_[y1, x1 + 2 : x2 - 2]
+            assert np.abs(drawn[n][edge].astype(int) - plain[n][edge]).mean() > 40, n
+            checked += 1
+    assert checked >= 25
