@@ -333,6 +333,13 @@ class ClusterConfig(_Section):
     shrink_keyframes: bool = Field(default=True, description="Send keyframes to workers at the model's input size.")
 
 
+class SourceRetention(_Section):
+    """One camera's own retention, within its store's."""
+
+    retain_days: float | None = Field(default=None, gt=0, le=36500, description="Its footage older than this goes.")
+    retain_gb: float | None = Field(default=None, ge=0.001, le=1e6, description="Its footage at most this much.")
+
+
 class RecordConfig(_Section):
     """Recordings of cameras: the stream as it arrives, copied into segments (no decode, no encode), indexed in the
     event store, pruned by age and size. Segments go to `recordings/<source>/` beside the store."""
@@ -349,13 +356,16 @@ class RecordConfig(_Section):
     min_free_gb: float = Field(default=1.0, ge=0, le=1e6,
                                description="Below this much free disk the oldest footage goes first, so "
                                            "recording never stops on a full disk.")
+    sources: dict[str, SourceRetention] = Field(default_factory=dict,
+                                                description="Per camera, by name: its own retain_days and retain_gb.")
 
     @model_validator(mode="after")
     def _holds_a_segment(self) -> "RecordConfig":
-        for name in ("retain_days", "events_retain_days"):
-            if getattr(self, name) * 86400 < self.segment_s:
-                raise ValueError(f"{name} ({getattr(self, name)} days) cannot hold one segment of "
-                                 f"segment_s ({self.segment_s:g} s)")
+        days = [("retain_days", self.retain_days), ("events_retain_days", self.events_retain_days)] + [
+            (f"sources.{name}.retain_days", own.retain_days) for name, own in self.sources.items() if own.retain_days]
+        for name, value in days:
+            if value * 86400 < self.segment_s:
+                raise ValueError(f"{name} ({value} days) cannot hold one segment of segment_s ({self.segment_s:g} s)")
         if self.retain_gb * 1e9 < 1e6:
             raise ValueError(f"retain_gb ({self.retain_gb} GB) cannot hold one segment: give it 0.001 (1 MB) "
                              "or more")

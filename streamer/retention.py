@@ -5,6 +5,7 @@ around an event (from `pre_s` before to `post_s` after) younger than `record.eve
 than that goes whatever it shows; then the oldest goes, footage around events last, while all of a store's
 footage is over `record.retain_gb`; and whenever the disk under the recordings has less than
 `record.min_free_gb` free, the oldest goes first (the storage guard), so recording never stops on a full disk.
+A camera may have its own `retain_days` and `retain_gb` (`record.sources`), applied as well as the store's.
 A segment's file and its index row go together, so nothing points at a deleted file; every deletion is counted.
 """
 
@@ -33,36 +34,39 @@ class Retention:
         self.guarded = 0  # of those, deleted because the disk was nearly full
 
     def enforce(self, now: float | None = None) -> int:
-        """Apply every rule; the number of segments deleted. Only what may go is read: the segments past
-        `retain_days`, and the oldest ones while the store is over `retain_gb`."""
+        """Apply every rule, each camera's own (`record.sources`) and the store's; the number of segments
+        deleted. Only what may go is read: the segments past their days, and the oldest ones while over a cap."""
         now = time.time() if now is None else now
         cfg = self.config
         around = _Intervals(self._around_events(now))
+        days = {name: own.retain_days for name, own in cfg.sources.items() if own.retain_days}
         gone = {}
-        for segment in self.store.segments(ended_before=now - cfg.retain_days * 86400):
-            if (now - segment.end_wall > cfg.events_retain_days * 86400
-                    or not around.overlaps(segment.start_wall, segment.end_wall)):
+        for segment in self.store.segments(ended_before=now - min([cfg.retain_days, *days.values()]) * 86400):
+            age = now - segment.end_wall
+            if age > cfg.events_retain_days * 86400 or (
+                    age > days.get(segment.source, cfg.retain_days) * 86400
+                    and not around.overlaps(segment.start_wall, segment.end_wall)):
                 gone[segment.id] = segment
         self._delete(list(gone.values()))
-        over = self.store.recorded_bytes() - cfg.retain_gb * 1e9
-        for plain in (True, False):  # footage around events last
-            if over <= 0:
-                break
-            for segment in self._oldest():
-                if over <= 0:
-                    break
-                if plain == around.overlaps(segment.start_wall, segment.end_wall):
-                    continue
-                self._delete([segment])
-                gone[segment.id] = segment
-                over -= segment.bytes
+        caps = [(name, own.retain_gb) for name, own in cfg.sources.items() if own.retain_gb] + [(None, cfg.retain_gb)]
+        for source, cap in caps:
+            over = self.store.recorded_bytes(source) - cap * 1e9
+            for plain in (True, False):  # footage around events last
+                for segment in self._oldest(source) if over > 0 else ():
+                    if over <= 0:
+                        break
+                    if plain == around.overlaps(segment.start_wall, segment.end_wall):
+                        continue
+                    self._delete([segment])
+                    gone[segment.id] = segment
+                    over -= segment.bytes
         return len(gone) + self.guard()
 
-    def _oldest(self, batch: int = 500):
-        """The recorded segments, oldest first, read a batch at a time."""
+    def _oldest(self, source: str | None = None, batch: int = 500):
+        """The recorded segments (of `source`; all: None), oldest first, read a batch at a time."""
         last = None
         while True:
-            segments = self.store.segments(limit=batch, after=last)
+            segments = self.store.segments(limit=batch, after=last, source=source)
             yield from segments
             if len(segments) < batch:
                 return

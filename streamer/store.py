@@ -253,16 +253,18 @@ class EventStore:
                           segment.end_pts, segment.first_frame, segment.last_frame, segment.bytes,
                           int(segment.original), segment.run, segment.tracks))
 
-    def segments(self, limit: int | None = None, ended_before: float | None = None, after=None) -> list:
+    def segments(self, limit: int | None = None, ended_before: float | None = None, after=None,
+                 source: str | None = None) -> list:
         """The segments the store recorded, oldest first: at most `limit`, those that ended before
         `ended_before`, those after the segment `after` (in that order, to walk them in batches); never the
         originals of file sources, which are the user's files."""
         with self._writing() as conn:
-            return _segments(conn, limit=limit, recorded=True, ended_before=ended_before, after=after)
+            return _segments(conn, source, limit=limit, recorded=True, ended_before=ended_before, after=after)
 
-    def recorded_bytes(self) -> int:
+    def recorded_bytes(self, source: str | None = None) -> int:
         with self._writing() as conn:
-            return conn.execute("SELECT coalesce(sum(bytes), 0) FROM segments WHERE original = 0").fetchone()[0]
+            return conn.execute("SELECT coalesce(sum(bytes), 0) FROM segments WHERE original = 0 AND (? IS NULL OR"
+                                " source = ?)", (source, source)).fetchone()[0]
 
     def segment_paths(self, source: str) -> list[str]:
         with self._writing() as conn:

@@ -107,7 +107,7 @@ def test_a_full_disk_under_the_recordings_makes_the_guard_delete_and_recording_g
         pytest.skip("cannot mount a tmpfs here")
     try:
         with RtspServer({"/live": NOISY}) as camera:
-            stats, spec = record(disk, camera.url(), 10, min_free_gb=0.003, segment_s=1)
+            stats, spec = record(disk, camera.url(), 10, car_from(0), min_free_gb=0.003, segment_s=1)
         segments = recordings(spec.db_path)
         assert stats.segments_deleted > 0 and stats.segments > len(segments) >= 1
         assert os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize > 1e6  # room was kept
@@ -115,6 +115,10 @@ def test_a_full_disk_under_the_recordings_makes_the_guard_delete_and_recording_g
         assert frames_of(disk / newest.path) > 0 and newest.end_wall > time.time() - 3  # still recording at the end
         assert sorted(p.relative_to(disk).as_posix() for p in (disk / "recordings").rglob("*.mp4")) == sorted(
             s.path for s in segments)  # nothing indexed that is gone, nothing on disk unindexed
+        for event in query(spec.db_path, with_id=True):  # every event whose footage is left still clips
+            span = event_range(spec.db_path, event["id"], 1, 1)
+            if recordings(spec.db_path, "cam", span.start, span.end):
+                assert cut(spec.db_path, span, tmp_path / f"{event['id']}.mp4").frames > 0
     finally:
         subprocess.run(["umount", "-l", str(disk)])
 
@@ -156,16 +160,15 @@ def test_a_killed_run_leaves_every_closed_segment_indexed_and_the_open_one_playa
     assert files <= after and len(after) > len(files)  # the index picked up where it was, the open one too
 
 
-def _segments(tmp_path: Path, store: EventStore, hours: list[float], size: int, now: float) -> list[Segment]:
-    out = []
+def _segments(tmp_path: Path, store: EventStore, hours: list[float], size: int, now: float,
+              source: str = "cam") -> None:
     for i, age in enumerate(hours):
-        path = tmp_path / "recordings" / "cam" / f"{i:03d}.mp4"
+        path = tmp_path / "recordings" / source / f"{i:03d}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x" * size)
         start = now - age * 3600
-        store.add_segment(Segment("cam", path.relative_to(tmp_path).as_posix(), start, start + 10, None, None,
+        store.add_segment(Segment(source, path.relative_to(tmp_path).as_posix(), start, start + 10, None, None,
                                   None, None, size))
-    return out
 
 
 def test_retention_deletes_oldest_first_keeps_footage_of_events_and_holds_the_cap(tmp_path):
@@ -192,6 +195,20 @@ def test_retention_deletes_oldest_first_keeps_footage_of_events_and_holds_the_ca
     retention.config = config.model_copy(update={"events_retain_days": 2})
     retention.enforce(now)  # the event is past its days: its footage goes too
     assert [round((now - s.start_wall) / 3600) for s in store.segments()] == [10]
+    store.close()
+
+
+def test_a_camera_can_keep_less_than_its_store(tmp_path):
+    now = time.time()
+    store = EventStore(tmp_path / "e.db").acquire()
+    _segments(tmp_path, store, [30, 20, 10, 5], 400_000, now, "gate")
+    _segments(tmp_path, store, [30, 20, 10, 5], 400_000, now, "yard")
+    config = RecordConfig(retain_days=2, retain_gb=1, min_free_gb=0,
+                          sources={"yard": {"retain_days": 0.5}, "gate": {"retain_gb": 0.001}})
+    Retention(store, config).enforce(now)
+    kept = [(s.source, round((now - s.start_wall) / 3600)) for s in store.segments()]
+    # yard: half a day (20 h and older go); gate: 1 MB (the two newest); the store's 2 days and 1 GB hold both
+    assert sorted(kept) == [("gate", 5), ("gate", 10), ("yard", 5), ("yard", 10)]
     store.close()
 
 
