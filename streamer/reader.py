@@ -345,7 +345,7 @@ def _flushed(container, stream, recorder=None):
             if recorder is not None:
                 recorder.packet(packet)
             yield from frames
-    except (av.error.FFmpegError, OSError):
+    except (av.error.FFmpegError, OSError):  # PyAV flushes the decoder at a normal end, not on an error
         try:
             yield from stream.codec_context.decode(None)
         except (av.error.FFmpegError, OSError, ValueError):

@@ -63,3 +63,20 @@ def test_error_text_that_quotes_a_url_is_scrubbed():
     text = f"cannot open {url}: bad password p#ss/w?rd, token abcdef, escaped p%23ss%2Fw%3Frd"
     assert scrub(text, [url]) == ("cannot open rtsp://192.0.2.10:554/stream1?token=***: bad password ***, "
                                   "token ***, escaped ***")
+
+
+def test_a_camera_whose_stream_ends_gets_every_frame_it_sent(clip):
+    """The decoder holds a few frames back; when a camera's stream ends they are flushed, not lost."""
+    from streamer.records import SourceStatus
+
+    reader = open_reader(str(clip), live=True, queue_size=1000)
+    reader.start()
+    frames = []
+    try:
+        for item in reader.frames():
+            if isinstance(item, SourceStatus):
+                break  # the stream ended: down, then it reconnects
+            frames.append(item.index)
+    finally:
+        reader.stop()
+    assert frames == list(range(150))
