@@ -84,6 +84,8 @@ def parser() -> argparse.ArgumentParser:
     clip.add_argument("--annotate", action="store_true", help="draw the tracks on the clip (decodes and encodes "
                                                                "that stretch again)")
     clip.add_argument("--config", type=Path, help="YAML config (its record: section)")
+    sub.add_parser("password", help="print the hash of a password for http.auth.password_hash (reads it from "
+                                     "the terminal, or one line of standard input)")
     evaluate = sub.add_parser("evaluate", help="score a Florence-2 on a labelled COCO or YOLO dataset (mAP, P/R)")
     evaluate.add_argument("dataset", type=Path, help="COCO (annotations.json) or YOLO (data.yaml) folder")
     _model_flags(evaluate)
@@ -152,6 +154,18 @@ def _clip(args: argparse.Namespace) -> int:
         raise StreamerError("clip: give --event ID, or --source S with --from TIME and --to TIME")
     made = cut(args.db, span, args.out, annotate=args.annotate)
     print(f"streamer: wrote {made.seconds:.1f} s of {made.source} ({made.frames} frames) to {args.out}")
+    return 0
+
+
+def _password() -> int:
+    import getpass
+
+    from streamer.auth import hash_password
+
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        raise StreamerError("a password needs 8 characters or more")
+    print(hash_password(password))
     return 0
 
 
@@ -369,12 +383,11 @@ def _run(args: argparse.Namespace) -> int:
     if config.http.listen:
         from streamer.server import StatusServer
 
-        server = StatusServer(config.http.listen, pipeline, view, config.http.mjpeg_fps).start()
+        server = StatusServer(config.http.listen, pipeline, view, config.http.mjpeg_fps, config.http.auth,
+                              config.http.metrics_public).start()
         closers.insert(0, server.close)
-        print(f"streamer: live view and metrics at {server.address}/", file=sys.stderr, flush=True)
-        if not server.loopback:
-            print("streamer: note: that is every interface of this machine (or one others can reach): anyone who "
-                  "can reach it can watch the cameras", file=sys.stderr, flush=True)
+        print(f"streamer: live view and metrics at {server.address}/" + (" (sign in with http.auth)" if
+              config.http.auth else ""), file=sys.stderr, flush=True)
     interrupted = threading.Event()
 
     def on_signal(*_):
@@ -463,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "clip":
             return _clip(args)
+        if args.command == "password":
+            return _password()
         if args.command in ("evaluate", "finetune"):
             return _model_command(args)
         if args.command == "export":

@@ -298,10 +298,43 @@ class WebhookConfig(_Section):
     queue_max: int = Field(default=10_000, ge=1)
 
 
+class HttpAuth(_Section):
+    """Who may see the cameras over HTTP: a token, or a user with a password hash (`streamer password`)."""
+
+    token: str | None = Field(default=None, min_length=16, description="A secret of 16 characters or more: "
+                              "`Authorization: Bearer <token>`, or typed on the page's login.")
+    user: str | None = Field(default=None, min_length=1)
+    password_hash: str | None = Field(default=None, description="What `streamer password` prints (scrypt).")
+
+    @model_validator(mode="after")
+    def _something(self) -> "HttpAuth":
+        from streamer.auth import valid_hash
+
+        if (self.user is None) != (self.password_hash is None):
+            raise ValueError("user and password_hash go together")
+        if self.password_hash is not None and not valid_hash(self.password_hash):
+            raise ValueError("password_hash is not one `streamer password` prints (scrypt$<salt>$<hash>)")
+        if self.token is None and self.user is None:
+            raise ValueError("give a token, or a user and a password_hash")
+        return self
+
+
 class HttpConfig(_Section):
     """A small HTTP server: /metrics, /healthz, /sources/<name>/mjpeg and a live page at /."""
 
     listen: str | None = Field(default=None, description="HOST:PORT, or PORT alone for 127.0.0.1; null: off.")
+    auth: HttpAuth | None = Field(default=None, description="Credentials every request needs; needed to listen "
+                                  "beyond this machine (a host that is not loopback).")
+    metrics_public: bool = Field(default=False, description="/metrics and /healthz without credentials (scrapers).")
+
+    @model_validator(mode="after")
+    def _private_or_signed_in(self) -> "HttpConfig":
+        from streamer.auth import is_loopback
+
+        if self.listen is not None and self.auth is None and not is_loopback(self.listen.rsplit(":", 1)[0]):
+            raise ValueError(f"{self.listen} serves beyond this machine: set http.auth (a token, or a user and a "
+                             "password hash from `streamer password`) first, or listen on 127.0.0.1")
+        return self
 
     @field_validator("listen")
     @classmethod

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import ipaddress
 import json
 import re
 import shutil
@@ -33,6 +32,7 @@ import cv2
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from streamer.auth import COOKIE, SESSION_S, Guard, is_loopback
 from streamer.errors import StreamerError
 from streamer.outputs import Output, Shown
 from streamer.pipeline import Pipeline
@@ -218,22 +218,36 @@ class _Clips:
                 self._folder = None
 
 
+def _login(guard: Guard, failed: bool = False) -> str:
+    """The page's own login form, with the fields the configured credentials need."""
+    auth = guard.auth
+    fields = ""
+    if auth is not None and auth.user:
+        fields += ('<label>user <input name="user" autocomplete="username"></label> <label>password <input '
+                   'name="password" type="password" autocomplete="current-password"></label>')
+    if auth is not None and auth.token:
+        fields += ' <label>token <input name="token" type="password"></label>'
+    note = '<p class="failed">those credentials are not right</p>' if failed else ""
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>streamer: sign in</title></head><body>'
+            f'<h1>streamer</h1>{note}<form method="post" action="/login">{fields} <button type="submit">Sign in'
+            f'</button></form></body></html>')
+
+
 def _iso(epoch: float) -> str:
     return _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc).isoformat()
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
-
-
 class StatusServer:
-    def __init__(self, listen: str, pipeline: Pipeline, view: LiveView, mjpeg_fps: float = 10.0) -> None:
+    def __init__(self, listen: str, pipeline: Pipeline, view: LiveView, mjpeg_fps: float = 10.0, auth=None,
+                 metrics_public: bool = False) -> None:
+        """`auth`: the config's `http.auth`, which every request must satisfy (see `auth`), and without which
+        only a loopback host is served; `metrics_public`: /metrics and /healthz need none."""
         host, port = listen.rsplit(":", 1)
+        if auth is None and not is_loopback(host):
+            raise StreamerError(f"--http {listen} serves beyond this machine: set http.auth (a token, or a user and a "
+                                "password hash from `streamer password`) first, or listen on 127.0.0.1")
+        self.guard = Guard(auth)
+        self.metrics_public = metrics_public
         self.pipeline, self.view, self.interval = pipeline, view, 1.0 / mjpeg_fps
         self.registry = pipeline.metrics.registry
         self.registry.register(_Counters(pipeline))
@@ -246,7 +260,7 @@ class StatusServer:
             raise StreamerError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
         self.httpd.daemon_threads = True
         self.address = f"http://{host}:{self.httpd.server_address[1]}"
-        self.loopback = _is_loopback(host)
+        self.loopback = is_loopback(host)
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
 
     def start(self) -> "StatusServer":
@@ -282,6 +296,14 @@ class StatusServer:
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 path, query = unquote(url.path), parse_qs(url.query)
+                public = path == "/login" or (server.metrics_public and path in ("/metrics", "/healthz"))
+                if not public and not server.guard.request(self.headers):
+                    if path == "/":
+                        self._send(401, _login(server.guard).encode(), "text/html; charset=utf-8")
+                    else:
+                        self._send(401, b"sign in first: a bearer token, HTTP Basic, or the page's login\n",
+                                   "text/plain")
+                    return
                 for pattern, route in ROUTES:
                     match = pattern.fullmatch(path)
                     if match is not None:
@@ -289,12 +311,37 @@ class StatusServer:
                         return
                 self._send(404, b"not found\n", "text/plain")
 
+            def do_POST(self) -> None:
+                """The login form: a session cookie for whoever gives the credentials, one slow refusal else."""
+                if urlsplit(self.path).path != "/login":
+                    self._send(404, b"not found\n", "text/plain")
+                    return
+                length = self.headers.get("Content-Length", "")
+                if not length.isdigit() or int(length) > 4096:
+                    self._send(400, b"a login form is a few fields\n", "text/plain")
+                    return
+                form = parse_qs(self.rfile.read(int(length)).decode("utf-8", "replace"))
+                field = lambda name: form.get(name, [None])[0]  # noqa: E731
+                if server.guard.credentials(field("token"), field("user"), field("password")):
+                    self.send_response(303)
+                    self.send_header("Location", "/")
+                    self.send_header("Set-Cookie", f"{COOKIE}={server.guard.session()}; HttpOnly; SameSite=Strict; "
+                                                   f"Path=/; Max-Age={SESSION_S}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                time.sleep(0.5)  # guessing stays slow
+                self._send(401, _login(server.guard, failed=True).encode(), "text/html; charset=utf-8")
+
+            def _login_page(self, query) -> None:
+                self._send(200, _login(server.guard).encode(), "text/html; charset=utf-8")
+
             def _event_clip(self, query, event_id: str) -> None:
                 """An event's clip from the recordings, as `streamer clip --event` cuts it."""
                 from streamer.clip import event_range
 
                 record = server.pipeline.config.record
-                for db in server.stores():
+                for db in self._stores(query):
                     try:
                         span = event_range(db, int(event_id), record.pre_s, record.post_s)
                     except StreamerError:
@@ -409,13 +456,37 @@ class StatusServer:
                 if not match_words(words):
                     self._send(400, b"q: no word to look for\n", "text/plain")
                     return
-                stores = {st.db_path for st in (r.stats() for r in server.pipeline.runs) if st.db_path is not None}
                 try:
-                    found = [e for db in sorted(stores) if db.exists() for e in find(db, search=words)][:100]
-                except StreamerError as exc:
-                    self._send(500, f"{exc}\n".encode(), "text/plain")
+                    found = [{**e, "store": n} for n, db in enumerate(server.stores())
+                             for e in find(db, search=words, with_id=True)][:100]
+                except StreamerError:
+                    self._send(500, b"cannot read the event store\n", "text/plain")
                     return
+                for event in found:  # what the page can fetch, never where the server keeps it
+                    where = f"/api/events/{event['id']}/%s?store={event['store']}"
+                    if "snapshot" in event:
+                        event["snapshot"] = where % "snapshot.jpg"
+                    event["clip"] = where % "clip.mp4"
                 self._send(200, json.dumps(found).encode(), "application/json")
+
+            def _snapshot(self, query, event_id: str) -> None:
+                """An event's snapshot (a JPEG crop of its object)."""
+                from streamer.store import snapshot_of
+
+                for db in self._stores(query):
+                    path = snapshot_of(db, int(event_id))
+                    if path is not None:
+                        self._file(path, "image/jpeg")
+                        return
+                self._send(404, b"no snapshot of that event\n", "text/plain")
+
+            def _stores(self, query) -> list:
+                """The stores a request names (`store`: its place in the run's list), or all of them."""
+                stores = server.stores()
+                asked = query.get("store", [None])[0]
+                if asked is None:
+                    return stores
+                return [stores[int(asked)]] if asked.isdigit() and int(asked) < len(stores) else []
 
             def _mjpeg(self, query, name: str) -> None:
                 known = {safe_name(r.stats().source) for r in server.pipeline.runs}
@@ -443,8 +514,9 @@ class StatusServer:
 
         # path (a pattern, matched whole) -> what answers it, with the query's parameters and the pattern's groups
         ROUTES = [(re.compile(pattern), route) for pattern, route in (
-            ("/", Handler._page), ("/metrics", Handler._metrics), ("/healthz", Handler._healthz),
+            ("/", Handler._page), ("/login", Handler._login_page), ("/metrics", Handler._metrics), ("/healthz", Handler._healthz),
             ("/api/events", Handler._events), ("/api/search", Handler._search),
-            (r"/api/events/(\d{1,18})/clip\.mp4", Handler._event_clip), (r"/api/recordings/([^/]+)", Handler._recordings),
+            (r"/api/events/(\d{1,18})/clip\.mp4", Handler._event_clip),
+            (r"/api/events/(\d{1,18})/snapshot\.jpg", Handler._snapshot), (r"/api/recordings/([^/]+)", Handler._recordings),
             (r"/sources/([^/]+)/mjpeg", Handler._mjpeg))]
         return Handler

@@ -361,6 +361,23 @@ def recordings(path: Path, source: str | None = None, start: float | None = None
     return found
 
 
+def snapshot_of(path: Path, event_id: int) -> Path | None:
+    """The snapshot file of an event, where the store says it is (relative to its log's folder), if it is a
+    JPEG file there."""
+    conn = connect(path, create=False)
+    try:
+        row = conn.execute("SELECT line, folder FROM events WHERE id = ?", (event_id,)).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        return None
+    name = json.loads(row[0]).get("snapshot")
+    if not isinstance(name, str) or not name.endswith(".jpg"):
+        return None
+    found = resolve(Path(path).parent / (row[1] or "."), name)
+    return found if found.is_file() else None
+
+
 def original(path: Path, run: str | None):
     """The original file a file source's run indexed as its recording, or None."""
     from streamer.recorder import Segment

@@ -157,7 +157,8 @@ def test_every_flag_has_help_and_the_readme_lists_every_flag():
     usage = (ROOT / "README.md").read_text().split("## Usage", 1)[1].split("```")[1]
     sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
     for name, command in sub.choices.items():
-        block = next(part for part in re.split(r"streamer (?:\[--debug\] )?", usage) if part.startswith(name + " "))
+        blocks = re.split(r"streamer (?:\[--debug\] )?", usage)
+        block = next(part for part in blocks if part.split(None, 1)[:1] == [name])
         for action in command._actions:
             if isinstance(action, argparse._HelpAction):
                 continue

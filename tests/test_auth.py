@@ -1,0 +1,126 @@
+"""The HTTP server behind credentials: nothing without them, the page's own login, no server path in any answer."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from streamer.auth import hash_password
+from streamer.cli import main
+from streamer.config import Config
+from streamer.pipeline import Pipeline, SourceSpec
+from streamer.server import LiveView, StatusServer
+from tests.brokers import require
+from tests.helpers import CLIP
+from tests.scripted import ScriptedDetector
+from tests.test_live_page import CHROMIUM_FLAGS
+
+TOKEN = "a-token-of-some-length"
+PROTECTED = ["/", "/api/events?after=0", "/api/search?q=car", "/sources/street/mjpeg", "/api/events/1/clip.mp4",
+             "/api/events/1/snapshot.jpg", "/api/recordings/street", "/metrics", "/healthz"]
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def get(url, data=None, **headers):
+    request = urllib.request.Request(url, data=data, headers=headers)
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read(2_000_000 if "mjpeg" not in url else 100)
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A file run with snapshots and a store, served behind a token and a user."""
+    tmp = tmp_path_factory.mktemp("served")
+    config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None},
+                                    "events": {"snapshots": True}})
+    view = LiveView()
+    pipeline = Pipeline(config, lambda: ScriptedDetector(lambda i: [("car", (10, 60, 90, 120), "AB 42")]), [view])
+    pipeline.run_many([SourceSpec(str(CLIP), tmp / "e.jsonl", None, name="street", db_path=tmp / "events.db")])
+    auth = Config.model_validate({"http": {"auth": {"token": TOKEN, "user": "ann",
+                                                    "password_hash": hash_password("correct horse")}}}).http.auth
+    server = StatusServer("127.0.0.1:0", pipeline, view, auth=auth).start()
+    yield server, tmp
+    server.close()
+
+
+def test_nothing_is_served_without_credentials(served):
+    server, tmp = served
+    for path in PROTECTED:
+        status, _, body = get(server.address + path)
+        assert status == 401, path
+        assert b"AB 42" not in body and str(tmp).encode() not in body
+    assert get(server.address + "/", Authorization="Bearer wrong-token-wrong")[0] == 401
+    wrong = base64.b64encode(b"ann:battery staple").decode()
+    assert get(server.address + "/api/events?after=0", Authorization=f"Basic {wrong}")[0] == 401
+
+
+def test_a_token_or_a_user_opens_everything_and_no_answer_names_a_server_path(served):
+    server, tmp = served
+    user = "Basic " + base64.b64encode(b"ann:correct horse").decode()
+    for credentials in (f"Bearer {TOKEN}", user):
+        status, _, body = get(server.address + "/api/search?q=AB", Authorization=credentials)
+        assert status == 200
+        found = json.loads(body)
+        assert found and str(tmp) not in body.decode()
+        status, headers, jpeg = get(server.address + found[0]["snapshot"], Authorization=credentials)
+        assert status == 200 and headers["Content-Type"] == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
+        assert get(server.address + "/metrics", Authorization=credentials)[0] == 200
+
+
+def test_the_pages_own_login_gives_a_session(served):
+    server, _ = served
+    status, _, page = get(server.address + "/")
+    assert status == 401 and b'action="/login"' in page and b'name="token"' in page and b'name="user"' in page
+    assert get(server.address + "/login", data=b"token=guess")[0] == 401
+    status, headers, _ = get(server.address + "/login", data=f"token={TOKEN}".encode())
+    assert status == 303 and "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+    cookie = headers["Set-Cookie"].split(";")[0]
+    assert get(server.address + "/api/events?after=0", Cookie=cookie)[0] == 200
+    assert get(server.address + "/api/events?after=0", Cookie=cookie[:-2] + "00")[0] == 401  # a forged one
+
+
+def test_the_login_holds_in_a_browser(served):
+    chromium = require("chromium", "chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    server, _ = served
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = browser.new_page()
+        response = page.goto(server.address + "/api/search?q=AB")
+        assert response.status == 401
+        page.goto(server.address + "/", wait_until="domcontentloaded")
+        page.fill("input[name=user]", "ann")
+        page.fill("input[name=password]", "correct horse")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#search", timeout=10000)  # the page itself, signed in
+        assert page.goto(server.address + "/api/search?q=AB").status == 200
+        browser.close()
+
+
+def test_metrics_can_be_public_for_scrapers(tmp_path):
+    auth = Config.model_validate({"http": {"auth": {"token": TOKEN}}}).http.auth
+    pipeline = Pipeline(Config(), lambda: ScriptedDetector(lambda i: []))
+    server = StatusServer("127.0.0.1:0", pipeline, LiveView(), auth=auth, metrics_public=True).start()
+    try:
+        assert get(server.address + "/metrics")[0] == 200
+        assert get(server.address + "/api/events?after=0")[0] == 401
+    finally:
+        server.close()
+
+
+def test_listening_beyond_this_machine_needs_credentials(capsys):
+    assert main(["run", str(CLIP), "--http", "0.0.0.0:0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "serves beyond this machine: set http.auth" in err
