@@ -265,6 +265,9 @@ class MqttConfig(_Section):
     client_id: str | None = None
     keepalive_s: int = Field(default=30, ge=5)
     queue_max: int = Field(default=10_000, ge=1, description="Events kept on disk while the broker is away.")
+    discovery: bool = Field(default=True, description="Home Assistant MQTT discovery: each camera a device.")
+    discovery_prefix: str = Field(default="homeassistant", pattern=r"^[^#+]+$",
+                                  description="Home Assistant's discovery prefix.")
 
     @field_validator("url")
     @classmethod

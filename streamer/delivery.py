@@ -7,6 +7,7 @@ tries for a few seconds to flush; whatever is left stays on disk for the next ru
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 from streamer.backoff import Backoff
 from streamer.config import Config, MqttConfig, WebhookConfig
+from streamer.discovery import Discovery
 from streamer.outbox import Outbox
 from streamer.outputs import Output
 from streamer.records import Logged
@@ -102,12 +104,21 @@ class _OutboxSink(Output):
 
 
 class MqttSink(_OutboxSink):
-    def __init__(self, config: MqttConfig, outbox_dir: Path) -> None:
+    """Events as JSON on `<prefix>/<source>/events`, each camera's objects as retained state, and (with
+    `mqtt.discovery`) Home Assistant's discovery configs and the states of their entities (`discovery`).
+    `sources` and `zones`: the cameras this process runs and the zones of each, for their entities (and to
+    remove those of cameras and zones no longer run, when `remove_stale`)."""
+
+    def __init__(self, config: MqttConfig, outbox_dir: Path, sources: list[str] = (),
+                 zones: dict[str, list[str]] | None = None, remove_stale: bool = True) -> None:
         import paho.mqtt.client as mqtt
 
         parts = urlsplit(config.url)
         self.prefix = config.topic_prefix.rstrip("/")
         self.availability = f"{self.prefix}/availability"
+        self.discovery = (Discovery(config.discovery_prefix, self.prefix, list(sources), zones or {})
+                          if config.discovery else None)
+        self._remove_stale = remove_stale
         super().__init__(Outbox(Path(outbox_dir) / "mqtt.outbox", config.queue_max), 10.0, "mqtt")
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id or f"streamer-{uuid.uuid4().hex[:8]}")
         if parts.username:
@@ -116,17 +127,55 @@ class MqttSink(_OutboxSink):
             client.tls_set()
         client.will_set(self.availability, "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
-        client.on_connect = lambda c, *_: c.publish(self.availability, "online", qos=1, retain=True)
+        client.on_connect = self._connected
+        client.on_message = self._message
+        self._objects: dict[str, dict[int, str]] = {}
+        self._in_zone: dict[tuple[str, str], set[int]] = {}
+        self._states: dict[str, tuple[str, bool]] = {}  # retained states published, for Home Assistant's restart
+        if self.discovery is not None:
+            for source in self.discovery.sources:
+                self._put_all(self.discovery.camera(source))
+                for zone in self.discovery.zones.get(source, []):
+                    self._state(self.discovery.state_topic(source, "zone", safe_name(zone), "count"), "0")
         client.connect_async(parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883), config.keepalive_s)
         client.loop_start()
         self.client = client
-        self._objects: dict[str, dict[int, str]] = {}
         self.start()
+
+    def _connected(self, client, *_) -> None:
+        client.publish(self.availability, "online", qos=1, retain=True)
+        if self.discovery is not None:
+            client.subscribe(f"{self.discovery.prefix}/status", qos=1)
+            if self._remove_stale:
+                client.subscribe(f"{self.discovery.prefix}/+/+/+/config", qos=1)
+
+    def _message(self, client, userdata, message) -> None:
+        """Home Assistant back online: everything again. A retained config of a camera or zone no longer run:
+        removed. (paho's thread; the outbox is safe to use from it.)"""
+        discovery = self.discovery
+        if message.topic == f"{discovery.prefix}/status":
+            if message.payload == b"online":
+                self._put_all(discovery.everything())
+                for topic, (payload, binary) in list(self._states.items()):
+                    self.outbox.put({"topic": topic, "payload": payload, "retain": True, "b64": binary})
+        elif message.retain and message.payload and discovery.stale(message.topic):
+            self.outbox.put({"topic": message.topic, "payload": "", "retain": True})
+
+    def _put_all(self, items) -> None:
+        for topic, payload, retain in items:
+            self.outbox.put({"topic": topic, "payload": payload, "retain": retain})
+
+    def _state(self, topic: str, payload: str, binary: bool = False) -> None:
+        """A retained state, kept to send again when Home Assistant restarts; `binary`: base64 of bytes."""
+        self._states[topic] = (payload, binary)
+        self.outbox.put({"topic": topic, "payload": payload, "retain": True, "b64": binary})
 
     def event(self, logged: Logged) -> None:
         event = logged.event
         source = safe_name(event.source)
         self.outbox.put({"topic": f"{self.prefix}/{source}/events", "payload": logged.line, "retain": False})
+        if self.discovery is not None:
+            self._entities(logged)
         objects = self._objects.setdefault(source, {})
         if event.type == "object_appeared":
             objects[event.track_id] = event.label
@@ -138,13 +187,42 @@ class MqttSink(_OutboxSink):
                  "wall_time": logged.data["wall_time"]}
         self.outbox.put({"topic": f"{self.prefix}/{source}/state", "payload": json.dumps(state, ensure_ascii=False),
                          "retain": True})
+        if self.discovery is not None and event.label:
+            count = sum(1 for label in objects.values() if label == event.label)
+            self._state(self.discovery.state_topic(event.source, safe_name(event.label), "count"), str(count))
+            self._state(self.discovery.state_topic(event.source, safe_name(event.label), "occupancy"),
+                        "ON" if count else "OFF")
+
+    def _entities(self, logged: Logged) -> None:
+        """Home Assistant's side of one event: a label's entities when it is new, the last event, zone counts,
+        the snapshot."""
+        event, discovery = logged.event, self.discovery
+        if event.source not in discovery.sources:  # a camera the process was not told of: it gets its entities now
+            discovery.sources.append(event.source)
+            self._put_all(discovery.camera(event.source))
+        if event.label and event.track_id is not None:
+            self._put_all(discovery.label(event.source, event.label))
+        self._state(discovery.state_topic(event.source, "last_event"), logged.line)
+        zone = event.extra.get("zone")
+        if zone and event.type in ("zone_entered", "zone_left"):
+            inside = self._in_zone.setdefault((event.source, zone), set())
+            (inside.add if event.type == "zone_entered" else inside.discard)(event.track_id)
+            self._state(discovery.state_topic(event.source, "zone", safe_name(zone), "count"), str(len(inside)))
+        if logged.snapshot is not None and event.label:
+            try:
+                jpeg = logged.snapshot.read_bytes()
+            except OSError:
+                return
+            self._state(discovery.state_topic(event.source, safe_name(event.label), "snapshot"),
+                        base64.b64encode(jpeg).decode(), binary=True)
 
     def deliver(self, items: list[dict]) -> int:
         if not self.client.is_connected():
             return 0
         for n, item in enumerate(items):
             try:
-                info = self.client.publish(item["topic"], _text(item["payload"]), qos=1, retain=item["retain"])
+                payload = base64.b64decode(item["payload"]) if item.get("b64") else _text(item["payload"])
+                info = self.client.publish(item["topic"], payload, qos=1, retain=item["retain"])
             except ValueError as exc:  # paho's word for a topic no broker takes (wildcards, empty, too long)
                 raise Undeliverable(n, f"topic {item['topic']!r}: {exc}") from None
             try:
@@ -205,15 +283,20 @@ class WebhookSink(_OutboxSink):
         self.outbox.close()
 
 
-def event_sinks(config: Config, outbox_dir: Path, client_tag: str | None = None) -> list[_OutboxSink]:
+def event_sinks(config: Config, outbox_dir: Path, client_tag: str | None = None,
+                sources: list[str] = ()) -> list[_OutboxSink]:
     """The MQTT and webhook sinks `config` asks for. Each process needs its own outbox folder, and with
-    `client_tag` its own MQTT client id, or two would deliver the same events and take each other's session."""
+    `client_tag` its own MQTT client id, or two would deliver the same events and take each other's session.
+    `sources`: the cameras of the run (for Home Assistant's entities); a process serving one source of a larger
+    run (`client_tag`, a Ray source actor) removes no other camera's entities."""
     sinks: list[_OutboxSink] = []
     if config.mqtt.url:
         mqtt = config.mqtt
         if client_tag and mqtt.client_id:
             mqtt = mqtt.model_copy(update={"client_id": f"{mqtt.client_id}-{client_tag}"})
-        sinks.append(MqttSink(mqtt, outbox_dir))
+        zones = {source: [z.name for z in config.events.zones if z.sources is None or source in z.sources]
+                 for source in sources}
+        sinks.append(MqttSink(mqtt, outbox_dir, list(sources), zones, remove_stale=client_tag is None))
     sinks += [WebhookSink(url, config.webhooks, outbox_dir, i) for i, url in enumerate(config.webhooks.urls)]
     return sinks
 

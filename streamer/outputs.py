@@ -70,7 +70,10 @@ class Outputs:
     already, which only outputs that `replays` take again; `live`: a camera, whose immediate outputs take
     `preview` frames instead of final ones."""
 
-    def __init__(self, own: Sequence[Output], shared: Sequence[Output] = (), replay: int = 0, live: bool = False):
+    def __init__(self, own: Sequence[Output], shared: Sequence[Output] = (), replay: int = 0, live: bool = False,
+                 folder: Path | None = None):
+        """`folder`: the event log's, which events' paths (snapshots) are relative to."""
+        self.folder = folder
         self.own = list(own)
         self.all = self.own + list(shared)
         self.replay = replay
@@ -82,7 +85,7 @@ class Outputs:
 
     def event(self, event: Event) -> bool:
         """The event to every output; False when it was only logged again (a takeover's replay)."""
-        logged = Logged.of(event)
+        logged = Logged.of(event, self.folder)
         replayed = self.replaying
         for output in self.all:
             if output.replays or not replayed:
@@ -136,12 +139,13 @@ def source_outputs(spec, config: Config, stream: Callable[[], StreamInfo], store
     except BaseException:
         Outputs(own).close()
         raise
-    return Outputs(own, shared, replay, live)
+    return Outputs(own, shared, replay, live, Path(spec.events_path).parent)
 
 
-def process_outputs(config: Config, outbox_dir: Path, client_tag: str | None = None) -> list[Output]:
-    """The outputs one process serves for all its sources: MQTT and webhooks (each with its outbox in
-    `outbox_dir`; `client_tag` keeps MQTT client ids apart between processes)."""
+def process_outputs(config: Config, outbox_dir: Path, client_tag: str | None = None,
+                    sources: Sequence[str] = ()) -> list[Output]:
+    """The outputs one process serves for all its sources (named in `sources`): MQTT and webhooks (each with its
+    outbox in `outbox_dir`; `client_tag` keeps MQTT client ids apart between processes)."""
     from streamer.delivery import event_sinks
 
-    return list(event_sinks(config, outbox_dir, client_tag))
+    return list(event_sinks(config, outbox_dir, client_tag, list(sources)))

@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -166,11 +167,14 @@ class Logged:
     event: Event
     data: dict[str, Any]
     line: str
+    snapshot: Path | None = None  # where the event's snapshot file is, for outputs that send it on
 
     @classmethod
-    def of(cls, event: Event) -> "Logged":
+    def of(cls, event: Event, folder: Path | None = None) -> "Logged":
+        """`folder`: the event log's, which the event's paths are relative to."""
         data = event.to_dict()
-        return cls(event, data, json.dumps(data, ensure_ascii=False))
+        snapshot = Path(folder) / data["snapshot"] if folder is not None and "snapshot" in data else None
+        return cls(event, data, json.dumps(data, ensure_ascii=False), snapshot)
 
 
 def _iso(epoch_s: float) -> str:

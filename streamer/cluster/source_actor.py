@@ -90,7 +90,8 @@ class SourceActor:
         reader, spec, takeover = (self.reader, self.spec, None) if self.reader is not None else self._take_over(board)
         self.reader = None  # a retried `run` on this incarnation (not a restart) takes over too
         name = safe_name(reader.name)
-        shared = process_outputs(self.config, self.config.output.dir / "outbox" / name, client_tag=name)
+        shared = process_outputs(self.config, self.config.output.dir / "outbox" / name, client_tag=name,
+                                 sources=[reader.name])
         store = EventStore(spec.db_path) if spec.db_path is not None else None
         self.source_run = SourceRun(spec, self.config, reader, model, shared, store=store, takeover=takeover)
         done = threading.Event()

@@ -1,0 +1,112 @@
+"""Home Assistant MQTT discovery: every camera shows up in Home Assistant by itself, with no YAML.
+
+Retained configs under `<mqtt.discovery_prefix>/<component>/streamer_<source>/<object>/config`, each with a stable
+`unique_id`, the camera's device and `availability` on `<topic_prefix>/availability`:
+- per camera: the last event (`sensor`, its JSON as attributes) and, per zone, how many objects are in it;
+- per camera and label, once the label is first seen: occupancy (`binary_sensor`, as Frigate's integration
+  has), how many there are (`sensor`) and the latest snapshot (`image`, a JPEG on
+  `<topic_prefix>/<source>/<label>/snapshot`).
+States are retained (one published right after its config may be missed otherwise), and everything is sent
+again when Home Assistant says `online` on `<discovery_prefix>/status`. A camera or zone no longer in the run's
+configuration has its entities removed (an empty retained config), found among the retained configs the broker
+gives back at connect.
+"""
+
+from __future__ import annotations
+
+import json
+
+from streamer.sources import safe_name
+
+MANUFACTURER = "streamer"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_") or "x"
+
+
+class Discovery:
+    """What to publish for the cameras of one process; each method returns (topic, payload, retain) items."""
+
+    def __init__(self, prefix: str, topic_prefix: str, sources: list[str], zones: dict[str, list[str]]) -> None:
+        self.prefix = prefix.rstrip("/")
+        self.topics = topic_prefix.rstrip("/")
+        self.availability = f"{self.topics}/availability"
+        self.sources = list(sources)
+        self.zones = zones  # source -> names of the zones that apply to it
+        self.labels: dict[str, set[str]] = {}  # source -> labels seen, whose entities exist
+
+    def node(self, source: str) -> str:
+        return f"streamer_{_slug(safe_name(source))}"
+
+    def config_topic(self, component: str, source: str, object_id: str) -> str:
+        return f"{self.prefix}/{component}/{self.node(source)}/{object_id}/config"
+
+    def state_topic(self, source: str, *levels: str) -> str:
+        return "/".join([self.topics, safe_name(source), *levels])
+
+    def _config(self, component: str, source: str, object_id: str, name: str, **fields) -> tuple[str, str, bool]:
+        node = self.node(source)
+        config = {
+            "name": name, "unique_id": f"{node}_{object_id}", "object_id": f"{node}_{object_id}",
+            "device": {"identifiers": [node], "name": source, "manufacturer": MANUFACTURER,
+                       "model": "Florence-2 camera"},
+            "availability": [{"topic": self.availability, "payload_available": "online",
+                              "payload_not_available": "offline"}],
+            **fields,
+        }
+        return self.config_topic(component, source, object_id), json.dumps(config), True
+
+    def camera(self, source: str) -> list[tuple[str, str, bool]]:
+        """The entities every camera has."""
+        out = [self._config("sensor", source, "last_event", "Last event",
+                            state_topic=self.state_topic(source, "last_event"), value_template="{{ value_json.type }}",
+                            json_attributes_topic=self.state_topic(source, "last_event"), icon="mdi:cctv")]
+        for zone in self.zones.get(source, []):
+            out.append(self._config("sensor", source, f"zone_{_slug(zone)}_count", f"{zone} objects",
+                                    state_topic=self.state_topic(source, "zone", safe_name(zone), "count"),
+                                    state_class="measurement", icon="mdi:vector-polygon"))
+        return out
+
+    def label(self, source: str, label: str) -> list[tuple[str, str, bool]]:
+        """A label's entities, the first time it is seen on a camera (nothing after that)."""
+        seen = self.labels.setdefault(source, set())
+        if label in seen:
+            return []
+        seen.add(label)
+        slug, name = _slug(label), label.capitalize()
+        return [
+            self._config("binary_sensor", source, f"{slug}_occupancy", f"{name} occupancy", device_class="occupancy",
+                         state_topic=self.state_topic(source, safe_name(label), "occupancy"),
+                         payload_on="ON", payload_off="OFF"),
+            self._config("sensor", source, f"{slug}_count", f"{name} count", state_class="measurement",
+                         state_topic=self.state_topic(source, safe_name(label), "count")),
+            self._config("image", source, f"{slug}_snapshot", f"{name} snapshot", content_type="image/jpeg",
+                         image_topic=self.state_topic(source, safe_name(label), "snapshot")),
+        ]
+
+    def everything(self) -> list[tuple[str, str, bool]]:
+        """Every config known now: for Home Assistant coming back online."""
+        out = [item for source in self.sources for item in self.camera(source)]
+        for source, labels in self.labels.items():
+            for label in sorted(labels):
+                self.labels[source].discard(label)
+                out += self.label(source, label)
+        return out
+
+    def stale(self, topic: str) -> bool:
+        """Whether a retained config found on the broker is one of ours for a camera or zone no longer run."""
+        if not topic.startswith(self.prefix + "/"):
+            return False
+        parts = topic[len(self.prefix) + 1:].split("/")
+        if len(parts) != 4 or parts[3] != "config":
+            return False
+        node, object_id = parts[1], parts[2]
+        if not node.startswith("streamer_"):
+            return False
+        current = {self.node(s): s for s in self.sources}
+        if node not in current:
+            return True
+        if object_id.startswith("zone_") and object_id.endswith("_count"):
+            return object_id not in {f"zone_{_slug(z)}_count" for z in self.zones.get(current[node], [])}
+        return False
