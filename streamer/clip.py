@@ -27,12 +27,18 @@ from streamer.store import connect, original, recordings
 
 @dataclass(frozen=True)
 class Cut:
-    """What a clip holds: its source, the wall-clock time of its first frame, its length and frames."""
+    """What a clip holds: its source, when its first frame was (on the span's clock), its length and frames, and
+    where each frame came from (`shown`: frame index and tracks file, in the clip's order)."""
 
     source: str
     start: float
     seconds: float
     frames: int
+    shown: tuple = ()
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 25.0
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,7 @@ def cut(store: Path, span: Span, out: Path, annotate: bool = False) -> Cut:
         part.unlink(missing_ok=True)
         raise StreamerError(f"{out} exists: name a new file for the clip")
     os.replace(part, out)
-    return Cut(span.source, first_at, offset, frames)
+    return Cut(span.source, first_at, offset, frames, tuple(shown))
 
 
 def _copy(path: Path, output, stream, segment_at: float, start: float, end: float, offset: float,
@@ -173,11 +179,7 @@ def _annotate(path: Path, shown: list[tuple[int, Path]]) -> None:
     from streamer.records import StreamInfo
     from streamer.sinks import VideoSink
 
-    boxes: dict[tuple[Path, int], list[dict]] = {}
-    for tracks in {t for _, t in shown}:
-        if tracks.exists():
-            for _, row in tracks_rows(tracks):
-                boxes.setdefault((tracks, row["frame_index"]), []).append(row)
+    boxes = boxes_of(shown)
     annotator = Annotator()
     drawn = path.with_name(path.name + ".drawn.mp4")
     with av.open(str(path)) as source:
@@ -188,13 +190,23 @@ def _annotate(path: Path, shown: list[tuple[int, Path]]) -> None:
         try:
             for n, frame in enumerate(source.decode(stream)):
                 image = frame.to_ndarray(format="bgr24")
-                rows = boxes.get((shown[n][1], shown[n][0]), []) if n < len(shown) else []
+                rows = boxes[n] if n < len(boxes) else []
                 if rows:
                     image = annotator.draw(image, [annotator.layer(_detections(rows))])
                 sink.write(image, float(frame.time or 0.0))
         finally:
             sink.close()
     os.replace(drawn, path)
+
+
+def boxes_of(shown) -> list[list[dict]]:
+    """The tracks' boxes on each frame of a clip (`Cut.shown`), read from their tracks files."""
+    found: dict[tuple[Path, int], list[dict]] = {}
+    for tracks in {t for _, t in shown}:
+        if tracks.exists():
+            for _, row in tracks_rows(tracks):
+                found.setdefault((tracks, row["frame_index"]), []).append(row)
+    return [found.get((tracks, index), []) for index, tracks in shown]
 
 
 def _detections(rows: list[dict]) -> sv.Detections:

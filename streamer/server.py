@@ -129,6 +129,7 @@ figure {{ margin: 0; }} img {{ max-width: 640px; width: 100%; background: #222; 
 #events {{ font-family: monospace; font-size: 0.85em; white-space: pre; max-height: 40vh; overflow-y: auto; }}
 </style></head><body>
 <h1>streamer</h1>
+<p><a href="/review" style="color:#8cf">review the recordings</a></p>
 <div class="cams">{cameras}</div>
 <h2>Search</h2>
 <form id="search"><input id="words" type="search" placeholder="white van, AB 42, person ..." size="40">
@@ -172,6 +173,17 @@ async function poll() {{
   setTimeout(poll, 1000);
 }}
 poll();
+async function states() {{
+  try {{
+    const response = await fetch('/api/sources');
+    for (const s of await response.json()) {{
+      const line = document.querySelector(`.state[data-source="${{CSS.escape(s.name)}}"]`);
+      if (line) line.textContent = `${{s.state}}  ${{s.fps.toFixed(1)}} fps`;
+    }}
+  }} catch (err) {{}}
+  setTimeout(states, 2000);
+}}
+states();
 </script></body></html>
 """
 
@@ -183,39 +195,52 @@ class _Clips:
     def __init__(self, keep: int = 8) -> None:
         self.keep = keep
         self._folder: Path | None = None
-        self._made: OrderedDict[tuple, Path] = OrderedDict()
+        self._made: OrderedDict[tuple, tuple[Path, object]] = OrderedDict()  # key -> (file, its `clip.Cut`)
         self._lock = threading.Lock()
 
-    def cut(self, db, span) -> Path:
+    def cut(self, db, span):
+        """(the clip's file, its `clip.Cut`), cut now or kept from before."""
         from streamer.clip import cut
         from streamer.store import recordings
 
         held = () if span.run is not None else tuple(s.id for s in recordings(db, span.source, span.start, span.end))
         key = (str(db), span, held)
         with self._lock:
-            if key in self._made and self._made[key].exists():
+            if key in self._made and self._made[key][0].exists():
                 self._made.move_to_end(key)
                 return self._made[key]
             if self._folder is None:
                 self._folder = Path(tempfile.mkdtemp(prefix="streamer-clips-"))
             path = self._folder / f"{len(self._made)}-{time.monotonic_ns()}.mp4"
             try:
-                cut(db, span, path)
+                made = cut(db, span, path)
             except StreamerError as exc:
                 if "cannot write" in str(exc):
                     raise StreamerError("cannot cut the clip here: the server's disk is full or read-only") from None
                 raise
-            self._made[key] = path
+            self._made[key] = path, made
             while len(self._made) > self.keep:
-                _, old = self._made.popitem(last=False)
+                _, (old, _) = self._made.popitem(last=False)
                 old.unlink(missing_ok=True)
-            return path
+            return path, made
 
     def close(self) -> None:
         with self._lock:
             if self._folder is not None:
                 shutil.rmtree(self._folder, ignore_errors=True)
                 self._folder = None
+
+
+REVIEW = (Path(__file__).parent / "pages" / "review.html").read_text(encoding="utf-8")
+
+
+def _linked(event: dict) -> dict:
+    """An event of a store as the pages get it: what they can fetch, never where the server keeps it."""
+    where = f"/api/events/{event['id']}/%s?store={event['store']}"
+    out = {**event, "clip": where % "clip.mp4", "tracks": where % "tracks.json"}
+    if "snapshot" in event:
+        out["snapshot"] = where % "snapshot.jpg"
+    return out
 
 
 def _login(guard: Guard, failed: bool = False) -> str:
@@ -336,8 +361,8 @@ class StatusServer:
             def _login_page(self, query) -> None:
                 self._send(200, _login(server.guard).encode(), "text/html; charset=utf-8")
 
-            def _event_clip(self, query, event_id: str) -> None:
-                """An event's clip from the recordings, as `streamer clip --event` cuts it."""
+            def _event_clip(self, query, event_id: str, tracks: bool = False) -> None:
+                """An event's clip from the recordings, as `streamer clip --event` cuts it (or its boxes)."""
                 from streamer.clip import event_range
 
                 record = server.pipeline.config.record
@@ -346,7 +371,7 @@ class StatusServer:
                         span = event_range(db, int(event_id), record.pre_s, record.post_s)
                     except StreamerError:
                         continue
-                    self._clip(db, span)
+                    self._clip(db, span, tracks)
                     return
                 self._send(404, b"no such event\n", "text/plain")
 
@@ -374,15 +399,57 @@ class StatusServer:
                 if not stores:
                     self._send(404, b"no recordings of that source\n", "text/plain")
                     return
-                self._clip(stores[0], Span(source, *span))
+                self._clip(stores[0], Span(source, *span), tracks="tracks" in query)
 
-            def _clip(self, db, span) -> None:
+            def _clip(self, db, span, tracks: bool = False) -> None:
+                """The clip of `span`, or with `tracks` the boxes on each of its frames (for the page to draw)."""
+                from streamer.clip import boxes_of
+
                 try:
-                    path = server.clips.cut(db, span)
+                    path, made = server.clips.cut(db, span)
                 except StreamerError as exc:  # no footage there: the line says what there is (never a path)
                     self._send(404, f"{exc}\n".encode(), "text/plain")
                     return
-                self._file(path, "video/mp4")
+                if not tracks:
+                    self._file(path, "video/mp4")
+                    return
+                frames = [[{k: r[k] for k in ("track_id", "label", "bbox", "text")} for r in rows]
+                          for rows in boxes_of(made.shown)]
+                self._send(200, json.dumps({"fps": made.fps, "frames": frames}).encode(), "application/json")
+
+            def _event_tracks(self, query, event_id: str) -> None:
+                self._event_clip(query, event_id, tracks=True)
+
+            def _history(self, query) -> None:
+                """The stores' events, newest first (at most `limit`, 200), filtered by source, label and type,
+                each with the URLs of its snapshot, clip and clip's boxes."""
+                from streamer.store import query as find
+
+                one = {key: query.get(key, [None])[0] or None for key in ("source", "label", "type")}
+                limit = query.get("limit", ["200"])[0]
+                if not limit.isdigit() or not 0 < int(limit) <= 10_000:
+                    self._send(400, b"limit: a whole number from 1 to 10000\n", "text/plain")
+                    return
+                try:
+                    found = [{**e, "store": n} for n, db in enumerate(server.stores())
+                             for e in find(db, with_id=True, **one)]
+                except StreamerError:
+                    self._send(500, b"cannot read the event store\n", "text/plain")
+                    return
+                found = sorted(found, key=lambda e: e["wall_time"], reverse=True)[: int(limit)]
+                self._send(200, json.dumps([_linked(e) for e in found]).encode(), "application/json")
+
+            def _sources(self, query) -> None:
+                """Each source's state and frame rate, for the pages."""
+                out = []
+                for run in server.pipeline.runs:
+                    st = run.stats()
+                    out.append({"name": safe_name(st.source), "live": st.live, "state": st.state,
+                                "fps": round(st.fps_so_far, 1), "frames": st.frames})
+                self._send(200, json.dumps(out).encode(), "application/json")
+
+            def _review(self, query) -> None:
+                self._send(200, REVIEW.encode(), "text/html; charset=utf-8")
 
             def _file(self, path, content_type: str) -> None:
                 """A file, whole or the byte range asked for (a browser's <video> seeks with Range requests)."""
@@ -443,7 +510,8 @@ class StatusServer:
                 names = [safe_name(r.stats().source) for r in server.pipeline.runs]
                 cameras = "".join(
                     f'<figure><img alt="{html.escape(n)}" src="/sources/{html.escape(n)}/mjpeg">'
-                    f"<figcaption>{html.escape(n)}</figcaption></figure>" for n in names
+                    f'<figcaption>{html.escape(n)} <span class="state" data-source="{html.escape(n)}"></span>'
+                    "</figcaption></figure>" for n in names
                 )
                 self._send(200, PAGE.format(cameras=cameras).encode(), "text/html; charset=utf-8")
 
@@ -462,12 +530,7 @@ class StatusServer:
                 except StreamerError:
                     self._send(500, b"cannot read the event store\n", "text/plain")
                     return
-                for event in found:  # what the page can fetch, never where the server keeps it
-                    where = f"/api/events/{event['id']}/%s?store={event['store']}"
-                    if "snapshot" in event:
-                        event["snapshot"] = where % "snapshot.jpg"
-                    event["clip"] = where % "clip.mp4"
-                self._send(200, json.dumps(found).encode(), "application/json")
+                self._send(200, json.dumps([_linked(e) for e in found]).encode(), "application/json")
 
             def _snapshot(self, query, event_id: str) -> None:
                 """An event's snapshot (a JPEG crop of its object)."""
@@ -517,6 +580,8 @@ class StatusServer:
             ("/", Handler._page), ("/login", Handler._login_page), ("/metrics", Handler._metrics), ("/healthz", Handler._healthz),
             ("/api/events", Handler._events), ("/api/search", Handler._search),
             (r"/api/events/(\d{1,18})/clip\.mp4", Handler._event_clip),
-            (r"/api/events/(\d{1,18})/snapshot\.jpg", Handler._snapshot), (r"/api/recordings/([^/]+)", Handler._recordings),
+            (r"/api/events/(\d{1,18})/snapshot\.jpg", Handler._snapshot),
+            (r"/api/events/(\d{1,18})/tracks\.json", Handler._event_tracks), ("/api/history", Handler._history),
+            ("/api/sources", Handler._sources), ("/review", Handler._review), (r"/api/recordings/([^/]+)", Handler._recordings),
             (r"/sources/([^/]+)/mjpeg", Handler._mjpeg))]
         return Handler

@@ -1,0 +1,90 @@
+"""The review page in headless Chromium (Debian's, driven by Playwright): events with thumbnails, a clip that
+plays with its boxes drawn over the video where the tracks say, and search hits that open their clip."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+from streamer.config import Config
+from streamer.pipeline import Pipeline, SourceSpec
+from streamer.server import LiveView, StatusServer
+from tests.brokers import require
+from tests.helpers import CLIP
+from tests.scripted import ScriptedDetector
+from tests.test_live_page import CHROMIUM_FLAGS
+
+
+def plate(index):
+    x = 100 + 2 * index
+    return [("car", (x, 150, x + 160, 250), "AB 42")] if 20 <= index < 120 else []
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("review")
+    config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None},
+                                    "events": {"snapshots": True}, "record": {"pre_s": 0.5, "post_s": 0.5}})
+    view = LiveView()
+    pipeline = Pipeline(config, lambda: ScriptedDetector(plate), [view])
+    pipeline.run_many([SourceSpec(str(CLIP), tmp / "e.jsonl", None, name="street", db_path=tmp / "events.db",
+                                  tracks_path=tmp / "t.jsonl")])
+    served = StatusServer("127.0.0.1:0", pipeline, view).start()
+    yield served
+    served.close()
+
+
+@pytest.fixture()
+def page(server):
+    chromium = require("chromium", "chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS + ["--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page(viewport={"width": 1200, "height": 1000})
+        page.goto(server.address + "/review")
+        yield page
+        browser.close()
+
+
+def test_the_events_are_listed_with_their_snapshots(page):
+    page.wait_for_selector("#list li.event", timeout=10000)
+    items = page.locator("#list li.event")
+    texts = [items.nth(i).text_content() for i in range(items.count())]
+    assert any("object_appeared" in t and "car" in t for t in texts) and any("AB 42" in t for t in texts)
+    page.wait_for_function("() => [...document.querySelectorAll('#list img')].some((i) => i.naturalWidth > 0)",
+                           timeout=10000)
+
+
+def test_an_events_clip_plays_with_its_boxes_drawn_where_the_tracks_say(page, server):
+    page.wait_for_selector("#list li.event", timeout=10000)
+    page.locator("#list li.event", has_text="object_appeared").first.click()
+    page.wait_for_function("() => document.getElementById('video').currentTime > 0.5", timeout=15000)
+    page.wait_for_function("() => document.getElementById('video').readyState >= 2")
+    src = page.evaluate("() => document.getElementById('video').src")
+    tracks = json.loads(urllib.request.urlopen(src.replace("clip.mp4", "tracks.json"), timeout=10).read())
+    frame = [n for n, boxes in enumerate(tracks["frames"]) if boxes][10]  # a moment the car is on
+    page.evaluate("""(t) => new Promise((done) => { const v = document.getElementById('video'); v.pause();
+                      v.addEventListener('seeked', done, {once: true}); v.currentTime = t; })""",
+                  (frame + 0.5) / tracks["fps"])
+    page.wait_for_timeout(300)  # a frame or two for the canvas
+    [box] = [b["bbox"] for b in tracks["frames"][frame]]
+    shot = cv2.imdecode(np.frombuffer(page.locator("#player").screenshot(), np.uint8), cv2.IMREAD_COLOR).astype(int)
+    lime = (shot[..., 1] > 200) & (shot[..., 0] < 90) & (shot[..., 2] < 90)
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    top = lime[max(0, y1 - 2): y1 + 3, x1 + 5: x2 - 5].any(axis=0).mean()
+    left = lime[y1 + 5: y2 - 5, max(0, x1 - 2): x1 + 3].any(axis=1).mean()
+    assert top > 0.9 and left > 0.9, (top, left, box)
+    assert not lime[y1 + 10: y2 - 10, x1 + 10: x2 - 10].any()  # only the outline: the footage stays untouched
+
+
+def test_a_search_hit_opens_its_clip(page):
+    page.fill("#words", "ab 42")
+    page.click("#search button")
+    page.wait_for_selector("#list li.event", timeout=10000)
+    page.locator("#list li.event", has_text="AB 42").first.click()
+    page.wait_for_function("() => document.getElementById('video').currentTime > 0.3", timeout=15000)
+    assert "/clip.mp4" in page.evaluate("() => document.getElementById('video').src")
