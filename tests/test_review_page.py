@@ -88,3 +88,38 @@ def test_a_search_hit_opens_its_clip(page):
     page.locator("#list li.event", has_text="AB 42").first.click()
     page.wait_for_function("() => document.getElementById('video').currentTime > 0.3", timeout=15000)
     assert "/clip.mp4" in page.evaluate("() => document.getElementById('video').src")
+
+
+@pytest.mark.live
+def test_a_click_on_a_cameras_timeline_plays_that_moment_and_the_live_page_shows_its_state(tmp_path):
+    from tests.rtsp_server import RtspServer, require_gstreamer
+
+    require_gstreamer()
+    chromium = require("chromium", "chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None},
+                                    "record": {"segment_s": 2}, "output": {"write_video": False}})
+    view = LiveView()
+    pipeline = Pipeline(config, lambda: ScriptedDetector(lambda i: [("ball", (100, 60, 180, 140), None)]), [view])
+    with RtspServer() as camera:
+        pipeline.run_many([SourceSpec(camera.url(), tmp_path / "e.jsonl", None, name="cam", db_path=tmp_path / "e.db",
+                                      tracks_path=tmp_path / "t.jsonl")], duration_s=7)
+    served = StatusServer("127.0.0.1:0", pipeline, view).start()
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium,
+                                        args=CHROMIUM_FLAGS + ["--autoplay-policy=no-user-gesture-required"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(served.address + "/", wait_until="domcontentloaded")  # its MJPEG never ends loading
+            page.wait_for_function("() => document.querySelector('.state').textContent.includes('fps')",
+                                   timeout=10000)
+            page.goto(served.address + "/review")
+            page.select_option("#hours", "1")
+            page.wait_for_selector("#timeline .seg", timeout=10000)
+            box = page.locator("#timeline .seg").nth(1).bounding_box()
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.wait_for_function("() => document.getElementById('video').currentTime > 0.5", timeout=15000)
+            assert "/api/recordings/cam?from=" in page.evaluate("() => document.getElementById('video').src")
+            browser.close()
+    finally:
+        served.close()
