@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".cache" / "ha-venv"
 HA = "homeassistant==2024.3.3"
 INTEGRATIONS = ["http", "api", "auth", "config", "onboarding", "person", "image_upload", "mqtt", "image", "camera",
-                "frontend", "recorder", "sensor", "binary_sensor", "stream", "ffmpeg", "websocket_api"]
+                "frontend", "recorder", "sensor", "binary_sensor", "stream", "ffmpeg", "websocket_api", "recovery_mode",
+                "homeassistant", "backup", "cloud", "conversation", "file_upload"]
 
 
 def free_port() -> int:
@@ -48,11 +49,16 @@ def install() -> None:
     components = Path(subprocess.run([str(VENV / "bin" / "python"), "-c",
                                       "import homeassistant.components as c; print(c.__path__[0])"],
                                      check=True, capture_output=True, text=True).stdout.strip())
-    wanted = set()
-    for name in INTEGRATIONS:
+    wanted, seen, todo = set(), set(), list(INTEGRATIONS)
+    while todo:  # the integrations these load, and theirs, with what each requires
+        name = todo.pop()
         manifest = components / name / "manifest.json"
-        if manifest.exists():
-            wanted.update(json.loads(manifest.read_text()).get("requirements", []))
+        if name in seen or not manifest.exists():
+            continue
+        seen.add(name)
+        data = json.loads(manifest.read_text())
+        wanted.update(data.get("requirements", []))
+        todo += data.get("dependencies", []) + data.get("after_dependencies", [])
     if wanted:
         pip(*sorted(wanted), "josepy<2")
     (VENV / ".installed").touch()

@@ -23,7 +23,7 @@ import supervision as sv
 from streamer.errors import StreamerError, cannot_write
 from streamer.records import TEXT
 from streamer.sinks import tracks_beside, tracks_rows
-from streamer.store import connect, original, recordings
+from streamer.store import original, reading, recordings
 
 @dataclass(frozen=True)
 class Cut:
@@ -54,9 +54,9 @@ class Span:
 
 def event_range(store: Path, event_id: int, pre_s: float, post_s: float) -> Span:
     """The stretch around an event: its track in its run from appearing to leaving, or the event alone."""
-    conn = connect(store, create=False)
-    try:
-        row = conn.execute("SELECT source, wall_epoch, pts, track_id, run FROM events WHERE id = ?",
+    with reading(store) as (conn, tables):
+        run_column = "run" if "run" in tables["events"] else "NULL"
+        row = conn.execute(f"SELECT source, wall_epoch, pts, track_id, {run_column} FROM events WHERE id = ?",
                            (event_id,)).fetchone()
         if row is None:
             last = conn.execute("SELECT max(id) FROM events").fetchone()[0]
@@ -68,9 +68,7 @@ def event_range(store: Path, event_id: int, pre_s: float, post_s: float) -> Span
         if track is not None:
             column = "pts" if file else "wall_epoch"
             start, end = conn.execute(f"SELECT min({column}), max({column}) FROM events WHERE source = ? AND "
-                                      "track_id = ? AND run IS ?", (source, track, run)).fetchone()
-    finally:
-        conn.close()
+                                      f"track_id = ? AND {run_column} IS ?", (source, track, run)).fetchone()
     return Span(source, start - pre_s, end + post_s, run if file else None)
 
 

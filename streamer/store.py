@@ -133,6 +133,7 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection, Path], None]] = [
     _column("events", "run", "TEXT"),
 ]
 DB_VERSION = len(MIGRATIONS)
+_RELATIVE = MIGRATIONS.index(_paths_relative_to_the_store) + 1  # stores from this version on record relative paths
 COLUMNS = ["id", "wall_time", "source", "type", "frame_index", "pts", "track_id", "label", "text"]
 
 
@@ -169,10 +170,12 @@ def connect(path: Path, create: bool) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        if exists and conn.execute("PRAGMA user_version").fetchone()[0] == 0 and conn.execute(
-                "SELECT count(*) FROM sqlite_master").fetchone()[0]:
-            conn.close()
-            raise StreamerError(f"{path} is an SQLite database, but not a streamer event store")
+        if exists:
+            try:
+                _identity(conn, path)
+            except StreamerError:
+                conn.close()
+                raise
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         migrate(conn, path.parent)
@@ -181,6 +184,45 @@ def connect(path: Path, create: bool) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise StreamerError(f"{path} is not a streamer event store: {exc}") from None
     return conn
+
+
+def _identity(conn: sqlite3.Connection, path: Path) -> dict[str, set[str]]:
+    """Make sure a database is a streamer store before anything touches it; its tables' columns. An empty
+    database (no tables, version 0) is a store not begun yet."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = {name: {row[1] for row in conn.execute(f"PRAGMA table_info({name})")}
+              for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if version == 0 and not tables:
+        return tables
+    if version == 0 or not {"line", "wall_epoch", "type"} <= tables.get("events", set()):
+        raise StreamerError(f"{path} is an SQLite database, but not a streamer event store")
+    if version > DB_VERSION:
+        raise StreamerError(f"event store {path} was written by a newer streamer (schema {version} > {DB_VERSION})")
+    return tables
+
+
+@contextlib.contextmanager
+def reading(path: Path):
+    """A store opened read only, its identity checked: what a command that only reads gets (it never migrates,
+    never switches a journal mode, never creates a file): (connection, each table's columns)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StreamerError(f"event store not found: {path}")
+    if not _is_sqlite(path):
+        raise StreamerError(f"{path} is not a streamer event store")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StreamerError(f"cannot read the event store {path}: {exc}") from None
+    try:
+        tables = _identity(conn, path)
+        if not tables:
+            raise StreamerError(f"{path} is an empty database, not a streamer event store")
+        yield conn, tables
+    except sqlite3.DatabaseError as exc:
+        raise StreamerError(f"cannot read the event store {path}: {exc}") from None
+    finally:
+        conn.close()
 
 
 def _is_sqlite(path: Path) -> bool:
@@ -353,22 +395,16 @@ def recordings(path: Path, source: str | None = None, start: float | None = None
                end: float | None = None) -> list:
     """A store's recorded segments of cameras (read only) overlapping [start, end] in wall time, oldest first;
     their paths are relative to the store's folder."""
-    conn = connect(path, create=False)
-    try:
-        found = _segments(conn, source, start, end, recorded=True)
-    finally:
-        conn.close()
-    return found
+    with reading(path) as (conn, tables):
+        return _segments(conn, source, start, end, recorded=True) if "segments" in tables else []
 
 
 def snapshot_of(path: Path, event_id: int) -> Path | None:
     """The snapshot file of an event, where the store says it is (relative to its log's folder), if it is a
     JPEG file there."""
-    conn = connect(path, create=False)
-    try:
-        row = conn.execute("SELECT line, folder FROM events WHERE id = ?", (event_id,)).fetchone()
-    finally:
-        conn.close()
+    with reading(path) as (conn, tables):
+        folder = "folder" if "folder" in tables["events"] else "NULL"
+        row = conn.execute(f"SELECT line, {folder} FROM events WHERE id = ?", (event_id,)).fetchone()
     if row is None:
         return None
     name = json.loads(row[0]).get("snapshot")
@@ -384,13 +420,12 @@ def original(path: Path, run: str | None):
 
     if run is None:
         return None
-    conn = connect(path, create=False)
-    try:
+    with reading(path) as (conn, tables):
+        if "segments" not in tables:
+            return None
         row = conn.execute("SELECT source, path, start_wall, end_wall, start_pts, end_pts, first_frame, last_frame,"
                            " bytes, id, original, run, tracks FROM segments WHERE original = 1 AND run = ?",
                            (run,)).fetchone()
-    finally:
-        conn.close()
     return None if row is None else Segment(*row)
 
 
@@ -430,24 +465,29 @@ def query(path: Path, source: str | None = None, type: str | None = None, label:
         where.append("wall_epoch < ?")
         args.append(epoch(until, "--until"))
     order, table = "wall_epoch, events.id", "events"
-    if search is not None:
-        words = match_words(search)
-        if not words:
-            raise StreamerError(f"--search: no word to look for in '{search}'")
-        table = "events JOIN events_text ON events_text.rowid = events.id"
-        where.append("events_text MATCH ?")
-        args.append(words)
-        order = "bm25(events_text), wall_epoch"
-    sql = f"SELECT events.id, line, folder FROM {table}" + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}"
-    conn = connect(path, create=False)
-    try:
+    if search is not None and not match_words(search):
+        raise StreamerError(f"--search: no word to look for in '{search}'")
+    with reading(path) as (conn, tables):
+        if search is not None and "events_text" in tables:
+            table = "events JOIN events_text ON events_text.rowid = events.id"
+            where.append("events_text MATCH ?")
+            args.append(match_words(search))
+            order = "bm25(events_text), wall_epoch"
+        elif search is not None:  # a store from before the index, read as it is: every word somewhere, in order
+            for word in re.findall(r"\w+", search):
+                where.append("(events.label LIKE ? OR events.text LIKE ? OR events.type LIKE ?)")
+                args += [f"%{word}%"] * 3
+        folder = "folder" if "folder" in tables["events"] else "NULL"
+        sql = (f"SELECT events.id, line, {folder} FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
+               + f" ORDER BY {order}")
         rows = conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
+        old = conn.execute("PRAGMA user_version").fetchone()[0] < _RELATIVE
     events = []
     for row_id, line, folder in rows:
         event = {"id": row_id, **json.loads(line)} if with_id else json.loads(line)
         if "snapshot" in event:
+            if old and not Path(event["snapshot"]).is_file():  # as the migration to relative paths would find it
+                event["snapshot"] = f"snapshots/{Path(event['snapshot']).name}"
             event["snapshot"] = str(resolve(Path(path).parent / (folder or "."), event["snapshot"]))
         events.append(event)
     return events
@@ -481,12 +521,14 @@ def _cell(value: Any) -> str:
 
 def keyframe_boxes(path: Path) -> tuple[list[Path], dict[Path, list[tuple[str, tuple[float, float, float, float], int]]]]:
     """Every saved keyframe image, resolved against the store's folder, with its (label, box, track id), for export."""
-    conn = connect(path, create=False)
-    try:
+    with reading(path) as (conn, tables):
+        if "keyframes" not in tables:
+            return [], {}
         images = [row[0] for row in conn.execute("SELECT image FROM keyframes ORDER BY source, frame_index")]
         rows = conn.execute("SELECT image, label, x1, y1, x2, y2, track_id FROM keyframe_boxes ORDER BY id").fetchall()
-    finally:
-        conn.close()
+        if conn.execute("PRAGMA user_version").fetchone()[0] < _RELATIVE:  # read as the migration would write it
+            images = [f"keyframes/{Path(image).name}" for image in images]
+            rows = [(f"keyframes/{Path(image).name}", *rest) for image, *rest in rows]
     folder = Path(path).parent
     boxes: dict[Path, list] = {resolve(folder, image): [] for image in images}
     for image, label, *xyxy, track_id in rows:

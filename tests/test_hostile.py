@@ -139,8 +139,12 @@ def test_querying_something_that_is_not_a_store_leaves_it_alone(tmp_path, capsys
     else:
         path.write_bytes(content)
     before = path.read_bytes()
-    assert main(["events", str(path)]) == 1
-    assert "not a streamer event store" in capsys.readouterr().err and path.read_bytes() == before
+    for command in (["events", str(path)], ["clip", str(path), str(tmp_path / "c.mp4"), "--event", "1"],
+                    ["export", str(path), "--format", "coco", str(tmp_path / "out")]):
+        assert main(command) == 1, command
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("not a streamer event store" in err or "empty database" in err), err
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["x.db"]  # no -wal, no file
 
 
 def test_an_odd_frame_size_is_padded_not_refused(tmp_path):

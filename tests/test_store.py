@@ -92,7 +92,7 @@ def test_an_older_store_is_migrated_not_rebuilt(tmp_path):
                  " VALUES (1, 'object_appeared', 'cam', 3, 0.1, '2026-01-01T00:00:00+00:00', 1767225600, '{\"kept\": 1}')")
     conn.commit()
     conn.close()
-    migrated = connect(path, create=False)
+    migrated = connect(path, create=True)
     assert migrated.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert migrated.execute("SELECT count(*) FROM keyframes").fetchone()[0] == 0
     migrated.close()
@@ -197,4 +197,8 @@ def test_an_older_store_is_indexed_for_search_when_migrated(tmp_path):
                  " 'container', 'MSKU 123', '{\"kept\": 1}')")
     conn.commit()
     conn.close()
+    before = path.read_bytes()
+    assert query(path, search="msku") == [{"kept": 1}]  # read as it is: a query never writes
+    assert path.read_bytes() == before and not path.with_name("old.db-wal").exists()
+    connect(path, create=True).close()  # a run writing to it migrates it and indexes what it holds
     assert query(path, search="msku") == [{"kept": 1}]
