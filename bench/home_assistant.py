@@ -126,17 +126,26 @@ def main() -> None:
         run_config = tmp / "run.yaml"
         run_config.write_text("events:\n  snapshots: true\n  zones:\n    - {name: road, polygon: [[0, 0], [1, 0], "
                               "[1, 1], [0, 1]]}\nsampler: {every_n_frames: 5, scene_threshold: null, max_fps: null}\n")
-        ran = subprocess.run([sys.executable, "-m", "streamer", "run", f"street={ROOT / 'clips' / 'street.mp4'}",
-                              "--model", str(model), "--mqtt", f"mqtt://127.0.0.1:{broker_port}", "--config",
-                              str(run_config), "--no-video", "--events", str(tmp / "events.jsonl")],
-                             cwd=ROOT, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
-        print(ran.stdout.strip().splitlines()[0] if ran.stdout else ran.stderr.strip()[-500:], flush=True)
-        time.sleep(3)
+        ran = subprocess.Popen([sys.executable, "-m", "streamer", "run", f"street={ROOT / 'clips' / 'street.mp4'}",
+                                "--model", str(model), "--mqtt", f"mqtt://127.0.0.1:{broker_port}", "--config",
+                                str(run_config), "--no-video", "--events", str(tmp / "events.jsonl")],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+        running: dict[str, dict] = {}  # the latest state of each entity seen while streamer was available
+        while ran.poll() is None:
+            for s in request(f"{base}/api/states", token=token):
+                if "street" in s["entity_id"] and s["state"] != "unavailable":
+                    running[s["entity_id"]] = s
+            time.sleep(0.3)
+        print((ran.stdout.read().strip().splitlines() or ["(no summary)"])[0], flush=True)
+        time.sleep(2)
         states = [s for s in request(f"{base}/api/states", token=token) if "street" in s["entity_id"]]
-        print(f"{len(states)} entities from streamer's discovery:")
+        print(f"{len(states)} entities from streamer's discovery (state while streamer ran -> after it ended):")
         for s in sorted(states, key=lambda s: s["entity_id"]):
-            attributes = {k: v for k, v in s["attributes"].items() if k not in ("access_token", "entity_picture")}
-            print(f"  {s['entity_id']:45} {str(s['state'])[:32]:34} {json.dumps(attributes)[:160]}")
+            seen = running.get(s["entity_id"], {"state": "-", "attributes": {}})
+            attributes = {k: v for k, v in seen["attributes"].items() if k not in ("access_token", "entity_picture",
+                                                                                  "friendly_name")}
+            print(f"  {s['entity_id']:42} {str(seen['state'])[:26]:27} -> {s['state']:12} {json.dumps(attributes)[:120]}")
         ok = any(s["entity_id"].startswith("binary_sensor.") for s in states) and any(
             s["entity_id"].startswith("image.") for s in states)
         print("Home Assistant found the camera's occupancy and snapshot: " + ("yes" if ok else "no"))

@@ -62,7 +62,8 @@ class LiveView(Output):
     def event(self, logged: Logged) -> None:
         with self._lock:
             self._seq += 1
-            self._events.append((self._seq, logged.data))
+            # the page gets no file names of the server: snapshots are served by the review page's URLs
+            self._events.append((self._seq, {k: v for k, v in logged.data.items() if k != "snapshot"}))
 
     def latest(self, key: str):
         """(frames seen, the latest one drawn) of a source; (0, None) before its first frame."""
@@ -139,7 +140,7 @@ figure {{ margin: 0; }} img {{ max-width: 640px; width: 100%; background: #222; 
 <div id="events"></div>
 <script>
 function describe(e) {{
-  return [e.wall_time, e.source, e.type, e.label ?? '', e.track_id ?? '', e.text ?? '', e.snapshot ?? ''].join('  ');
+  return [e.wall_time, e.source, e.type, e.label ?? '', e.track_id ?? '', e.text ?? ''].join('  ');
 }}
 document.getElementById('search').addEventListener('submit', async (event) => {{
   event.preventDefault();
