@@ -19,8 +19,12 @@ from streamer.tasks import CAPTION_TASKS, TASKS, check_task
 DEFAULT_MODEL_ID = "florence-community/Florence-2-base"
 
 
+DAY_S = 86400.0  # the longest wait or timeout any setting may ask for: no thread can wait longer than it can count
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No infinity or NaN anywhere: `.inf` in a YAML file is a float, and a thread told to wait that long dies.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -33,7 +37,7 @@ class ModelConfig(_Section):
     task: str = "<OD>"
     prompt: str | None = None
     batch_size: int = Field(default=4, ge=1, le=256)
-    max_wait_ms: float = Field(default=0.0, ge=0, description="How long a batch waits for more keyframes.")
+    max_wait_ms: float = Field(default=0.0, ge=0, le=60_000, description="How long a batch waits for more keyframes.")
     max_new_tokens: int = Field(default=256, ge=1, le=4096)
     num_beams: int = Field(default=1, ge=1, le=16)
     min_confidence: float = Field(default=0.0, ge=0, le=1, description="Boxes below this confidence are dropped.")
@@ -64,7 +68,8 @@ class TaskEntry(_Section):
     task: str
     prompt: str | None = None
     every_n_keyframes: int = Field(default=1, ge=1)
-    every_s: float | None = Field(default=None, gt=0, description="At most once per this many seconds of video.")
+    every_s: float | None = Field(default=None, gt=0, le=DAY_S,
+                                  description="At most once per this many seconds of video.")
     zone: tuple[float, float, float, float] | None = Field(
         default=None, description="x1, y1, x2, y2 in pixels, or relative to the frame when all are <= 1."
     )
@@ -79,6 +84,8 @@ class TaskEntry(_Section):
     def _ordered_zone(cls, zone):
         if zone is not None and (zone[2] <= zone[0] or zone[3] <= zone[1] or min(zone) < 0):
             raise ValueError("a zone is x1, y1, x2, y2 with x2 > x1, y2 > y1, none negative")
+        if zone is not None:
+            _finite([zone[:2], zone[2:]])
         return zone
 
     @model_validator(mode="after")
@@ -95,7 +102,7 @@ class SamplerConfig(_Section):
     """
 
     every_n_frames: int | None = Field(default=10, ge=1)
-    max_fps: float | None = Field(default=5.0, gt=0)
+    max_fps: float | None = Field(default=5.0, ge=0.001, le=1000)
     scene_threshold: float | None = Field(default=0.12, gt=0, le=1)
     scene_size: int = Field(default=64, ge=8, le=512, description="Width of the grey thumbnail the scene test uses.")
 
@@ -106,7 +113,7 @@ class TrackerConfig(_Section):
 
     min_hits: int = Field(default=2, ge=1, description="Keyframes a box must be seen on before its track is confirmed.")
     lost_after_s: float = Field(
-        default=2.0, gt=0,
+        default=2.0, gt=0, le=DAY_S,
         description="A track ends (object_left) when unseen this long, on at least as many answered keyframes as "
                     "this spans at the keyframe rate: a slow model never ends a track that is there.")
     min_iou: float = Field(default=0.3, ge=0, le=1,
@@ -190,8 +197,10 @@ def _check_url(url: str, schemes: tuple[str, ...], what: str) -> None:
 
 
 def _finite(points: list[Point]) -> None:
-    if not all(math.isfinite(v) for point in points for v in point):
-        raise ValueError("coordinates must be finite numbers")
+    """Pixels (or shares of the frame): no picture is a million pixels wide, and a point beyond that overflows
+    the integer drawing and zone tests use."""
+    if not all(math.isfinite(v) and abs(v) <= 1e6 for point in points for v in point):
+        raise ValueError("coordinates must be numbers within +-1,000,000 (pixels, or shares of the frame <= 1)")
 
 
 def _check_prompt(task: str, prompt: str | None, how: str) -> None:
@@ -228,7 +237,7 @@ class ObjectsConfig(_Section):
     describe_task: Literal[CAPTION_TASKS] = "<CAPTION>"
     margin: float = Field(default=0.1, ge=0, le=1, description="Crop margin around the box, in box sizes.")
     better_view: float | None = Field(
-        default=2.0, gt=1, description="Describe a track again when its view is this many times the one it was "
+        default=2.0, gt=1, le=1e6, description="Describe a track again when its view is this many times the one it was "
         "described on (box area in the picture, halved while cut by the frame's edge); null: once.")
 
 
@@ -236,16 +245,17 @@ class LiveConfig(_Section):
     """Camera streams (RTSP and other URLs): timeouts, reconnects, and the newest-frame-wins queue."""
 
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
-    open_timeout_s: float = Field(default=5.0, gt=0, description="Give up an attempt to connect after this.")
-    read_timeout_s: float = Field(default=5.0, gt=0, description="A source silent this long is down.")
-    backoff_initial_s: float = Field(default=0.5, gt=0)
-    backoff_max_s: float = Field(default=10.0, gt=0, description="Reconnect attempts wait at most this long.")
+    open_timeout_s: float = Field(default=5.0, gt=0, le=3600, description="Give up an attempt to connect after this.")
+    read_timeout_s: float = Field(default=5.0, gt=0, le=3600, description="A source silent this long is down.")
+    backoff_initial_s: float = Field(default=0.5, gt=0, le=3600)
+    backoff_max_s: float = Field(default=10.0, gt=0, le=DAY_S, description="Reconnect attempts wait at most this long.")
     max_retries: int | None = Field(default=None, ge=0, description="Reconnects before giving up; null: forever.")
     queue_size: int = Field(default=4, ge=1, description="Frames held for a live source; older ones are dropped.")
     hold_frames: int = Field(default=50, ge=0, description="A camera's frames held behind its keyframe with the model, "
                              "so the video and tracks file show that keyframe's answer; past this many, the oldest "
                              "goes out with the boxes predicted on it (the live view never waits).")
-    status_interval_s: float = Field(default=5.0, gt=0, description="Seconds between status lines on the console.")
+    status_interval_s: float = Field(default=5.0, gt=0, le=DAY_S,
+                                     description="Seconds between status lines on the console.")
 
 
 class SourceConfig(_Section):
@@ -296,8 +306,8 @@ class WebhookConfig(_Section):
             _check_url(url, ("http", "https"), "a webhook")
         return urls
     secret: str | None = Field(default=None, description="Signs each body: X-Streamer-Signature: sha256=<hex>.")
-    timeout_s: float = Field(default=5.0, gt=0)
-    backoff_max_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0, le=3600)
+    backoff_max_s: float = Field(default=30.0, gt=0, le=DAY_S)
     queue_max: int = Field(default=10_000, ge=1)
 
 
@@ -362,9 +372,10 @@ class ClusterConfig(_Section):
                                 "HOST:PORT or ray://HOST:PORT: an existing cluster.")
     workers: int | None = Field(default=None, ge=1, description="Model worker actors; null: one per "
                                 "gpus_per_worker GPUs of the cluster, or one without GPUs.")
-    gpus_per_worker: float = Field(default=1.0, gt=0, description="Used when the cluster has GPUs.")
-    cpus_per_worker: float = Field(default=1.0, ge=0)
-    cpus_per_source: float = Field(default=1.0, ge=0, description="Decoding, tracking and encoding of one source.")
+    gpus_per_worker: float = Field(default=1.0, gt=0, le=1024, description="Used when the cluster has GPUs.")
+    cpus_per_worker: float = Field(default=1.0, ge=0, le=1024)
+    cpus_per_source: float = Field(default=1.0, ge=0, le=1024,
+                                   description="Decoding, tracking and encoding of one source.")
     max_restarts: int = Field(default=3, ge=0, description="Restarts of a killed source or worker actor.")
     shrink_keyframes: bool = Field(default=True, description="Send keyframes to workers at the model's input size.")
 
@@ -425,7 +436,7 @@ class FinetuneConfig(_Section):
     freeze_vision: bool = Field(default=True, description="Train the language side only (small datasets).")
     lora: bool = Field(default=False, description="Train LoRA adapters (peft) and merge them at the end.")
     lora_rank: int = Field(default=8, ge=1, le=256)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="The split and the shuffling's seed.")
 
 
 class Config(_Section):
@@ -471,8 +482,12 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise StreamerError(f"config file not found: {path}")
+        if not path.is_file():  # a pipe would be waited on forever, a folder cannot be read
+            raise StreamerError(f"config {path} is not a regular file")
+        if path.stat().st_size > 1_000_000:
+            raise StreamerError(f"config {path}: {path.stat().st_size} bytes is far more than any config holds")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError:

@@ -53,6 +53,7 @@ def load_dataset(folder: Path) -> Dataset:
             texts = _check_coco(folder / "annotations.json", images)
             data = sv.DetectionDataset.from_coco(str(images), str(folder / "annotations.json"))
         elif (folder / "data.yaml").is_file():
+            _check_yolo(folder / "data.yaml")
             data = sv.DetectionDataset.from_yolo(str(images), str(folder / "labels"), str(folder / "data.yaml"))
         else:
             raise StreamerError(f"dataset {folder}: neither annotations.json (COCO) nor data.yaml (YOLO) in it")
@@ -111,3 +112,31 @@ def split(samples: list[Sample], share: float, seed: int) -> tuple[list[Sample],
     n_val = min(len(samples) - 1, max(1 if share > 0 and len(samples) > 1 else 0, round(share * len(samples))))
     val = [samples[i] for i in order[:n_val]]
     return [samples[i] for i in order[n_val:]], val
+
+
+_YAML_MAX = 1_000_000  # bytes: a data.yaml names classes; anything near this is not one
+
+
+def _check_yolo(path: Path) -> None:
+    """A YOLO `data.yaml` read before supervision reads it: small, UTF-8, without YAML anchors or aliases (an
+    alias bomb grows memory without end), a mapping whose `names` are class names."""
+    import yaml
+
+    if path.stat().st_size > _YAML_MAX:
+        raise StreamerError(f"{path}: {path.stat().st_size} bytes is not a data.yaml (it names classes)")
+    try:
+        text = path.read_text(encoding="utf-8")
+        events = list(yaml.parse(text, Loader=yaml.SafeLoader))
+    except UnicodeDecodeError:
+        raise StreamerError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise StreamerError(f"{path}: not valid YAML" + (f" at line {mark.line + 1}" if mark else "")) from None
+    if any(isinstance(e, yaml.AliasEvent) or getattr(e, "anchor", None) for e in events):
+        raise StreamerError(f"{path}: YAML anchors and aliases are not taken in a data.yaml")
+    data = yaml.safe_load(text)
+    names = data.get("names") if isinstance(data, dict) else None
+    if isinstance(names, dict):
+        names = list(names.values())
+    if not isinstance(names, list) or not all(isinstance(n, (str, int)) for n in names):
+        raise StreamerError(f"{path}: `names` should list the class names")

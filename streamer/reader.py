@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import threading
 import time
 from collections import deque
@@ -370,6 +371,10 @@ def open_reader(source: str, name: str | None = None, live: bool | None = None, 
             raise StreamerError(f"input not found: {name}")
         if path.is_dir():
             raise StreamerError(f"input is a folder, not a video: {name}")
+        kind = path.stat().st_mode
+        if stat.S_ISFIFO(kind) or stat.S_ISSOCK(kind):  # a reader would wait on it forever
+            raise StreamerError(f"input is a pipe or a socket, not a video file: {name} (save the stream to a file, "
+                                "or serve it over a URL)")
         if not os.access(path, os.R_OK):
             raise StreamerError(f"input not readable: {name}")
     try:

@@ -54,6 +54,8 @@ def check_outputs(inputs: list[str], outputs: list[tuple[str, Path]]) -> None:
             raise StreamerError(f"the {kind} {path} is an input of this run: name another file")
         if key.is_dir():
             raise StreamerError(f"the {kind} {path} is a folder: name a file")
+        if key.exists() and not key.is_file():  # a pipe, a socket, a device: writing to it may wait forever
+            raise StreamerError(f"the {kind} {path} is not a regular file: name a file")
         if kind != "event store" and key.is_file() and key.stat().st_size > 0:
             # The store is a database that runs and sources add to; a log or a video is one run's, and replacing
             # it would leave it disagreeing with the store.

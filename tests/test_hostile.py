@@ -4,7 +4,9 @@ Outputs never collide and never destroy an input: every output path is checked b
 or loaded. (Secrets in URLs: tests/test_reader.py and tests/test_url_files.py.)
 """
 
+import os
 import shutil
+import time
 from fractions import Fraction
 
 import pytest
@@ -412,3 +414,38 @@ def test_an_earlier_tracks_file_beside_the_log_is_never_replaced(clip_copy, tmp_
     earlier.write_text('{"an": "earlier box"}\n')
     message = refused(capsys, clip_copy, "--events", tmp_path / "e.jsonl", "--no-video")
     assert f"the tracks file {earlier} exists" in message and earlier.read_text() == '{"an": "earlier box"}\n'
+
+
+def test_a_pipe_where_a_file_belongs_is_one_line_not_a_hang(tmp_path):
+    """FIFOs (and sockets) as the input, an output or the config: refused before anything waits on them."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for args, said in (([str(fifo)], "is a pipe or a socket"),
+                       ([str(CLIP), "--events", str(fifo)], "is not a regular file"),
+                       ([str(CLIP), "--out-video", str(fifo), "--events", str(tmp_path / "e.jsonl")],
+                        "is not a regular file"),
+                       ([str(CLIP), "--config", str(fifo)], "is not a regular file")):
+        result = streamer("run", *args, timeout=30)
+        assert result.returncode == 1 and said in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("setting", ["live: {read_timeout_s: .inf}", "sampler: {max_fps: .nan}",
+                                     "tracker: {lost_after_s: 1.0e+30}", "finetune: {seed: -1}",
+                                     "events: {lines: [{name: l, start: [0, 0], end: [1.0e+30, 5]}]}"])
+def test_infinite_or_absurd_numbers_in_a_config_are_one_line(tmp_path, setting):
+    config = tmp_path / "c.yaml"
+    config.write_text(setting + "\n")
+    result = streamer("run", str(CLIP), "--config", str(config), timeout=30)
+    assert result.returncode == 1 and result.stderr.startswith("streamer: error: config") and \
+        result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_yaml_alias_bomb_in_a_datasets_data_yaml_is_refused_at_once(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+    (tmp_path / "data.yaml").write_text(bomb + "names: *i\n")
+    started = time.monotonic()
+    result = streamer("evaluate", str(tmp_path), "--model", str(tmp_path / "none"), timeout=60)
+    assert result.returncode == 1 and "anchors and aliases" in result.stderr and time.monotonic() - started < 20
