@@ -463,6 +463,11 @@ def _scrub(text: str, args: argparse.Namespace) -> str:
     return scrub(text, [_named(value)[1] for value in given if value])
 
 
+def _one_line(text: str) -> str:
+    """An error stays one line whatever it quotes (a file name may hold a newline)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -491,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     except StreamerError as exc:
         if args.debug and exc.__cause__ is not None:
             traceback.print_exception(exc.__cause__)
-        print(f"streamer: error: {_scrub(str(exc), args)}", file=sys.stderr)
+        print(f"streamer: error: {_one_line(_scrub(str(exc), args))}", file=sys.stderr)
         return EXIT_ERROR
     except (KeyboardInterrupt, Stopped):
         print("streamer: interrupted", file=sys.stderr)
@@ -499,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: one line unless asked for more
         if args.debug:
             raise
-        print(f"streamer: internal error: {type(exc).__name__}: {_scrub(str(exc), args)} (run with --debug for details)",
+        print(f"streamer: internal error: {type(exc).__name__}: {_one_line(_scrub(str(exc), args))} (run with --debug "
+              "for details)",
               file=sys.stderr)
         return EXIT_ERROR
     return EXIT_ERROR

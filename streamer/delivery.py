@@ -73,7 +73,8 @@ class _OutboxSink(Output):
                 sent = self.deliver([payload for _, payload in items])
             except Undeliverable as exc:
                 self.outbox.ack([row_id for row_id, _ in items[: exc.sent]])
-                self._dead_letter(*items[exc.sent], exc.reason)
+                if not self._dead_letter(*items[exc.sent], exc.reason) and self._stop.wait(backoff.next_wait()):
+                    return
                 continue
             if sent:
                 self.outbox.ack([row_id for row_id, _ in items[:sent]])
@@ -81,15 +82,22 @@ class _OutboxSink(Output):
             if sent < len(items) and self._stop.wait(backoff.next_wait()):
                 return
 
-    def _dead_letter(self, row_id: int, payload: dict, reason: str) -> None:
+    def _dead_letter(self, row_id: int, payload: dict, reason: str) -> bool:
+        """False when the dead-letter file cannot be written (a full disk): the item stays in the outbox."""
         path = self.outbox.path.with_name(self.outbox.path.name + ".dead.jsonl")
-        with path.open("a", encoding="utf-8") as f:
-            item = {key: json.loads(value) if key in ("event", "payload") and isinstance(value, str) else value
-                    for key, value in payload.items()}  # the event as an object, as a person reads the file
-            f.write(json.dumps({"reason": reason, "item": item}, ensure_ascii=False) + "\n")
+        item = {key: json.loads(value) if key in ("event", "payload") and isinstance(value, str) else value
+                for key, value in payload.items()}  # the event as an object, as a person reads the file
+        try:
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"reason": reason, "item": item}, ensure_ascii=False) + "\n")
+        except OSError as exc:
+            log.warning("%s: cannot set an undeliverable event aside in %s (%s); it stays in the outbox",
+                        self.outbox.path.name, path, exc.strerror or exc)
+            return False
         self.outbox.ack([row_id])
         log.warning("%s: an event that can never be delivered was set aside in %s: %s", self.outbox.path.name,
                     path, reason)
+        return True
 
     def close(self) -> None:
         """Flush for a few seconds, then stop; undelivered events stay in the outbox file."""

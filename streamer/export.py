@@ -53,6 +53,8 @@ def export(run_or_db: Path, fmt: str, out: Path) -> tuple[int, int]:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise StreamerError(f"{out} is a file: name a folder for the export")
+    if out.is_dir() and any(out.iterdir()):  # a labelled dataset, corrected by hand, must never be replaced
+        raise StreamerError(f"{out} exists and is not empty: name a new folder for the export")
     if fmt == "mot":
         return export_mot(Path(run_or_db), out)
     if fmt not in ("coco", "yolo"):
@@ -88,7 +90,8 @@ def _coco_track_ids(path: Path, dataset: sv.DetectionDataset, track_ids: dict[st
 def tracks_files(run: Path) -> list[Path]:
     if run.is_file():
         return [run]
-    found = sorted(run.glob("*tracks.jsonl")) if run.is_dir() else []
+    # a run's tracks file, or a recorded camera's, beside each of its segments
+    found = sorted(run.glob("*tracks.jsonl")) + sorted(run.glob("recordings/*/*/*.tracks.jsonl.gz")) if run.is_dir() else []
     if not found:
         raise StreamerError(f"{run} holds no tracks file (tracks.jsonl): runs write one unless "
                             "output.write_tracks is false")

@@ -354,6 +354,17 @@ def _flushed(container, stream, recorder=None):
         raise
 
 
+def _frames_at_most(path: str, n: int) -> int:
+    """How many frames a (small, animated-image) file has, counting no further than `n`."""
+    count = 0
+    with av.open(path) as container:
+        for _ in container.decode(video=0):
+            count += 1
+            if count >= n:
+                break
+    return count
+
+
 def open_reader(source: str, name: str | None = None, live: bool | None = None, queue_size: int = 32,
                 live_config: LiveConfig | None = None, resume: SourceStatus | None = None) -> Reader:
     """Open a source and return its reader, or raise one clear StreamerError.
@@ -416,7 +427,8 @@ def _open(source: str, name: str, config: LiveConfig, live: bool | None):
     if not container.streams.video:
         container.close()
         raise StreamerError(f"no video stream in {name}")
-    if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+    if container.format.name in ("image2", "ico") or container.format.name.endswith("_pipe") or (
+            container.format.name in ("gif", "webp", "apng") and not is_url(source) and _frames_at_most(source, 2) < 2):
         container.close()
         raise StreamerError(f"{name} is a still image, not a video")
     stream = container.streams.video[0]

@@ -502,7 +502,7 @@ class StatusServer:
 
             def _events(self, query) -> None:
                 after = query.get("after", ["0"])[0] or "0"
-                if not after.isdigit():
+                if not re.fullmatch(r"[0-9]{1,18}", after):  # isdigit() takes other scripts' digits, int() no end
                     self._send(400, b"after: expected the seq of the last event seen, a whole number\n", "text/plain")
                     return
                 self._send(200, json.dumps(server.view.events_after(int(after))).encode(), "application/json")

@@ -271,15 +271,15 @@ class EventStore:
             )
 
     def write_keyframe(self, source: str, frame_index: int, pts: float, image: Path, detections) -> None:
-        """A saved keyframe and its confirmed, tracked boxes, for dataset export."""
+        """A saved keyframe and the boxes detected on it (with their track ids; -1: not confirmed yet), for
+        dataset export."""
         names = detections.data.get("class_name")
         image = relative(image, self.path.parent)
         rows = [
             (source, frame_index, pts, image, str(names[i]) if names is not None else "object", int(t),
              None if detections.confidence is None else float(detections.confidence[i]), *map(float, detections.xyxy[i]))
             for i, t in enumerate(detections.tracker_id if detections.tracker_id is not None else [])
-            if t >= 0
-        ]
+        ]  # every box the model saw on it: a track not confirmed yet (-1) is an object all the same
         with self._writing() as conn, conn:
             conn.execute("INSERT OR REPLACE INTO keyframes VALUES (?, ?, ?, ?)", (image, source, frame_index, pts))
             conn.executemany(

@@ -92,7 +92,7 @@ def test_bad_settings_are_refused_before_the_model_loads(clip_copy, capsys, args
 
 @pytest.mark.parametrize("text, message", [
     ("events: {zones: [{name: z, polygon: [[0, 0], [0.5, 0.5], [1, 1]]}]}", "must enclose an area"),
-    ("events: {zones: [{name: z, polygon: [[0, 0], [.nan, 0.5], [1, 0]]}]}", "finite numbers"),
+    ("events: {zones: [{name: z, polygon: [[0, 0], [.nan, 0.5], [1, 0]]}]}", "finite number"),
     ("events: {lines: [{name: l, start: [10, 10], end: [10, 10]}]}", "start and end must differ"),
     ("mqtt: {url: 'mqtt://127.0.0.1:1883', topic_prefix: 'site/#'}", "without the wildcards"),
 ])
@@ -449,3 +449,63 @@ def test_a_yaml_alias_bomb_in_a_datasets_data_yaml_is_refused_at_once(tmp_path):
     started = time.monotonic()
     result = streamer("evaluate", str(tmp_path), "--model", str(tmp_path / "none"), timeout=60)
     assert result.returncode == 1 and "anchors and aliases" in result.stderr and time.monotonic() - started < 20
+
+
+def test_an_export_never_replaces_a_folder_that_holds_something(tmp_path, capsys):
+    out = tmp_path / "dataset"
+    out.mkdir()
+    (out / "annotations.json").write_text('{"corrected": "by hand"}')
+    assert main(["export", str(tmp_path / "missing.db"), "--format", "coco", str(out)]) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert (out / "annotations.json").read_text() == '{"corrected": "by hand"}'
+
+
+def test_two_runs_into_one_folder_and_one_store_keep_each_others_files(tmp_path):
+    """Snapshots beside one log folder and keyframes beside one store, from two runs: named by their run, so
+    neither takes the other's files, and the store's boxes are not doubled."""
+    from streamer.config import Config
+    from streamer.pipeline import Pipeline, SourceSpec
+    from streamer.store import keyframe_boxes
+    from tests.scripted import ScriptedDetector
+
+    config = Config.model_validate({"sampler": {"every_n_frames": 10, "max_fps": None, "scene_threshold": None},
+                                    "events": {"snapshots": True}, "output": {"save_keyframes": True}})
+    for n in (1, 2):
+        spec = SourceSpec(str(CLIP), tmp_path / f"run{n}.jsonl", None, name="street", db_path=tmp_path / "e.db")
+        Pipeline(config, lambda: ScriptedDetector(lambda i: [("car", (10, 60, 90, 120), None)])).run_many([spec])
+    first, second = (read_events(tmp_path / f"run{n}.jsonl") for n in (1, 2))
+    snaps = [{e["snapshot"] for e in log if "snapshot" in e} for log in (first, second)]
+    assert snaps[0] and snaps[1] and not snaps[0] & snaps[1]
+    assert all((tmp_path / s).is_file() for s in snaps[0] | snaps[1])
+    images, boxes = keyframe_boxes(tmp_path / "e.db")
+    assert len(images) == 2 * 15 == len(set(images)) and all(len(b) == 1 for b in boxes.values())
+
+
+def test_more_odd_input_is_one_line(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "one.gif")
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "icon.ico")
+    for name in ("one.gif", "icon.ico"):
+        result = streamer("run", str(tmp_path / name), timeout=60)
+        assert result.returncode == 1 and "is a still image" in result.stderr, result.stderr
+    result = streamer("run", str(tmp_path / "a\nb.mp4"), timeout=60)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "a\\nb.mp4" in result.stderr
+
+
+def test_odd_numbers_after_events_are_a_400_not_a_dropped_connection():
+    import urllib.error
+    import urllib.request
+
+    from streamer.config import Config
+    from streamer.pipeline import Pipeline
+    from streamer.server import LiveView, StatusServer
+
+    server = StatusServer("127.0.0.1:0", Pipeline(Config(), lambda: None), LiveView()).start()
+    try:
+        for after in ("%D9%A3", "9" * 5000, "-1", "1.5"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{server.address}/api/events?after={after}", timeout=5)
+            assert refused.value.code == 400
+    finally:
+        server.close()
