@@ -392,6 +392,14 @@ def open_reader(source: str, name: str | None = None, live: bool | None = None, 
         container, info = _open(source, name, config, live)
     except _PERMANENT as exc:
         raise StreamerError(f"cannot open {name}: {_reason(exc)}") from None
+    except av.error.InvalidDataError as exc:
+        if source.startswith(("http://", "https://")):  # the server answered, with something that is no media
+            raise StreamerError(f"{name} is not a video: the server sent something else (an HTML page, an error "
+                                f"text?): {_reason(exc)}") from None
+        if live is False or not is_url(source):
+            raise StreamerError(f"cannot open {name}: {_reason(exc)}") from None
+        first_error = _reason(exc)  # an RTSP camera half-answering while it boots: keep trying
+        return CameraReader(source, name, config, first_error=first_error, resume=resume)
     except (av.error.FFmpegError, OSError, StreamerError) as exc:
         if live is False:
             if isinstance(exc, StreamerError):

@@ -155,3 +155,12 @@ def test_a_bug_in_the_camera_reader_ends_the_run_instead_of_reconnecting(served,
             run(f"{server.base}/live.m3u8", tmp_path, duration_s=30)
     assert time.monotonic() - started < 15 and isinstance(error.value.__cause__, ZeroDivisionError)
     assert not [e for e in read_events(tmp_path / "events.jsonl") if e["type"] == "source_down"]
+
+
+@pytest.mark.parametrize("body", [b"<!doctype html><html><body>Sign in</body></html>", bytes(range(256)) * 64])
+def test_a_url_that_serves_a_page_or_garbage_is_one_line_not_a_camera(tmp_path, body):
+    (tmp_path / "cam.mp4").write_bytes(body)
+    with MediaServer(tmp_path) as server:
+        result = streamer("run", f"{server.base}/cam.mp4", "--no-video", "--events", tmp_path / "e.jsonl", timeout=60)
+    assert result.returncode == 1 and "is not a video" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "e.jsonl").exists()
