@@ -463,6 +463,15 @@ def _scrub(text: str, args: argparse.Namespace) -> str:
     return scrub(text, [_named(value)[1] for value in given if value])
 
 
+def _refused_path(exc: BaseException) -> str | None:
+    """The line for a file the operating system refuses, wherever it was named; None for anything else."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, RuntimeError) and str(exc).startswith("Symlink loop"):  # pathlib's resolve()
+        return f"{str(exc).removeprefix('Symlink loop from ').strip(chr(39))}: a loop of symbolic links"
+    return None
+
+
 def _one_line(text: str) -> str:
     """An error stays one line whatever it quotes (a file name may hold a newline)."""
     return text.replace("\r", "\\r").replace("\n", "\\n")
@@ -501,12 +510,15 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Stopped):
         print("streamer: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # a bug, not bad input: one line unless asked for more
+    except Exception as exc:  # a path the system refuses (a name too long, a loop of links), or a bug
+        said = _refused_path(exc)
         if args.debug:
             raise
-        print(f"streamer: internal error: {type(exc).__name__}: {_one_line(_scrub(str(exc), args))} (run with --debug "
-              "for details)",
-              file=sys.stderr)
+        if said is not None:
+            print(f"streamer: error: {_one_line(_scrub(said, args))}", file=sys.stderr)
+        else:  # a bug, not bad input: one line unless asked for more
+            print(f"streamer: internal error: {type(exc).__name__}: {_one_line(_scrub(str(exc), args))} (run with "
+                  "--debug for details)", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_ERROR
 

@@ -496,6 +496,8 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise StreamerError(f"config {path}: not valid YAML{where}") from None
+        except RecursionError:
+            raise StreamerError(f"config {path}: nested too deeply to be a config") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise StreamerError(f"config {path}: expected a mapping of sections, got {type(loaded).__name__}")
         data = loaded or {}

@@ -134,7 +134,10 @@ def _check_yolo(path: Path) -> None:
         raise StreamerError(f"{path}: not valid YAML" + (f" at line {mark.line + 1}" if mark else "")) from None
     if any(isinstance(e, yaml.AliasEvent) or getattr(e, "anchor", None) for e in events):
         raise StreamerError(f"{path}: YAML anchors and aliases are not taken in a data.yaml")
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise StreamerError(f"{path}: nested too deeply to be a data.yaml") from None
     names = data.get("names") if isinstance(data, dict) else None
     if isinstance(names, dict):
         names = list(names.values())

@@ -509,3 +509,17 @@ def test_odd_numbers_after_events_are_a_400_not_a_dropped_connection():
             assert refused.value.code == 400
     finally:
         server.close()
+
+
+def test_paths_the_system_refuses_and_yaml_nested_too_deep_are_one_line(tmp_path):
+    (tmp_path / "loop.mp4").symlink_to(tmp_path / "loop.mp4")
+    (tmp_path / "deep.yaml").write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    long = "x" * 300
+    for args, said in (([tmp_path / "loop.mp4"], "a loop of symbolic links"),
+                       ([CLIP, "--events", tmp_path / "loop.mp4"], "a loop of symbolic links"),
+                       ([tmp_path / f"{long}.mp4"], "File name too long"),
+                       ([CLIP, "--events", tmp_path / f"{long}.jsonl"], "File name too long"),
+                       ([CLIP, "--config", tmp_path / "deep.yaml"], "nested too deeply")):
+        result = streamer("run", *args, timeout=60)
+        assert result.returncode == 1 and said in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert "internal error" not in result.stderr
