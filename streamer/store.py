@@ -361,6 +361,11 @@ class StoreOutput(Output):
         self.store.close()
 
 
+# In the order of `recorder.Segment`'s fields.
+_SEGMENT_COLUMNS = ("source, path, start_wall, end_wall, start_pts, end_pts, first_frame, last_frame, bytes, id, original,"
+                    " run, tracks")
+
+
 def _segments(conn: sqlite3.Connection, source: str | None = None, start: float | None = None,
               end: float | None = None, limit: int | None = None, recorded: bool = False,
               ended_before: float | None = None, after=None) -> list:
@@ -369,23 +374,16 @@ def _segments(conn: sqlite3.Connection, source: str | None = None, start: float 
     from streamer.recorder import Segment
 
     where, args = ["original = 0"] if recorded else [], []
-    if source is not None:
-        where.append("source = ?")
-        args.append(source)
-    if start is not None:
-        where.append("end_wall >= ?")
-        args.append(start)
-    if end is not None:
-        where.append("start_wall <= ?")
-        args.append(end)
-    if ended_before is not None:
-        where.append("end_wall < ?")
-        args.append(ended_before)
+    for condition, value in (("source = ?", source), ("end_wall >= ?", start), ("start_wall <= ?", end),
+                             ("end_wall < ?", ended_before)):
+        if value is not None:
+            where.append(condition)
+            args.append(value)
     if after is not None:
         where.append("(start_wall > ? OR (start_wall = ? AND id > ?))")
         args += [after.start_wall, after.start_wall, after.id]
-    sql = ("SELECT source, path, start_wall, end_wall, start_pts, end_pts, first_frame, last_frame, bytes, id, original,"
-           " run, tracks FROM segments" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY start_wall, id")
+    sql = (f"SELECT {_SEGMENT_COLUMNS} FROM segments" + (" WHERE " + " AND ".join(where) if where else "")
+           + " ORDER BY start_wall, id")
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return [Segment(*row) for row in conn.execute(sql, args)]
@@ -423,8 +421,7 @@ def original(path: Path, run: str | None):
     with reading(path) as (conn, tables):
         if "segments" not in tables:
             return None
-        row = conn.execute("SELECT source, path, start_wall, end_wall, start_pts, end_pts, first_frame, last_frame,"
-                           " bytes, id, original, run, tracks FROM segments WHERE original = 1 AND run = ?",
+        row = conn.execute(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE original = 1 AND run = ?",
                            (run,)).fetchone()
     return None if row is None else Segment(*row)
 

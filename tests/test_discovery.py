@@ -62,6 +62,27 @@ def config(broker, **mqtt):
         "events": {"snapshots": True, "zones": [{"name": "drive", "polygon": [[0, 0], [640, 0], [640, 360], [0, 360]]}]}})
 
 
+@pytest.fixture()
+def broker(tmp_path):
+    started = Mosquitto(tmp_path / "broker").start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture()
+def home_assistant(broker):
+    """A subscriber as Home Assistant is one; start it with `watch()`, once, when it should connect."""
+    made = []
+
+    def watch() -> Retained:
+        made.append(Retained(broker.port))
+        return made[-1]
+
+    yield watch
+    for ha in made:
+        ha.close()
+
+
 def run(tmp_path, cfg, sources=("street",)):
     zones = {s: [z.name for z in cfg.events.zones] for s in sources}
     sink = MqttSink(cfg.mqtt, tmp_path / "outbox", list(sources), zones)
@@ -70,99 +91,69 @@ def run(tmp_path, cfg, sources=("street",)):
     sink.close()
 
 
-def test_every_camera_and_label_appears_in_home_assistant_with_states(tmp_path):
-    broker = Mosquitto(tmp_path / "broker").start()
-    try:
-        cfg = config(broker)
-        run(tmp_path, cfg)
-        ha = Retained(broker.port)  # Home Assistant starting now gets everything from the retained messages
-        try:
-            assert wait_for(lambda: len(ha.configs()) >= 5, 10)
-            configs = ha.configs()
-            by_id = {c["unique_id"]: (t, c) for t, c in configs.items()}
-            assert set(by_id) == {"streamer_street_last_event", "streamer_street_zone_drive_count",
-                                  "streamer_street_car_occupancy", "streamer_street_car_count",
-                                  "streamer_street_car_snapshot"}
-            for topic, c in configs.items():
-                assert topic.startswith("homeassistant/") and topic.endswith("/config")
-                assert c["device"]["identifiers"] == ["streamer_street"] and c["device"]["name"] == "street"
-                assert c["availability"][0]["topic"] == "streamer/availability"
-            topic, occupancy = by_id["streamer_street_car_occupancy"]
-            assert topic == "homeassistant/binary_sensor/streamer_street/car_occupancy/config"
-            assert occupancy["device_class"] == "occupancy"
-            latest = ha.latest
-            # the car came and went: retained states say so
-            assert latest[occupancy["state_topic"]] == b"OFF" and latest[by_id["streamer_street_car_count"][1]
-                                                                         ["state_topic"]] == b"0"
-            assert json.loads(latest["streamer/street/last_event"])["type"] in ("object_left", "zone_left")
-            assert latest["streamer/street/zone/drive/count"] == b"0"
-            assert latest[by_id["streamer_street_car_snapshot"][1]["image_topic"]][:2] == b"\xff\xd8"  # a JPEG
-            assert latest["streamer/availability"] == b"offline"  # the run ended
-        finally:
-            ha.close()
-    finally:
-        broker.stop()
+def test_every_camera_and_label_appears_in_home_assistant_with_states(tmp_path, broker, home_assistant):
+    run(tmp_path, config(broker))
+    ha = home_assistant()  # Home Assistant starting now gets everything from the retained messages
+    assert wait_for(lambda: len(ha.configs()) >= 5, 10)
+    configs = ha.configs()
+    by_id = {c["unique_id"]: (t, c) for t, c in configs.items()}
+    assert set(by_id) == {"streamer_street_last_event", "streamer_street_zone_drive_count",
+                          "streamer_street_car_occupancy", "streamer_street_car_count", "streamer_street_car_snapshot"}
+    for topic, c in configs.items():
+        assert topic.startswith("homeassistant/") and topic.endswith("/config")
+        assert c["device"]["identifiers"] == ["streamer_street"] and c["device"]["name"] == "street"
+        assert c["availability"][0]["topic"] == "streamer/availability"
+    topic, occupancy = by_id["streamer_street_car_occupancy"]
+    assert topic == "homeassistant/binary_sensor/streamer_street/car_occupancy/config"
+    assert occupancy["device_class"] == "occupancy"
+    latest = ha.latest
+    # the car came and went: retained states say so
+    assert latest[occupancy["state_topic"]] == b"OFF"
+    assert latest[by_id["streamer_street_car_count"][1]["state_topic"]] == b"0"
+    assert json.loads(latest["streamer/street/last_event"])["type"] in ("object_left", "zone_left")
+    assert latest["streamer/street/zone/drive/count"] == b"0"
+    assert latest[by_id["streamer_street_car_snapshot"][1]["image_topic"]][:2] == b"\xff\xd8"  # a JPEG
+    assert latest["streamer/availability"] == b"offline"  # the run ended
 
 
-def test_occupancy_goes_on_while_the_car_is_there_and_ha_coming_online_gets_everything_again(tmp_path):
+def test_occupancy_goes_on_while_the_car_is_there_and_ha_coming_online_gets_everything_again(
+        tmp_path, broker, home_assistant):
     import paho.mqtt.client as mqtt
 
-    broker = Mosquitto(tmp_path / "broker").start()
-    ha = Retained(broker.port)
+    ha = home_assistant()
+    cfg = config(broker)
+    run(tmp_path, cfg)
+    states = [p for t, p in ha.seen if t == "streamer/street/car/occupancy"]
+    assert states[0] == b"ON" and states[-1] == b"OFF"
+    # Home Assistant restarts while streamer runs: it says online, and every config comes again.
+    sink = MqttSink(cfg.mqtt, tmp_path / "outbox2", ["street"], {"street": ["drive"]})
     try:
-        cfg = config(broker)
-        run(tmp_path, cfg)
-        states = [p for t, p in ha.seen if t == "streamer/street/car/occupancy"]
-        assert states[0] == b"ON" and states[-1] == b"OFF"
-        # Home Assistant restarts while streamer runs: it says online, and every config comes again.
-        sink = MqttSink(cfg.mqtt, tmp_path / "outbox2", ["street"], {"street": ["drive"]})
-        try:
-            assert wait_for(sink.client.is_connected, 10)
-            before = len([t for t, _ in ha.seen if t.endswith("/last_event/config")])
-            publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ha-status")
-            publisher.connect("127.0.0.1", broker.port)
-            publisher.loop_start()
-            publisher.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)
-            assert wait_for(lambda: len([t for t, _ in ha.seen if t.endswith("/last_event/config")]) > before, 10)
-            publisher.loop_stop()
-        finally:
-            sink.close()
+        assert wait_for(sink.client.is_connected, 10)
+        before = len([t for t, _ in ha.seen if t.endswith("/last_event/config")])
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ha-status")
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        publisher.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)
+        assert wait_for(lambda: len([t for t, _ in ha.seen if t.endswith("/last_event/config")]) > before, 10)
+        publisher.loop_stop()
     finally:
-        ha.close()
-        broker.stop()
+        sink.close()
 
 
-def test_a_camera_or_zone_taken_out_of_the_config_leaves_home_assistant(tmp_path):
-    broker = Mosquitto(tmp_path / "broker").start()
-    try:
-        cfg = config(broker)
-        run(tmp_path, cfg)
-        # Next run: the camera is called "gate" now, and it has no zone.
-        again = cfg.model_copy(update={"events": cfg.events.model_copy(update={"zones": []})})
-        run(tmp_path, again, sources=("gate",))
-        ha = Retained(broker.port)
-        try:
-            assert wait_for(lambda: any("streamer_gate" in t for t in ha.configs()), 10)
-            time.sleep(0.5)
-            nodes = {t.split("/")[2] for t in ha.configs()}
-            assert nodes == {"streamer_gate"}  # street's entities were removed with empty retained configs
-            assert not any("zone" in t for t in ha.configs())
-        finally:
-            ha.close()
-    finally:
-        broker.stop()
+def test_a_camera_or_zone_taken_out_of_the_config_leaves_home_assistant(tmp_path, broker, home_assistant):
+    cfg = config(broker)
+    run(tmp_path, cfg)
+    # Next run: the camera is called "gate" now, and it has no zone.
+    run(tmp_path, cfg.model_copy(update={"events": cfg.events.model_copy(update={"zones": []})}), sources=("gate",))
+    ha = home_assistant()
+    assert wait_for(lambda: any("streamer_gate" in t for t in ha.configs()), 10)
+    time.sleep(0.5)
+    assert {t.split("/")[2] for t in ha.configs()} == {"streamer_gate"}  # street's: removed (empty retained)
+    assert not any("zone" in t for t in ha.configs())
 
 
-@pytest.mark.parametrize("discovery", [False])
-def test_discovery_can_be_off(tmp_path, discovery):
-    broker = Mosquitto(tmp_path / "broker").start()
-    try:
-        run(tmp_path, config(broker, discovery=discovery))
-        ha = Retained(broker.port)
-        try:
-            time.sleep(1.0)
-            assert ha.configs() == {} and "streamer/street/state" in ha.latest
-        finally:
-            ha.close()
-    finally:
-        broker.stop()
+def test_discovery_can_be_off(tmp_path, broker, home_assistant):
+    run(tmp_path, config(broker, discovery=False))
+    ha = home_assistant()
+    time.sleep(1.0)
+    assert ha.configs() == {} and "streamer/street/state" in ha.latest
