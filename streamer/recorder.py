@@ -23,6 +23,7 @@ from pathlib import Path
 import av
 
 from streamer.config import RecordConfig
+from streamer.errors import StreamerError
 from streamer.retention import Retention
 from streamer.sources import safe_name
 
@@ -159,22 +160,30 @@ class Recorder:
             return
         try:
             segment.container.close()
-        except (av.error.FFmpegError, OSError) as exc:
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
             log.warning("%s: the segment %s could not be finished: %s", self.source, segment.path, exc)
             self.errors += 1
         duration = segment.seconds(segment.last_pts) + self._frame_s()
         first, last = segment.first_frame, segment.last_frame
-        size = segment.path.stat().st_size if segment.path.exists() else 0
+        try:
+            size = segment.path.stat().st_size
+        except OSError:
+            size = 0
         if size == 0:
             segment.path.unlink(missing_ok=True)
             return
         if segment.last_frame is not None:
             with self._lock:  # frames after the last one recorded belong to no segment
                 self._spans.append((segment.last_frame[0] + 1, None))
-        self.store.add_segment(Segment(
-            self.source, segment.path.relative_to(self.base).as_posix(), segment.start_wall,
-            segment.start_wall + duration, first and first[1], last and last[1] + self._frame_s(),
-            first and first[0], last and last[0], size, run=self.run_id or None))
+        try:
+            self.store.add_segment(Segment(
+                self.source, segment.path.relative_to(self.base).as_posix(), segment.start_wall,
+                segment.start_wall + duration, first and first[1], last and last[1] + self._frame_s(),
+                first and first[0], last and last[0], size, run=self.run_id or None))
+        except StreamerError as exc:  # the store cannot be written now: the next run indexes the file (`recover`)
+            log.warning("%s: %s", self.source, exc)
+            self.errors += 1
+            return
         self.segments += 1
         if time.monotonic() - self._enforced >= _ENFORCE_S:
             self._enforced = time.monotonic()
@@ -212,18 +221,12 @@ class Recorder:
         return self._open
 
     def _failed(self, exc: Exception) -> None:
-        """A segment that cannot be written (a full disk, a folder gone) is closed as far as it got; the next
-        keyframe starts another, after retention has made room."""
+        """A segment that cannot be written (a full disk, a folder gone) is closed and indexed as far as it got
+        (nothing is left on disk that retention cannot see); the next keyframe starts another, after the storage
+        guard has made room."""
         self.errors += 1
         log.warning("%s: recording: %s", self.source, exc)
-        segment, self._open = self._open, None
-        if segment is not None:
-            try:
-                segment.container.close()
-            except (av.error.FFmpegError, OSError, ValueError):
-                pass
-            if segment.path.exists() and segment.path.stat().st_size == 0:
-                segment.path.unlink()
+        self.cut()
 
 
 def _probe(path: Path, source: str, rel: str) -> Segment | None:
@@ -233,11 +236,9 @@ def _probe(path: Path, source: str, rel: str) -> Segment | None:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             last = None
-            frames = 0
             for packet in container.demux(stream):
                 if packet.pts is not None:
                     last = packet.pts if last is None else max(last, packet.pts)
-                    frames += 1
             if last is None:
                 raise ValueError("no video")
             duration = float(last * stream.time_base) + (1.0 / float(stream.average_rate) if stream.average_rate else 0)
