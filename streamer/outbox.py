@@ -11,6 +11,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("streamer.outbox")
@@ -24,11 +25,27 @@ class Outbox:
         self.overflowed = 0
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
+        try:
+            self._conn = self._open()
+        except sqlite3.DatabaseError:  # damaged (a power cut, a disk that filled): kept aside, a new one begun
+            aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+            self.path.rename(aside)
+            log.warning("outbox %s was damaged: moved to %s (its waiting events are there); a new one begins",
+                        self.path, aside)
+            self._conn = self._open()
         # Kept in memory: count(*) scans the table, and a broker outage makes it long.
         self._size = self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
+            conn.execute("SELECT count(*) FROM outbox").fetchone()
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
 
     def put(self, payload: dict) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ import csv
 import datetime as _dt
 import io
 import json
+import logging
 import re
 import sqlite3
 import threading
@@ -28,6 +29,8 @@ from streamer.records import DETECTED, KIND, Logged
 from streamer.runfolder import relative, resolve
 from streamer.sources import safe_name
 from streamer.snapshots import save_jpeg
+
+log = logging.getLogger("streamer.store")
 
 
 def _paths_relative_to_the_store(conn: sqlite3.Connection, folder: Path) -> None:
@@ -480,13 +483,24 @@ def query(path: Path, source: str | None = None, type: str | None = None, label:
         rows = conn.execute(sql, args).fetchall()
         old = conn.execute("PRAGMA user_version").fetchone()[0] < _RELATIVE
     events = []
+    damaged = []
     for row_id, line, folder in rows:
-        event = {"id": row_id, **json.loads(line)} if with_id else json.loads(line)
+        try:
+            logged = json.loads(line)
+            if not isinstance(logged, dict):
+                raise ValueError("not an object")
+        except (ValueError, TypeError):  # a row cut short (a disk that filled, a copy broken off)
+            damaged.append(row_id)
+            continue
+        event = {"id": row_id, **logged} if with_id else logged
         if "snapshot" in event:
             if old and not Path(event["snapshot"]).is_file():  # as the migration to relative paths would find it
                 event["snapshot"] = f"snapshots/{Path(event['snapshot']).name}"
             event["snapshot"] = str(resolve(Path(path).parent / (folder or "."), event["snapshot"]))
         events.append(event)
+    if damaged:
+        log.warning("%s: %d damaged events left out (ids %s)", path, len(damaged),
+                    ", ".join(map(str, damaged[:10])) + (" ..." if len(damaged) > 10 else ""))
     return events
 
 

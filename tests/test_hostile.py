@@ -523,3 +523,30 @@ def test_paths_the_system_refuses_and_yaml_nested_too_deep_are_one_line(tmp_path
         result = streamer("run", *args, timeout=60)
         assert result.returncode == 1 and said in result.stderr and result.stderr.count("\n") == 1, result.stderr
         assert "internal error" not in result.stderr
+
+
+def test_a_damaged_outbox_or_store_row_does_not_stop_a_run_or_a_query(tmp_path, capsys):
+    import sqlite3
+
+    from streamer.outbox import Outbox
+    from streamer.store import EventStore, query
+    from streamer.records import Event, Logged
+
+    (tmp_path / "mqtt.outbox").write_bytes(b"not a database, a power cut's leftovers" * 100)
+    outbox = Outbox(tmp_path / "mqtt.outbox")  # the damaged one is kept aside, a new one begins
+    outbox.put({"topic": "t", "payload": "x"})
+    assert len(outbox) == 1
+    outbox.close()
+    [aside] = tmp_path.glob("mqtt.outbox.damaged-*")
+    assert aside.read_bytes().startswith(b"not a database")
+
+    store = EventStore(tmp_path / "e.db").acquire()
+    for n in range(3):
+        store.write(Logged.of(Event("object_appeared", "cam", n, 0.0, 1767225600.0 + n, track_id=n)), tmp_path)
+    store.close()
+    conn = sqlite3.connect(tmp_path / "e.db")
+    conn.execute("UPDATE events SET line = substr(line, 1, 20) WHERE id = 2")  # a row cut in half
+    conn.commit()
+    conn.close()
+    assert [e["track_id"] for e in query(tmp_path / "e.db")] == [0, 2]
+    assert main(["events", str(tmp_path / "e.db")]) == 0 and "(2 events)" in capsys.readouterr().out
