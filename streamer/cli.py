@@ -116,24 +116,21 @@ def _model_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got '{value}'")
-    return seconds
+def _seconds_in(fits, wanted: str):
+    """An argparse type: a finite number of seconds that `fits`, else one line saying what was `wanted`."""
+    def parse(value: str) -> float:
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or not fits(seconds):
+            raise argparse.ArgumentTypeError(f"expected a number of seconds {wanted}, got '{value}'")
+        return seconds
+    return parse
 
 
-def _seconds_or_zero(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or not 0 <= seconds <= 3600:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to 3600, got '{value}'")
-    return seconds
+_seconds = _seconds_in(lambda s: s > 0, "above 0")
+_seconds_or_zero = _seconds_in(lambda s: 0 <= s <= 3600, "from 0 to 3600")
 
 
 def _clip(args: argparse.Namespace) -> int:

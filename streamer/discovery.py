@@ -74,6 +74,9 @@ class Discovery:
         if label in seen:
             return []
         seen.add(label)
+        return self._label_configs(source, label)
+
+    def _label_configs(self, source: str, label: str) -> list[tuple[str, str, bool]]:
         slug, name = _slug(label), label.capitalize()
         return [
             self._config("binary_sensor", source, f"{slug}_occupancy", f"{name} occupancy", device_class="occupancy",
@@ -90,8 +93,7 @@ class Discovery:
         out = [item for source in self.sources for item in self.camera(source)]
         for source, labels in self.labels.items():
             for label in sorted(labels):
-                self.labels[source].discard(label)
-                out += self.label(source, label)
+                out += self._label_configs(source, label)
         return out
 
     def stale(self, topic: str) -> bool:

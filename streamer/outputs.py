@@ -78,6 +78,7 @@ class Outputs:
         self.all = self.own + list(shared)
         self.replay = replay
         self.live = live
+        self.previewing = live and any(output.immediate for output in self.all)  # a camera shown at once
 
     @property
     def replaying(self) -> bool:

@@ -383,12 +383,13 @@ class StatusServer:
                 from streamer.store import epoch, recordings
 
                 start, end = query.get("from", [None])[0], query.get("to", [None])[0]
-                stores = [db for db in server.stores() if recordings(db, source)]
+                held = {db: found for db in server.stores() if (found := recordings(db, source))}
+                stores = list(held)
                 if start is None and end is None:
-                    found = [{"start": _iso(s.start_wall), "end": _iso(s.end_wall),
-                              "seconds": round(s.end_wall - s.start_wall, 3), "bytes": s.bytes}
-                             for db in stores for s in recordings(db, source)]
-                    self._send(200 if stores else 404, json.dumps(found).encode(), "application/json")
+                    listed = [{"start": _iso(s.start_wall), "end": _iso(s.end_wall),
+                               "seconds": round(s.end_wall - s.start_wall, 3), "bytes": s.bytes}
+                              for segments in held.values() for s in segments]
+                    self._send(200 if stores else 404, json.dumps(listed).encode(), "application/json")
                     return
                 try:
                     if start is None or end is None:

@@ -344,7 +344,7 @@ class SourceRun:
         self._held.clear()
 
     def _preview(self, frame: Frame) -> None:
-        if any(output.immediate for output in self.shared):
+        if self.outputs.previewing:
             self.outputs.preview(Shown(frame, self.tracking.peek(frame), self.annotator))
 
     def _write(self, frame: Frame) -> None:
