@@ -16,6 +16,7 @@ import datetime as _dt
 import io
 import json
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -141,44 +142,62 @@ COLUMNS = ["id", "wall_time", "source", "type", "frame_index", "pts", "track_id"
 
 
 def migrate(conn: sqlite3.Connection, folder: Path) -> None:
+    """Every step from the store's version to this one in one transaction, so a reader (the page, `streamer
+    events`) sees the store as it was or as it is, never half migrated."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > DB_VERSION:
         raise StreamerError(f"event store was written by a newer streamer (schema {version} > {DB_VERSION})")
-    for step in range(version, DB_VERSION):
-        migration = MIGRATIONS[step]
-        if callable(migration):
-            conn.execute("BEGIN")
-            try:
+    if version == DB_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for step in range(version, DB_VERSION):
+            migration = MIGRATIONS[step]
+            if callable(migration):
                 migration(conn, folder)
-                conn.execute(f"PRAGMA user_version = {step + 1}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        else:
-            with conn:
-                conn.executescript(migration)
-                conn.execute(f"PRAGMA user_version = {step + 1}")
+            else:
+                for statement in _statements(migration):
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {DB_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """An SQL script cut into its statements (a trigger's body holds semicolons of its own)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements
 
 
 def connect(path: Path, create: bool) -> sqlite3.Connection:
     """Open a store; with `create`, a new one where nothing is. Anything else found there (an empty or text
-    file, somebody else's SQLite database) is refused, never turned into a store."""
+    file, somebody else's SQLite database) is refused, never turned into a store. A new store is built beside
+    its place and moved in whole, so whoever opens the path finds nothing or a complete store."""
     path = Path(path)
     exists = path.is_file() and path.stat().st_size > 0
     if not create and not path.is_file():
         raise StreamerError(f"event store not found: {path}")
     if (exists or not create) and not _is_sqlite(path):
         raise StreamerError(f"{path} is not a streamer event store")
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        if not exists:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _build(path)
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        if exists:
-            try:
-                _identity(conn, path)
-            except StreamerError:
-                conn.close()
-                raise
+        try:
+            _identity(conn, path)
+        except StreamerError:
+            conn.close()
+            raise
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         migrate(conn, path.parent)
@@ -187,6 +206,25 @@ def connect(path: Path, create: bool) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise StreamerError(f"{path} is not a streamer event store: {exc}") from None
     return conn
+
+
+def _build(path: Path) -> None:
+    """A new store at `path`: made under a name of its own and linked into place; when another run made one there
+    first, or a user's empty file is there, that one is what we open (an empty file is replaced)."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    try:
+        with contextlib.closing(sqlite3.connect(str(part), isolation_level=None)) as conn:
+            migrate(conn, path.parent)
+        try:
+            os.link(part, path)
+        except FileExistsError:
+            if path.stat().st_size == 0:  # an empty file: a store not begun (another run's is never 0 bytes)
+                os.replace(part, path)
+        except OSError:  # a file system without hard links
+            if not path.exists() or path.stat().st_size == 0:
+                os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def _identity(conn: sqlite3.Connection, path: Path) -> dict[str, set[str]]:

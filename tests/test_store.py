@@ -99,6 +99,36 @@ def test_an_older_store_is_migrated_not_rebuilt(tmp_path):
     assert query(path) == [{"kept": 1}]
 
 
+def test_a_store_being_made_is_never_seen_half_made(tmp_path):
+    """The page and `streamer events` may read a store while a run is making it: they find nothing or a store."""
+    import threading
+
+    paths = [tmp_path / f"s{i}.db" for i in range(30)]
+    seen, done = [], threading.Event()
+
+    def read():
+        while not done.is_set():
+            for path in paths:
+                try:
+                    query(path)
+                except StreamerError as exc:
+                    if "not found" not in str(exc):
+                        seen.append(str(exc))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for path in paths:
+            connect(path, create=True).close()
+    finally:
+        done.set()
+        reader.join()
+    assert seen == []
+    assert all(query(path) == [] for path in paths)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) == sorted(
+        p.name for p in paths)  # nothing left over from the making
+
+
 def test_a_file_that_is_not_a_store(tmp_path):
     path = tmp_path / "x.db"
     path.write_text("hello")
