@@ -6,6 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLIP := clips/street.mp4
 TINY := .cache/tiny-florence
+# The annotators' own readers the export tests read streamer's exports with, each apart from the product's venv:
+# Datumaro (CVAT's dataset layer) in a venv of its own; Ultralytics beside this torch (--no-deps: a plain install
+# pulls a CUDA torch), on PYTHONPATH only when a test runs it (torchvision would change transformers' processors).
+DATUMARO := .cache/datumaro-venv
+ULTRALYTICS := .cache/ultralytics-lib
 
 .PHONY: demo demo-offline test bench clean
 
@@ -25,7 +30,16 @@ demo-offline: $(STAMP)
 	$(PY) tests/tiny_florence.py $(TINY)
 	$(VENV)/bin/streamer run $(CLIP) --model $(TINY)
 
-test: $(STAMP)
+$(DATUMARO)/.installed:
+	$(PYTHON) -m venv $(DATUMARO)
+	$(DATUMARO)/bin/pip install -q "datumaro==1.13.12"
+	touch $@
+
+$(ULTRALYTICS)/.installed: $(STAMP)
+	$(PY) -m pip install -q --no-deps --target $(ULTRALYTICS) "ultralytics==8.4.190" "torchvision==0.28.0"
+	touch $@
+
+test: $(STAMP) $(DATUMARO)/.installed $(ULTRALYTICS)/.installed
 	$(PY) -m pytest
 
 clean:
