@@ -53,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
                      help="run on a Ray cluster: 'auto', HOST:PORT or ray://HOST:PORT; alone: this machine's cluster, "
                           "else a Ray instance of the run's own")
     events = sub.add_parser("events", help="query a run's SQLite event store")
-    events.add_argument("db", type=Path, help="events.db of a run")
+    events.add_argument("db", type=Path, help="a run folder, or its events.db")
     events.add_argument("--source", help="only events of this source (its name)")
     events.add_argument("--type", help="only events of this type, e.g. object_appeared or text_read")
     events.add_argument("--label", help="only events with this label, e.g. car")
@@ -61,13 +61,18 @@ def parser() -> argparse.ArgumentParser:
     events.add_argument("--until", help="ISO-8601 time, exclusive")
     events.add_argument("--search", metavar="WORDS",
                         help="events whose label, text or caption has every word, best match first")
-    events.add_argument("--format", choices=["table", "json", "csv"], default="table",
-                        help="a table for people (default), JSON Lines or CSV for programs")
-    export = sub.add_parser("export", help="write a run's keyframes and tracked boxes as a COCO or YOLO dataset, "
-                                           "or its tracks of every frame as MOTChallenge files")
-    export.add_argument("run", type=Path, help="run folder, its events.db (coco, yolo) or its tracks file (mot)")
-    export.add_argument("--format", choices=["coco", "yolo", "mot"], required=True, help="the dataset format")
-    export.add_argument("out", type=Path, help="folder to write")
+    events.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table",
+                        help="a table for people (default); for programs a JSON array, JSON Lines or CSV")
+    export = sub.add_parser("export", help="write a run's keyframes and boxes as a COCO or YOLO dataset, or its "
+                                           "tracks on video for CVAT, Label Studio or MOT evaluators")
+    export.add_argument("run", type=Path, help="run folder, or its events.db (mot: or a tracks file)")
+    export.add_argument("--format", choices=["coco", "yolo", "mot", "cvat", "label-studio"], required=True,
+                        help="coco, yolo: the kept keyframes; mot: tracks of every frame (CVAT's MOT 1.1); cvat: "
+                             "CVAT for video 1.1 XML; label-studio: video tasks with track predictions")
+    export.add_argument("--media-url", metavar="PREFIX",
+                        help="label-studio: URL the tasks' videos are under (default: Label Studio's local files, "
+                             "/data/local-files/?d=OUT_NAME/videos/)")
+    export.add_argument("out", type=Path, help="folder to write (new or empty)")
     clip = sub.add_parser("clip", help="cut a clip of an event, or of any stretch, from a camera's recordings")
     clip.add_argument("db", type=Path, metavar="STORE", help="the event store the recordings are indexed in")
     clip.add_argument("out", type=Path, metavar="OUT", help="the clip to write (MP4, a new file)")
@@ -86,15 +91,17 @@ def parser() -> argparse.ArgumentParser:
     clip.add_argument("--config", type=Path, help="YAML config (its record: section)")
     sub.add_parser("password", help="print the hash of a password for http.auth.password_hash (reads it from "
                                      "the terminal, or one line of standard input)")
-    evaluate = sub.add_parser("evaluate", help="score a Florence-2 on a labelled COCO or YOLO dataset (mAP, P/R)")
-    evaluate.add_argument("dataset", type=Path, help="COCO (annotations.json) or YOLO (data.yaml) folder")
+    evaluate = sub.add_parser("evaluate", help="score a Florence-2 on a labelled dataset (mAP, P/R)")
+    evaluate.add_argument("dataset", type=Path, help="a COCO or YOLO folder, or a CVAT XML / Label Studio JSON export "
+                                                   "(the file, or its folder)")
     _model_flags(evaluate)
     evaluate.add_argument("--task", default="<OD>", choices=["<OD>"],
                           help="boxes are scored with <OD>; text, where the dataset has any, with <OCR_WITH_REGION>")
     evaluate.add_argument("--format", choices=["table", "json"], default="table",
                           help="a table for people (default) or JSON for programs")
-    finetune = sub.add_parser("finetune", help="fine-tune Florence-2 on a labelled COCO or YOLO dataset")
-    finetune.add_argument("dataset", type=Path, help="COCO (annotations.json) or YOLO (data.yaml) folder")
+    finetune = sub.add_parser("finetune", help="fine-tune Florence-2 on a labelled dataset")
+    finetune.add_argument("dataset", type=Path, help="a COCO or YOLO folder, or a CVAT XML / Label Studio JSON export "
+                                                   "(the file, or its folder)")
     _model_flags(finetune)
     finetune.add_argument("--out", type=Path, required=True, help="folder for the fine-tuned model (new, or a "
                                                                   "run to resume)")
@@ -441,11 +448,11 @@ def _model_command(args: argparse.Namespace) -> int:
                        loss=f"loss {loss:.4f}")
 
         try:
-            before, after = finetune(config, args.dataset, args.out, on_step)
+            before, after, held_out = finetune(config, args.dataset, args.out, on_step)
         except Stopped as stop:
             _note(str(stop))
             return EXIT_INTERRUPTED
-    print(f"streamer: fine-tuned model saved to {args.out}\n{side_by_side(before, after)}")
+    print(f"streamer: fine-tuned model saved to {args.out}\n{side_by_side(before, after, held_out)}")
     return 0
 
 
@@ -495,8 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             from streamer.export import export
 
-            images, boxes = export(args.run, args.format, args.out)
-            what = "sources" if args.format == "mot" else "keyframes"
+            images, boxes = export(args.run, args.format, args.out, args.media_url)
+            what = {"mot": "sources", "cvat": "videos", "label-studio": "videos"}.get(args.format, "keyframes")
             print(f"streamer: wrote {images} {what} with {boxes} boxes as {args.format} to {args.out}")
             return 0
     except StreamerError as exc:

@@ -1,12 +1,16 @@
-"""Labelled datasets read back: the COCO or YOLO folders `streamer export` writes, after people corrected them.
+"""Labelled datasets read back: what `streamer export` writes, after people corrected it in their tool.
 
-CVAT, Label Studio and Roboflow read and write both. A COCO folder has `annotations.json` and `images/`; a YOLO
-folder has `data.yaml`, `images/` and `labels/`. Reading is supervision's own `DetectionDataset.from_coco` /
-`from_yolo`; what a wrong dataset looks like is checked here, before any model is loaded, so a bad dataset is
-one line: no images, images missing, no classes, a box outside its image.
+- COCO: `annotations/instances_<subset>.json` with `images/<subset>/` or `images/` (CVAT, Datumaro), a bare
+  `annotations.json` with `images/` (supervision, Roboflow), or Label Studio's COCO export (`result.json`, its
+  `file_name`s relative to the folder). Text for OCR: an annotation's attribute `text`
+  (`"attributes": {"text": "AB 42"}`, what CVAT writes for an attribute named text).
+- YOLO: a `data.yaml` whose `train` / `val` name image folders (labels where Ultralytics looks: `images` in the
+  path replaced by `labels`), or the flat `images/` + `labels/`.
+- CVAT XML (for images or for video, frames taken from the video) and Label Studio's JSON export: `annotations`.
 
-Text (for OCR) is read from COCO: an annotation's attribute `text` (`"attributes": {"text": "AB 42"}`, what CVAT
-writes for an attribute named text), the box being where it is written.
+Reading COCO and YOLO is supervision's own `DetectionDataset.from_coco` / `from_yolo`; what a wrong dataset looks
+like is checked here, before any model is loaded, so a bad dataset is one line: no images, images missing, no
+classes, a box outside its image.
 """
 
 from __future__ import annotations
@@ -42,47 +46,108 @@ class Dataset:
         return any(t for s in self.samples for t in (s.texts or []))
 
 
-def load_dataset(folder: Path) -> Dataset:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise StreamerError(f"dataset {folder}: no such folder (a COCO or YOLO folder, as `streamer export` writes)")
-    images = folder / "images"
+def load_dataset(path: Path) -> Dataset:
+    """A labelled dataset: a folder in one of the layouts above, or a CVAT XML / Label Studio JSON file."""
+    path = Path(path)
+    if not path.exists():
+        raise StreamerError(f"dataset {path}: no such folder (a COCO, YOLO, CVAT or Label Studio export)")
+    from streamer import annotations
+
+    if path.is_file() or not ((path / "data.yaml").is_file() or _coco_files(path)):
+        tool_files = annotations.find(path)
+        if path.is_file() and not tool_files:
+            raise StreamerError(f"dataset {path}: not a CVAT XML or Label Studio JSON file; or name its folder")
+        if tool_files:
+            return _checked(path, annotations.read(tool_files))
     texts: dict[tuple, str] = {}
     try:
-        if (folder / "annotations.json").is_file():
-            texts = _check_coco(folder / "annotations.json", images)
-            data = sv.DetectionDataset.from_coco(str(images), str(folder / "annotations.json"))
-        elif (folder / "data.yaml").is_file():
-            _check_yolo(folder / "data.yaml")
-            data = sv.DetectionDataset.from_yolo(str(images), str(folder / "labels"), str(folder / "data.yaml"))
+        parts = []
+        if (path / "data.yaml").is_file():
+            data_yaml = path / "data.yaml"
+            for images, labels in _yolo_subsets(data_yaml):
+                parts.append(sv.DetectionDataset.from_yolo(str(images), str(labels), str(data_yaml)))
         else:
-            raise StreamerError(f"dataset {folder}: neither annotations.json (COCO) nor data.yaml (YOLO) in it")
+            found = _coco_files(path)
+            if not found:
+                raise StreamerError(f"dataset {path}: no COCO annotations (annotations/instances_*.json, "
+                                    "annotations.json, result.json), YOLO data.yaml, CVAT XML or Label Studio JSON")
+            for annotations_file, images in found:
+                texts.update(_check_coco(annotations_file, images))
+                parts.append(sv.DetectionDataset.from_coco(str(images), str(annotations_file)))
+        data = parts[0] if len(parts) == 1 else sv.DetectionDataset.merge(parts)
     except StreamerError:
         raise
     except Exception as exc:  # supervision's readers raise whatever their parsers do
-        raise StreamerError(f"dataset {folder}: cannot be read: {type(exc).__name__}: {exc}") from None
+        raise StreamerError(f"dataset {path}: cannot be read: {type(exc).__name__}: {exc}") from None
     if not data.classes:
-        raise StreamerError(f"dataset {folder} names no classes")
+        raise StreamerError(f"dataset {path} names no classes")
     samples = []
-    for path, _, boxes in data:
-        image = cv2.imread(path)
+    for image_path, _, boxes in data:
+        image = cv2.imread(image_path)
         if image is None:
-            raise StreamerError(f"dataset {folder}: image {path} is missing or not an image")
-        h, w = image.shape[:2]
-        if len(boxes):
-            xyxy = boxes.xyxy
+            raise StreamerError(f"dataset {path}: image {image_path} is missing or not an image")
+        found = [texts.get((Path(image_path).name, *(round(float(v), 1) for v in box)), "") for box in boxes.xyxy]
+        samples.append(Sample(Path(image_path), image, boxes, found if texts else None))
+    return _checked(path, Dataset(list(data.classes), samples))
+
+
+def _checked(path: Path, dataset: Dataset) -> Dataset:
+    """Every box inside its image, and something to learn from."""
+    for sample in dataset.samples:
+        h, w = sample.image.shape[:2]
+        if len(sample.boxes):
+            xyxy = sample.boxes.xyxy
             outside = (xyxy[:, 0] < -1) | (xyxy[:, 1] < -1) | (xyxy[:, 2] > w + 1) | (xyxy[:, 3] > h + 1)
             outside |= (xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1])
             if outside.any():
                 box = [round(float(v), 1) for v in xyxy[int(np.flatnonzero(outside)[0])]]
-                raise StreamerError(f"dataset {folder}: a box {box} lies outside its {w}x{h} image {path}")
-        found = [texts.get((Path(path).name, *(round(float(v), 1) for v in box)), "") for box in boxes.xyxy]
-        samples.append(Sample(Path(path), image, boxes, found if texts else None))
-    if not samples:
-        raise StreamerError(f"dataset {folder} holds no images")
-    if not any(len(s.boxes) for s in samples):
-        raise StreamerError(f"dataset {folder} holds no boxes: nothing to evaluate or learn")
-    return Dataset(list(data.classes), samples)
+                raise StreamerError(f"dataset {path}: a box {box} lies outside its {w}x{h} image {sample.path}")
+    if not dataset.samples:
+        raise StreamerError(f"dataset {path} holds no images")
+    if not any(len(s.boxes) for s in dataset.samples):
+        raise StreamerError(f"dataset {path} holds no boxes: nothing to evaluate or learn")
+    return dataset
+
+
+def _coco_files(folder: Path) -> list[tuple[Path, Path]]:
+    """(annotations file, the folder its `file_name`s are relative to) of each COCO subset in `folder`."""
+    if (folder / "annotations.json").is_file():
+        return [(folder / "annotations.json", folder / "images")]
+    if (folder / "result.json").is_file():  # Label Studio's COCO export: file names like images/abc.jpg
+        return [(folder / "result.json", folder)]
+    found = []
+    for annotations_file in sorted((folder / "annotations").glob("instances_*.json")):
+        subset = annotations_file.stem.removeprefix("instances_")
+        images = folder / "images" / subset
+        found.append((annotations_file, images if images.is_dir() else folder / "images"))
+    return found
+
+
+def _yolo_subsets(data_yaml: Path) -> list[tuple[Path, Path]]:
+    """(images, labels) folders of each subset a `data.yaml` names (Ultralytics: `train`, `val`, `test`, relative
+    to its `path` or to the file's folder); a data.yaml naming none is the flat `images/` + `labels/`."""
+    data = _check_yolo(data_yaml)
+    root = data_yaml.parent
+    if isinstance(data.get("path"), str):
+        root = root / data["path"]
+    subsets: list[tuple[Path, Path]] = []
+    for key in ("train", "val", "test"):
+        entries = data.get(key)
+        for entry in entries if isinstance(entries, list) else [entries] if entries else []:
+            if not isinstance(entry, str):
+                raise StreamerError(f"{data_yaml}: `{key}` should name a folder of images")
+            images = (root / entry).resolve()
+            if not images.is_dir():
+                raise StreamerError(f"{data_yaml}: `{key}` names {images}, which is not a folder of images")
+            parts = list(images.parts)
+            if "images" not in parts:
+                raise StreamerError(f"{data_yaml}: `{key}` names {images}, but labels are found beside a folder "
+                                    "named images (images/ -> labels/)")
+            at = len(parts) - 1 - parts[::-1].index("images")
+            labels = Path(*parts[:at], "labels", *parts[at + 1:])
+            if (images, labels) not in subsets:
+                subsets.append((images, labels))
+    return subsets or [(data_yaml.parent / "images", data_yaml.parent / "labels")]
 
 
 def _check_coco(annotations: Path, images: Path) -> dict[tuple, str]:
@@ -117,7 +182,7 @@ def split(samples: list[Sample], share: float, seed: int) -> tuple[list[Sample],
 _YAML_MAX = 1_000_000  # bytes: a data.yaml names classes; anything near this is not one
 
 
-def _check_yolo(path: Path) -> None:
+def _check_yolo(path: Path) -> dict:
     """A YOLO `data.yaml` read before supervision reads it: small, UTF-8, without YAML anchors or aliases (an
     alias bomb grows memory without end), a mapping whose `names` are class names."""
     import yaml
@@ -143,3 +208,4 @@ def _check_yolo(path: Path) -> None:
         names = list(names.values())
     if not isinstance(names, list) or not all(isinstance(n, (str, int)) for n in names):
         raise StreamerError(f"{path}: `names` should list the class names")
+    return data

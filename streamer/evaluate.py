@@ -103,7 +103,7 @@ def score(dataset: Dataset, predictions: list[sv.Detections], reads: list[sv.Det
     per_class = {int(c): ap for c, ap in zip(m.matched_classes, m.ap_per_class)}
     classes = [ClassScore(name, int(counts[i]), float(per_class[i][0]) if i in per_class else 0.0,
                           float(per_class[i].mean()) if i in per_class else 0.0)
-               for i, name in enumerate(dataset.classes)]
+               for i, name in enumerate(dataset.classes) if counts[i]]  # a class with no box here has no score
     report = Report(len(dataset.samples), int(counts.sum()), _number(m.map50), _number(m.map50_95),
                     _number(precision), _number(recall), classes)
     if reads is not None:
@@ -134,12 +134,14 @@ def render(report: Report, fmt: str, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def side_by_side(before: Report, after: Report) -> str:
-    """The evaluation before and after fine-tuning, a line per figure and class."""
+def side_by_side(before: Report, after: Report, held_out: bool = True) -> str:
+    """The evaluation before and after fine-tuning, a line per figure and class, and on which images."""
     rows = [("mAP@50", before.map50, after.map50), ("mAP@50:95", before.map50_95, after.map50_95),
             ("precision", before.precision, after.precision), ("recall", before.recall, after.recall)]
     rows += [(f"{b.name} mAP@50", b.map50, a.map50) for b, a in zip(before.classes, after.classes)]
     if before.cer is not None and after.cer is not None:
         rows.append(("character error rate", before.cer, after.cer))
-    return "\n".join([f"  {'':<28} {'before':>7} {'after':>7}"]
+    on = (f"on {after.images} validation images ({after.boxes} boxes) held out of training" if held_out else
+          f"on the {after.images} training images (none held out: finetune.val_share is 0 or there is one image)")
+    return "\n".join([f"  {on}", f"  {'':<28} {'before':>7} {'after':>7}"]
                      + [f"  {name:<28} {b:7.3f} {a:7.3f}" for name, b, a in rows])

@@ -1,14 +1,13 @@
-"""Export: a run's saved keyframes and their tracked boxes as a COCO or YOLO dataset, or its tracks of every frame
-as MOTChallenge files.
+"""Export: a run's saved keyframes and their boxes as a COCO or YOLO dataset (tracks on video: `track_export`).
 
-For people annotating recorded video, for fine-tuning Florence-2 on their own footage, and for scoring tracking
-with standard evaluators. A dataset needs the run to have kept its keyframes (`output.save_keyframes: true`);
-its boxes are the confirmed tracks at each keyframe, after `model.min_confidence`, and keep their track ids
-(COCO: `attributes.track_id` of each annotation, as CVAT reads it; YOLO: `track_ids/<image>.txt`, one id per
-line of its label file). Writing is supervision's own `DetectionDataset.as_coco` / `as_yolo`. MOT export reads
-the run's tracks file(s) (`tracks.jsonl`) and writes one `<source>.txt` per source:
-`frame,id,x,y,w,h,conf,-1,-1,-1` with frames counted from 1. The run folder may have been moved since: images
-are found relative to the store.
+For people annotating recorded video and fine-tuning Florence-2 on their own footage. A dataset needs the run to
+have kept its keyframes (`output.save_keyframes: true`); its boxes are every box the model gave on each keyframe
+after `model.min_confidence`, clipped to the picture (one with nothing left is dropped), with its track id (-1:
+not confirmed yet) as COCO's `attributes.track_id` (how CVAT keeps an attribute) or YOLO's
+`track_ids/train/<image>.txt` (a line per label line). The layouts are the ones the tools import: COCO as CVAT
+exports it (`annotations/instances_default.json`, `images/default/`), YOLO as Ultralytics trains on it (`data.yaml`
+with `train`/`val`, `images/train/`, `labels/train/`); supervision's `as_coco` / `as_yolo` write them. The run
+folder may have been moved since: images are found relative to the store.
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ import supervision as sv
 
 from streamer.errors import StreamerError, cannot_write
 from streamer.runfolder import find_store
-from streamer.sinks import tracks_rows
-from streamer.sources import safe_name
 from streamer.store import keyframe_boxes
+from streamer.track_export import TRACK_FORMATS, export_tracks, write_text
 
 
 def build_dataset(store: Path) -> tuple[sv.DetectionDataset, dict[str, list[int]]]:
@@ -38,7 +36,7 @@ def build_dataset(store: Path) -> tuple[sv.DetectionDataset, dict[str, list[int]
     index = {name: i for i, name in enumerate(classes)}
     annotations, track_ids = {}, {}
     for image in images:
-        rows = boxes.get(image, [])
+        rows = _inside(boxes.get(image, []), image)
         annotations[str(image)] = sv.Detections(
             xyxy=np.array([b for _, b, _ in rows], dtype=np.float32).reshape(-1, 4),
             class_id=np.array([index[label] for label, _, _ in rows], dtype=int),
@@ -48,34 +46,59 @@ def build_dataset(store: Path) -> tuple[sv.DetectionDataset, dict[str, list[int]
     return dataset, track_ids
 
 
-def export(run_or_db: Path, fmt: str, out: Path) -> tuple[int, int]:
-    """Write the dataset (or MOT files) to `out`; return (images or sources, boxes)."""
+def _inside(rows: list, image: Path) -> list:
+    """The boxes clipped to their image; one with no width or height left is no box (COCO scores it as a miss)."""
+    from PIL import Image
+
+    try:
+        with Image.open(image) as picture:
+            width, height = picture.size
+    except OSError as exc:
+        raise StreamerError(f"keyframe image {image} cannot be read: {exc}") from None
+    kept = []
+    for label, (x1, y1, x2, y2), track in rows:
+        x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
+        y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
+        if x2 - x1 >= 1e-3 and y2 - y1 >= 1e-3:
+            kept.append((label, (x1, y1, x2, y2), track))
+    return kept
+
+
+def export(run_or_db: Path, fmt: str, out: Path, media_url: str | None = None) -> tuple[int, int]:
+    """Write the dataset (or the tracks) to `out`; return (images or sources, boxes)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise StreamerError(f"{out} is a file: name a folder for the export")
     if out.is_dir() and any(out.iterdir()):  # a labelled dataset, corrected by hand, must never be replaced
         raise StreamerError(f"{out} exists and is not empty: name a new folder for the export")
-    if fmt == "mot":
-        return export_mot(Path(run_or_db), out)
+    if fmt in TRACK_FORMATS:
+        return export_tracks(Path(run_or_db), fmt, out, media_url)
     if fmt not in ("coco", "yolo"):
-        raise StreamerError(f"unknown export format '{fmt}': coco, yolo or mot")
+        raise StreamerError(f"unknown export format '{fmt}': coco, yolo, {', '.join(TRACK_FORMATS)}")
     dataset, track_ids = build_dataset(find_store(run_or_db))
     out.mkdir(parents=True, exist_ok=True)
-    if fmt == "coco":
-        annotations = out / "annotations.json"
-        dataset.as_coco(images_directory_path=str(out / "images"), annotations_path=str(annotations))
-        _coco_track_ids(annotations, dataset, track_ids)
-    else:
-        dataset.as_yolo(images_directory_path=str(out / "images"), annotations_directory_path=str(out / "labels"),
-                        data_yaml_path=str(out / "data.yaml"))
-        for image, ids in track_ids.items():
-            _write_text(out / "track_ids" / f"{Path(image).stem}.txt", "".join(f"{t}\n" for t in ids))
+    try:
+        if fmt == "coco":
+            _write_coco(dataset, track_ids, out)
+        else:
+            _write_yolo(dataset, track_ids, out)
+    except OSError as exc:
+        raise cannot_write("export", out, exc) from None
     return len(dataset), sum(len(d) for _, _, d in dataset)
 
 
-def _coco_track_ids(path: Path, dataset: sv.DetectionDataset, track_ids: dict[str, list[int]]) -> None:
-    """supervision writes each image's boxes in their order; give each its track id."""
-    coco = json.loads(path.read_text())
+COCO_ANNOTATIONS = Path("annotations") / "instances_default.json"  # the layout CVAT exports and Datumaro imports
+COCO_IMAGES = Path("images") / "default"
+YOLO_SUBSET = "train"
+
+
+def _write_coco(dataset: sv.DetectionDataset, track_ids: dict[str, list[int]], out: Path) -> None:
+    """supervision writes the images and each image's boxes in their order; each box then gets its track id
+    (`attributes.track_id`, as CVAT keeps an attribute)."""
+    annotations = out / COCO_ANNOTATIONS
+    annotations.parent.mkdir(parents=True)
+    dataset.as_coco(images_directory_path=str(out / COCO_IMAGES), annotations_path=str(annotations))
+    coco = json.loads(annotations.read_text())
     by_file = {Path(image).name: track_ids[image] for image in dataset.image_paths}
     names = {entry["id"]: entry["file_name"] for entry in coco["images"]}
     seen: dict[int, int] = {}
@@ -84,42 +107,19 @@ def _coco_track_ids(path: Path, dataset: sv.DetectionDataset, track_ids: dict[st
         n = seen.get(image_id, 0)
         seen[image_id] = n + 1
         annotation.setdefault("attributes", {})["track_id"] = by_file[Path(names[image_id]).name][n]
-    _write_text(path, json.dumps(coco))
+    write_text(annotations, json.dumps(coco))
 
 
-def tracks_files(run: Path) -> list[Path]:
-    if run.is_file():
-        return [run]
-    # a run's tracks file, or a recorded camera's, beside each of its segments
-    found = sorted(run.glob("*tracks.jsonl")) + sorted(run.glob("recordings/*/*/*.tracks.jsonl.gz")) if run.is_dir() else []
-    if not found:
-        raise StreamerError(f"{run} holds no tracks file (tracks.jsonl): runs write one unless "
-                            "output.write_tracks is false")
-    return found
-
-
-def export_mot(run: Path, out: Path) -> tuple[int, int]:
-    """One MOTChallenge results file per source of the run's tracks files; confirmed tracks only."""
-    rows: dict[str, list[str]] = {}
-    for path in tracks_files(run):
-        for number, r in tracks_rows(path):
-            try:
-                if r["track_id"] < 0:
-                    continue
-                x1, y1, x2, y2 = r["bbox"]
-                text = (f"{r['frame_index'] + 1},{r['track_id']},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},"
-                        f"{r['confidence']:.4f},-1,-1,-1\n")
-            except (ValueError, KeyError, TypeError):
-                raise StreamerError(f"{path}:{number} is not a line of a tracks file") from None
-            rows.setdefault(r["source"], []).append(text)
-    for source, lines in rows.items():
-        _write_text(out / f"{safe_name(source)}.txt", "".join(lines))
-    return len(rows), sum(len(lines) for lines in rows.values())
-
-
-def _write_text(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise cannot_write("export", path, exc) from None
+def _write_yolo(dataset: sv.DetectionDataset, track_ids: dict[str, list[int]], out: Path) -> None:
+    """Ultralytics' layout: `images/train/`, `labels/train/` (a label is found from its image's path) and a
+    `data.yaml` naming both subsets; every keyframe is in `train`, and `val` names the same images until the
+    user moves some aside. Track ids in `track_ids/train/<image>.txt`, one per label line."""
+    images, labels = out / "images" / YOLO_SUBSET, out / "labels" / YOLO_SUBSET
+    dataset.as_yolo(images_directory_path=str(images), annotations_directory_path=str(labels))
+    names = "".join(f"  {i}: {json.dumps(name)}\n" for i, name in enumerate(dataset.classes))
+    write_text(out / "data.yaml",
+                "# written by streamer export: every keyframe is in train; val names the same images until some\n"
+                "# are moved to images/val and labels/val. Paths are relative to this file's folder.\n"
+                f"train: images/{YOLO_SUBSET}\nval: images/{YOLO_SUBSET}\nnc: {len(dataset.classes)}\nnames:\n{names}")
+    for image, ids in track_ids.items():
+        write_text(out / "track_ids" / YOLO_SUBSET / f"{Path(image).stem}.txt", "".join(f"{t}\n" for t in ids))

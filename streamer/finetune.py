@@ -157,6 +157,7 @@ class Trainer:
             self.checkpoint()
             raise Stopped(f"interrupted after {self.state['epoch']} epochs; run the same command to resume") from None
         self.save_final()
+        shutil.rmtree(self.out / _CHECKPOINT.split("/")[0], ignore_errors=True)  # a finished model needs none
         return Report.from_dict(self.state["before"]), self.evaluate(held_out)
 
     @torch.no_grad()
@@ -210,9 +211,11 @@ class Trainer:
             raise cannot_write("fine-tuned model", self.out, exc) from None
 
 
-def finetune(config: Config, dataset_path: Path, out: Path, on_step=None) -> tuple[Report, Report]:
-    """Validate everything, train, save; return the evaluation before and after."""
+def finetune(config: Config, dataset_path: Path, out: Path, on_step=None) -> tuple[Report, Report, bool]:
+    """Validate everything, train, save; return the evaluation before and after, and whether it was on images
+    held out of training."""
     out = Path(out)
     check_out(out)
     dataset = load_dataset(dataset_path)  # with a single image, it is both trained and scored on
-    return Trainer(config, dataset, out, on_step).run()
+    trainer = Trainer(config, dataset, out, on_step)
+    return *trainer.run(), bool(trainer.val)

@@ -13,6 +13,9 @@ import numpy as np
 import supervision as sv
 
 SCHEMA_VERSION = 1
+# Every event type there is, as the event log's schema names them.
+EVENT_TYPES: tuple[str, ...] = tuple(json.loads((Path(__file__).parent / "schema" / "event.schema.json").read_text(
+    encoding="utf-8"))["properties"]["type"]["enum"])
 
 # Keys of `sv.Detections.data` beyond supervision's own `class_name`, named once (as supervision names its own).
 TEXT = "text"  # the text read on a box (OCR), or a track's settled text

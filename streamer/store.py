@@ -26,8 +26,8 @@ from typing import Any
 
 from streamer.errors import StreamerError, cannot_write
 from streamer.outputs import Output, Shown
-from streamer.records import DETECTED, KIND, Logged
-from streamer.runfolder import relative, resolve
+from streamer.records import DETECTED, EVENT_TYPES, KIND, Logged
+from streamer.runfolder import find_store, relative, resolve
 from streamer.sources import safe_name
 from streamer.snapshots import save_jpeg
 
@@ -438,6 +438,12 @@ def recordings(path: Path, source: str | None = None, start: float | None = None
         return _segments(conn, source, start, end, recorded=True) if "segments" in tables else []
 
 
+def footage(path: Path) -> list:
+    """Every video a store indexes, oldest first: cameras' recorded segments and file sources' own files."""
+    with reading(path) as (conn, tables):
+        return _segments(conn) if "segments" in tables else []
+
+
 def snapshot_of(path: Path, event_id: int) -> Path | None:
     """The snapshot file of an event, where the store says it is (relative to its log's folder), if it is a
     JPEG file there."""
@@ -491,6 +497,9 @@ def query(path: Path, source: str | None = None, type: str | None = None, label:
     text, type or source, ranked by BM25), as the JSON objects of the event log (`with_id`: the store's id of
     each first, which `streamer clip --event` takes); paths in them (snapshots)
     resolved against the store's folder, so they work from wherever the store is read."""
+    if type is not None and type not in EVENT_TYPES:
+        raise StreamerError(f"--type: no event type '{type}'; the types are {', '.join(EVENT_TYPES)}")
+    path = find_store(path) if Path(path).is_dir() else path
     where, args = [], []
     for column, value in (("source", source), ("type", type), ("label", label)):
         if value is not None:
@@ -543,7 +552,10 @@ def query(path: Path, source: str | None = None, type: str | None = None, label:
 
 
 def render(events: list[dict[str, Any]], fmt: str, columns: list[str] = COLUMNS) -> str:
+    """`table` for people; `json` one array, `jsonl` a line per event, `csv`, for programs."""
     if fmt == "json":
+        return json.dumps(events, ensure_ascii=False, indent=1)
+    if fmt == "jsonl":
         return "\n".join(json.dumps(e, ensure_ascii=False) for e in events)
     if fmt == "csv":
         out = io.StringIO()

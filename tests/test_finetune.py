@@ -12,6 +12,7 @@ from streamer.sinks import tracks_rows
 from tests.helpers import CLIP, read_events
 from tests.tiny_florence import build_tiny_florence
 
+COCO = "annotations/instances_default.json"  # where CVAT and streamer export put COCO annotations
 SHIFT = 40  # px the corrected boxes lie right of where the model put them
 
 
@@ -24,7 +25,7 @@ def dataset(tiny_od, tmp_path_factory):
     assert main(["run", str(CLIP), "--model", str(tiny_od), "--no-video", "--config", str(config),
                  "--events", str(work / "run" / "events.jsonl")]) == 0
     assert main(["export", str(work / "run"), "--format", "coco", str(work / "coco")]) == 0
-    annotations = work / "coco" / "annotations.json"
+    annotations = work / "coco" / "annotations" / "instances_default.json"
     coco = json.loads(annotations.read_text())
     for category in coco["categories"]:
         category["name"] = "van"
@@ -103,6 +104,8 @@ def test_finetune_prints_before_and_after_side_by_side(dataset, fresh, tmp_path,
     out = capsys.readouterr().out
     assert f"fine-tuned model saved to {tmp_path / 'm'}" in out and "before" in out and "after" in out
     assert "van mAP@50" in out and (tmp_path / "m" / "config.json").is_file()
+    assert "on 3 validation images (3 boxes) held out of training" in out  # val_share 0.2 of 15 keyframes
+    assert not (tmp_path / "m" / "checkpoints").exists()  # a finished model folder is the model alone
     # A finished model is never overwritten by another run.
     assert main(["finetune", str(dataset), "--model", str(fresh), "--out", str(tmp_path / "m")]) == 1
     assert "holds a model already" in capsys.readouterr().err
@@ -135,10 +138,10 @@ def test_text_labels_are_scored_and_learned(dataset, fresh, tmp_path, capsys):
     """A plate read on each van (the COCO attribute `text`): its character error rate, before and after."""
     plates = tmp_path / "plates"
     shutil.copytree(dataset, plates)
-    coco = json.loads((plates / "annotations.json").read_text())
+    coco = json.loads((plates / COCO).read_text())
     for annotation in coco["annotations"]:
         annotation["attributes"]["text"] = "AB 42"
-    (plates / "annotations.json").write_text(json.dumps(coco))
+    (plates / COCO).write_text(json.dumps(coco))
     before = evaluate(capsys, plates, fresh)
     assert before["texts"] == 15 and before["cer"] >= 0.8
     assert main(["finetune", str(plates), "--model", str(fresh), "--out", str(tmp_path / "m"),
@@ -162,6 +165,15 @@ def test_lora_adapters_are_merged_into_a_plain_model(dataset, fresh, tmp_path, c
     assert evaluate(capsys, dataset, tmp_path / "m")["images"] == 15
 
 
+def test_a_class_with_no_box_in_the_dataset_gets_no_score(tiny_od, dataset, tmp_path, capsys):
+    copy = tmp_path / "with-bus"
+    shutil.copytree(dataset, copy)
+    coco = json.loads((copy / COCO).read_text())
+    coco["categories"].append({"id": 99, "name": "bus", "supercategory": ""})
+    (copy / COCO).write_text(json.dumps(coco))
+    assert [c["name"] for c in evaluate(capsys, copy, tiny_od)["classes"]] == ["van"]
+
+
 def test_a_yolo_dataset_is_read_too(tiny_od, dataset, tmp_path, capsys):
     run = dataset.parent / "run"
     assert main(["export", str(run), "--format", "yolo", str(tmp_path / "yolo")]) == 0
@@ -173,14 +185,14 @@ def test_a_yolo_dataset_is_read_too(tiny_od, dataset, tmp_path, capsys):
 def broken_copy(dataset, tmp_path, change):
     copy = tmp_path / "broken"
     shutil.copytree(dataset, copy)
-    coco = json.loads((copy / "annotations.json").read_text())
+    coco = json.loads((copy / COCO).read_text())
     change(copy, coco)
-    (copy / "annotations.json").write_text(json.dumps(coco))
+    (copy / COCO).write_text(json.dumps(coco))
     return copy
 
 
 def missing_image(copy, coco):
-    (copy / "images" / coco["images"][3]["file_name"]).unlink()
+    (copy / "images" / "default" / coco["images"][3]["file_name"]).unlink()
 
 
 def box_outside(copy, coco):

@@ -45,10 +45,10 @@ def run_relative(folder_name="runs/street-1"):
 
 def export_coco(run, out):
     assert main(["export", str(run), "--format", "coco", str(out)]) == 0
-    annotations = json.loads((out / "annotations.json").read_text())
+    annotations = json.loads((out / "annotations" / "instances_default.json").read_text())
     images = {i["id"]: i["file_name"] for i in annotations["images"]}
     boxes = sorted((images[a["image_id"]], a["category_id"], tuple(a["bbox"])) for a in annotations["annotations"])
-    pixels = {name: cv2.imread(str(out / "images" / name)).sum() for name in images.values()}
+    pixels = {name: cv2.imread(str(out / "images" / "default" / name)).sum() for name in images.values()}
     return boxes, pixels
 
 

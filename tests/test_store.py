@@ -76,9 +76,14 @@ def test_events_since_until_and_formats(tmp_path, capsys):
     assert main(["events", str(db), "--label", "car"]) == 0
     table = capsys.readouterr().out
     assert "object_appeared" in table and "(2 events)" in table
-    assert main(["events", str(db), "--format", "json", "--source", "street"]) == 0
+    assert main(["events", str(tmp_path), "--format", "jsonl", "--source", "street"]) == 0  # the run folder
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [e.pop("id") for e in printed] == list(range(1, len(events) + 1)) and printed == events
+    assert main(["events", str(db), "--format", "json", "--type", "object_left"]) == 0
+    array = json.loads(capsys.readouterr().out)  # one JSON document
+    assert [e["type"] for e in array] == ["object_left"] * 2
+    assert main(["events", str(db), "--type", "object_apeared"]) == 1
+    assert "no event type 'object_apeared'; the types are object_appeared, object_left" in capsys.readouterr().err
     assert main(["events", str(db), "--since", "yesterday"]) == 1
     assert "ISO-8601" in capsys.readouterr().err
 
@@ -153,9 +158,11 @@ def test_export_loads_back_with_supervision(tmp_path, fmt, capsys):
     out = tmp_path / "dataset"
     assert main(["export", str(tmp_path), "--format", fmt, str(out)]) == 0
     if fmt == "coco":
-        dataset = sv.DetectionDataset.from_coco(str(out / "images"), str(out / "annotations.json"))
+        dataset = sv.DetectionDataset.from_coco(str(out / "images" / "default"),
+                                                str(out / "annotations" / "instances_default.json"))
     else:
-        dataset = sv.DetectionDataset.from_yolo(str(out / "images"), str(out / "labels"), str(out / "data.yaml"))
+        dataset = sv.DetectionDataset.from_yolo(str(out / "images" / "train"), str(out / "labels" / "train"),
+                                                str(out / "data.yaml"))
     assert sorted(dataset.classes) == ["car", "person"]
     assert len(dataset) == 30  # every keyframe of the 150-frame clip, one each 5 frames
     by_frame = {}
@@ -170,13 +177,13 @@ def test_export_loads_back_with_supervision(tmp_path, fmt, capsys):
     assert len(by_frame[0]) == 2  # every keyframe with its boxes: those of tracks not confirmed yet too
     # Every box keeps its track: the car is one track on every keyframe it is on.
     if fmt == "coco":
-        coco = json.loads((out / "annotations.json").read_text())
+        coco = json.loads((out / "annotations" / "instances_default.json").read_text())
         names = {c["id"]: c["name"] for c in coco["categories"]}
         car_ids = {a["attributes"]["track_id"] for a in coco["annotations"] if names[a["category_id"]] == "car"}
         assert len(car_ids - {-1}) == 1 and len(coco["annotations"]) == sum(len(d) for _, _, d in dataset)
     else:
-        for labels in (out / "labels").glob("*.txt"):
-            ids = (out / "track_ids" / labels.name).read_text().split()
+        for labels in (out / "labels" / "train").glob("*.txt"):
+            ids = (out / "track_ids" / "train" / labels.name).read_text().split()
             assert len(ids) == len(labels.read_text().splitlines()) and all(int(t) >= -1 for t in ids)
 
 

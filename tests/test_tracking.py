@@ -160,7 +160,11 @@ def test_the_tracks_file_agrees_with_the_events_and_the_video(run, scene):
 
 def test_mot_export_reads_back_with_trackers_eval(run, tmp_path, capsys):
     assert main(["export", str(run), "--format", "mot", str(tmp_path / "mot")]) == 0
-    [results] = list((tmp_path / "mot").glob("*.txt"))
+    [results] = list((tmp_path / "mot").glob("*/gt/gt.txt"))  # CVAT's MOT 1.1 layout, a sequence per source
+    labels = (results.parent / "labels.txt").read_text().split()
+    assert {int(line.split(",")[7]) for line in results.read_text().splitlines()} == set(range(1, len(labels) + 1))
+    itself = evaluate_mot_sequence(results, results, metrics=["CLEAR", "Identity"])  # no box degenerate
+    assert itself.CLEAR.MOTA == 1.0 and itself.Identity.IDF1 == 1.0
     gt = tmp_path / "gt.txt"
     gt.write_text("".join(f"{i + 1},{gid},{max(0, x1)},{y1},{min(W, x2) - max(0, x1)},{y2 - y1},1,1,1\n"
                           for i in range(N) for gid, _, (x1, y1, x2, y2) in truth_at(i) if min(W, x2) > max(0, x1)))
