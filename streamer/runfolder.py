@@ -20,7 +20,7 @@ from streamer.sources import display_name, is_url, safe_name
 def new_run_folder(base: Path, source: str, name: str | None = None, taken: set[Path] = frozenset()) -> Path:
     """A new folder under `base` named after the source (never its credentials) and the time; not one of
     `taken`, the folders chosen for the other sources of this run (two `clip.mp4` from different folders)."""
-    name = safe_name(name or (display_name(source) if is_url(source) else Path(source).stem))
+    name = safe_name(name or display_name(source))  # the name every file of the run carries
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = base / f"{name}-{stamp}"
     n = 1

@@ -7,6 +7,7 @@ goes through `display_name` first.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import quote, unquote
 
 
@@ -89,6 +90,15 @@ def scrub(text: str, sources: list[str]) -> str:
     return text
 
 
+_MEDIA_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".mpg",
+                   ".mpeg", ".3gp", ".h264", ".h265", ".hevc", ".y4m", ".gif", ".jpg", ".jpeg", ".png"}
+
+
 def safe_name(name: str) -> str:
-    """A source's display name fit for file names, MQTT topic levels and URL paths."""
+    """A source's display name fit for file names, MQTT topic levels and URL paths: a file's is its stem, as its
+    run folder is named (`clips/street.mp4` is `street` in every file a run writes), a URL's its host and path."""
+    if is_url(name):
+        name = display_name(name)  # never a credential or a token in a file name
+    elif ("/" in name or "\\" in name or Path(name).suffix.lower() in _MEDIA_SUFFIXES):
+        name = Path(name.replace("\\", "/")).stem or name
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name.split("://", 1)[-1]).strip("._") or "source"

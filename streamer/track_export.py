@@ -147,17 +147,23 @@ def _link_videos(videos: list[Video], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
     for video in videos:
-        stem = f"{safe_name(video.source)}-{safe_name(video.path.stem)}"
-        name, n = f"{stem}{video.path.suffix}", 1
-        while name in taken:
-            n += 1
-            name = f"{stem}-{n}{video.path.suffix}"
-        taken.add(name)
+        name = _unique(f"{safe_name(video.source)}-{safe_name(video.path.stem)}", taken) + video.path.suffix
         video.name = name
         try:
             os.link(video.path, folder / name)
         except OSError:
             shutil.copyfile(video.path, folder / name)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """`name`, or `name-2`, `name-3`... where two sources or videos would share one (two `clip.mp4` of two
+    folders)."""
+    found, n = name, 1
+    while found in taken:
+        n += 1
+        found = f"{name}-{n}"
+    taken.add(found)
+    return found
 
 
 def cvat_xml(video: Video) -> str:
@@ -251,13 +257,15 @@ def export_mot(run: Path, out: Path) -> tuple[int, int]:
                                               str(r["label"])))
             except (ValueError, KeyError, TypeError):
                 raise StreamerError(f"{path}:{number} is not a line of a tracks file") from None
+    taken: set[str] = set()
     for source, boxes in rows.items():
         labels = sorted({label for *_, label in boxes})
         number = {label: i + 1 for i, label in enumerate(labels)}
         lines = [f"{frame + 1},{track + 1},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},1,{number[label]},1\n"
                  for frame, track, (x1, y1, x2, y2), label in sorted(boxes)]
-        write_text(out / safe_name(source) / "gt" / "gt.txt", "".join(lines))
-        write_text(out / safe_name(source) / "gt" / "labels.txt", "".join(f"{label}\n" for label in labels))
+        name = _unique(safe_name(source), taken)
+        write_text(out / name / "gt" / "gt.txt", "".join(lines))
+        write_text(out / name / "gt" / "labels.txt", "".join(f"{label}\n" for label in labels))
     return len(rows), sum(len(boxes) for boxes in rows.values())
 
 

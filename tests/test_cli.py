@@ -37,12 +37,18 @@ def test_ocr_task_reads_text_onto_a_track(tiny_ocr, tmp_path, event_validator):
 
 
 def test_without_paths_outputs_go_to_a_new_run_folder(tiny_od, tmp_path):
-    result = streamer("run", CLIP, "--model", tiny_od, cwd=tmp_path)
+    (tmp_path / "keep.yaml").write_text("output: {save_keyframes: true}\nevents: {snapshots: true}\n")
+    result = streamer("run", CLIP, "--model", tiny_od, "--config", "keep.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     [folder] = list((tmp_path / "runs").iterdir())
     assert folder.name.startswith("street-")
     assert (folder / "annotated.mp4").stat().st_size > 0 and (folder / "events.jsonl").stat().st_size > 0
     assert str(folder.relative_to(tmp_path)) in result.stdout
+    # One name for the source in every file the run writes, and in what is exported from it.
+    named = list((folder / "keyframes").iterdir()) + list((folder / "snapshots").iterdir())
+    assert named and all(p.name.startswith("street-") for p in named)
+    assert streamer("export", folder, "--format", "mot", tmp_path / "mot").returncode == 0
+    assert [p.name for p in (tmp_path / "mot").iterdir()] == ["street"]
 
 
 def _truncated(tmp_path):
