@@ -89,6 +89,15 @@ def parser() -> argparse.ArgumentParser:
     clip.add_argument("--annotate", action="store_true", help="draw the tracks on the clip (decodes and encodes "
                                                                "that stretch again)")
     clip.add_argument("--config", type=Path, help="YAML config (its record: section)")
+    serve_ml = sub.add_parser("serve-ml", help="serve Florence-2 as a Label Studio ML backend: predictions for a "
+                                               "project's image tasks")
+    _model_flags(serve_ml)
+    serve_ml.add_argument("--listen", metavar="[HOST:]PORT", default="9090",
+                          help="where Label Studio reaches it (PORT alone: 127.0.0.1; default 9090; beyond this "
+                               "machine only with http.auth)")
+    serve_ml.add_argument("--media-root", type=Path, metavar="FOLDER",
+                          help="read Label Studio's local files (/data/local-files/?d=PATH) from this folder, as "
+                               "LOCAL_FILES_DOCUMENT_ROOT, instead of over HTTP")
     sub.add_parser("password", help="print the hash of a password for http.auth.password_hash (reads it from "
                                      "the terminal, or one line of standard input)")
     evaluate = sub.add_parser("evaluate", help="score a Florence-2 on a labelled dataset (mAP, P/R)")
@@ -158,6 +167,31 @@ def _clip(args: argparse.Namespace) -> int:
         raise StreamerError("clip: give --event ID, or --source S with --from TIME and --to TIME")
     made = cut(args.db, span, args.out, annotate=args.annotate)
     print(f"streamer: wrote {made.seconds:.1f} s of {made.source} ({made.frames} frames) to {args.out}")
+    return 0
+
+
+def _serve_ml(args: argparse.Namespace) -> int:
+    """`streamer serve-ml`: everything checked and the port bound before the model loads; runs until Ctrl-C or
+    SIGTERM."""
+    from streamer.label_studio import Backend, MlServer
+
+    config = load_config(args.config, {**_model_overrides(args), "http.listen": args.listen})
+    if args.media_root is not None and not args.media_root.is_dir():
+        raise StreamerError(f"--media-root {args.media_root}: not a folder")
+    server = MlServer(config.http.listen, config.http.auth)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        detector = load_detector(config.model)
+        name = Path(config.model.path).name if config.model.path else config.model.id  # no server path sent out
+        server.start(Backend(detector, name, args.media_root, config.model.batch_size))
+        print(f"streamer: Label Studio ML backend at {server.address} ({name}); add it in a project's Settings > "
+              "Model", file=sys.stderr, flush=True)
+        stop.wait()
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 
@@ -497,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
             return _clip(args)
         if args.command == "password":
             return _password()
+        if args.command == "serve-ml":
+            return _serve_ml(args)
         if args.command in ("evaluate", "finetune"):
             return _model_command(args)
         if args.command == "export":
