@@ -428,8 +428,12 @@ def _open(source: str, name: str, config: LiveConfig, live: bool | None):
             # the start; never for a resource that cannot seek, where it would repeat what was read.
             options.update(reconnect="1", reconnect_on_network_error="1",
                            reconnect_delay_max=str(int(config.backoff_max_s)))
-        container = av.open(source, mode="r", options=options, timeout=(config.open_timeout_s,
-                                                                        config.read_timeout_s / 2))
+        # PyAV's read timeout interrupts any one read that takes longer, data flowing or not: right for a camera,
+        # wrong for a file downloading slowly (a packet over a slow link takes seconds). A download has FFmpeg's
+        # own socket timeout (`timeout`: no byte for that long), then its reconnect from where it stopped.
+        steady = source.startswith(("http://", "https://")) and live is not True
+        container = av.open(source, mode="r", options=options,
+                            timeout=(config.open_timeout_s, None if steady else config.read_timeout_s / 2))
     else:
         container = av.open(source, mode="r")
     if not container.streams.video:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -12,10 +13,13 @@ from pathlib import Path
 class MediaServer:
     """`drop_after`: a path's first response is cut after this many bytes (the connection closed without the
     rest); later requests, ranged or not, are whole, unless `gone_after_drop`: then the server answers nothing
-    more, as a link that expired. `requests` records (path, Range header) in order."""
+    more, as a link that expired. `trickle`: (bytes, seconds): every response comes that many bytes at a time,
+    that long apart, as a starved network sends. `requests` records (path, Range header) in order."""
 
-    def __init__(self, folder: Path, drop_after: int | None = None, gone_after_drop: bool = False) -> None:
+    def __init__(self, folder: Path, drop_after: int | None = None, gone_after_drop: bool = False,
+                 trickle: tuple[int, float] | None = None) -> None:
         self.folder = Path(folder)
+        self.trickle = trickle
         self.drop_after = drop_after
         self.gone_after_drop = gone_after_drop
         self.requests: list[tuple[str, str | None]] = []
@@ -78,5 +82,15 @@ class MediaServer:
             handler.wfile.flush()
             handler.close_connection = True
             handler.connection.shutdown(2)  # the network broke: the rest never comes
+            return
+        if self.trickle is not None:
+            size, pause = self.trickle
+            try:
+                for at in range(0, len(body), size):
+                    handler.wfile.write(body[at : at + size])
+                    handler.wfile.flush()
+                    time.sleep(pause)
+            except OSError:  # the reader gave up
+                pass
             return
         handler.wfile.write(body)

@@ -18,9 +18,9 @@ from tests.scripted import ScriptedDetector
 FAST = {"open_timeout_s": 2.0, "read_timeout_s": 1.0, "backoff_initial_s": 0.2, "backoff_max_s": 2.0}
 
 
-def run(url, out, live=None, duration_s=None):
+def run(url, out, live=None, duration_s=None, **timeouts):
     config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None},
-                                    "tracker": {"lost_after_s": 1.0}, "live": FAST})
+                                    "tracker": {"lost_after_s": 1.0}, "live": {**FAST, **timeouts}})
     spec = SourceSpec(url, out / "events.jsonl", out / "annotated.mp4", name="street", live=live)
     [stats] = Pipeline(config, lambda: ScriptedDetector(moving_car)).run_many([spec], duration_s=duration_s)
     return stats
@@ -78,6 +78,15 @@ def test_a_download_that_breaks_off_is_resumed_where_it_broke(served, from_disk,
     assert without_wall_time(read_events(tmp_path / "events.jsonl")) == without_wall_time(disk_events)
     ranges = [r for path, r in server.requests if path == "clip.mp4"]
     assert ranges[0] in (None, "bytes=0-") and "bytes=15000-" in ranges  # asked again from the break, not from 0
+
+
+def test_a_slow_but_steady_download_is_read_to_its_end(served, from_disk, tmp_path):
+    """1 kB every 0.1 s: never a silence as long as the read timeout, though a packet takes longer than it."""
+    _, disk_events, _ = from_disk
+    with MediaServer(served, trickle=(1000, 0.1)) as server:
+        stats = run(f"{server.base}/clip.mp4", tmp_path, read_timeout_s=0.4)
+    assert stats.frames == 150 and not stats.live
+    assert without_wall_time(read_events(tmp_path / "events.jsonl")) == without_wall_time(disk_events)
 
 
 def test_a_download_that_cannot_be_finished_says_how_far_it_got(served, tmp_path):
