@@ -13,9 +13,11 @@ same command resumes from it. The result is a `save_pretrained` folder that `str
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import pickle
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -70,6 +72,29 @@ def check_out(out: Path) -> None:
         raise StreamerError(f"cannot write the fine-tuned model {out}: {ancestor} is not a writable folder")
 
 
+def _saved_state(checkpoint: Path) -> dict:
+    """Where an interrupted run stood (`state.json`), checked: a damaged one is said, never trained on."""
+    with _damaged(checkpoint):
+        state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+        if not (isinstance(state, dict) and isinstance(state.get("epoch"), int) and state["epoch"] >= 0
+                and (state.get("before") is None or isinstance(state["before"], dict))):
+            raise ValueError("state.json is not one streamer wrote")
+        if state["before"] is not None:
+            Report.from_dict(state["before"])
+        return state
+
+
+@contextlib.contextmanager
+def _damaged(checkpoint: Path):
+    """Any failure reading a checkpoint is one line: which, and how to start again."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StreamerError(f"the checkpoint {checkpoint} is damaged ({reason[:200]}): remove it to start this "
+                            "fine-tuning again from the start") from None
+
+
 class Trainer:
     """One fine-tuning run: the model, its optimiser, and where it saves."""
 
@@ -83,7 +108,7 @@ class Trainer:
         checkpoint = out / _CHECKPOINT
         model_config = config.model
         if (checkpoint / "state.json").is_file():
-            self.state = json.loads((checkpoint / "state.json").read_text())
+            self.state = _saved_state(checkpoint)
             model_config = model_config.model_copy(update={"path": checkpoint / "model"})
         device = resolve_device(model_config.device)
         self.device = device
@@ -103,7 +128,8 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.tune.learning_rate)
         if (checkpoint / "optimizer.pt").is_file():
-            self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device))
+            with _damaged(checkpoint):
+                self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device))
 
     def _wrap_lora(self, checkpoint: Path) -> None:
         try:
@@ -114,7 +140,8 @@ class Trainer:
                           target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
         self.model = get_peft_model(self.model, lora)
         if (checkpoint / "adapter.pt").is_file():
-            set_peft_model_state_dict(self.model, torch.load(checkpoint / "adapter.pt", map_location=self.device))
+            with _damaged(checkpoint):
+                set_peft_model_state_dict(self.model, torch.load(checkpoint / "adapter.pt", map_location=self.device))
 
     def evaluate(self, samples: list[Sample]) -> Report:
         self.model.eval()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 import time
 import warnings
@@ -95,10 +96,21 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
         folder = Path(config.path).expanduser()
         _check_folder(folder)
         try:
-            model, processor = _load(str(folder), True)
+            with warnings.catch_warnings():  # torch's note on a pickle's protocol: the refusal below says it all
+                warnings.simplefilter("ignore")
+                model, processor = _load(str(folder), True)
         except SafetensorError:
             raise StreamerError(f"cannot load a Florence-2 model from {folder}: its weights file is corrupt or cut "
                                 "short") from None
+        except pickle.UnpicklingError:
+            raise StreamerError(f"cannot load a Florence-2 model from {folder}: its weights file is a pickle that "
+                                "holds more than weights (refused unread: it could run code); use a safetensors "
+                                "checkpoint") from None
+        except RuntimeError as exc:
+            if "mismatched" not in str(exc) and "size mismatch" not in str(exc):
+                raise
+            raise StreamerError(f"cannot load a Florence-2 model from {folder}: its weights do not fit its "
+                                "config.json (layers of other sizes): the two are of different models") from None
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:  # transformers' ways of saying no
             raise StreamerError(f"cannot load a Florence-2 model from {folder}: {_first_line(exc)}") from None
     else:

@@ -235,3 +235,42 @@ def test_no_space_for_a_checkpoint_is_one_line_and_no_model(dataset, fresh, smal
     err = capsys.readouterr().err
     assert err.startswith(f"streamer: error: cannot write the checkpoint {out / 'checkpoints' / 'last'}: ")
     assert err.count("\n") == 1 and not (out / "config.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["state", "optimizer"])
+def test_a_damaged_checkpoint_is_one_line_that_says_how_to_start_again(dataset, fresh, tmp_path, capsys, damage):
+    out = tmp_path / "m"
+    last = out / "checkpoints" / "last"
+    shutil.copytree(fresh, last / "model")
+    (last / "state.json").write_text('{"epoch": 1, "before": null}' if damage == "optimizer" else '{"epoch": "one')
+    if damage == "optimizer":
+        (last / "optimizer.pt").write_bytes(b"PK\x03\x04 cut short")
+    assert main(["finetune", str(dataset), "--model", str(fresh), "--out", str(out),
+                 "--config", str(tune_config(tmp_path, epochs=2))]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"streamer: error: the checkpoint {last} is damaged (") and "remove it" in err
+    assert err.count("\n") == 1 and not (out / "config.json").exists()
+
+
+def test_weights_that_are_not_the_models_are_one_line(fresh, tmp_path, capsys):
+    """A pickle that would run code is refused unread; a config.json of another size than its weights is said."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    evil, other = tmp_path / "evil", tmp_path / "other"
+    shutil.copytree(fresh, evil)
+    (evil / "model.safetensors").unlink()
+    (evil / "pytorch_model.bin").write_bytes(pickle.dumps({"w": Payload()}))
+    shutil.copytree(fresh, other)
+    config = json.loads((other / "config.json").read_text())
+    config["text_config"]["d_model"] *= 2
+    (other / "config.json").write_text(json.dumps(config))
+    for folder, says in ((evil, "a pickle that holds more than weights"), (other, "do not fit its config.json")):
+        assert main(["run", str(CLIP), "--model", str(folder), "--no-video", "--events",
+                     str(tmp_path / folder.name / "e.jsonl")]) == 1
+        said = capsys.readouterr()
+        assert said.err.startswith("streamer: error: cannot load a Florence-2 model") and says in said.err
+        assert said.err.count("\n") == 1 and "ran" not in said.out
