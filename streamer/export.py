@@ -13,6 +13,8 @@ folder may have been moved since: images are found relative to the store.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ import supervision as sv
 from streamer.errors import StreamerError, cannot_write
 from streamer.runfolder import find_store
 from streamer.store import keyframe_boxes
-from streamer.track_export import TRACK_FORMATS, export_tracks, write_text
+from streamer.track_export import LABEL_STUDIO_FILES, TRACK_FORMATS, export_tracks, write_text
 
 
 def build_dataset(store: Path) -> tuple[sv.DetectionDataset, dict[str, list[int]]]:
@@ -65,25 +67,42 @@ def _inside(rows: list, image: Path) -> list:
 
 
 def export(run_or_db: Path, fmt: str, out: Path, media_url: str | None = None) -> tuple[int, int]:
-    """Write the dataset (or the tracks) to `out`; return (images or sources, boxes)."""
+    """Write the dataset (or the tracks) to `out`; return (images or sources, boxes). It is built beside `out`
+    and moved there whole: a failed export (a full disk) leaves nothing, not half a dataset."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise StreamerError(f"{out} is a file: name a folder for the export")
     if out.is_dir() and any(out.iterdir()):  # a labelled dataset, corrected by hand, must never be replaced
         raise StreamerError(f"{out} exists and is not empty: name a new folder for the export")
-    if fmt in TRACK_FORMATS:
-        return export_tracks(Path(run_or_db), fmt, out, media_url)
-    if fmt not in ("coco", "yolo"):
+    if fmt not in ("coco", "yolo", *TRACK_FORMATS):
         raise StreamerError(f"unknown export format '{fmt}': coco, yolo, {', '.join(TRACK_FORMATS)}")
-    dataset, track_ids = build_dataset(find_store(run_or_db))
-    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "label-studio" and media_url is None:
+        media_url = f"{LABEL_STUDIO_FILES}{out.name}/videos/"
     try:
-        if fmt == "coco":
-            _write_coco(dataset, track_ids, out)
-        else:
-            _write_yolo(dataset, track_ids, out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        building = out.with_name(f".{out.name}.{os.getpid()}.partial")
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir()
     except OSError as exc:
         raise cannot_write("export", out, exc) from None
+    try:
+        counts = _write(Path(run_or_db), fmt, building, media_url)
+        os.replace(building, out)
+    except OSError as exc:
+        raise cannot_write("export", out, exc) from None
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return counts
+
+
+def _write(run_or_db: Path, fmt: str, out: Path, media_url: str | None) -> tuple[int, int]:
+    if fmt in TRACK_FORMATS:
+        return export_tracks(run_or_db, fmt, out, media_url)
+    dataset, track_ids = build_dataset(find_store(run_or_db))
+    if fmt == "coco":
+        _write_coco(dataset, track_ids, out)
+    else:
+        _write_yolo(dataset, track_ids, out)
     return len(dataset), sum(len(d) for _, _, d in dataset)
 
 

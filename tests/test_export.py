@@ -274,3 +274,11 @@ def test_an_export_into_a_folder_with_something_in_it_is_refused(run, tmp_path, 
     before = sorted(p.stat().st_mtime_ns for p in out.rglob("*"))
     assert main(["export", str(run), "--format", "yolo", str(out)]) == 1
     assert "not empty" in capsys.readouterr().err and sorted(p.stat().st_mtime_ns for p in out.rglob("*")) == before
+
+
+def test_an_export_that_does_not_fit_on_the_disk_leaves_nothing_behind(run, small_disk, capsys):
+    out = small_disk / "dataset"
+    assert main(["export", str(run), "--format", "coco", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"streamer: error: cannot write the export {out}: ") and err.count("\n") == 1
+    assert list(small_disk.iterdir()) == []  # no half dataset to be taken for a whole one, nothing to block a retry
