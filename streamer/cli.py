@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import math
 import os
@@ -516,7 +517,62 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command's exit status; its output flushed here, so a standard output that cannot take it (a full
+    disk, a closed pipe) is said now, not lost at exit."""
     args = parse_args(argv)
+    real, sys.stdout = sys.stdout, _Stdout(sys.stdout)
+    try:
+        code = _command(args)
+        sys.stdout.flush()
+        return code
+    except _StdoutFailed as failed:
+        return _stdout_failed(failed.error)
+    finally:
+        sys.stdout = real
+
+
+class _StdoutFailed(Exception):
+    """Standard output refused a write; not an OSError, so no handler takes it for a file of the command's."""
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+
+class _Stdout:
+    """sys.stdout, its write errors told apart from every other OSError."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise _StdoutFailed(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _StdoutFailed(exc) from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _stdout_failed(exc: OSError) -> int:
+    """A reader that went away (`| head`) ends the command quietly, as SIGPIPE would; anything else is one line."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())  # nothing more to flush at exit
+    except (OSError, ValueError, AttributeError):
+        pass
+    if exc.errno == errno.EPIPE:
+        return 128 + signal.SIGPIPE
+    print(f"streamer: error: cannot write to standard output: {exc.strerror or exc}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _command(args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             return _run(args)
@@ -550,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Stopped):
         print("streamer: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _StdoutFailed:
+        raise
     except Exception as exc:  # a path the system refuses (a name too long, a loop of links), or a bug
         said = _refused_path(exc)
         if args.debug:

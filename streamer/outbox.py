@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from streamer.errors import cannot_write
+
 log = logging.getLogger("streamer.outbox")
 
 
@@ -27,12 +29,17 @@ class Outbox:
         self._ready = threading.Condition(self._lock)
         try:
             self._conn = self._open()
+        except sqlite3.OperationalError as exc:  # cannot be written (a full disk, a read-only place): not damaged
+            raise cannot_write("outbox", self.path, exc) from None
         except sqlite3.DatabaseError:  # damaged (a power cut, a disk that filled): kept aside, a new one begun
             aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
             self.path.rename(aside)
             log.warning("outbox %s was damaged: moved to %s (its waiting events are there); a new one begins",
                         self.path, aside)
-            self._conn = self._open()
+            try:
+                self._conn = self._open()
+            except sqlite3.Error as exc:
+                raise cannot_write("outbox", self.path, exc) from None
         # Kept in memory: count(*) scans the table, and a broker outage makes it long.
         self._size = self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
@@ -48,8 +55,13 @@ class Outbox:
         return conn
 
     def put(self, payload: dict) -> None:
+        """Kept until delivered; an event the disk cannot take ends the run with one line (it would be lost)."""
         with self._lock:
-            self._conn.execute("INSERT INTO outbox (payload) VALUES (?)", (json.dumps(payload, ensure_ascii=False),))
+            try:
+                self._conn.execute("INSERT INTO outbox (payload) VALUES (?)",
+                                   (json.dumps(payload, ensure_ascii=False),))
+            except sqlite3.Error as exc:
+                raise cannot_write("outbox", self.path, exc) from None
             self._size += 1
             excess = self._size - self.max_items
             if excess > 0:

@@ -231,6 +231,42 @@ def test_a_full_disk_under_the_log_or_the_store_is_one_line(tiny_od, small_disk,
     assert result.stderr.count("\n") == 1 and ("space" in result.stderr or "full" in result.stderr)
 
 
+def test_a_full_disk_under_the_outbox_is_one_line_and_never_taken_for_damage(small_disk):
+    from streamer.errors import StreamerError
+    from streamer.outbox import Outbox
+
+    outbox = Outbox(small_disk / "mqtt.outbox")
+    with pytest.raises(OSError):
+        (small_disk / "filler").write_bytes(b"\0" * 512 * 1024)
+    with pytest.raises(StreamerError, match=r"^cannot write the outbox .*mqtt.outbox: database or disk is full"):
+        for n in range(1000):  # an event the disk cannot take is said, never dropped without a word
+            outbox.put({"n": n, "text": "x" * 2000})
+    outbox.close()
+    with pytest.raises(StreamerError, match=r"^cannot write the outbox"):
+        for n in range(200):  # a new outbox on the full disk: said, not moved aside as damaged
+            Outbox(small_disk / f"new-{n}.outbox").close()
+    assert not list(small_disk.glob("*.damaged-*"))
+
+
+def test_a_full_or_closed_standard_output_is_one_line_or_quiet(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    from streamer.store import EventStore
+
+    EventStore(tmp_path / "e.db").close()
+    command = [sys.executable, "-m", "streamer", "events", str(tmp_path / "e.db"), "--format", "json"]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    assert result.returncode == 1 and result.stderr == (
+        "streamer: error: cannot write to standard output: No space left on device\n")
+    reader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    reader.stdout.close()  # the reader went away, as `| head` does
+    assert reader.wait(timeout=60) == 141 and reader.stderr.read() == b""  # as SIGPIPE ends a command
+
+
 @pytest.mark.parametrize("flag", ["--events", "--out-video"])
 def test_an_earlier_runs_log_or_video_is_never_replaced(clip_copy, tmp_path, capsys, flag):
     earlier = tmp_path / ("old.jsonl" if flag == "--events" else "old.mp4")
