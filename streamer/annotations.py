@@ -23,11 +23,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 import supervision as sv
 
-from streamer.dataset import Dataset, Sample
+from streamer.dataset import Dataset, Sample, image_size
 from streamer.errors import StreamerError
 
 MAX_BYTES = 200_000_000  # an annotation file larger than this is not one people corrected by hand
@@ -108,7 +107,7 @@ def _cvat_images(path: Path, root: ET.Element, classes: list[str]) -> Dataset:
         items.append((_media(path, name, "images"), boxes))
     if not items:
         raise StreamerError(f"{path}: no <image> or <track> in it")
-    return _dataset(path, classes, [(file, _picture(path, file), boxes) for file, boxes in items])
+    return _dataset(path, classes, [(file, None, boxes) for file, boxes in items])
 
 
 def _cvat_video(path: Path, root: ET.Element, classes: list[str]) -> Dataset:
@@ -154,8 +153,7 @@ def _read_label_studio(path: Path) -> Dataset:
                       for f in sorted(by_frame)]
         else:
             image = _media(path, _url_path(data.get("image")), "images")
-            picture = _picture(path, image)
-            items.append((image, picture, _image_boxes(path, number, result, picture.shape)))
+            items.append((image, None, _image_boxes(path, number, result, _size(path, image))))
     if not items:
         raise StreamerError(f"{path}: no task in it has an annotation (export after labelling, with annotations)")
     return _dataset(path, [], items)
@@ -269,11 +267,12 @@ def _media(path: Path, name: str, folder: str) -> Path:
     raise StreamerError(f"{path}: {folder[:-1]} {name} not found beside it (looked in {here} and {here / folder})")
 
 
-def _picture(path: Path, image: Path) -> np.ndarray:
-    picture = cv2.imread(str(image))
-    if picture is None:
-        raise StreamerError(f"{path}: image {image} is not an image")
-    return picture
+def _size(path: Path, image: Path) -> tuple[int, int]:
+    """(height, width) of a task's image, or one line naming the export."""
+    try:
+        return image_size(image)
+    except StreamerError:
+        raise StreamerError(f"{path}: image {image} is not an image") from None
 
 
 def _frames(video: Path, wanted: list[int], path: Path) -> dict[int, np.ndarray]:
@@ -298,7 +297,8 @@ def _frames(video: Path, wanted: list[int], path: Path) -> dict[int, np.ndarray]
 
 
 def _dataset(path: Path, classes: list[str], items: list) -> Dataset:
-    """Samples from (name, picture, [(label, box in pixels, text)]); the classes named, and any label used."""
+    """Samples from (name, picture or None for an image file, [(label, box in pixels, text)]); the classes named,
+    and any label used."""
     classes = sorted(set(classes) | {label for _, _, boxes in items for label, _, _ in boxes})
     index = {name: i for i, name in enumerate(classes)}
     samples = []
@@ -306,7 +306,8 @@ def _dataset(path: Path, classes: list[str], items: list) -> Dataset:
         texts = [text for _, _, text in boxes]
         detections = sv.Detections(xyxy=np.array([box for _, box, _ in boxes], dtype=np.float32).reshape(-1, 4),
                                    class_id=np.array([index[label] for label, _, _ in boxes], dtype=int))
-        samples.append(Sample(Path(name), picture, detections, texts if any(texts) else None))
+        size = None if picture is not None else _size(path, Path(name))
+        samples.append(Sample(Path(name), picture, detections, texts if any(texts) else None, size))
     if any(s.texts for s in samples):
         for s in samples:
             s.texts = s.texts or [""] * len(s.boxes)

@@ -28,12 +28,41 @@ from streamer.errors import StreamerError
 
 @dataclass
 class Sample:
-    """One labelled image: BGR pixels, its boxes (`class_id` into the dataset's classes)."""
+    """One labelled image and its boxes (`class_id` into the dataset's classes). An image file is decoded when
+    it is used, not held: a dataset of thousands of images fits in memory; a video's frames are held (`pixels`)."""
 
     path: Path
-    image: np.ndarray
+    pixels: np.ndarray | None  # BGR; None: read from `path` each time
     boxes: sv.Detections
     texts: list[str] | None = None  # per box, "" where a box has none; None: the dataset carries no text
+    size: tuple[int, int] | None = None  # (height, width) of an image file, read from its header
+
+    @property
+    def image(self) -> np.ndarray:
+        if self.pixels is not None:
+            return self.pixels
+        image = cv2.imread(str(self.path))
+        if image is None:
+            raise StreamerError(f"dataset image {self.path} is missing or not an image")
+        return image
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width)"""
+        return self.pixels.shape[:2] if self.pixels is not None else self.size
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file as OpenCV decodes it (turned by its EXIF orientation), from its header."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as picture:
+            width, height = picture.size
+            turned = picture.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's ways of saying "not an image"
+        raise StreamerError(f"dataset image {path} is missing or not an image ({type(exc).__name__})") from None
+    return (width, height) if turned else (height, width)
 
 
 @dataclass
@@ -82,19 +111,17 @@ def load_dataset(path: Path) -> Dataset:
     if not data.classes:
         raise StreamerError(f"dataset {path} names no classes")
     samples = []
-    for image_path, _, boxes in data:
-        image = cv2.imread(image_path)
-        if image is None:
-            raise StreamerError(f"dataset {path}: image {image_path} is missing or not an image")
+    for image_path in data.image_paths:  # not `for ... in data`, which decodes every image
+        boxes = data.annotations[image_path]
         found = [texts.get((Path(image_path).name, *(round(float(v), 1) for v in box)), "") for box in boxes.xyxy]
-        samples.append(Sample(Path(image_path), image, boxes, found if texts else None))
+        samples.append(Sample(Path(image_path), None, boxes, found if texts else None, image_size(Path(image_path))))
     return _checked(path, Dataset(list(data.classes), samples))
 
 
 def _checked(path: Path, dataset: Dataset) -> Dataset:
     """Every box inside its image, and something to learn from."""
     for sample in dataset.samples:
-        h, w = sample.image.shape[:2]
+        h, w = sample.shape
         if len(sample.boxes):
             xyxy = sample.boxes.xyxy
             outside = (xyxy[:, 0] < -1) | (xyxy[:, 1] < -1) | (xyxy[:, 2] > w + 1) | (xyxy[:, 3] > h + 1)

@@ -39,7 +39,7 @@ Example = tuple[Sample, str]  # an image and the task it is taught
 def target_text(sample: Sample, classes: list[str], task: str = "<OD>") -> str:
     """A sample's labels as Florence-2 writes the task's answer: `<OD>`: `label<loc_x1><loc_y1><loc_x2><loc_y2>`
     per box; `<OCR_WITH_REGION>`: `text` and the bins of the box's four corners, per box with text."""
-    h, w = sample.image.shape[:2]
+    h, w = sample.shape
 
     def bins(*points) -> str:
         return "".join(f"<loc_{min(999, max(0, int(v / (w if i % 2 == 0 else h) * 1000)))}>"
