@@ -200,8 +200,9 @@ def test_sigterm_while_the_camera_is_frozen_closes_outputs_within_seconds(tiny_o
             time.sleep(0.5)
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=15)
-            assert time.monotonic() - started < 8
+            proc.communicate(timeout=20)
+            # The read timeout (2 s) and the flush; a loaded CI machine has taken 11 s, a hang takes forever.
+            assert time.monotonic() - started < 15
         finally:
             server.thaw()
             if proc.poll() is None:

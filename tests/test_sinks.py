@@ -72,7 +72,11 @@ def test_mqtt_broker_restart_mid_run_loses_nothing_and_keeps_order(tmp_path):
         sink.close()
         events = result["events"]
         assert wait_for(lambda: len(subscriber.payloads("street/events")) >= len(events), 20)
-        assert subscriber.payloads("street/events") == events  # every one, once, in order
+        got = subscriber.payloads("street/events")
+        # Every one, in order. QoS 1 is at least once: a message the broker took but had not acknowledged when it
+        # went down comes again, the same bytes (README: de-duplicate on the payload); nothing else may repeat.
+        once = [e for i, e in enumerate(got) if e not in got[:i]]
+        assert once == events and len(got) - len(once) <= 2
         assert sink.outbox.overflowed == 0
     finally:
         subscriber.close()
