@@ -134,7 +134,7 @@ def _cvat_video(path: Path, root: ET.Element, classes: list[str]) -> Dataset:
 def _read_label_studio(path: Path) -> Dataset:
     try:
         tasks = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise StreamerError(f"{path}: not a Label Studio JSON export ({exc})") from None
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         raise StreamerError(f"{path}: not a Label Studio JSON export (a list of tasks)")

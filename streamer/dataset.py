@@ -190,7 +190,7 @@ def _check_coco(annotations: Path, images: Path) -> dict[tuple, str]:
                 x, y, w, h = a["bbox"]
                 box = (round(float(v), 1) for v in (x, y, x + w, y + h))
                 texts[(Path(names[a["image_id"]]).name, *box)] = str(text)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise StreamerError(f"{annotations} is not COCO annotations: {exc}") from None
     missing = [name for name in names.values() if not (images / name).is_file()]
     if missing:

@@ -586,3 +586,13 @@ def test_a_damaged_outbox_or_store_row_does_not_stop_a_run_or_a_query(tmp_path, 
     conn.close()
     assert [e["track_id"] for e in query(tmp_path / "e.db")] == [0, 2]
     assert main(["events", str(tmp_path / "e.db")]) == 0 and "(2 events)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, says", [("annotations.json", "is not COCO annotations"),
+                                        ("project.json", "not a Label Studio JSON export")])
+def test_annotations_nested_thousands_deep_are_one_line(tmp_path, capsys, name, says):
+    (tmp_path / "images").mkdir()
+    (tmp_path / name).write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["evaluate", str(tmp_path), "--model", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
