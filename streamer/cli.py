@@ -99,6 +99,21 @@ def parser() -> argparse.ArgumentParser:
     serve_ml.add_argument("--media-root", type=Path, metavar="FOLDER",
                           help="read Label Studio's local files (/data/local-files/?d=PATH) from this folder, as "
                                "LOCAL_FILES_DOCUMENT_ROOT, instead of over HTTP")
+    find = sub.add_parser("find", help="ground a phrase with Florence-2 on the keyframes and recordings a store kept")
+    find.add_argument("db", type=Path, metavar="STORE", help="a run folder, or its events.db")
+    find.add_argument("phrase", help="what to look for, e.g. \"person with a ladder\"")
+    _model_flags(find)
+    find.add_argument("--source", help="only this camera or file (its name)")
+    find.add_argument("--from", dest="start", metavar="TIME", help="ISO-8601 time to search from (local unless it "
+                                                                    "has an offset)")
+    find.add_argument("--to", dest="end", metavar="TIME", help="ISO-8601 time to search to")
+    find.add_argument("--limit", type=int, default=20, metavar="N", help="the N best hits (default 20)")
+    find.add_argument("--every", type=_seconds, default=2.0, metavar="SECONDS",
+                      help="recordings: at most one frame per this many seconds (default 2)")
+    find.add_argument("--min-confidence", type=float, metavar="X", help="the floor of a hit's confidence "
+                                                                        "(default model.min_confidence, or 0.3 where that is 0)")
+    find.add_argument("--format", choices=["table", "json"], default="table",
+                      help="a table for people (default) or JSON for programs")
     sub.add_parser("password", help="print the hash of a password for http.auth.password_hash (reads it from "
                                      "the terminal, or one line of standard input)")
     evaluate = sub.add_parser("evaluate", help="score a Florence-2 on a labelled dataset (mAP, P/R)")
@@ -193,6 +208,53 @@ def _serve_ml(args: argparse.Namespace) -> int:
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return 0
+
+
+def _find(args: argparse.Namespace) -> int:
+    """`streamer find`: the range and the store checked before the model loads (and it loads only for frames
+    whose answer is not cached); hits as they come on stderr, the best of them at the end on stdout."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from streamer.find import find, render
+    from streamer.runfolder import find_store
+    from streamer.store import epoch, reading
+
+    config = load_config(args.config, _model_overrides(args))
+    if args.limit < 1:
+        raise StreamerError("--limit: at least 1")
+    if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
+        raise StreamerError("--min-confidence: a number from 0 to 1")
+    store = find_store(args.db)
+    with reading(store):  # a streamer store, or one line
+        pass
+    start = epoch(args.start, "--from") if args.start else None
+    end = epoch(args.end, "--to") if args.end else None
+    name = str(config.model.path or config.model.id)
+    bar = Progress(TextColumn("finding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True)
+    task = bar.add_task("find", total=None)
+
+    def on_progress(done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()  # from the first answer on: a refusal before it is one line, no bar
+        bar.update(task, completed=done, total=total)
+
+    def on_hit(hit) -> None:
+        if args.format == "table":
+            bar.console.print(f"  {hit.wall_time or '-'}  {hit.source}  conf {hit.confidence:.2f}  "
+                              f"{hit.image or hit.footage}", highlight=False, markup=False)
+
+    floor = (config.model.min_confidence or 0.3) if args.min_confidence is None else args.min_confidence
+    try:
+        hits = find(store, args.phrase, lambda: load_detector(config.model), name, source=args.source, start=start,
+                    end=end, every_s=args.every, batch=config.model.batch_size, min_confidence=floor,
+                    on_progress=on_progress, on_hit=on_hit)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+    print(render(hits[: args.limit], args.format))
     return 0
 
 
@@ -589,6 +651,8 @@ def _command(args: argparse.Namespace) -> int:
             return _password()
         if args.command == "serve-ml":
             return _serve_ml(args)
+        if args.command == "find":
+            return _find(args)
         if args.command in ("evaluate", "finetune"):
             return _model_command(args)
         if args.command == "export":

@@ -135,6 +135,8 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection, Path], None]] = [
     """,
     # Which run wrote an event (track ids start again with every run; a clip of a track stays in its run).
     _column("events", "run", "TEXT"),
+    # When a kept keyframe was seen, for `streamer find --from/--to` (NULL in stores written before).
+    _column("keyframes", "wall_epoch", "REAL"),
 ]
 DB_VERSION = len(MIGRATIONS)
 _RELATIVE = MIGRATIONS.index(_paths_relative_to_the_store) + 1  # stores from this version on record relative paths
@@ -311,9 +313,10 @@ class EventStore:
                  logged.line, None if folder == "." else folder, run),
             )
 
-    def write_keyframe(self, source: str, frame_index: int, pts: float, image: Path, detections) -> None:
+    def write_keyframe(self, source: str, frame_index: int, pts: float, image: Path, detections,
+                       wall_time: float | None = None) -> None:
         """A saved keyframe and the boxes detected on it (with their track ids; -1: not confirmed yet), for
-        dataset export."""
+        dataset export and `streamer find`."""
         names = detections.data.get("class_name")
         image = relative(image, self.path.parent)
         rows = [
@@ -322,7 +325,8 @@ class EventStore:
             for i, t in enumerate(detections.tracker_id if detections.tracker_id is not None else [])
         ]  # every box the model saw on it: a track not confirmed yet (-1) is an object all the same
         with self._writing() as conn, conn:
-            conn.execute("INSERT OR REPLACE INTO keyframes VALUES (?, ?, ?, ?)", (image, source, frame_index, pts))
+            conn.execute("INSERT OR REPLACE INTO keyframes (image, source, frame_index, pts, wall_epoch)"
+                         " VALUES (?, ?, ?, ?, ?)", (image, source, frame_index, pts, wall_time))
             conn.executemany(
                 "INSERT INTO keyframe_boxes (source, frame_index, pts, image, label, track_id, confidence, x1, y1, x2, y2)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -396,7 +400,7 @@ class StoreOutput(Output):
         for frame_tracks in shown.tracks:
             det = frame_tracks.detections
             seen = det[det.data[KIND] == DETECTED] if len(det) else det
-            self.store.write_keyframe(frame.source, frame.index, frame.pts, path, seen)
+            self.store.write_keyframe(frame.source, frame.index, frame.pts, path, seen, frame.wall_time)
 
     def close(self) -> None:
         self.store.close()
@@ -442,6 +446,41 @@ def footage(path: Path) -> list:
     """Every video a store indexes, oldest first: cameras' recorded segments and file sources' own files."""
     with reading(path) as (conn, tables):
         return _segments(conn) if "segments" in tables else []
+
+
+def kept_keyframes(path: Path, source: str | None = None, start: float | None = None,
+                   end: float | None = None) -> list[tuple[Path, str, int, float, float | None]]:
+    """Every kept keyframe (image resolved against the store's folder, source, frame index, pts, wall time or
+    None in stores written before it was kept), oldest first; with `start`/`end`, those seen in that span."""
+    with reading(path) as (conn, tables):
+        if "keyframes" not in tables:
+            return []
+        wall = "wall_epoch" if "wall_epoch" in tables["keyframes"] else "NULL"
+        where, args = [], []
+        for condition, value in (("source = ?", source), (f"{wall} >= ?", start), (f"{wall} <= ?", end)):
+            if value is not None:
+                where.append(condition)
+                args.append(value)
+        rows = conn.execute(f"SELECT image, source, frame_index, pts, {wall} FROM keyframes"
+                            + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {wall}, source, "
+                            "frame_index", args).fetchall()
+        old = conn.execute("PRAGMA user_version").fetchone()[0] < _RELATIVE
+    folder = Path(path).parent
+    return [(resolve(folder, f"keyframes/{Path(image).name}" if old else image), src, index, pts, at)
+            for image, src, index, pts, at in rows]
+
+
+def mentions(path: Path, words: str) -> list[tuple[str, float, float]]:
+    """(source, wall time, BM25 rank: lower is better) of every event whose label, text or caption has any of
+    `words`: where a phrase was already seen in other words."""
+    found = re.findall(r"\w+", words)
+    with reading(path) as (conn, tables):
+        if not found or "events_text" not in tables:
+            return []
+        match = " OR ".join('"' + word.replace('"', '""') + '"' for word in found)
+        return conn.execute("SELECT events.source, events.wall_epoch, bm25(events_text) FROM events JOIN events_text"
+                            " ON events_text.rowid = events.id WHERE events_text MATCH ? ORDER BY bm25(events_text)",
+                            (match,)).fetchall()
 
 
 def snapshot_of(path: Path, event_id: int) -> Path | None:
