@@ -38,6 +38,9 @@ def parser() -> argparse.ArgumentParser:
     _model_flags(run)
     run.add_argument("--task", help="Florence-2 task, e.g. '<OD>' or OCR_WITH_REGION")
     run.add_argument("--prompt", help="text for prompted tasks (phrases, a region)")
+    run.add_argument("--watch", metavar="PHRASE", action="append",
+                     help="watch every source for this phrase: a phrase_seen event per track it is seen on "
+                          "(repeatable; adds to the config's watch:)")
     run.add_argument("--out-video", type=Path, help="annotated MP4 path")
     run.add_argument("--events", type=Path, help="JSONL event log path")
     run.add_argument("--db", type=Path, help="SQLite event store (default: events.db beside the event log)")
@@ -471,6 +474,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config, _overrides(args))
+    if args.watch:
+        from pydantic import ValidationError
+
+        from streamer.config import WatchEntry
+
+        try:
+            config.watch = [*config.watch, *(WatchEntry(phrase=phrase) for phrase in args.watch)]
+        except ValidationError:
+            raise StreamerError("--watch: a phrase to look for, of 200 characters at most") from None
     specs = _specs(config, args.sources, args.live)
     if config.cluster.address:
         if config.http.listen:

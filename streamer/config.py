@@ -74,6 +74,10 @@ class TaskEntry(_Section):
         default=None, description="x1, y1, x2, y2 in pixels, or relative to the frame when all are <= 1."
     )
 
+    watch_min_confidence: float | None = Field(
+        default=None, ge=0, le=1, description="A watch: boxes of this grounding at this confidence or above that a "
+        "track confirms are `phrase_seen` events (one per track), and the task makes no other events.")
+
     @field_validator("task")
     @classmethod
     def _known_task(cls, task: str) -> str:
@@ -82,16 +86,49 @@ class TaskEntry(_Section):
     @field_validator("zone")
     @classmethod
     def _ordered_zone(cls, zone):
-        if zone is not None and (zone[2] <= zone[0] or zone[3] <= zone[1] or min(zone) < 0):
-            raise ValueError("a zone is x1, y1, x2, y2 with x2 > x1, y2 > y1, none negative")
-        if zone is not None:
-            _finite([zone[:2], zone[2:]])
-        return zone
+        return _checked_zone(zone)
 
     @model_validator(mode="after")
     def _prompt_matches_task(self) -> "TaskEntry":
         _check_prompt(self.task, self.prompt, "a prompt")
         return self
+
+
+def _checked_zone(zone):
+    if zone is not None and (zone[2] <= zone[0] or zone[3] <= zone[1] or min(zone) < 0):
+        raise ValueError("a zone is x1, y1, x2, y2 with x2 > x1, y2 > y1, none negative")
+    if zone is not None:
+        _finite([zone[:2], zone[2:]])
+    return zone
+
+
+class WatchEntry(_Section):
+    """A phrase a source watches for (`watch:`, `--watch`): grounded every few keyframes, within its zone; a box
+    a track confirms is one `phrase_seen` event per track."""
+
+    phrase: str = Field(min_length=1, max_length=200, description="What to watch for, e.g. \"person with a ladder\".")
+    every_n_keyframes: int = Field(default=5, ge=1, description="Grounded on every n-th keyframe.")
+    every_s: float | None = Field(default=None, gt=0, le=DAY_S, description="At most once per this many seconds.")
+    zone: tuple[float, float, float, float] | None = Field(default=None, description="As a schedule entry's.")
+    min_confidence: float = Field(default=0.3, ge=0, le=1, description="The confidence a box needs.")
+
+    @field_validator("phrase")
+    @classmethod
+    def _words(cls, phrase: str) -> str:
+        phrase = " ".join(phrase.split())
+        if not phrase:
+            raise ValueError("a watch needs a phrase: what to look for")
+        return phrase
+
+    @field_validator("zone")
+    @classmethod
+    def _ordered_zone(cls, zone):
+        return _checked_zone(zone)
+
+    def entry(self) -> TaskEntry:
+        return TaskEntry(task="<CAPTION_TO_PHRASE_GROUNDING>", prompt=self.phrase,
+                         every_n_keyframes=self.every_n_keyframes, every_s=self.every_s, zone=self.zone,
+                         watch_min_confidence=self.min_confidence)
 
 
 class SamplerConfig(_Section):
@@ -442,6 +479,7 @@ class FinetuneConfig(_Section):
 class Config(_Section):
     model: ModelConfig = ModelConfig()
     schedule: list[TaskEntry] = Field(default_factory=list, description="Tasks per keyframe; empty: model.task.")
+    watch: list[WatchEntry] = Field(default_factory=list, description="Phrases every source watches for.")
     sampler: SamplerConfig = SamplerConfig()
     tracker: TrackerConfig = TrackerConfig()
     finetune: FinetuneConfig = FinetuneConfig()
@@ -464,8 +502,9 @@ class Config(_Section):
         return self
 
     def tasks(self) -> list[TaskEntry]:
-        """The schedule, or the one task of `model.task` on every keyframe."""
-        return list(self.schedule) or [TaskEntry(task=self.model.task, prompt=self.model.prompt)]
+        """The schedule (or the one task of `model.task` on every keyframe), then the watches."""
+        main = list(self.schedule) or [TaskEntry(task=self.model.task, prompt=self.model.prompt)]
+        return main + [watch.entry() for watch in self.watch]
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -14,6 +14,8 @@
   `text_read` / `text_changed` also come from reading a track's crop (`objects.read`), voted like region OCR.
 - `source_down` / `source_up`: a live source was lost (with `reason`) or came back (with `gap_s`, how long it
   was gone); also when the process of a live source on a Ray cluster died and Ray restarted it.
+- `phrase_seen`: a watched phrase (`watch:`, `--watch`) grounded on a box that a track of its own confirms, once
+  per track, with the phrase, the box and its confidence; a watch makes no other events.
 - `worker_restarted` / `worker_lost` (Ray only): the model worker answering this source came back after a
   restart, or died for good and the source's keyframes moved to another (`moved_to`).
 """

@@ -17,7 +17,7 @@ from streamer.errors import cannot_write
 from streamer.records import Event, Frame
 from streamer.sources import safe_name
 
-SNAPSHOT_TYPES = ("object_appeared", "text_read", "object_described")
+SNAPSHOT_TYPES = ("object_appeared", "text_read", "object_described", "phrase_seen")
 
 
 class Snapshots:

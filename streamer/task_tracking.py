@@ -33,6 +33,8 @@ class TaskTracking:
         period = max(entry.every_n_keyframes / keyframe_rate, entry.every_s or 0.0)
         tracking = config.tracker.model_copy(update={"lost_after_s": max(config.tracker.lost_after_s, period)})
         self.task = entry.task
+        self.watch = entry.watch_min_confidence  # a watch: only `phrase_seen`, from boxes this sure or more
+        self.phrase = entry.prompt
         self.tracker = Tracker(tracking, 1.0 / period, ids)
         self.events = EventMaker(info.source, config.events.ocr_min_votes, config.events.ocr_window)
         self.zones = ZoneWatcher(config.events, info.source, info.width, info.height)
@@ -50,11 +52,18 @@ class TaskTracking:
         """A keyframe's answer (the keyframe stepped already): tracks, the events they make, their boxes on the
         frames held before it and stepped after it, and the questions about them (`keyframes`: the source's
         detection keyframes so far, which the questions' share is counted against)."""
-        tracks = self.tracker.update(frame, result.detections, self.motion.predicted(frame.index))
+        detections = result.detections
+        if self.watch is not None and len(detections):
+            sure = detections.confidence if detections.confidence is not None else np.ones(len(detections))
+            detections = detections[sure >= self.watch]
+        tracks = self.tracker.update(frame, detections, self.motion.predicted(frame.index))
         events = self.events.update(tracks, result.keyframe.task, result.text)
         self.latest = tracks.seen()
-        events += self.zones.update(self.latest)
-        events += self._zone_exits(events, frame)
+        if self.watch is not None:
+            events = [self._seen(e) for e in events if e.type == "object_appeared"]
+        else:
+            events += self.zones.update(self.latest)
+            events += self._zone_exits(events, frame)
         ids = tracks.detections.tracker_id
         texts = [self.events.label_text(int(t)) for t in ids]
         self.motion.keyframe(tracks, grey, scale, texts, self.tracker.velocities(), later)
@@ -81,7 +90,12 @@ class TaskTracking:
 
     def finish(self, frame: Frame | None) -> list[Event]:
         events = self.events.finish(frame)
-        return events + self._zone_exits(events, frame)
+        return [] if self.watch is not None else events + self._zone_exits(events, frame)
+
+    def _seen(self, appeared: Event) -> Event:
+        """A watch's track confirmed: the phrase was seen (once per track)."""
+        return dataclasses.replace(appeared, type="phrase_seen", label=self.phrase,
+                                   extra={**appeared.extra, "phrase": self.phrase})
 
     def _zone_exits(self, events: list[Event], frame: Frame | None) -> list[Event]:
         return [e for left in events if left.type == "object_left" for e in self.zones.track_ended(left.track_id, frame)]

@@ -119,3 +119,60 @@ def test_a_store_that_kept_nothing_says_how_to_keep(tmp_path, capsys):
     EventStore(tmp_path / "e.db").close()
     with pytest.raises(StreamerError, match="save_keyframes: true, or record a camera"):
         find(tmp_path / "e.db", "car", Grounding(lambda i: []), "scripted")
+
+
+class Watching:
+    """The scripted car and person on detection keyframes; on a watch's grounding, the car sure and the person
+    not (0.9 and 0.1)."""
+
+    input_size = None
+
+    def detect(self, keyframes):
+        import numpy as np
+        import supervision as sv
+
+        from streamer.records import FrameDetections
+
+        plain = ScriptedDetector(car_and_person)
+        out = []
+        for k in keyframes:
+            if k.task != "<CAPTION_TO_PHRASE_GROUNDING>":
+                out += plain.detect([k])
+                continue
+            boxes = [box for _, box, _ in car_and_person(k.frame.index)]
+            out.append(FrameDetections(k, sv.Detections(
+                xyxy=np.array(boxes, dtype=np.float32), confidence=np.array([0.9, 0.1], dtype=np.float32),
+                data={"class_name": np.array([k.prompt] * 2, dtype=object)})))
+        return out
+
+
+def test_a_watch_gives_one_phrase_seen_per_track_it_confirms(tmp_path, event_validator):
+    from tests.helpers import read_events
+
+    config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None},
+                                    "tracker": {"lost_after_s": 1.0}, "events": {"snapshots": True},
+                                    "watch": [{"phrase": " white   car ", "every_n_keyframes": 2}]})
+    spec = SourceSpec(str(CLIP), tmp_path / "events.jsonl", None, name="street")
+    Pipeline(config, Watching).run_many([spec])
+    events = read_events(tmp_path / "events.jsonl")
+    seen = [e for e in events if e["type"] == "phrase_seen"]
+    assert len(seen) == 1 and seen[0]["phrase"] == seen[0]["label"] == "white car"  # the car, once; not the person
+    assert seen[0]["confidence"] == pytest.approx(0.9) and (tmp_path / seen[0]["snapshot"]).is_file()
+    x1 = seen[0]["bbox"][0]
+    assert x1 == pytest.approx(10 + 3 * seen[0]["frame_index"], abs=1)
+    event_validator.validate(seen[0])
+    # The detection task's events are as they were; the watch makes no others.
+    assert sorted(e["label"] for e in events if e["type"] == "object_appeared") == ["car", "person"]
+    assert {e["type"] for e in events} == {"object_appeared", "object_left", "phrase_seen"}
+    assert len([e for e in events if e["type"] == "object_left"]) == 2
+
+
+def test_watch_from_the_command_line_and_its_bad_input(tiny_od, tmp_path, capsys):
+    assert main(["run", str(CLIP), "--model", str(tiny_od), "--no-video", "--events", str(tmp_path / "e.jsonl"),
+                 "--watch", "car"]) == 0
+    from tests.helpers import read_events
+
+    assert [e["phrase"] for e in read_events(tmp_path / "e.jsonl") if e["type"] == "phrase_seen"] == ["car"]
+    capsys.readouterr()
+    assert main(["run", str(CLIP), "--model", str(tiny_od), "--watch", "  "]) == 1
+    assert "--watch: a phrase" in capsys.readouterr().err
