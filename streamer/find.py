@@ -12,7 +12,9 @@ loads no model.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -205,6 +207,21 @@ def find(store: Path, phrase: str, detector: Callable[[], object], model_name: s
     finally:
         cache.close()
     return sorted(hits, key=lambda h: -h.confidence)
+
+
+class OnWorker:
+    """A running pipeline's model as `find`'s detector: each frame asked as a question, which waits behind the
+    cameras' keyframes, so searching from the page never delays detection."""
+
+    def __init__(self, worker, timeout_s: float = 600.0) -> None:
+        self.worker, self.timeout_s = worker, timeout_s
+
+    def detect(self, keyframes: list[Keyframe]) -> list:
+        futures = [self.worker.submit(dataclasses.replace(k, question=True)) for k in keyframes]
+        try:
+            return [future.result(timeout=self.timeout_s) for future in futures]
+        except (concurrent.futures.CancelledError, concurrent.futures.TimeoutError):
+            raise StreamerError("find: the model stopped, or did not answer in time") from None
 
 
 def _hit(candidate: Candidate, box: list[float], confidence: float) -> Hit:

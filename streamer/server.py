@@ -6,10 +6,13 @@
 - `/sources/<name>/mjpeg`: the annotated stream as MJPEG; frames are JPEG-encoded only while someone watches.
 - `/api/events?after=N`: the latest events, for the page.
 - `/api/search?q=WORDS`: events of the run's stores with every word in their label, text or caption, best first.
+- `/api/find?phrase=PHRASE[&source=&from=&to=]`: `streamer find` with the run's model (its frames wait behind the
+  cameras' keyframes), each hit an NDJSON line as it is found, with links to its keyframe and footage.
 - `/api/events/<id>/clip.mp4`: the event's clip from the recordings (`streamer clip --event`), with Range requests.
 - `/api/recordings/<source>`: the segments recorded (times, no paths); with `?from=&to=` (ISO-8601) that stretch
   as an MP4, with Range requests, so a browser plays and seeks any recorded moment.
-- `/`: every camera's live view, a search box over what was seen, and the latest events, updating without reload.
+- `/`: every camera's live view, a search box over what was seen (or, ticked, find in the footage), and the
+  latest events, updating without reload.
 Bound to 127.0.0.1 unless told otherwise.
 """
 
@@ -134,7 +137,8 @@ figure {{ margin: 0; }} img {{ max-width: 640px; width: 100%; background: #222; 
 <div class="cams">{cameras}</div>
 <h2>Search</h2>
 <form id="search"><input id="words" type="search" placeholder="white van, AB 42, person ..." size="40">
-<button type="submit">Search</button></form>
+<button type="submit">Search</button>
+<label><input id="infootage" type="checkbox"> find in footage (Florence-2 looks at the kept frames)</label></form>
 <div id="results"></div>
 <h2>Latest events</h2>
 <div id="events"></div>
@@ -142,10 +146,58 @@ figure {{ margin: 0; }} img {{ max-width: 640px; width: 100%; background: #222; 
 function describe(e) {{
   return [e.wall_time, e.source, e.type, e.label ?? '', e.track_id ?? '', e.text ?? ''].join('  ');
 }}
+async function findInFootage(words, box) {{
+  // Hits arrive one JSON line each, as the model finds them.
+  const response = await fetch('/api/find?phrase=' + encodeURIComponent(words));
+  if (!response.ok) {{ box.textContent = await response.text(); return; }}
+  const reader = response.body.getReader(), decoder = new TextDecoder();
+  let pending = '', hits = 0;
+  const status = document.createElement('div');
+  status.textContent = 'looking ...';
+  box.append(status);
+  for (;;) {{
+    const {{ value, done }} = await reader.read();
+    if (done) break;
+    pending += decoder.decode(value, {{ stream: true }});
+    const lines = pending.split('\\n');
+    pending = lines.pop();
+    for (const text of lines) {{
+      if (!text) continue;
+      const hit = JSON.parse(text);
+      if (hit.done) {{ status.textContent = hit.hits ? `${{hit.hits}} found` : 'nothing found'; continue; }}
+      if (hit.error) {{ status.textContent = hit.error; continue; }}
+      hits += 1;
+      const line = document.createElement('div');
+      line.className = 'hit';
+      line.textContent = [hit.wall_time ?? '', hit.source, 'conf ' + hit.confidence.toFixed(2)].join('  ') + '  ';
+      if (hit.image) {{
+        const img = document.createElement('img');
+        img.src = hit.image;
+        img.style.maxWidth = '160px';
+        line.append(img);
+      }}
+      if (hit.clip) {{
+        const link = document.createElement('a');
+        link.href = hit.clip;
+        link.textContent = ' footage';
+        link.style.color = '#8cf';
+        line.append(link);
+      }}
+      box.insertBefore(line, status);
+      status.textContent = `looking ... ${{hits}} found so far`;
+    }}
+  }}
+}}
 document.getElementById('search').addEventListener('submit', async (event) => {{
   event.preventDefault();
   const box = document.getElementById('results');
-  const response = await fetch('/api/search?q=' + encodeURIComponent(document.getElementById('words').value));
+  const words = document.getElementById('words').value;
+  if (document.getElementById('infootage').checked) {{
+    box.replaceChildren();
+    await findInFootage(words, box);
+    return;
+  }}
+  const response = await fetch('/api/search?q=' + encodeURIComponent(words));
   box.replaceChildren();
   if (!response.ok) {{ box.textContent = await response.text(); return; }}
   const found = await response.json();
@@ -244,6 +296,20 @@ def _linked(event: dict) -> dict:
     return out
 
 
+def _found(hit, store: int) -> dict:
+    """A hit of find as the page gets it: links to its keyframe and its footage, never server paths."""
+    from urllib.parse import quote, urlencode
+
+    out = {"store": store, "source": hit.source, "frame_index": hit.frame_index, "wall_time": hit.wall_time,
+           "box": hit.box, "confidence": hit.confidence, "pts": hit.pts}
+    if hit.image:
+        out["image"] = f"/api/keyframes/{store}/{quote(Path(hit.image).name)}"
+    if hit.clip:
+        out["clip"] = f"/api/recordings/{quote(safe_name(hit.source))}?" + urlencode(
+            {"from": hit.clip["from"], "to": hit.clip["to"]})
+    return out
+
+
 def _login(guard: Guard, failed: bool = False) -> str:
     """The page's own login form, with the fields the configured credentials need."""
     auth = guard.auth
@@ -292,6 +358,16 @@ class StatusServer:
     def start(self) -> "StatusServer":
         self._thread.start()
         return self
+
+    @property
+    def model_name(self) -> str:
+        """The run's model, as `find`'s cache knows its answers."""
+        model = self.pipeline.config.model
+        return str(model.path or model.id)
+
+    @property
+    def find_floor(self) -> float:
+        return self.pipeline.config.model.min_confidence or 0.3
 
     def stores(self) -> list:
         """The event stores of the run's sources that exist."""
@@ -534,6 +610,60 @@ class StatusServer:
                     return
                 self._send(200, json.dumps([_linked(e) for e in found]).encode(), "application/json")
 
+            def _find(self, query) -> None:
+                """`streamer find` on the run's stores with the run's own model, hits as NDJSON lines the moment
+                they are found (then a last line `{"done": ..., "hits": N}`), links instead of server paths."""
+                from streamer.find import OnWorker, find
+                from streamer.store import epoch
+
+                phrase = " ".join(query.get("phrase", [""])[0].split())
+                worker = server.pipeline.worker
+                if not phrase:
+                    self._send(400, b"phrase: say what to look for\n", "text/plain")
+                    return
+                if worker is None:
+                    self._send(503, b"find needs the run's own model (streamer find STORE PHRASE on Ray)\n",
+                               "text/plain")
+                    return
+                try:
+                    start, end = ((epoch(query[key][0], key) if query.get(key) else None) for key in ("from", "to"))
+                except StreamerError as exc:
+                    self._send(400, f"{exc}\n".encode(), "text/plain")
+                    return
+                source = query.get("source", [None])[0]
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                count = 0
+                model = OnWorker(worker)
+                try:
+                    for n, db in enumerate(server.stores()):
+                        def sent(hit, n=n):
+                            nonlocal count
+                            count += 1
+                            self.wfile.write((json.dumps(_found(hit, n)) + "\n").encode())
+                            self.wfile.flush()
+
+                        try:
+                            find(db, phrase, lambda: model, server.model_name, source=source, start=start, end=end,
+                                 min_confidence=server.find_floor, on_hit=sent)
+                        except StreamerError as exc:
+                            if "nothing was kept" not in str(exc) and "keeps no keyframes" not in str(exc):
+                                self.wfile.write((json.dumps({"error": str(exc)}) + "\n").encode())
+                    self.wfile.write((json.dumps({"done": True, "hits": count}) + "\n").encode())
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+
+            def _keyframe(self, query, store: str, name: str) -> None:
+                """A kept keyframe's JPEG (a hit of find), by its name in a store's keyframes/ folder."""
+                stores = server.stores()
+                path = stores[int(store)].parent / "keyframes" / name if int(store) < len(stores) else None
+                if path is None or not path.is_file():
+                    self._send(404, b"no such keyframe\n", "text/plain")
+                    return
+                self._file(path, "image/jpeg")
+
             def _snapshot(self, query, event_id: str) -> None:
                 """An event's snapshot (a JPEG crop of its object)."""
                 from streamer.store import snapshot_of
@@ -580,7 +710,8 @@ class StatusServer:
         # path (a pattern, matched whole) -> what answers it, with the query's parameters and the pattern's groups
         ROUTES = [(re.compile(pattern), route) for pattern, route in (
             ("/", Handler._page), ("/login", Handler._login_page), ("/metrics", Handler._metrics), ("/healthz", Handler._healthz),
-            ("/api/events", Handler._events), ("/api/search", Handler._search),
+            ("/api/events", Handler._events), ("/api/search", Handler._search), ("/api/find", Handler._find),
+            (r"/api/keyframes/(\d{1,4})/([A-Za-z0-9_-][A-Za-z0-9._-]{0,200}\.jpg)", Handler._keyframe),
             (r"/api/events/(\d{1,18})/clip\.mp4", Handler._event_clip),
             (r"/api/events/(\d{1,18})/snapshot\.jpg", Handler._snapshot),
             (r"/api/events/(\d{1,18})/tracks\.json", Handler._event_tracks), ("/api/history", Handler._history),

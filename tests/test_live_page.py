@@ -1,5 +1,6 @@
 """The live page in headless Chromium (Debian's, driven by Playwright): moving video and events appear."""
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -29,11 +30,12 @@ def test_live_page_shows_a_moving_camera_and_new_events(tmp_path):
 
     with RtspServer() as camera:
         view = LiveView()
-        config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None}})
+        config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None},
+                                        "output": {"save_keyframes": True}})
         pipeline = Pipeline(config, lambda: ScriptedDetector(car), [view])
         server = StatusServer("127.0.0.1:0", pipeline, view).start()
-        thread = threading.Thread(target=pipeline.run_many,
-                                  args=([SourceSpec(camera.url(), tmp_path / "e.jsonl", None, name="cam")],))
+        spec = SourceSpec(camera.url(), tmp_path / "e.jsonl", None, name="cam", db_path=tmp_path / "e.db")
+        thread = threading.Thread(target=pipeline.run_many, args=([spec],))
         thread.start()
         try:
             with sync_api.sync_playwright() as p:
@@ -48,6 +50,19 @@ def test_live_page_shows_a_moving_camera_and_new_events(tmp_path):
                 second = image.screenshot()
                 assert first != second, "the live view did not change"
                 page.wait_for_selector("#events .event:has-text('object_appeared')", timeout=15000)
+                # Find in the footage: the run's own model grounds the phrase on the kept keyframes, hits come in
+                # as they are found, each with its keyframe served by the page (no server path anywhere).
+                page.fill("#words", "a car")
+                page.check("#infootage")
+                page.click("#search button")
+                hit = page.wait_for_selector("#results .hit img", timeout=20000)
+                page.wait_for_function("hit => hit.complete && hit.naturalWidth > 0", arg=hit, timeout=10000)
+                import urllib.request
+
+                with urllib.request.urlopen(server.address + "/api/find?phrase=car", timeout=30) as reply:
+                    lines = [json.loads(line) for line in reply.read().splitlines()]
+                assert lines[-1]["done"] and lines[-1]["hits"] == len(lines) - 1 >= 1
+                assert str(tmp_path) not in json.dumps(lines) and lines[0]["image"].startswith("/api/keyframes/0/")
                 ARTIFACTS.mkdir(parents=True, exist_ok=True)
                 shot = ARTIFACTS / "live-view.png"
                 page.screenshot(path=str(shot), full_page=True)
