@@ -19,6 +19,7 @@ from streamer.config import Config, load_config
 from streamer.errors import Stopped, StreamerError
 from streamer.outputs import Outputs
 from streamer.pipeline import Driver, Pipeline, RunStats, SourceSpec
+from streamer.stats import SourcesFailed
 from streamer.runfolder import check_outputs, new_run_folder
 from streamer.sources import display_name, safe_name, scrub
 from streamer.worker import load_detector
@@ -417,7 +418,7 @@ def _summary(stats: RunStats) -> str:
     shape = f"{info.width}x{info.height} @ {float(info.fps):.2f} fps" if info else "no frames"
     lines = [
         f"streamer: {stats.source} ({'camera' if stats.live else 'file'}"
-        + (", stopped early)" if stats.stopped_early else ")"),
+        + (", failed)" if stats.error is not None else ", stopped early)" if stats.stopped_early else ")"),
         f"  frames {stats.frames} of {shape}, keyframes {stats.keyframes}, detections {stats.detections}"
         + (f", dropped {stats.dropped}, reconnects {stats.reconnects}" if stats.live else "")
         + _recorded(stats).replace("  ", ", ", 1),
@@ -512,9 +513,12 @@ def _run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     console = _Console(config.live.status_interval_s)
+    failed = None
     try:
         console.start(pipeline)
         all_stats = pipeline.run_many(specs, on_progress=console.progress, duration_s=args.duration)
+    except SourcesFailed as failure:  # the sources that finished whole are reported all the same
+        failed, all_stats = failure, failure.results
     finally:
         console.stop()
         for close in closers:
@@ -527,6 +531,8 @@ def _run(args: argparse.Namespace) -> int:
         print(_summary(stats))
     for line in pipeline.status_lines():
         print(f"ray: {line}")
+    if failed is not None:
+        raise failed
     return EXIT_INTERRUPTED if interrupted.is_set() else 0
 
 

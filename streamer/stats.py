@@ -67,14 +67,27 @@ class RunStats:
         return dataclasses.replace(self, event_counts=dict(self.event_counts))
 
 
+class SourcesFailed(StreamerError):
+    """Some sources failed: the first one's error (naming the others), with every source's stats, so the
+    sources that finished whole are reported all the same."""
+
+    def __init__(self, results: list[RunStats]) -> None:
+        failed = [stats for stats in results if stats.error is not None]
+        others = "" if len(failed) == 1 else (f" (and {len(failed) - 1} more source{'s' * (len(failed) > 2)} "
+                                              f"failed: {', '.join(s.source for s in failed[1:])})")
+        super().__init__(f"{failed[0].error}{others}")
+        self.results = results
+
+
 def outcome(results: list[RunStats], load_seconds: float) -> list[RunStats]:
-    """What a driver returns once every source has ended: each run's stats with the model's load time, or the
-    first source's error (in the order the sources were given), raised after all outputs are closed."""
+    """What a driver returns once every source has ended: each run's stats with the model's load time, or, when
+    a source failed, `SourcesFailed` with them all, raised after all outputs are closed."""
     for stats in results:
         stats.load_seconds = load_seconds
-    for stats in results:
-        if stats.error is not None:
-            raise stats.error
+    if any(stats.error is not None for stats in results):
+        if len(results) == 1:
+            raise results[0].error
+        raise SourcesFailed(results)
     return results
 
 

@@ -51,6 +51,16 @@ def test_without_paths_outputs_go_to_a_new_run_folder(tiny_od, tmp_path):
     assert [p.name for p in (tmp_path / "mot").iterdir()] == ["street"]
 
 
+def test_a_failed_source_hides_no_other_sources_summary(tiny_od, tmp_path):
+    result = streamer("run", f"whole={CLIP}", f"cut={_truncated(tmp_path)}", "--model", tiny_od, "--no-video",
+                      cwd=tmp_path)
+    assert result.returncode == 1
+    assert "streamer: whole (file)\n  frames 150 of 640x360" in result.stdout  # finished whole, and said so
+    assert "streamer: cut (file, failed)" in result.stdout
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("streamer: error: cut ended after ") and "truncated" in line
+
+
 def _truncated(tmp_path):
     path = tmp_path / "truncated.mp4"
     path.write_bytes(CLIP.read_bytes()[:20000])  # moov is at the front (faststart): frames stop early

@@ -16,6 +16,7 @@ import functools
 import logging
 import math
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -98,6 +99,10 @@ class RayPipeline:
         # CPU count when `local` finds a cluster running here to join instead; then it is asked without one.
         need = sources * cfg.cpus_per_source + (cfg.workers or 1) * cfg.cpus_per_worker
         sized = {"num_cpus": max(os.cpu_count() or 1, math.ceil(need))} if local else {}
+        # ray.init puts a SIGTERM handler of its own in place ("*** SIGTERM received", exit 1): the run's own goes
+        # back after it, so SIGTERM stops a Ray run as Ctrl-C does, with every output closed and the summaries.
+        handlers = ({sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+                    if threading.current_thread() is threading.main_thread() else {})
         try:
             try:
                 ray.init(address=None if local else address, logging_level=logging.WARNING, namespace="streamer",
@@ -110,6 +115,9 @@ class RayPipeline:
             hint = ("" if local or address == "auto" else
                     " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its token here)")
             raise StreamerError(f"cannot reach a Ray cluster at {address}: {_last_line(exc)}{hint}") from None
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
         self._started_ray = True
 
     def _plan(self, sources: int) -> tuple[int, float]:
@@ -146,7 +154,11 @@ class RayPipeline:
             n_workers, gpus_each = self._plan(len(specs))
             restarts = {"max_restarts": cfg.max_restarts, "max_task_retries": -1}
             # 1. The board and one actor per source; every source opens before any model loads.
-            board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
+            # The board is the driver's own state: on the driver's node, where losing another node cannot take it.
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            board = ray.remote(ProgressBoard).options(num_cpus=0, scheduling_strategy=here).remote()
             actors.append(board)
             source_cls = ray.remote(SourceActor).options(num_cpus=cfg.cpus_per_source, max_concurrency=4, **restarts)
             sources = [source_cls.remote(str(i), spec, self.config) for i, spec in enumerate(specs)]
