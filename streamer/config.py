@@ -414,6 +414,9 @@ class ClusterConfig(_Section):
     cpus_per_source: float = Field(default=1.0, ge=0, le=1024,
                                    description="Decoding, tracking and encoding of one source.")
     max_restarts: int = Field(default=3, ge=0, description="Restarts of a killed source or worker actor.")
+    restart_timeout_s: float = Field(default=30.0, gt=0, le=DAY_S, description="A model worker that answers "
+                                     "nothing for this long (restarting, its node gone) counts as lost: its "
+                                     "sources' keyframes move to another worker.")
     shrink_keyframes: bool = Field(default=True, description="Send keyframes to workers at the model's input size.")
 
 

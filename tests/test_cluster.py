@@ -226,6 +226,8 @@ def test_the_readme_scale_out_command_runs_on_the_head(ray_head, tiny_od, tmp_pa
                       "--events", tmp_path / "events.jsonl", "--out-video", tmp_path / "annotated.mp4")
     assert result.returncode == 0, result.stderr
     assert "Ray cluster of 1 node (2 CPUs, 0 GPUs): 1 source actor, 1 model worker on CPU" in result.stderr
+    assert "] source on node " in result.stderr
+    assert "[worker-0] model worker on node" in result.stderr  # where each actor runs
     assert "frames 150 of 640x360" in result.stdout and "ray: [worker-0] up, keyframes 15" in result.stdout
     events = read_events(tmp_path / "events.jsonl")
     assert [e["type"] for e in events] == ["object_appeared", "object_left"]
@@ -273,3 +275,60 @@ def test_sigterm_on_the_driver_is_ctrl_c_closes_every_output_and_frees_the_clust
     assert probe_video(video)["count"] == frames  # the MP4 was finalised, every frame read is in it
     assert [e["type"] for e in read_events(log)][-1] == "object_left"
     assert wait_for(cluster_is_free, 10)
+
+
+class _Handle:
+    """A model worker actor as a source's RemoteModel sees it: `silent` answers nothing, not even a ping (an
+    actor Ray cannot restart because its node is gone); else every call is answered at once."""
+
+    def __init__(self, silent: bool):
+        import supervision as sv
+        from concurrent.futures import Future
+
+        self.calls = 0
+
+        class Ref:
+            def __init__(self, value=None):
+                self._future = Future()
+                if not silent:
+                    self._future.set_result(value)
+
+            def future(self):
+                return self._future
+
+        handle = self
+
+        class Detect:
+            def remote(self, wires):
+                handle.calls += 1
+                return Ref(([(sv.Detections.empty(), None) for _ in wires], "incarnation-1"))
+
+        class Stats:
+            def remote(self):
+                return Ref({"incarnation": "incarnation-1", "keyframes": 0})
+
+        self.detect, self.stats = Detect(), Stats()
+
+
+def test_a_worker_silent_past_restart_timeout_s_loses_its_keyframes_to_the_next():
+    """cluster.restart_timeout_s: no hang behind a worker that stays RESTARTING; the move is said once
+    (worker_lost, moved_to), and with no worker left the keyframe fails instead of waiting forever."""
+    import numpy as np
+
+    from streamer.cluster.model_worker import RemoteModel
+    from streamer.errors import StreamerError
+    from streamer.records import Frame, Keyframe
+
+    def keyframe(i):
+        return Keyframe(Frame("cam", i, i / 25, 0.0, np.zeros((36, 64, 3), np.uint8)), "<OD>")
+
+    lost, alive = _Handle(silent=True), _Handle(silent=False)
+    model = RemoteModel([lost, alive], first=0, shrink=False, restart_timeout_s=0.5)
+    started = time.monotonic()
+    first = model.submit(keyframe(0)).result(timeout=10)
+    assert 0.5 <= time.monotonic() - started < 5 and lost.calls == 1 and alive.calls == 1
+    assert first.worker_change == ("worker_lost", {"worker": "worker-0", "moved_to": "worker-1"})
+    assert model.submit(keyframe(1)).result(timeout=10).worker_change is None and lost.calls == 1  # stays moved
+    alone = RemoteModel([_Handle(silent=True)], shrink=False, restart_timeout_s=0.3)
+    with pytest.raises(StreamerError, match="every model worker of the cluster is gone"):
+        alone.submit(keyframe(0)).result(timeout=10)

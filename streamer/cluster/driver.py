@@ -181,16 +181,31 @@ class RayPipeline:
             self.model_loaded = True
             if self.notify is not None:
                 self.notify(self.description)
+                self._say_where(sources, handles)
             load_seconds = time.monotonic() - started
             # 3. Every source runs, its keyframes going to the workers in turn; the driver watches.
             refs = [source.run.remote(RemoteModel(handles, i % n_workers, ready[0]["input_size"],
-                                                  cfg.shrink_keyframes), board)
+                                                  cfg.shrink_keyframes, cfg.restart_timeout_s), board)
                     for i, source in enumerate(sources)]
             self._watch(board, sources, refs, on_progress, duration_s)
             results = [self._result(ref, view.current) for ref, view in zip(refs, self.runs)]
         finally:
             self._teardown(actors)
         return outcome(results, load_seconds)
+
+    def _say_where(self, sources: list, workers: list) -> None:
+        """Which node each source and model worker runs on, a line each (what a lost node takes is then known)."""
+        from ray.exceptions import RayError
+
+        refs = [actor.where.remote() for actor in [*sources, *workers]]
+        names = [f"[{view.current.source}] source" for view in self.runs] + [f"[worker-{i}] model worker"
+                                                                            for i in range(len(workers))]
+        try:
+            places = self._ray.get(refs, timeout=10)
+        except RayError:
+            return
+        for name, place in zip(names, places):
+            self.notify(f"{name} on {place}")
 
     def _gather(self, refs: list, what: str) -> list:
         """Results of `refs`, a StreamerError from inside raised as itself, or one line when the cluster cannot

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -40,6 +41,13 @@ def shrink(keyframe: Keyframe, size: tuple[int, int] | None) -> Keyframe:
     image = np.ascontiguousarray(image)
     small = Frame(frame.source, frame.index, frame.pts, frame.wall_time, image, frame.camera_time)
     return dataclasses.replace(keyframe, frame=small, frame_size=(width, height))  # a question stays one
+
+
+def where() -> str:
+    """The node an actor runs on, as the driver prints it: its address and Ray's id for it."""
+    import ray
+
+    return f"node {ray.util.get_node_ip_address()} ({ray.get_runtime_context().get_node_id()[:8]})"
 
 
 def cause_of(exc: BaseException) -> BaseException:
@@ -83,30 +91,52 @@ class ModelWorker:
     def stats(self) -> dict:
         return {"incarnation": self.incarnation, "keyframes": self.worker.keyframes if self.worker else 0}
 
+    def where(self) -> str:
+        return where()
+
     def stop(self) -> None:
         if self.worker is not None:
             self.worker.stop()
 
 
+@dataclass(eq=False)  # each call is itself: found in lists by identity
+class _Call:
+    """One keyframe's tasks on their way to worker `index`."""
+
+    index: int
+    keyframes: list
+    wires: list
+    outs: list
+    sent: float
+    abandoned: bool = False  # moved to another worker: a late answer from this one is not taken
+
+
 @dataclass
 class RemoteModel(KeyframeModel):
     """A source's way to the model workers, a `KeyframeModel`. The source prefers worker `first`; while Ray
-    restarts a worker, its calls wait and are retried by Ray; a worker dead for good is dropped and the keyframe
-    goes to the next one alive."""
+    restarts a worker, its calls wait and are retried by Ray. A worker dead for good, or one that answers nothing
+    (not even a ping) for `restart_timeout_s` (restarting where it cannot be placed: its node is gone), is dropped
+    and its keyframes go to the next one alive; with none left, they fail (the source ends, saying so)."""
 
     workers: list  # Ray actor handles of ModelWorker, in the driver's order
     first: int = 0
     input_size: tuple[int, int] | None = None
     shrink: bool = True
+    restart_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         self._dead: set[int] = set()
         self._seen: dict[int, set[str]] = {}  # worker index -> incarnations that answered
         self._moved_from: int | None = None  # the worker that died for good, until another answers
         self._lock = threading.Lock()
+        self._calls: list[_Call] = []  # on their way
+        self._heard: dict[int, float] = {}  # worker index -> when it last answered anything
+        self._pinging: set[int] = set()
+        self._watchdog: threading.Thread | None = None
 
     def __getstate__(self) -> dict:
-        return {"workers": self.workers, "first": self.first, "input_size": self.input_size, "shrink": self.shrink}
+        return {"workers": self.workers, "first": self.first, "input_size": self.input_size, "shrink": self.shrink,
+                "restart_timeout_s": self.restart_timeout_s}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -133,29 +163,89 @@ class RemoteModel(KeyframeModel):
         index = self._pick()
         if index is None:
             for out in outs:
-                out.set_exception(StreamerError("every model worker of the cluster is gone"))
+                if not out.done():
+                    out.set_exception(StreamerError("every model worker of the cluster is gone (dead, or silent "
+                                                    "for cluster.restart_timeout_s)"))
             return
+        call = _Call(index, keyframes, wires, outs, time.monotonic())
+        with self._lock:
+            self._calls.append(call)
+            if self._watchdog is None or not self._watchdog.is_alive():
+                self._watchdog = threading.Thread(target=self._watch, name="worker-watchdog", daemon=True)
+                self._watchdog.start()
         ref = self.workers[index].detect.remote(wires)
-        ref.future().add_done_callback(lambda done: self._answered(done, index, keyframes, wires, outs))
+        ref.future().add_done_callback(lambda done: self._answered(done, call))
 
-    def _answered(self, done: Future, index: int, keyframes: list[Keyframe], wires: list[Keyframe],
-                  outs: list[Future]) -> None:
+    def _answered(self, done: Future, call: _Call) -> None:
         from ray.exceptions import ActorDiedError
 
+        with self._lock:
+            if call in self._calls:
+                self._calls.remove(call)
+            if call.abandoned:
+                return
+            self._heard[call.index] = time.monotonic()
         try:
             answers, incarnation = done.result()
         except ActorDiedError:  # out of restarts, or its node is gone: move on to the next worker
-            with self._lock:
-                self._dead.add(index)
-                self._moved_from = index
-            self._send(keyframes, wires, outs)
+            self._lost(call.index)
+            self._send(call.keyframes, call.wires, call.outs)
         except BaseException as exc:
-            for out in outs:
+            for out in call.outs:
                 out.set_exception(cause_of(exc))
         else:
-            change = self._change(index, incarnation)  # worth one event, on the first task's answer
-            for i, (keyframe, out, (detections, text)) in enumerate(zip(keyframes, outs, answers)):
+            change = self._change(call.index, incarnation)  # worth one event, on the first task's answer
+            for i, (keyframe, out, (detections, text)) in enumerate(zip(call.keyframes, call.outs, answers)):
                 out.set_result(FrameDetections(keyframe, detections, text, worker_change=None if i else change))
+
+    def _lost(self, index: int) -> None:
+        with self._lock:
+            self._dead.add(index)
+            self._moved_from = index
+
+    def _watch(self) -> None:
+        """While calls are on their way: ping each worker they wait on (one ping in flight each); one silent for
+        `restart_timeout_s` since it last answered (or since the oldest call to it) is lost, and its calls go to
+        the next worker. Ends when nothing is on its way."""
+        while True:
+            with self._lock:
+                if not self._calls:
+                    self._watchdog = None
+                    return
+                waiting: dict[int, float] = {}
+                for call in self._calls:
+                    waiting[call.index] = min(waiting.get(call.index, call.sent), call.sent)
+                to_ping = [i for i in waiting if i not in self._pinging]
+                self._pinging.update(to_ping)
+            for index in to_ping:
+                self._ping(index)
+            now = time.monotonic()
+            for index, oldest in waiting.items():
+                if now - max(self._heard.get(index, oldest), oldest) >= self.restart_timeout_s:
+                    self._move_off(index)
+            time.sleep(min(1.0, self.restart_timeout_s / 4))
+
+    def _ping(self, index: int) -> None:
+        def heard(done: Future) -> None:
+            with self._lock:
+                self._pinging.discard(index)
+                if done.exception() is None:
+                    self._heard[index] = time.monotonic()
+
+        self.workers[index].stats.remote().future().add_done_callback(heard)
+
+    def _move_off(self, index: int) -> None:
+        """Worker `index` is silent: every call waiting on it goes to the next worker alive."""
+        with self._lock:
+            stuck = [call for call in self._calls if call.index == index and not call.abandoned]
+            for call in stuck:
+                call.abandoned = True
+                self._calls.remove(call)
+        if not stuck:
+            return
+        self._lost(index)
+        for call in stuck:
+            self._send(call.keyframes, call.wires, call.outs)
 
     def _change(self, index: int, incarnation: str) -> tuple[str, dict[str, str]] | None:
         """The first answer of a restarted worker, or of another one after a worker died, is worth an event.

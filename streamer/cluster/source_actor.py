@@ -116,6 +116,11 @@ class SourceActor:
         while not done.wait(POST_S):
             board.post.remote(self.key, self._post())
 
+    def where(self) -> str:
+        from streamer.cluster.model_worker import where
+
+        return where()
+
     def stop(self) -> None:
         self.stop_event.set()
 
