@@ -46,6 +46,8 @@ class _SourceView(PostedStats):
     incarnation: str | None = None
     restarts: int = 0
     first_heard: float | None = None
+    age_s: float = 0.0  # since its last post
+    lost: str | None = None  # why the driver gave up on it
 
 
 @dataclass
@@ -57,6 +59,11 @@ class _WorkerView:
     up: bool = False
     last: dict | None = None
     restarts: int = 0
+
+
+# Ray's own lines (its retries of a restarting actor, "repeated 643x") stay in its logs (/tmp/ray/session_latest/
+# logs), out of the driver's status lines and summaries; STREAMER_RAY_LOGS=1 forwards them, to debug.
+_QUIET = {"log_to_driver": os.environ.get("STREAMER_RAY_LOGS") == "1"}
 
 
 class RayPipeline:
@@ -106,11 +113,11 @@ class RayPipeline:
         try:
             try:
                 ray.init(address=None if local else address, logging_level=logging.WARNING, namespace="streamer",
-                         **kwargs, **sized)
+                         **kwargs, **sized, **_QUIET)
             except ValueError:
                 if not sized:
                     raise
-                ray.init(address=None, logging_level=logging.WARNING, namespace="streamer", **kwargs)
+                ray.init(address=None, logging_level=logging.WARNING, namespace="streamer", **kwargs, **_QUIET)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             hint = ("" if local or address == "auto" else
                     " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its token here)")
@@ -188,7 +195,9 @@ class RayPipeline:
                                                   cfg.shrink_keyframes, cfg.restart_timeout_s), board)
                     for i, source in enumerate(sources)]
             self._watch(board, sources, refs, on_progress, duration_s)
-            results = [self._result(ref, view.current) for ref, view in zip(refs, self.runs)]
+            results = [self._result(ref, view.current) if view.lost is None else
+                       dataclasses.replace(view.current, error=StreamerError(view.lost), state="ended")
+                       for ref, view in zip(refs, self.runs)]
         finally:
             self._teardown(actors)
         return outcome(results, load_seconds)
@@ -238,6 +247,7 @@ class RayPipeline:
             if time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + POST_S
                 self._poll(board, on_progress)
+                pending = [ref for ref in pending if not self._lost(self.runs[refs.index(ref)])]
             if deadline is not None and time.monotonic() >= deadline:
                 self._stop.set()
             if self._stop.is_set() and not stopping:
@@ -245,6 +255,28 @@ class RayPipeline:
                 for source in sources:
                     source.stop.remote()
         self._poll(board, None)
+
+    def _lost(self, view: _SourceView) -> bool:
+        """A source silent for `cluster.restart_timeout_s` whose actor answers no ping (restarting where no node
+        has room: its node is gone) is lost; the run goes on without it and says so."""
+        from ray.exceptions import RayError
+
+        limit = self.config.cluster.restart_timeout_s
+        if view.lost is not None or view.age_s < limit:
+            return view.lost is not None
+        try:
+            self._ray.get(view.handle.where.remote(), timeout=2)
+            return False
+        except RayError:
+            view.lost = (f"{view.current.source}: lost: its actor has not answered for {view.age_s:.0f} s "
+                         f"(cluster.restart_timeout_s {limit:g}): its node is gone and no other has room for it; "
+                         "its outputs hold what it did")
+            self._note(view.lost)
+            return True
+
+    def _note(self, line: str) -> None:
+        if self.notify is not None:
+            self.notify(line)
 
     def _poll(self, board, on_progress) -> None:
         """The latest posts of the sources and an answer from each worker, within a second or so; what does not
@@ -265,6 +297,7 @@ class RayPipeline:
             if view.first_heard is None:
                 view.first_heard = time.monotonic()
             view.current = dataclasses.replace(post["stats"], started=view.first_heard)
+            view.age_s = post["age_s"]
             if moved and on_progress is not None:
                 on_progress(view.current)
         refs = [w.handle.stats.remote() for w in self.workers]

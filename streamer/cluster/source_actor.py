@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -31,19 +32,23 @@ POST_S = 0.5
 
 class ProgressBoard:
     """The latest post of every source: its stats, the last frame it handled, the highest track id it issued.
-    The driver reads it for progress; a restarted source reads its own last post to resume."""
+    The driver reads it for progress (and how long ago each source last posted, on the board's own clock); a
+    restarted source reads its own last post to resume."""
 
     def __init__(self) -> None:
         self.posts: dict[str, dict] = {}
+        self.when: dict[str, float] = {}
 
     def post(self, key: str, post: dict) -> None:
         self.posts[key] = post
+        self.when[key] = time.monotonic()
 
     def get(self, key: str) -> dict | None:
         return self.posts.get(key)
 
     def all(self) -> dict[str, dict]:
-        return self.posts
+        now = time.monotonic()
+        return {key: {**post, "age_s": now - self.when[key]} for key, post in self.posts.items()}
 
 
 class SourceActor:
