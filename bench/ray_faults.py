@@ -25,10 +25,8 @@ import sys
 import tempfile
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,21 +34,7 @@ sys.path.insert(0, str(ROOT))
 from streamer.config import Config  # noqa: E402
 from streamer.pipeline import Pipeline, SourceSpec  # noqa: E402
 from tests.tiny_florence import build_tiny_florence  # noqa: E402
-from tests.helpers import OD_ANSWER  # noqa: E402
-
-
-def long_clip(path: Path) -> Path:
-    with av.open(str(ROOT / "clips" / "street.mp4")) as src:
-        frames = [f.to_ndarray(format="bgr24") for f in src.decode(video=0)]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=Fraction(25))
-        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
-        for i, image in enumerate(frames * 4):
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
+from tests.helpers import OD_ANSWER, clip_times  # noqa: E402
 
 
 def events(path: Path) -> list[dict]:
@@ -120,7 +104,7 @@ def shape(name: str, head_cpus: int, node_cpus: int, clip: Path, model: Path, re
 
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ray-faults-"))
-    clip = long_clip(tmp / "long.mp4")
+    clip = clip_times(tmp / "long.mp4", 4)
     model = build_tiny_florence(tmp / "tiny", OD_ANSWER)
     config = Config.model_validate({"model": {"path": str(model)},
                                     "sampler": {"every_n_frames": 2, "max_fps": None, "scene_threshold": None}})

@@ -57,6 +57,22 @@ def probe_video(path: Path) -> dict:
                 "width": stream.codec_context.width, "height": stream.codec_context.height}
 
 
+def clip_times(path: Path, times: int) -> Path:
+    """The bundled clip `times` over in one H.264 file at `path` (a longer file source)."""
+    with av.open(str(CLIP)) as src:
+        frames = [f.to_ndarray(format="bgr24") for f in src.decode(video=0)]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        for i, image in enumerate(frames * times):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
 def moving_car(index: int) -> list:
     """A scripted answer: a car driving right at 75 px/s at 25 fps, well inside ByteTrack's IoU gate between
     keyframes 5 frames apart."""

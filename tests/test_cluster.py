@@ -8,17 +8,15 @@ import subprocess
 import sys
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import pytest
 
 from streamer.config import Config
 from streamer.pipeline import Pipeline, SourceSpec
 from streamer.sinks import tracks_rows
 from tests.brokers import Receiver
-from tests.helpers import CLIP, ROOT, probe_video, read_events, streamer, without_wall_time
+from tests.helpers import CLIP, ROOT, clip_times, probe_video, read_events, streamer, without_wall_time
 from tests.rtsp_server import RtspServer, free_port, require_gstreamer, wait_for
 
 ray = pytest.importorskip("ray")
@@ -49,19 +47,7 @@ def ray_head(tmp_path_factory):
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory) -> Path:
     """The bundled clip four times over (24 s): long enough to kill an actor halfway through."""
-    path = tmp_path_factory.mktemp("clips") / "long.mp4"
-    with av.open(str(CLIP)) as src:
-        frames = [f.to_ndarray(format="bgr24") for f in src.decode(video=0)]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=Fraction(25))
-        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
-        stream.options = {"preset": "ultrafast"}
-        for i, image in enumerate(frames * 4):
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
+    return clip_times(tmp_path_factory.mktemp("clips") / "long.mp4", 4)
 
 
 def config_for(model: Path, **sections) -> Config:
