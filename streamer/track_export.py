@@ -74,7 +74,8 @@ class Video:
 
 
 def export_tracks(run: Path, fmt: str, out: Path, media_url: str | None = None) -> tuple[int, int]:
-    """Write `fmt` to `out`; (sources or videos, boxes)."""
+    """Write `fmt` to `out`; (sources or videos, boxes). `media_url`: what the Label Studio tasks' video URLs
+    begin with (`export` makes it from the export's final name)."""
     if fmt == "mot":
         return export_mot(run, out)
     videos = videos_of(run)
@@ -85,8 +86,7 @@ def export_tracks(run: Path, fmt: str, out: Path, media_url: str | None = None) 
             for video in videos:
                 write_text(out / f"{Path(video.name).stem}.xml", cvat_xml(video))
         else:
-            prefix = media_url if media_url is not None else f"{LABEL_STUDIO_FILES}{out.name}/videos/"
-            tasks = [label_studio_task(video, prefix + video.name) for video in videos]
+            tasks = [label_studio_task(video, (media_url or "") + video.name) for video in videos]
             write_text(out / "tasks.json", json.dumps(tasks, indent=1))
             labels = sorted({t.label for v in videos for t in v.tracks})
             write_text(out / "label_config.xml", label_studio_config(labels, videos[0].fps))
