@@ -115,8 +115,9 @@ def test_a_click_on_a_cameras_timeline_plays_that_moment_and_the_live_page_shows
                                    timeout=10000)
             page.goto(served.address + "/review")
             page.select_option("#hours", "1")
+            page.wait_for_load_state("networkidle")  # the timeline drawn for the hour, not the one before
             page.wait_for_selector("#timeline .seg", timeout=10000)
-            box = page.locator("#timeline .seg").nth(1).bounding_box()
+            box = page.locator("#timeline .seg").last.bounding_box()
             page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             page.wait_for_function("() => document.getElementById('video').currentTime > 0.5", timeout=15000)
             assert "/api/recordings/cam?from=" in page.evaluate("() => document.getElementById('video').src")
