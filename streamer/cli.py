@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
+import logging
 import math
 import os
 import re
@@ -31,7 +32,7 @@ EXIT_INTERRUPTED = 130
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamer", description="Florence-2 on video: detect, track, annotate, log.")
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors and the log (a Ray cluster's news of restarts)")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the pipeline on video files or stream URLs")
     run.add_argument("sources", nargs="*", metavar="SOURCE",
@@ -600,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     """The command's exit status; its output flushed here, so a standard output that cannot take it (a full
     disk, a closed pipe) is said now, not lost at exit."""
     args = parse_args(argv)
+    if args.debug:  # the log of what streamer saw happen, such as a Ray cluster's news of restarts, on stderr
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     real, sys.stdout = sys.stdout, _Stdout(sys.stdout)
     try:
         code = _command(args)

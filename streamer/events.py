@@ -3,7 +3,8 @@
 - `object_appeared`: a track is confirmed (seen on `tracker.min_hits` keyframes).
 - `object_left`: a confirmed track the tracker ended (unseen on the answered keyframes of `tracker.lost_after_s`,
   or gone out of the picture), or still present when the stream ends (`reason`: `lost` or `stream_ended`), with
-  its `dwell_s`. Its label is the track's vote over all its sightings.
+  its `dwell_s`. Its label is the track's vote over all its sightings. A restarted Ray camera actor ends the
+  tracks its predecessor left open (`source_restarted`).
 - `text_read`: text settled on a track (OCR regions): the most common of the track's last `ocr_window` reads,
   read at least `ocr_min_votes` times, so a plate read five times with one misread gives one event; for
   whole-frame OCR, the frame's text when it changes.

@@ -73,6 +73,8 @@ class Takeover:
     append: bool = False
     replay: int = 0
     first_track_id: int = 0
+    counted: RunStats | None = None  # what the dead run had counted, for a summary of the whole source
+    closing: tuple[Event, ...] = ()  # `object_left` of the tracks the dead run left open (a camera's)
 
 
 Jobs = list[tuple[TaskTracking, Future]]
@@ -100,6 +102,11 @@ class SourceRun:
         self._stats = RunStats(source=reader.name, live=reader.live, info=reader.info, events_path=spec.events_path,
                                tracks_path=spec.tracks_path, db_path=spec.db_path if store is not None else None,
                                video_path=spec.video_path)
+        if self.takeover.counted is not None:
+            before = self.takeover.counted
+            self._stats.frames, self._stats.keyframes, self._stats.detections = (before.frames, before.keyframes,
+                                                                                  before.detections)
+            self._stats.events, self._stats.event_counts = before.events, dict(before.event_counts)
         self.run_id = uuid.uuid4().hex[:8] + "-"  # in the names of the files this run writes beside others'
         self.max_track_id = self.takeover.first_track_id - 1  # the highest track id in an event so far
         self.last_frame: Frame | None = None
@@ -142,6 +149,7 @@ class SourceRun:
                 if self.reader.recorder is not None:
                     self.reader.recorder.close()  # its reader never started, so never closes it
                 raise
+            self._deliver(list(self.takeover.closing))
             self.reader.start()
             if self.reader.live:
                 self._run_live(stop)

@@ -63,7 +63,29 @@ class _WorkerView:
 
 # Ray's own lines (its retries of a restarting actor, "repeated 643x") stay in its logs (/tmp/ray/session_latest/
 # logs), out of the driver's status lines and summaries; STREAMER_RAY_LOGS=1 forwards them, to debug.
-_QUIET = {"log_to_driver": os.environ.get("STREAMER_RAY_LOGS") == "1"}
+_RAY_LOGS = os.environ.get("STREAMER_RAY_LOGS") == "1"
+_QUIET = {"log_to_driver": _RAY_LOGS}
+_log = logging.getLogger(__name__)
+
+
+def _quiet_cluster_errors() -> None:
+    """The errors the cluster pushes to a driver ("(raylet) Task SourceActor.run failed ... will be retried")
+    are printed by a thread of Ray's own straight to stdout, among the summaries, whatever `log_to_driver` says:
+    they go to this module's log instead (seen with --debug), unless STREAMER_RAY_LOGS=1."""
+    from ray._private import worker as ray_worker
+
+    printer = getattr(ray_worker, "print_to_stdstream", None)
+    if _RAY_LOGS or printer is None or getattr(printer, "quiet", False):
+        return
+
+    def to_log(data, ignore_prefix=False):
+        if data.get("pid") != "raylet":
+            return printer(data, ignore_prefix=ignore_prefix)
+        for line in data.get("lines", ()):
+            _log.info("ray: %s", line)
+
+    to_log.quiet = True
+    ray_worker.print_to_stdstream = to_log
 
 
 class RayPipeline:
@@ -95,6 +117,7 @@ class RayPipeline:
         except ImportError:
             raise StreamerError("running on Ray needs the ray package: pip install 'streamer[ray]'") from None
         self._ray = ray
+        _quiet_cluster_errors()
         if ray.is_initialized():
             return
         cfg = self.config.cluster

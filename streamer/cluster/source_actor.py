@@ -16,12 +16,13 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 from streamer.cluster.model_worker import RemoteModel
 from streamer.config import Config
 from streamer.reader import Reader, open_reader
-from streamer.records import SourceStatus, StreamInfo
+from streamer.records import Event, SourceStatus, StreamInfo
 from streamer.source_run import SourceRun, SourceSpec, Takeover
 from streamer.sources import safe_name
 from streamer.stats import RunStats
@@ -77,17 +78,23 @@ class SourceActor:
         import ray
 
         post = ray.get(board.get.remote(self.key))
-        logged, max_logged = _logged(self.spec.events_path)
+        logged = _logged(self.spec.events_path)
         resume = None
         if post is not None and post["frame"] is not None:
             index, pts, wall_time = post["frame"]
             resume = SourceStatus(post["stats"].source, "down", wall_time, pts, index, reason="source actor restarted")
         reader = self._open_reader(resume)
+        counted = RunStats(source=reader.name, events=len(logged), event_counts=dict(Counter(e["type"] for e in logged)))
         if not reader.live:  # redone from the start: what the log holds was delivered already
-            return reader, self.spec, Takeover(replay=logged)
+            return reader, self.spec, Takeover(replay=len(logged), counted=counted)
+        if post is not None:  # the frames it read are not read again
+            before = post["stats"]
+            counted.frames, counted.keyframes, counted.detections = before.frames, before.keyframes, before.detections
         spec = dataclasses.replace(self.spec, video_path=_segment(self.spec.video_path))
+        max_logged = max((e["track_id"] for e in logged if e.get("track_id") is not None), default=-1)
         first_track_id = max(max_logged, post["max_track_id"] if post else -1) + 1
-        return reader, spec, Takeover(append=True, first_track_id=first_track_id)
+        closing = () if resume is None else _left_open(logged, resume)
+        return reader, spec, Takeover(append=True, first_track_id=first_track_id, counted=counted, closing=closing)
 
     def run(self, model: RemoteModel, board) -> RunStats:
         from streamer.outputs import Outputs, process_outputs
@@ -130,17 +137,40 @@ class SourceActor:
         self.stop_event.set()
 
 
-def _logged(path: Path) -> tuple[int, int]:
-    """(events, highest track id) in a log an earlier incarnation wrote; a half-written last line is cut off."""
+def _logged(path: Path) -> list[dict]:
+    """The events an earlier incarnation logged; a half-written last line is cut off."""
     if not path.is_file():
-        return 0, -1
+        return []
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
     if end < len(data):
         with path.open("r+b") as f:
             f.truncate(end)
-    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
-    return len(events), max((e["track_id"] for e in events if e.get("track_id") is not None), default=-1)
+    return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+
+
+def _left_open(logged: list[dict], down: SourceStatus) -> tuple[Event, ...]:
+    """`object_left` (reason `source_restarted`) for each track the dead incarnation confirmed and never ended,
+    where it stopped: the new one's tracker does not know them (ids go on after theirs), and whoever counts
+    what is present (Home Assistant's occupancy) must not see them there for ever."""
+    first: dict[int, dict] = {}
+    last: dict[int, dict] = {}
+    for event in logged:
+        track = event.get("track_id")
+        if track is None:
+            continue
+        if event["type"] == "object_appeared":
+            first[track] = event
+        if event["type"] == "object_left":
+            first.pop(track, None)
+        last[track] = event
+    return tuple(
+        Event(type="object_left", source=last[track]["source"], frame_index=down.frame_index, pts=down.pts,
+              wall_time=down.wall_time, track_id=track, label=last[track]["label"],
+              bbox=tuple(last[track]["bbox"]) if last[track].get("bbox") else None,
+              confidence=last[track].get("confidence"), text=last[track].get("text"),
+              extra={"dwell_s": round(last[track]["pts"] - first[track]["pts"], 6), "reason": "source_restarted"})
+        for track in sorted(first))
 
 
 def _segment(path: Path | None) -> Path | None:

@@ -1,0 +1,86 @@
+"""A Ray cluster that loses a node mid-run, on this machine: `ray.cluster_utils.Cluster` starts a head that
+holds only the driver's own state (no CPUs: just the progress board, pinned there) and two nodes for the actors,
+then removes the node a camera's actor runs on (its raylet and every process on it killed). The slow cases (a
+full head, files redone, a node coming back) are in bench/ray_faults.py."""
+
+import sqlite3
+import time
+
+import pytest
+
+from streamer.config import Config
+from streamer.pipeline import SourceSpec
+from tests.helpers import probe_video, read_events
+from tests.rtsp_server import RtspServer, require_gstreamer, wait_for
+from tests.test_cluster import FAST_LIVE, OnRay
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+
+def _node_of(handle) -> str:
+    """Ray's id of the node an actor runs on (its 8 first digits, as `where` prints it)."""
+    return ray.get(handle.where.remote(), timeout=30).rsplit("(", 1)[1].rstrip(")")
+
+
+def test_a_camera_whose_node_is_lost_comes_back_on_another_with_down_up_and_new_ids(tiny_od, tmp_path, capfd,
+                                                                                     event_validator):
+    require_gstreamer()
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        nodes = [cluster.add_node(num_cpus=2) for _ in range(2)]
+        cluster.wait_for_nodes()
+        config = Config.model_validate({
+            "model": {"path": str(tiny_od)}, "live": FAST_LIVE, "output": {"dir": str(tmp_path / "runs")},
+            "cluster": {"address": cluster.address, "cpus_per_source": 0.5, "cpus_per_worker": 0.5,
+                        "max_restarts": 2, "restart_timeout_s": 30}})
+        log, db = tmp_path / "cam.jsonl", tmp_path / "cam.db"
+        with RtspServer() as server:
+            run = OnRay(config, [SourceSpec(server.url(), log, tmp_path / "cam.mp4", name="cam", db_path=db)])
+            assert wait_for(lambda: any(e["type"] == "object_appeared" for e in read_events(log)), 60), run.result
+            run.wait_frames(100)
+            camera = run.pipeline.runs[0].handle
+            lost = _node_of(camera)
+            [node] = [n for n in nodes if n.node_id.startswith(lost)]
+            removed = time.monotonic()
+            cluster.remove_node(node)
+
+            def back_with_a_new_track() -> bool:
+                types = [e["type"] for e in read_events(log)]
+                return "source_up" in types and "object_appeared" in types[types.index("source_up"):]
+
+            assert wait_for(back_with_a_new_track, 60), f"the camera never came back: {read_events(log)[-3:]}"
+            back_after = time.monotonic() - removed
+            assert _node_of(camera) != lost
+            run.pipeline.stop()
+            [stats] = run.join(within=60)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    events = read_events(log)
+    for event in events:
+        event_validator.validate(event)
+    types = [e["type"] for e in events]
+    down = types.index("source_down")
+    assert events[down]["reason"] == "source actor restarted" and types[down + 1] == "source_up", types
+    assert events[down + 1]["gap_s"] > 0 and events[down + 1]["pts"] > events[down]["pts"]
+    before = {e["track_id"] for e in events[:down] if e["track_id"] is not None}
+    after = {e["track_id"] for e in events[down:] if e["track_id"] is not None}
+    assert before and after and min(after) > max(before), "a track id was reused after the restart"
+    # The lost actor's open tracks end where it stopped (else they stay present for ever)...
+    appeared = {e["track_id"] for e in events[:down] if e["type"] == "object_appeared"}
+    assert appeared == {e["track_id"] for e in events[:down] if e["type"] == "object_left"}
+    assert "source_restarted" in {e["reason"] for e in events[:down] if e["type"] == "object_left"}
+    # ... the summary counts what both actors did, the store holds every event once ...
+    assert stats.error is None and stats.events == len(events)
+    assert stats.event_counts["object_appeared"] == types.count("object_appeared")
+    with sqlite3.connect(db) as store:
+        assert store.execute("SELECT count(*) FROM events").fetchone()[0] == len(events)
+    # ... and the lost actor's recording plays up to about its last second; the new one goes on beside it.
+    assert probe_video(tmp_path / "cam.mp4")["count"] >= 50 and probe_video(tmp_path / "cam.part1.mp4")["count"] > 0
+    # Ray's news of the restart ("Task SourceActor.run failed ... will be retried") is not among our lines.
+    out, err = capfd.readouterr()
+    assert "will be retried" not in out + err and "(raylet)" not in out + err
+    print(f"back with a new track {back_after:.1f} s after the node was removed")
