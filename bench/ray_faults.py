@@ -9,12 +9,14 @@ worker process on it killed), in two shapes:
   should end whole, its log equal to a run in one process, its store without a duplicate row;
 - head full: the head's CPUs are all taken, so what the lost node ran stays RESTARTING; a source whose worker
   was there should move to the surviving worker after `cluster.restart_timeout_s` (here 10 s), a source that
-  was there should end as lost; either way the run ends and reports every source.
+  was there should end as lost; either way the run ends and reports every source;
+- node back: the head full again, and a node like the lost one joins 40 s after the loss (within
+  `cluster.restart_timeout_s`, here 90 s): what was RESTARTING is placed there and every source ends whole.
 
 Prints, per shape: where each actor ran, how long the run took after the loss, each source's frames, events and
 whether its log and store are whole, and how the run ended. Not part of the test suite.
 
-    python bench/ray_faults.py
+    python bench/ray_faults.py [room] [full] [back]    (all three when none is named)
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def plain(rows: list[dict]) -> list[tuple]:
             if not e["type"].startswith("worker_")]
 
 
-def shape(name: str, head_cpus: int, node_cpus: int, clip: Path, model: Path, reference: list[tuple]) -> None:
+def shape(name: str, head_cpus: int, node_cpus: int, clip: Path, model: Path, reference: list[tuple],
+          restart_timeout_s: float = 10, back_after_s: float | None = None) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
@@ -61,7 +64,7 @@ def shape(name: str, head_cpus: int, node_cpus: int, clip: Path, model: Path, re
         "model": {"path": str(model)}, "sampler": {"every_n_frames": 2, "max_fps": None, "scene_threshold": None},
         "output": {"dir": str(work / "runs")},
         "cluster": {"address": cluster.address, "workers": 2, "cpus_per_source": 1, "cpus_per_worker": 1,
-                    "max_restarts": 3, "restart_timeout_s": 10}})
+                    "max_restarts": 3, "restart_timeout_s": restart_timeout_s}})
     specs = [SourceSpec(str(clip), work / f"{s}.jsonl", None, name=s, db_path=work / f"{s}.db") for s in "ab"]
     pipeline = RayPipeline(config, notify=lambda line: print(f"  {line}", flush=True))
     result: dict = {}
@@ -81,6 +84,11 @@ def shape(name: str, head_cpus: int, node_cpus: int, clip: Path, model: Path, re
     lost_at = time.monotonic()
     cluster.remove_node(second)
     print(f"  second node removed at frame {pipeline.runs[0].stats().frames} of source a", flush=True)
+    if back_after_s is not None:
+        thread.join(timeout=back_after_s)
+        cluster.add_node(num_cpus=node_cpus)
+        print(f"  a new node joined {time.monotonic() - lost_at:.0f} s after the loss"
+              + (" (the run had ended)" if not thread.is_alive() else ""), flush=True)
     thread.join(timeout=240)
     took = time.monotonic() - lost_at
     if thread.is_alive():
@@ -102,7 +110,7 @@ def shape(name: str, head_cpus: int, node_cpus: int, clip: Path, model: Path, re
     cluster.shutdown()
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ray-faults-"))
     clip = clip_times(tmp / "long.mp4", 4)
     model = build_tiny_florence(tmp / "tiny", OD_ANSWER)
@@ -113,9 +121,13 @@ def main() -> None:
     Pipeline(config, lambda: Florence2Detector(config.model)).run_many(
         [SourceSpec(str(clip), tmp / "reference.jsonl", None, name="a")])
     reference = plain(events(tmp / "reference.jsonl"))
-    shape("head with room", 4, 4, clip, model, reference)
-    shape("head full", 2, 2, clip, model, reference)
+    shapes = {"room": lambda: shape("head with room", 4, 4, clip, model, reference),
+              "full": lambda: shape("head full", 2, 2, clip, model, reference),
+              "back": lambda: shape("node back", 2, 2, clip, model, reference, restart_timeout_s=90,
+                                    back_after_s=40)}
+    for name in names or list(shapes):
+        shapes[name]()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
