@@ -387,7 +387,7 @@ class _Console:
                 st = run.stats()
                 if not st.live:
                     continue
-                fps_in = (st.frames - last.get(st.source, 0)) / self._interval
+                fps_in = max(0, st.frames - last.get(st.source, 0)) / self._interval
                 last[st.source] = st.frames
                 latency = f"{st.latency_ms:.0f} ms" if st.latency_ms is not None else "-"
                 self.console.print(

@@ -47,13 +47,19 @@ def test_a_camera_whose_node_is_lost_comes_back_on_another_with_down_up_and_new_
             removed = time.monotonic()
             cluster.remove_node(node)
 
+            shown = []  # the camera's state as the console shows it, while it is gone and back
+
             def back_with_a_new_track() -> bool:
+                state = run.pipeline.runs[0].stats().state
+                if not shown or shown[-1] != state:
+                    shown.append(state)
                 types = [e["type"] for e in read_events(log)]
                 return "source_up" in types and "object_appeared" in types[types.index("source_up"):]
 
             assert wait_for(back_with_a_new_track, 60), f"the camera never came back: {read_events(log)[-3:]}"
             back_after = time.monotonic() - removed
             assert _node_of(camera) != lost
+            assert {"restarting", "silent"} & set(shown) and shown[-1] == "up", f"shown {shown} while it was gone"
             run.pipeline.stop()
             [stats] = run.join(within=60)
     finally:
@@ -83,4 +89,4 @@ def test_a_camera_whose_node_is_lost_comes_back_on_another_with_down_up_and_new_
     # Ray's news of the restart ("Task SourceActor.run failed ... will be retried") is not among our lines.
     out, err = capfd.readouterr()
     assert "will be retried" not in out + err and "(raylet)" not in out + err
-    print(f"back with a new track {back_after:.1f} s after the node was removed")
+    print(f"back with a new track {back_after:.1f} s after the node was removed; shown {shown}")

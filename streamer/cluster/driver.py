@@ -34,6 +34,7 @@ from streamer.worker import Detector, load_detector
 
 _READY_TIMEOUT_S = 600.0  # a model load on a fresh node may download and compile for minutes
 _STOP_TIMEOUT_S = 30.0
+_SILENT_S = 3.0  # a source that posted nothing for this long is shown as Ray has its actor, not as it last said
 
 
 @dataclass
@@ -48,6 +49,13 @@ class _SourceView(PostedStats):
     first_heard: float | None = None
     age_s: float = 0.0  # since its last post
     lost: str | None = None  # why the driver gave up on it
+    actor_state: str | None = None  # Ray's word for its actor while it is silent (RESTARTING, ...)
+
+    def stats(self) -> RunStats:
+        """Its last post; while it is silent, a running camera or file is not shown "up" but as Ray has it."""
+        if self.lost is not None or self.age_s < _SILENT_S or self.current.state in ("ended", "starting"):
+            return self.current
+        return dataclasses.replace(self.current, state=_shown(self.actor_state, "silent"))
 
 
 @dataclass
@@ -59,6 +67,7 @@ class _WorkerView:
     up: bool = False
     last: dict | None = None
     restarts: int = 0
+    actor_state: str | None = None  # Ray's word for its actor when it did not answer (RESTARTING, ALIVE: busy)
 
 
 # Ray's own lines (its retries of a restarting actor, "repeated 643x") stay in its logs (/tmp/ray/session_latest/
@@ -321,13 +330,16 @@ class RayPipeline:
                 view.first_heard = time.monotonic()
             view.current = dataclasses.replace(post["stats"], started=view.first_heard)
             view.age_s = post["age_s"]
+            view.actor_state = _actor_state(view.handle) if view.age_s >= _SILENT_S else None
             if moved and on_progress is not None:
                 on_progress(view.current)
         refs = [w.handle.stats.remote() for w in self.workers]
         ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=1)
         for worker, ref in zip(self.workers, refs):
             worker.up = False  # until it answers: restarting, or busy beyond a second
+            worker.actor_state = None
             if ref not in ready:
+                worker.actor_state = _actor_state(worker.handle)
                 continue
             try:
                 answer = self._ray.get(ref)
@@ -365,13 +377,30 @@ class RayPipeline:
         """One line per model worker, and the restarts seen: for the console's status lines and the summary."""
         lines = []
         for i, worker in enumerate(self.workers):
-            state = "up" if worker.up else "restarting or busy"
+            state = "up" if worker.up else _shown(worker.actor_state, "busy")
             keyframes = (worker.last or {}).get("keyframes", 0)
             restarts = f", restarted {worker.restarts}x" if worker.restarts else ""
             lines.append(f"[worker-{i}] {state}, keyframes {keyframes}{restarts}")
         lines += [f"[{view.current.source}] source actor restarted {view.restarts}x" for view in self.runs
                   if view.restarts]
         return lines
+
+
+def _shown(actor_state: str | None, otherwise: str) -> str:
+    """How a status line names an actor that did not answer: as Ray has it when it is being (re)placed or dead,
+    else `otherwise` (alive but silent: busy, or taking over)."""
+    return {"RESTARTING": "restarting", "PENDING_CREATION": "restarting", "DEAD": "dead"}.get(actor_state, otherwise)
+
+
+def _actor_state(handle) -> str | None:
+    """Ray's state of an actor (ALIVE, RESTARTING, DEAD, PENDING_CREATION), from its control store, which
+    answers while the actor cannot; None where this Ray cannot say."""
+    try:
+        from ray._private.state import actors
+
+        return actors(actor_id=handle._actor_id.hex()).get("State")
+    except Exception:  # noqa: BLE001 - a debugging API of Ray's: without it the line says less, nothing breaks
+        return None
 
 
 def _absolute(spec: SourceSpec) -> SourceSpec:
