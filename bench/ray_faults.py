@@ -11,12 +11,14 @@ worker process on it killed), in two shapes:
   was there should move to the surviving worker after `cluster.restart_timeout_s` (here 10 s), a source that
   was there should end as lost; either way the run ends and reports every source;
 - node back: the head full again, and a node like the lost one joins 40 s after the loss (within
-  `cluster.restart_timeout_s`, here 90 s): what was RESTARTING is placed there and every source ends whole.
+  `cluster.restart_timeout_s`, here 90 s): what was RESTARTING is placed there and every source ends whole;
+- stop while stuck: the head full, `restart_timeout_s` 90 s, and the run stopped (as Ctrl-C does) 3 s after the
+  loss: it should end within seconds, not wait for what is RESTARTING.
 
 Prints, per shape: where each actor ran, how long the run took after the loss, each source's frames, events and
 whether its log and store are whole, and how the run ended. Not part of the test suite.
 
-    python bench/ray_faults.py [room] [full] [back]    (all three when none is named)
+    python bench/ray_faults.py [room] [full] [back] [stop]    (all when none is named)
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def plain(rows: list[dict]) -> list[tuple]:
 
 
 def shape(name: str, head_cpus: int, node_cpus: int, clip: Path, model: Path, reference: list[tuple],
-          restart_timeout_s: float = 10, back_after_s: float | None = None) -> None:
+          restart_timeout_s: float = 10, back_after_s: float | None = None, stop_after_s: float | None = None) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
@@ -84,6 +86,10 @@ def shape(name: str, head_cpus: int, node_cpus: int, clip: Path, model: Path, re
     lost_at = time.monotonic()
     cluster.remove_node(second)
     print(f"  second node removed at frame {pipeline.runs[0].stats().frames} of source a", flush=True)
+    if stop_after_s is not None:
+        thread.join(timeout=stop_after_s)
+        pipeline.stop()
+        print(f"  stopped {time.monotonic() - lost_at:.0f} s after the loss", flush=True)
     if back_after_s is not None:
         thread.join(timeout=back_after_s)
         cluster.add_node(num_cpus=node_cpus)
@@ -124,7 +130,9 @@ def main(names: list[str]) -> None:
     shapes = {"room": lambda: shape("head with room", 4, 4, clip, model, reference),
               "full": lambda: shape("head full", 2, 2, clip, model, reference),
               "back": lambda: shape("node back", 2, 2, clip, model, reference, restart_timeout_s=90,
-                                    back_after_s=40)}
+                                    back_after_s=40),
+              "stop": lambda: shape("stop while stuck", 2, 2, clip, model, reference, restart_timeout_s=90,
+                                    stop_after_s=3)}
     for name in names or list(shapes):
         shapes[name]()
 

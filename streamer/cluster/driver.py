@@ -35,6 +35,7 @@ from streamer.worker import Detector, load_detector
 _READY_TIMEOUT_S = 600.0  # a model load on a fresh node may download and compile for minutes
 _STOP_TIMEOUT_S = 30.0
 _SILENT_S = 3.0  # a source that posted nothing for this long is shown as Ray has its actor, not as it last said
+_STOP_GRACE_S = 5.0  # after a stop, sources still silent this long after it are not waited for
 
 
 @dataclass
@@ -273,27 +274,29 @@ class RayPipeline:
     def _watch(self, board, sources, refs, on_progress, duration_s) -> None:
         """Wait for every source, relaying progress; on a stop or the deadline, ask every source to stop."""
         deadline = time.monotonic() + duration_s if duration_s else None
-        pending, stopping, next_poll = list(refs), False, 0.0
+        pending, stopping, next_poll = list(refs), None, 0.0
         while pending:
             _, pending = self._ray.wait(pending, num_returns=len(pending), timeout=0.2)
             if time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + POST_S
                 self._poll(board, on_progress)
-                pending = [ref for ref in pending if not self._lost(self.runs[refs.index(ref)])]
+                hurry = stopping is not None and time.monotonic() - stopping >= _STOP_GRACE_S
+                pending = [ref for ref in pending if not self._lost(self.runs[refs.index(ref)], hurry)]
             if deadline is not None and time.monotonic() >= deadline:
                 self._stop.set()
-            if self._stop.is_set() and not stopping:
-                stopping = True
+            if self._stop.is_set() and stopping is None:
+                stopping = time.monotonic()
                 for source in sources:
                     source.stop.remote()
         self._poll(board, None)
 
-    def _lost(self, view: _SourceView) -> bool:
+    def _lost(self, view: _SourceView, hurry: bool = False) -> bool:
         """A source silent for `cluster.restart_timeout_s` whose actor answers no ping (restarting where no node
-        has room: its node is gone) is lost; the run goes on without it and says so."""
+        has room: its node is gone) is lost; the run goes on without it and says so. `hurry`: the run was asked
+        to stop `_STOP_GRACE_S` ago; a source silent by then is not waited for (Ctrl-C ends a run in seconds)."""
         from ray.exceptions import RayError
 
-        limit = self.config.cluster.restart_timeout_s
+        limit = _SILENT_S if hurry else self.config.cluster.restart_timeout_s
         if view.lost is not None or view.age_s < limit:
             return view.lost is not None
         try:
@@ -301,8 +304,9 @@ class RayPipeline:
             return False
         except RayError:
             view.lost = (f"{view.current.source}: lost: its actor has not answered for {view.age_s:.0f} s "
-                         f"(cluster.restart_timeout_s {limit:g}): its node is gone and no other has room for it; "
-                         "its outputs hold what it did")
+                         + ("and the run was stopped" if hurry else
+                            f"(cluster.restart_timeout_s {limit:g}): its node is gone and no other has room for it")
+                         + "; its outputs hold what it did")
             self._note(view.lost)
             return True
 
@@ -365,7 +369,7 @@ class RayPipeline:
     def _teardown(self, actors: list) -> None:
         """Stop the workers (the batch in hand ends), then free every actor; leave a cluster we joined running."""
         ray = self._ray
-        stops = [w.handle.stop.remote() for w in self.workers]
+        stops = [w.handle.stop.remote() for w in self.workers if w.up]  # one restarting would never answer
         if stops:
             ray.wait(stops, num_returns=len(stops), timeout=_STOP_TIMEOUT_S)
         for actor in actors:
