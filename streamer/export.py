@@ -57,13 +57,11 @@ def _inside(rows: list, image: Path) -> list:
             width, height = picture.size
     except OSError as exc:
         raise StreamerError(f"keyframe image {image} cannot be read: {exc}") from None
-    kept = []
-    for label, (x1, y1, x2, y2), track in rows:
-        x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
-        y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
-        if x2 - x1 >= 1e-3 and y2 - y1 >= 1e-3:
-            kept.append((label, (x1, y1, x2, y2), track))
-    return kept
+    if not rows:
+        return []
+    boxes = sv.clip_boxes(np.array([box for _, box, _ in rows], dtype=float).reshape(-1, 4), (width, height))
+    return [(label, tuple(map(float, b)), track) for (label, _, track), b in zip(rows, boxes)
+            if b[2] - b[0] >= 1e-3 and b[3] - b[1] >= 1e-3]
 
 
 def export(run_or_db: Path, fmt: str, out: Path, media_url: str | None = None) -> tuple[int, int]:

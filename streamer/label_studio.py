@@ -33,6 +33,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import supervision as sv
 
 from streamer import __version__
 from streamer.auth import Guard, is_loopback
@@ -219,12 +220,8 @@ class Backend:
 
 def _clipped(xyxy: np.ndarray, width: int, height: int) -> list:
     """Each box inside the picture, None where nothing is left of it."""
-    out = []
-    for x1, y1, x2, y2 in np.asarray(xyxy, dtype=float).reshape(-1, 4):
-        x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
-        y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
-        out.append((x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None)
-    return out
+    boxes = sv.clip_boxes(np.asarray(xyxy, dtype=float).reshape(-1, 4), (width, height))
+    return [tuple(map(float, b)) if b[2] > b[0] and b[3] > b[1] else None for b in boxes]
 
 
 def _score(detections, i: int) -> float:
