@@ -242,9 +242,6 @@ def render(hits: list[Hit], fmt: str) -> str:
         return json.dumps([asdict(h) for h in hits], indent=1, ensure_ascii=False)
     rows = [[h.wall_time or "-", h.source, str(h.frame_index) if h.frame_index >= 0 else f"{h.pts:.1f}s",
              f"{h.confidence:.2f}", " ".join(f"{v:.0f}" for v in h.box), h.image or h.footage or "-"] for h in hits]
-    head = ["time", "source", "frame", "conf", "box", "where"]
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(head)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
-    lines.append(f"({len(rows)} hits)")
-    return "\n".join(line.rstrip() for line in lines)
+    from streamer.store import text_table
+
+    return text_table(["time", "source", "frame", "conf", "box", "where"], rows, "hits")

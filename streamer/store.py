@@ -603,11 +603,16 @@ def render(events: list[dict[str, Any]], fmt: str, columns: list[str] = COLUMNS)
         for event in events:
             writer.writerow({**event, "bbox": " ".join(str(v) for v in event["bbox"] or [])})
         return out.getvalue().rstrip("\n")
-    rows = [[_cell(e.get(c)) for c in columns] for e in events]
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    return text_table(columns, [[_cell(e.get(c)) for c in columns] for e in events], "events")
+
+
+def text_table(head: list[str], rows: list[list[str]], what: str) -> str:
+    """Columns padded to their widest cell, and a last line counting the rows: what people read in a terminal
+    (`streamer events`, `streamer find`)."""
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(head)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
-    lines.append(f"({len(rows)} events)")
+    lines.append(f"({len(rows)} {what})")
     return "\n".join(line.rstrip() for line in lines)
 
 
