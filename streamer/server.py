@@ -130,6 +130,9 @@ PAGE = """<!doctype html>
 body {{ font-family: system-ui, sans-serif; margin: 1em; background: #111; color: #eee; }}
 .cams {{ display: flex; flex-wrap: wrap; gap: 1em; }}
 figure {{ margin: 0; }} img {{ max-width: 640px; width: 100%; background: #222; }}
+.thumb {{ position: relative; display: inline-block; width: 160px; vertical-align: middle; }}
+.thumb img {{ display: block; width: 100%; }}
+.thumb .mark {{ position: absolute; border: 2px solid #0f0; box-sizing: border-box; }}
 #events {{ font-family: monospace; font-size: 0.85em; white-space: pre; max-height: 40vh; overflow-y: auto; }}
 </style></head><body>
 <h1>streamer</h1>
@@ -171,10 +174,19 @@ async function findInFootage(words, box) {{
       line.className = 'hit';
       line.textContent = [hit.wall_time ?? '', hit.source, 'conf ' + hit.confidence.toFixed(2)].join('  ') + '  ';
       if (hit.image) {{
-        const img = document.createElement('img');
+        // The keyframe with the box the phrase was grounded on, drawn over it (the picture itself is as kept).
+        const frame = document.createElement('span'), img = document.createElement('img');
+        const mark = document.createElement('span');
+        frame.className = 'thumb';
+        mark.className = 'mark';
+        img.onload = () => {{
+          const [x1, y1, x2, y2] = hit.box, w = img.naturalWidth, h = img.naturalHeight;
+          Object.assign(mark.style, {{left: 100 * x1 / w + '%', top: 100 * y1 / h + '%',
+                                     width: 100 * (x2 - x1) / w + '%', height: 100 * (y2 - y1) / h + '%'}});
+        }};
         img.src = hit.image;
-        img.style.maxWidth = '160px';
-        line.append(img);
+        frame.append(img, mark);
+        line.append(frame);
       }}
       if (hit.clip) {{
         const link = document.createElement('a');

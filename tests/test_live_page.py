@@ -57,6 +57,12 @@ def test_live_page_shows_a_moving_camera_and_new_events(tmp_path):
                 page.click("#search button")
                 hit = page.wait_for_selector("#results .hit img", timeout=20000)
                 page.wait_for_function("hit => hit.complete && hit.naturalWidth > 0", arg=hit, timeout=10000)
+                # The grounded box is drawn over the thumbnail where it is in the keyframe.
+                thumb, mark = hit.bounding_box(), page.locator("#results .hit .mark").first.bounding_box()
+                rows = hit.evaluate("img => img.naturalHeight")
+                assert abs((mark["y"] - thumb["y"]) / thumb["height"] - 60 / rows) < 0.02  # the car's y1 and y2
+                assert abs(mark["height"] / thumb["height"] - 60 / rows) < 0.02
+                assert thumb["x"] < mark["x"] and mark["x"] + mark["width"] < thumb["x"] + thumb["width"]
                 import urllib.request
 
                 with urllib.request.urlopen(server.address + "/api/find?phrase=car", timeout=30) as reply:
