@@ -111,8 +111,8 @@ def test_a_click_on_a_cameras_timeline_plays_that_moment_and_the_live_page_shows
                                         args=CHROMIUM_FLAGS + ["--autoplay-policy=no-user-gesture-required"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(served.address + "/", wait_until="domcontentloaded")  # its MJPEG never ends loading
-            page.wait_for_function("() => document.querySelector('.state').textContent.includes('fps')",
-                                   timeout=10000)
+            page.wait_for_function("() => /^ended +[0-9.]+ fps/.test(document.querySelector('.state').textContent)",
+                                   timeout=10000)  # the run is over: its camera's state as the server has it
             page.goto(served.address + "/review")
             page.select_option("#hours", "1")
             page.wait_for_load_state("networkidle")  # the timeline drawn for the hour, not the one before
