@@ -32,7 +32,8 @@ EXIT_INTERRUPTED = 130
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamer", description="Florence-2 on video: detect, track, annotate, log.")
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors and the log (a Ray cluster's news of restarts)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks of unexpected errors and the log (a Ray cluster's news of restarts)")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the pipeline on video files or stream URLs")
     run.add_argument("sources", nargs="*", metavar="SOURCE",

@@ -58,7 +58,12 @@ def test_a_camera_whose_node_is_lost_comes_back_on_another_with_down_up_and_new_
 
             assert wait_for(back_with_a_new_track, 60), f"the camera never came back: {read_events(log)[-3:]}"
             back_after = time.monotonic() - removed
-            assert _node_of(camera) != lost
+            now = _node_of(camera)
+            assert now != lost
+            # The driver said where the camera ran, and where it runs after the move.
+            assert any(line.startswith("[cam] source on node") and f"({lost})" in line for line in run.said)
+            assert wait_for(lambda: any(line.startswith("[cam] source restarted, now on node") and f"({now})" in line
+                                        for line in run.said), 10), run.said
             assert {"restarting", "silent"} & set(shown) and shown[-1] == "up", f"shown {shown} while it was gone"
             run.pipeline.stop()
             [stats] = run.join(within=60)

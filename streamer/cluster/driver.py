@@ -249,6 +249,17 @@ class RayPipeline:
         for name, place in zip(names, places):
             self.notify(f"{name} on {place}")
 
+    def _say_moved(self, name: str, handle) -> None:
+        """Where a restarted actor runs now (on another node, when its own was lost)."""
+        from ray.exceptions import RayError
+
+        if self.notify is None:
+            return
+        try:
+            self.notify(f"{name} restarted, now on {self._ray.get(handle.where.remote(), timeout=5)}")
+        except RayError:
+            self.notify(f"{name} restarted")
+
     def _gather(self, refs: list, what: str) -> list:
         """Results of `refs`, a StreamerError from inside raised as itself, or one line when the cluster cannot
         place the actors in time. A stop (Ctrl-C) while waiting ends the run at once."""
@@ -327,6 +338,7 @@ class RayPipeline:
             view = self.runs[int(key)]
             if view.incarnation not in (None, post["incarnation"]):
                 view.restarts += 1
+                self._say_moved(f"[{post['stats'].source}] source", view.handle)
             view.incarnation = post["incarnation"]
             moved = post["stats"].frames != view.current.frames
             # `started` is on the actor's clock, perhaps another host's: the console measures on this one.
@@ -339,7 +351,7 @@ class RayPipeline:
                 on_progress(view.current)
         refs = [w.handle.stats.remote() for w in self.workers]
         ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=1)
-        for worker, ref in zip(self.workers, refs):
+        for i, (worker, ref) in enumerate(zip(self.workers, refs)):
             worker.up = False  # until it answers: restarting, or busy beyond a second
             worker.actor_state = None
             if ref not in ready:
@@ -351,6 +363,7 @@ class RayPipeline:
                 continue
             if worker.last is not None and worker.last["incarnation"] != answer["incarnation"]:
                 worker.restarts += 1
+                self._say_moved(f"[worker-{i}] model worker", worker.handle)
             worker.up, worker.last = True, answer
 
     def _result(self, ref, last: RunStats) -> RunStats:
