@@ -155,35 +155,33 @@ def test_a_killed_source_actor_redoes_its_file_without_repeating_an_event(ray_he
     assert "source actor restarted 1x" in " ".join(run.pipeline.status_lines())
 
 
-def test_a_killed_worker_actor_restarts_and_no_keyframe_is_lost(ray_head, long_clip, reference, tmp_path,
-                                                                  event_validator):
-    config, expected = reference
-    run = OnRay(config, [SourceSpec(str(long_clip), tmp_path / "events.jsonl", None, name="long")])
-    run.wait_frames(60)
-    ray.kill(run.pipeline.workers[0].handle, no_restart=False)
-    [stats] = run.join()
-    events = read_events(tmp_path / "events.jsonl")
-    restarted = [e for e in events if e["type"] == "worker_restarted"]
-    assert len(restarted) == 1 and restarted[0]["worker"] == "worker-0"
-    event_validator.validate(restarted[0])
-    others = [e for e in events if e["type"] != "worker_restarted"]
-    assert without_wall_time(others) == without_wall_time(expected)
-    assert stats.frames == LONG and stats.keyframes == LONG // 2
-    assert "restarted 1x" in run.pipeline.status_lines()[0]
-
-
-def test_a_worker_dead_for_good_hands_its_sources_to_the_next(ray_head, long_clip, reference, tmp_path):
+def test_a_killed_worker_restarts_and_one_dead_for_good_hands_its_source_on_and_no_keyframe_is_lost(
+        ray_head, long_clip, reference, tmp_path, event_validator):
+    """Two sources, a worker each: worker-0 killed (Ray restarts it: its source notes `worker_restarted`),
+    worker-1 killed for good (its source moves to worker-0: `worker_lost`, `moved_to`); no keyframe is lost."""
     config, expected = reference
     config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"workers": 2})})
-    run = OnRay(config, [SourceSpec(str(long_clip), tmp_path / "events.jsonl", None, name="long")])
-    run.wait_frames(60)
-    ray.kill(run.pipeline.workers[0].handle, no_restart=True)  # the source's own worker, gone for good
-    [stats] = run.join()
-    events = read_events(tmp_path / "events.jsonl")
-    lost = [e for e in events if e["type"] == "worker_lost"]
-    assert [(e["worker"], e["moved_to"]) for e in lost] == [("worker-0", "worker-1")]
-    assert without_wall_time([e for e in events if e["type"] != "worker_lost"]) == without_wall_time(expected)
-    assert stats.frames == LONG and stats.keyframes == LONG // 2
+    run = OnRay(config, [SourceSpec(str(long_clip), tmp_path / f"{name}.jsonl", None, name=name) for name in "ab"])
+    run.wait_frames(60, source=0)
+    run.wait_frames(60, source=1)
+    ray.kill(run.pipeline.workers[0].handle, no_restart=False)
+    ray.kill(run.pipeline.workers[1].handle, no_restart=True)  # source b's own worker, gone for good
+    stats = run.join()
+    a, b = read_events(tmp_path / "a.jsonl"), read_events(tmp_path / "b.jsonl")
+    restarted = [e for e in a if e["type"] == "worker_restarted"]
+    assert [e["worker"] for e in restarted] == ["worker-0"]
+    event_validator.validate(restarted[0])
+    lost = [e for e in b if e["type"] == "worker_lost"]
+    assert [(e["worker"], e["moved_to"]) for e in lost] == [("worker-1", "worker-0")]
+    event_validator.validate(lost[0])
+
+    def seen(events):  # what the video showed, whichever source's name it carries
+        return [{k: v for k, v in e.items() if k != "source"} for e in without_wall_time(events)
+                if not e["type"].startswith("worker_")]
+
+    assert seen(a) == seen(expected) and seen(b) == seen(expected)
+    assert [(s.frames, s.keyframes) for s in stats] == [(LONG, LONG // 2)] * 2
+    assert "restarted 1x" in run.pipeline.status_lines()[0]
 
 
 def test_the_readme_scale_out_command_runs_on_the_head(ray_head, tiny_od, tmp_path):
