@@ -46,8 +46,7 @@ def record(tmp_path: Path, url: str, seconds: float, script=lambda i: [], **reco
     pipeline = Pipeline(config, lambda: ScriptedDetector(script))
     [stats] = pipeline.run_many([spec], duration_s=seconds)
     assert stats.error is None, stats.error
-    record.pipeline = pipeline  # for a server over what it recorded
-    return stats, spec
+    return stats, spec, pipeline  # the pipeline: for a server over what it recorded
 
 
 def frames_of(path: Path) -> int:
@@ -62,8 +61,7 @@ def recorded(tmp_path_factory):
     require_gstreamer()
     folder = tmp_path_factory.mktemp("recorded")
     with RtspServer() as camera:
-        stats, spec = record(folder, camera.url(), 9, car_from(100), pre_s=2, post_s=1)
-    return folder, stats, spec, record.pipeline
+        return (folder, *record(folder, camera.url(), 9, car_from(100), pre_s=2, post_s=1))
 
 
 @pytest.mark.live
@@ -117,7 +115,7 @@ def test_a_full_disk_under_the_recordings_makes_the_guard_delete_and_recording_g
         pytest.skip("cannot mount a tmpfs here")
     try:
         with RtspServer({"/live": NOISY}) as camera:
-            stats, spec = record(disk, camera.url(), 10, car_from(0), min_free_gb=0.003, segment_s=1)
+            stats, spec, _ = record(disk, camera.url(), 10, car_from(0), min_free_gb=0.003, segment_s=1)
         segments = recordings(spec.db_path)
         assert stats.segments_deleted > 0 and stats.segments > len(segments) >= 1
         assert os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize > 1e6  # room was kept
