@@ -8,7 +8,12 @@ class StreamerError(Exception):
 def cannot_write(what: str, path, exc: BaseException) -> StreamerError:
     """One line for any failed write: which output, where, and the system's reason (a full disk, ...)."""
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return StreamerError(f"cannot write the {what} {path}: {reason[0].lower() + reason[1:]}")
+    return StreamerError(f"cannot write the {what} {path}: {_lowered(reason)}")
+
+
+def _lowered(text: str) -> str:
+    """A sentence's first letter lowered to follow a colon; a word in capitals (SQLite's "NOT NULL") kept."""
+    return text if text[1:2].isupper() else text[0].lower() + text[1:]
 
 
 class Stopped(Exception):

@@ -174,10 +174,12 @@ class Logged:
 
     @classmethod
     def of(cls, event: Event, folder: Path | None = None) -> "Logged":
-        """`folder`: the event log's, which the event's paths are relative to."""
+        """`folder`: the event log's, which the event's paths are relative to. Strict JSON: a NaN or an infinity
+        anywhere in the event raises ValueError here, before any output has it (it is no JSON, and the store
+        refuses it)."""
         data = event.to_dict()
         snapshot = Path(folder) / data["snapshot"] if folder is not None and "snapshot" in data else None
-        return cls(event, data, json.dumps(data, ensure_ascii=False), snapshot)
+        return cls(event, data, json.dumps(data, ensure_ascii=False, allow_nan=False), snapshot)
 
 
 def _iso(epoch_s: float) -> str:

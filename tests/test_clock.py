@@ -5,6 +5,7 @@ import pytest
 from streamer.clock import MediaClock
 
 STEP = 0.04  # 25 fps
+NAN, INF = float("nan"), float("inf")
 
 
 def times(sessions, last=None):
@@ -33,6 +34,14 @@ def times(sessions, last=None):
     ([(0.0, [1.0, 1.0, 1.04])], None, [[0.0, 0.04, 0.08]]),
     # resumed after a process died at media time 9.0, 3 s ago
     ([(3.0, [0.0, 0.04])], 9.0, [[12.04, 12.08]]),
+    # the frames a flushed decoder returns have no time base (PyAV: NaN): they step on from the last
+    ([(0.0, [2.0, 2.04, NAN, NAN])], None, [[0.0, 0.04, 0.08, 0.12]]),
+    # NaN and infinity anywhere: the first frame, between timed ones, as the outage or the resumed time
+    ([(0.0, [NAN, INF, 1.0, -INF, 1.08])], None, [[0.0, 0.04, 0.08, 0.12, 0.16]]),
+    ([(0.0, [1.0]), (NAN, [NAN, 0.5])], None, [[0.0], [0.04, 0.08]]),
+    ([(0.0, [1.0, 1.04])], NAN, [[0.0, 0.04]]),
+    # a pts that leaps hours ahead (a camera's clock reset) is a discontinuity, not hours of media time
+    ([(0.0, [1.0, 1.04, 90000.0, 90000.04])], None, [[0.0, 0.04, 0.08, 0.12]]),
 ])
 def test_media_time(sessions, last, expected):
     assert times(sessions, last) == expected
