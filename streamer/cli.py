@@ -393,7 +393,8 @@ class _Console:
                 latency = f"{st.latency_ms:.0f} ms" if st.latency_ms is not None else "-"
                 self.console.print(
                     f"[{st.source}] {st.state:8} {fps_in:5.1f} fps in  keyframes {st.keyframes}  drops {st.dropped}"
-                    f"  reconnects {st.reconnects}  latency {latency}" + _questions(st) + _recorded(st), highlight=False,
+                    f"  reconnects {st.reconnects}" + (f"  faults {st.faults}" if st.faults else "")
+                    + f"  latency {latency}" + _questions(st) + _recorded(st), highlight=False,
                     markup=False,
                 )
             if any(run.stats().live for run in self._pipeline.runs):
@@ -423,6 +424,7 @@ def _summary(stats: RunStats) -> str:
         + (", failed)" if stats.error is not None else ", stopped early)" if stats.stopped_early else ")"),
         f"  frames {stats.frames} of {shape}, keyframes {stats.keyframes}, detections {stats.detections}"
         + (f", dropped {stats.dropped}, reconnects {stats.reconnects}" if stats.live else "")
+        + (f", faults {stats.faults}" if stats.faults else "")
         + _recorded(stats).replace("  ", ", ", 1),
         f"  events {stats.events}" + (f" ({kinds})" if kinds else "") + _questions(stats).replace("  ", ", ", 1),
     ]

@@ -144,11 +144,11 @@ class EventMaker:
         dwell = round(track.last_pts - track.first_pts, 6)
         return self._event("object_left", frame, track, text=track.text, dwell_s=dwell, reason=reason)
 
-    def finish(self, last_frame: Frame | None) -> list[Event]:
-        """Close every open track at the end of the stream."""
+    def finish(self, last_frame: Frame | None, reason: str = "stream_ended") -> list[Event]:
+        """Close every open track at the end of the stream (or of the tracking: `source_restarted`)."""
         if last_frame is None:
             return []
-        return [self._left(last_frame, track, "stream_ended") for track in list(self._active.values())]
+        return [self._left(last_frame, track, reason) for track in list(self._active.values())]
 
 
 def status_event(status: SourceStatus) -> Event:

@@ -10,8 +10,10 @@ Live sources (RTSP and any other URL FFmpeg opens): TCP by default, open and rea
 them PyAV waits forever on a frozen camera), the end of a live stream taken as the camera going away, and
 reconnects with exponential backoff and jitter. The queue keeps the newest frames and drops the oldest, so latency
 cannot build up behind a slow consumer. `SourceStatus` records (down / up, with the gap) travel in the same queue
-as frames, so the consumer sees them in stream order. Only a camera's own failures (FFmpeg's and the network's
-errors) mean "down"; anything else is a bug, and ends the run with its traceback under `--debug`.
+as frames, so the consumer sees them in stream order. Whatever stops a camera's stream (FFmpeg's and the network's
+errors, and any other exception while decoding it, whose traceback is logged for `--debug`) means "down" with its
+reason, then a reconnect: a camera's error is never the run's. So does the consumer's `reconnect`, for a fault
+further down the camera's path. Only a `StreamerError` (bad configuration, an output that cannot go on) ends it.
 
 `open_reader` opens a source and returns the reader for what it turned out to be: `FileReader` or `CameraReader`.
 """
@@ -19,6 +21,8 @@ errors) mean "down"; anything else is a bug, and ends the run with its traceback
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import os
 import stat
 import threading
@@ -37,8 +41,9 @@ from streamer.clock import MediaClock
 from streamer.config import LiveConfig
 from streamer.errors import StreamerError
 from streamer.records import Frame, SourceStatus, StreamInfo
-from streamer.sources import display_name, guess_live, is_url
+from streamer.sources import display_name, guess_live, is_url, scrub
 
+log = logging.getLogger("streamer.reader")
 _POLL_S = 0.1
 _STALE_S = 1.0  # a live connection opened longer ago than this before reading is reopened
 # Answers that will not change by retrying: a wrong path, wrong credentials, an unknown protocol.
@@ -174,12 +179,13 @@ class Reader:
 
     def _picture(self, av_frame) -> np.ndarray:
         """The frame as BGR, upright: phone video carries its rotation as a display matrix, which players apply
-        and so does this. The first frame fixes the stream's size as seen (width and height swap at 90°)."""
+        and so does this. The frames fix the stream's size as seen (width and height swap at 90°; a camera may
+        come back from a reconnect at another size)."""
         image = av_frame.to_ndarray(format="bgr24")
         turns = round((av_frame.rotation or 0) / 90) % 4
         if turns:
             image = np.ascontiguousarray(np.rot90(image, turns))
-        if self.frames_decoded == 0 and self.info is not None and image.shape[:2] != (self.info.height, self.info.width):
+        if self.info is not None and image.shape[:2] != (self.info.height, self.info.width):
             self.info = dataclasses.replace(self.info, width=image.shape[1], height=image.shape[0])
         image.setflags(write=False)  # the camera's pixels from here on: whoever draws, draws on a copy
         return image
@@ -232,6 +238,12 @@ class CameraReader(Reader):
         self._first_error = first_error
         self._opened = time.monotonic()
         self._reconnect_at_start = False
+        self._fault: str | None = None  # set by `reconnect`: the decoding session ends with this reason
+
+    def reconnect(self, reason: str) -> None:
+        """Drop the connection and reconnect with the usual backoff, reporting `reason` as the camera's "down":
+        the consumer's way to recover from a fault further down the camera's path (thread-safe)."""
+        self._fault = reason
 
     def start(self) -> None:
         if self._container is not None and time.monotonic() - self._opened > _STALE_S:
@@ -243,7 +255,7 @@ class CameraReader(Reader):
 
     def _connect(self) -> None:
         self._container, info = _open(self.source, self.name, self.config, live=True)
-        self.info = self.info or info
+        self.info = dataclasses.replace(info, total_frames=None)
 
     def _run(self) -> None:
         backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
@@ -265,33 +277,44 @@ class CameraReader(Reader):
             self.state = "down"
             self._put(SourceStatus(self.name, "down", down_since, 0.0, 0, reason=self._first_error or "unreachable"))
         error: BaseException | None = None
+        failed = 0  # attempts since frames last came, for `max_retries`
         try:
             while not self._stop.is_set():
                 if self._container is None:
-                    if self.config.max_retries is not None and backoff.attempts >= self.config.max_retries:
-                        error = StreamerError(f"{self.name}: gave up after {backoff.attempts} reconnect attempts")
+                    if self.config.max_retries is not None and failed >= self.config.max_retries:
+                        error = StreamerError(f"{self.name}: gave up after {failed} reconnect attempts")
                         break
                     if self._stop.wait(backoff.next_wait()):
                         break
                     self.reconnects += 1
+                    failed += 1
                     try:
                         self._connect()
-                    except (av.error.FFmpegError, OSError, StreamerError):
+                    except StreamerError as exc:
+                        log.info("%s: cannot connect: %s", self.name, exc)
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - a camera that answers nonsense is down, not the run
+                        log.info("%s: cannot connect: %s", self.name, _reason(exc), exc_info=not _expected(exc))
                         continue
                 if clock is None:
                     clock = MediaClock(1.0 / float(self.info.fps), last=self.resume.pts if self.resume else None)
                 clock.start_session(0.0 if down_since is None else time.time() - down_since)
+                self._fault = None
+                began = time.monotonic()
                 frames, reason = self._decode_session(clock, down_since)
                 if self._stop.is_set():
                     break
                 self._close()
-                if frames:  # it was up: report it down once, and back off from the start
-                    backoff.reset()
+                if frames:
+                    failed = 0
+                    if time.monotonic() - began >= self.config.backoff_max_s:
+                        backoff.reset()  # up for a while: back off from the start; one that keeps failing waits longer
+                if frames or down_since is None:  # it was up (or is not reported down yet): down once, with why
                     down_since = time.time()
                     self.state = "down"
-                    self._put(SourceStatus(self.name, "down", down_since, clock.last or 0.0,
+                    self._put(SourceStatus(self.name, "down", down_since, clock.last if clock.last is not None else 0.0,
                                            max(self.frames_decoded - 1, 0), reason=reason))
-        except Exception as exc:  # a bug, not a camera failure: it ends the run, with its traceback
+        except Exception as exc:  # a StreamerError (the recording cannot go on), or a bug outside any session
             error = exc
         self._close()
         if self.recorder is not None:
@@ -315,10 +338,13 @@ class CameraReader(Reader):
             for av_frame in _flushed(container, stream, recorder):
                 if self._stop.is_set():
                     return frames, "stopped"
+                if self._fault is not None and frames:
+                    return frames, self._fault
                 now = time.time()
                 raw = av_frame.time
                 pts = clock.next(raw)
-                camera_time = realtime0 / 1e6 + (raw - start_s) if realtime0 and raw is not None else None
+                camera_time = (realtime0 / 1e6 + (raw - start_s)
+                               if realtime0 and raw is not None and math.isfinite(raw) else None)
                 if frames == 0:
                     self.state = "up"
                     if down_since is not None:
@@ -330,6 +356,12 @@ class CameraReader(Reader):
                 frames += 1
         except (av.error.FFmpegError, OSError) as exc:  # the camera's failures mean "down", then reconnect
             return frames, _reason(exc)
+        except StreamerError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything else in this camera's stream is this camera's fault too
+            reason = fault_reason(exc, self.source)
+            log.warning("%s: %s", self.name, reason, exc_info=True)
+            return frames, reason
         finally:
             if recorder is not None:
                 recorder.cut()
@@ -469,6 +501,16 @@ def _has_end(container) -> bool:
     """Media with an end: FFmpeg knows its duration (a file behind a URL, an HLS playlist with #EXT-X-ENDLIST).
     Live HLS, MJPEG or MPEG-TS streamed over HTTP have none."""
     return container.duration is not None and container.duration > 0
+
+
+def fault_reason(exc: BaseException, url: str = "") -> str:
+    """A fault that is no camera failure as one line for `source_down`, no secret of the camera's `url` in it."""
+    text = " ".join(scrub(str(exc), [url] if url else []).split())[:200]
+    return f"internal error: {type(exc).__name__}" + (f": {text}" if text else "")
+
+
+def _expected(exc: BaseException) -> bool:
+    return isinstance(exc, (av.error.FFmpegError, OSError))
 
 
 def _reason(exc: BaseException) -> str:

@@ -17,6 +17,9 @@ so the video and the tracks file show what the model saw on it.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import logging
 import threading
 import time
 import uuid
@@ -35,7 +38,7 @@ from streamer.events import status_event, worker_event
 from streamer.flow import small_grey
 from streamer.metrics import Metrics
 from streamer.outputs import Output, Outputs, Shown, source_outputs
-from streamer.reader import Reader
+from streamer.reader import Reader, fault_reason
 from streamer.recorder import Recorder, Segment
 from streamer.records import Event, Frame, SourceStatus
 from streamer.sampler import Sampler
@@ -47,7 +50,9 @@ from streamer.store import EventStore
 from streamer.task_tracking import Grey, SourceTracking, TaskTracking
 from streamer.worker import KeyframeModel
 
+log = logging.getLogger("streamer.source")
 DRAIN_S = 5.0  # how long a stopping camera waits for its keyframe in flight
+_REFAULT_S = 60.0  # a camera's second fault this soon after its first starts its tracking over
 _RECENT_LATENCIES = 4096
 
 
@@ -109,6 +114,7 @@ class SourceRun:
             self._stats.events, self._stats.event_counts = before.events, dict(before.event_counts)
         self.run_id = uuid.uuid4().hex[:8] + "-"  # in the names of the files this run writes beside others'
         self.max_track_id = self.takeover.first_track_id - 1  # the highest track id in an event so far
+        self._ids = itertools.count(self.takeover.first_track_id)  # the source's track ids, whatever tracks them
         self.last_frame: Frame | None = None
         self.latencies: deque[tuple[float, float]] = deque(maxlen=_RECENT_LATENCIES)  # (wall time, ms)
         self.sampler = Sampler(config.sampler)
@@ -118,6 +124,9 @@ class SourceRun:
         self.tracking: SourceTracking | None = None  # once the first frame tells the stream's rate and size
         self.outputs: Outputs | None = None
         self._held: list[Frame] = []  # frames waiting for the keyframe after (a file) or before (a camera) them
+        self._inflight: tuple[Frame, Jobs] | None = None  # a camera's keyframe with the model
+        self._faulted = False  # a camera's fault asked for a reconnect: its frames until then are let go
+        self._last_fault = float("-inf")
         self._sent: set[int] = set()  # indices of held frames that went to the model
 
     def stats(self) -> RunStats:
@@ -243,51 +252,101 @@ class SourceRun:
             self._hold(frame, self.config.pipeline.max_pending_frames)
 
     def _run_live(self, stop: threading.Event) -> None:
-        inflight: tuple[Frame, Jobs] | None = None
+        """A camera until the stop. A fault anywhere on its path (sampling, the model's answer, tracking, events,
+        an output: any exception but a `StreamerError`, which is an output that cannot go on) is the camera's,
+        never the run's: it is logged, counted, and the camera reconnects (`_fault`)."""
+        self._faulted = False
+        while True:
+            try:
+                self._live(stop)
+                break
+            except StreamerError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                self._fault(exc)
+        # Stopping: the keyframe in flight gets a few seconds; one the model cannot finish is let go.
+        if self._inflight is not None:
+            try:
+                for _, future in self._inflight[1]:
+                    future.result(timeout=DRAIN_S)
+            except (FutureTimeout, CancelledError):
+                return
+            self._track(*self._inflight)
+
+    def _live(self, stop: threading.Event) -> None:
         for item in self.reader.frames(stop):
             # 1. A camera that went down or came back is an event, in stream order.
             if isinstance(item, SourceStatus):
+                self._faulted = False
                 self._deliver([status_event(item)])
+                continue
+            if self._faulted:  # frames read before the reconnect a fault asked for: let go
                 continue
             frame = item
             self._prepare(frame)
             grey = self.tracking.look(frame)
             # 2. The keyframe in flight, once answered, moves the tracks on (to this frame); the frames held behind
             #    it go out with them.
+            inflight = self._inflight
             if inflight is not None and all(future.done() for _, future in inflight[1]):
+                self._inflight = None
                 self._track(*inflight)
-                inflight = None
                 self._release_held()
             # 3. A new keyframe goes out only when none is in flight: keyframes are skipped, never queued.
-            if inflight is None and self.sampler.is_keyframe(frame, grey and grey[0]):
-                inflight = (frame, self._send(frame))
-            self.tracking.keep_from = inflight[0].index if inflight is not None else None
+            if self._inflight is None and self.sampler.is_keyframe(frame, grey and grey[0]):
+                self._inflight = (frame, self._send(frame))
+            self.tracking.keep_from = self._inflight[0].index if self._inflight is not None else None
             # 4. The live view shows the frame now; the other outputs get it once the keyframe before it is answered.
             self._preview(frame)
             self._hold(frame, self.config.live.hold_frames + 1)
-            if inflight is None:
+            if self._inflight is None:
                 self._release_held()
             # 5. Answers to questions about objects, as they come.
             self._answers()
-        # 6. Stopping: the keyframe in flight gets a few seconds; one the model cannot finish is let go.
-        if inflight is not None:
+
+    def _fault(self, exc: Exception) -> None:
+        """A fault on a camera's path: one log line (the traceback under --debug), counted, and a reconnect whose
+        `source_down` says why. What was in hand for the broken step is let go (the keyframe in flight, the frames
+        held behind it: the recording has them); the tracks stay. A second fault within `_REFAULT_S` of the first
+        starts the tracking over (its open tracks end), in case its state is what fails."""
+        reason = fault_reason(exc, self.spec.url)
+        log.warning("%s: %s", self._stats.source, reason, exc_info=log.isEnabledFor(logging.DEBUG))
+        now = time.monotonic()
+        self._stats.faults += 1
+        if self._inflight is not None:
+            for _, future in self._inflight[1]:
+                future.cancel()
+            self._inflight = None
+        self._held.clear()
+        self._sent.clear()
+        if self.tracking is not None and now - self._last_fault < _REFAULT_S:
+            tracking, self.tracking = self.tracking, None
             try:
-                for _, future in inflight[1]:
-                    future.result(timeout=DRAIN_S)
-            except (FutureTimeout, CancelledError):
-                return
-            self._track(*inflight)
+                self._deliver(tracking.finish(self.last_frame, "source_restarted"))
+            except Exception as again:  # noqa: BLE001 - the tracks are let go without their object_left
+                log.warning("%s: open tracks dropped: %s", self._stats.source, fault_reason(again, self.spec.url))
+        self._last_fault = now
+        self._faulted = True
+        self.reader.reconnect(reason)
 
     # -- the steps ----------------------------------------------------------------------------------------
 
     def _prepare(self, frame: Frame) -> None:
-        """Trackers need the stream's rate and size; a camera may only say so with its first frame."""
+        """Trackers need the stream's rate and size; a camera may only say so with its first frame, and may come
+        back from a reconnect at another size: then the tracks (in the old size's pixels) end and tracking starts
+        over at the new one."""
+        height, width = frame.image.shape[:2]
         if self.tracking is not None:
-            return
+            if self.tracking.size == (width, height):
+                return
+            tracking, self.tracking = self.tracking, None
+            self._deliver(tracking.finish(self.last_frame, "source_restarted"))
         info = self._stats.info = self.reader.info
+        if (info.width, info.height) != (width, height):
+            info = self._stats.info = dataclasses.replace(info, width=width, height=height)
         rate = self.sampler.expected_rate(float(info.fps))
-        self.tracking = SourceTracking(self.config, self.schedule.entries, rate, info, self.takeover.first_track_id,
-                                       self.model, self.reader.live)
+        self.tracking = SourceTracking(self.config, self.schedule.entries, rate, info, self._ids, self.model,
+                                       self.reader.live)
         watcher = self.tracking.tasks[0].zones
         self.annotator.areas(watcher.polygons(), watcher.segments())
 

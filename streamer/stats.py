@@ -27,6 +27,7 @@ class RunStats:
     detections: int = 0
     dropped: int = 0
     reconnects: int = 0
+    faults: int = 0  # a camera's faults past its reader (an exception on its path), each followed by a reconnect
     latency_ms: float | None = None  # frame read -> its keyframe's tracks and events, latest
     events: int = 0
     event_counts: dict[str, int] = field(default_factory=dict)

@@ -7,9 +7,8 @@ and the questions asked about the tracks (`questions`), all for one task of the 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -88,8 +87,8 @@ class TaskTracking:
     def take(self, frame: Frame) -> FrameTracks:
         return FrameTracks(frame, self.task, self.motion.take(frame))
 
-    def finish(self, frame: Frame | None) -> list[Event]:
-        events = self.events.finish(frame)
+    def finish(self, frame: Frame | None, reason: str = "stream_ended") -> list[Event]:
+        events = self.events.finish(frame, reason)
         return [] if self.watch is not None else events + self._zone_exits(events, frame)
 
     def _seen(self, appeared: Event) -> Event:
@@ -111,8 +110,10 @@ class SourceTracking:
     followed over when the answer comes."""
 
     def __init__(self, config: Config, entries: list[TaskEntry], keyframe_rate: float, info: StreamInfo,
-                 first_track_id: int, model: KeyframeModel | None, live: bool) -> None:
-        ids = itertools.count(first_track_id)
+                 ids: Iterator[int], model: KeyframeModel | None, live: bool) -> None:
+        """`ids`: the source's track ids, shared by its tasks (and by the tracking that follows this one, when a
+        camera's tracking starts over: an id is never given twice)."""
+        self.size = (info.width, info.height)
         self.tasks = [TaskTracking(config, entry, keyframe_rate, info, ids, model, live) for entry in entries]
         self.live = live
         self.keep_from: int | None = None
@@ -166,8 +167,8 @@ class SourceTracking:
         """The tracks predicted on `frame` now (a camera's live view), letting nothing go."""
         return [tracking.take(frame) for tracking in self.tasks]
 
-    def finish(self, frame: Frame | None) -> list[Event]:
-        return [event for tracking in self.tasks for event in tracking.finish(frame)]
+    def finish(self, frame: Frame | None, reason: str = "stream_ended") -> list[Event]:
+        return [event for tracking in self.tasks for event in tracking.finish(frame, reason)]
 
     def question_counts(self) -> tuple[int, int, int]:
         """Questions asked, answered and dropped, over every task."""

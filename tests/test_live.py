@@ -25,9 +25,9 @@ def _gstreamer():
 class Running:
     """A pipeline on a background thread, stopped (bounded) at the end of the test."""
 
-    def __init__(self, specs, config=None, script=lambda i: []):
+    def __init__(self, specs, config=None, script=lambda i: [], shared=()):
         config = config or Config.model_validate({"live": FAST_LIVE})
-        self.pipeline = Pipeline(config, lambda: ScriptedDetector(script))
+        self.pipeline = Pipeline(config, lambda: ScriptedDetector(script), shared)
         self.result = {}
         self.thread = threading.Thread(target=self._run, args=(specs,), daemon=True)
         self.thread.start()
