@@ -26,21 +26,35 @@ class Layer:
 
 
 class Annotator:
-    """Colours follow the class name, so a track keeps its colour between keyframes."""
+    """Colours follow the class name, so a track keeps its colour between keyframes. An annotator belongs to one
+    thread: its colours and its traces (supervision's `TraceAnnotator` keeps every track's path) are state, and
+    two threads drawing with one corrupt it. Whoever draws elsewhere (the live view, for its watchers) draws with
+    a `sibling`."""
 
-    def __init__(self) -> None:
+    def __init__(self, traces: bool = True) -> None:
         self._class_ids: dict[str, int] = {}
         self._boxes = sv.BoxAnnotator(color_lookup=sv.ColorLookup.CLASS, thickness=2)
         self._masks = sv.MaskAnnotator(color_lookup=sv.ColorLookup.CLASS, opacity=0.35)
         self._labels = sv.LabelAnnotator(color_lookup=sv.ColorLookup.CLASS, text_scale=0.5, text_padding=4)
-        self._traces = sv.TraceAnnotator(color_lookup=sv.ColorLookup.CLASS, trace_length=50, thickness=2)
+        self._traces = (sv.TraceAnnotator(color_lookup=sv.ColorLookup.CLASS, trace_length=50, thickness=2)
+                        if traces else None)
         self._polygons: list[tuple[str, np.ndarray]] = []
         self._segments: list[tuple[str, tuple[int, int], tuple[int, int]]] = []
 
     def areas(self, polygons, segments) -> None:
-        """Zones (polygons) and lines to draw on every frame."""
+        """Zones (polygons) and lines to draw on every frame (replaced whole, never changed in place: a sibling
+        on another thread reads them)."""
         self._polygons = [(name, np.asarray(p, dtype=np.int32).reshape(-1, 1, 2)) for name, p in polygons]
         self._segments = [(name, tuple(map(int, a)), tuple(map(int, b))) for name, a, b in segments]
+
+    def sibling(self) -> "Annotator":
+        """An annotator for another thread: no traces (they follow one stream of frames, in order), colours of
+        its own; `follow` gives it this one's zones and lines."""
+        return Annotator(traces=False)
+
+    def follow(self, other: "Annotator") -> None:
+        """Take `other`'s zones and lines (as they are now: it may start over at another frame size)."""
+        self._polygons, self._segments = other._polygons, other._segments
 
     def layer(self, detections: sv.Detections) -> Layer:
         """The layer of one frame's tracks of a task; `data[TEXT]` is what a label shows after the class (the
@@ -71,7 +85,7 @@ class Annotator:
             det = layer.detections
             if not len(det):
                 continue
-            if det.tracker_id is not None and (det.tracker_id >= 0).any():
+            if self._traces is not None and det.tracker_id is not None and (det.tracker_id >= 0).any():
                 image = self._traces.annotate(image, det[det.tracker_id >= 0])
             if det.mask is not None:
                 image = self._masks.annotate(image, det)

@@ -56,12 +56,25 @@ class Shown:
         return self.frame.source
 
     @property
+    def annotator(self) -> Annotator:
+        """The source's annotator: for `sibling`, never to draw with off the source's thread."""
+        return self._annotator
+
+    @property
     def annotated(self) -> np.ndarray:
+        """Drawn with the source's annotator: only on the source's own thread (outputs' `frame`), in frame order."""
         if self._drawn is None:
-            layers = [self._annotator.layer(t.detections) for t in self.tracks if len(t.detections)]
-            self._drawn = self._annotator.draw(self.frame.image, layers)
+            self._drawn = self.drawn_with(self._annotator)
             self._drawn.setflags(write=False)
         return self._drawn
+
+    def drawn_with(self, annotator: Annotator) -> np.ndarray:
+        """The tracks drawn on a copy with `annotator`: another thread's own (`Annotator.sibling`), which takes
+        the source's zones and lines but never touches the source's annotator."""
+        if annotator is not self._annotator:
+            annotator.follow(self._annotator)
+        layers = [annotator.layer(t.detections) for t in self.tracks if len(t.detections)]
+        return annotator.draw(self.frame.image, layers)
 
 
 class Outputs:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -35,6 +36,7 @@ import cv2
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from streamer.annotate import Annotator
 from streamer.auth import COOKIE, SESSION_S, Guard, is_loopback
 from streamer.errors import StreamerError
 from streamer.outputs import Output, Shown
@@ -42,16 +44,31 @@ from streamer.pipeline import Pipeline
 from streamer.records import Logged
 from streamer.sources import safe_name
 
+log = logging.getLogger("streamer.server")
+
+
+class _Feed:
+    """One source's live view as its watchers get it: the latest frame drawn and encoded once, whoever watches
+    (fifty watchers cost one JPEG a frame), with an annotator of its own (the source's belongs to its thread)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.annotator: Annotator | None = None
+        self.count = 0
+        self.jpeg: bytes | None = None
+
 
 class LiveView(Output):
-    """An output of every source: keeps each source's latest annotated frame (a camera's as it arrives) and the
-    latest events."""
+    """An output of every source: keeps each source's latest frame with its tracks (a camera's as it arrives) and
+    the latest events. It only keeps references on the source's thread; drawing and encoding happen on the
+    watchers' threads (`jpeg`), never on the source's state, so a watcher can neither slow nor break a camera."""
 
     immediate = True
     replays = True
 
     def __init__(self, keep_events: int = 200) -> None:
         self._frames: dict[str, tuple[int, object]] = {}
+        self._feeds: dict[str, _Feed] = {}
         self._events: deque[tuple[int, dict]] = deque(maxlen=keep_events)
         self._seq = 0
         self._lock = threading.Lock()
@@ -68,11 +85,19 @@ class LiveView(Output):
             # the page gets no file names of the server: snapshots are served by the review page's URLs
             self._events.append((self._seq, {k: v for k, v in logged.data.items() if k != "snapshot"}))
 
-    def latest(self, key: str):
-        """(frames seen, the latest one drawn) of a source; (0, None) before its first frame."""
+    def jpeg(self, key: str, quality: int = 80) -> tuple[int, bytes | None]:
+        """(frames seen, the latest one drawn as a JPEG) of a source; (0, None) before its first frame."""
         with self._lock:
             count, shown = self._frames.get(key, (0, None))
-        return count, None if shown is None else shown.annotated
+            feed = self._feeds.setdefault(key, _Feed())
+        with feed.lock:
+            if shown is not None and feed.count != count:
+                if feed.annotator is None:
+                    feed.annotator = shown.annotator.sibling()
+                ok, jpeg = cv2.imencode(".jpg", shown.drawn_with(feed.annotator), [cv2.IMWRITE_JPEG_QUALITY, quality])
+                if ok:
+                    feed.count, feed.jpeg = count, jpeg.tobytes()
+            return feed.count, feed.jpeg
 
     def events_after(self, after: int) -> list[dict]:
         with self._lock:
@@ -92,6 +117,8 @@ class _Counters:
             "keyframes": CounterMetricFamily("streamer_keyframes", "Keyframes sent to the model", labels=["source"]),
             "dropped": CounterMetricFamily("streamer_dropped_frames", "Stale live frames dropped", labels=["source"]),
             "reconnects": CounterMetricFamily("streamer_reconnects", "Reconnect attempts", labels=["source"]),
+            "faults": CounterMetricFamily("streamer_source_faults", "Faults on a camera's path, each followed by a "
+                                          "reconnect", labels=["source"]),
             "events": CounterMetricFamily("streamer_events", "Events emitted", labels=["source"]),
             "questions_asked": CounterMetricFamily("streamer_questions_asked", "Per-object questions asked",
                                                    labels=["source"]),
@@ -341,6 +368,41 @@ def _iso(epoch: float) -> str:
     return _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc).isoformat()
 
 
+CLIENT_TIMEOUT_S = 30.0
+MAX_CLIENTS = 256  # connections served at once (a thread each); more are closed at once
+
+
+class _Server(ThreadingHTTPServer):
+    """`http.server`'s threaded server with its clients bounded: at most `MAX_CLIENTS` connections at once (the
+    next are closed unanswered), and a client's error (a reset, a timeout, a watcher gone mid-frame) ends that
+    client quietly, in the debug log, never as a traceback on the console."""
+
+    daemon_threads = True  # a client's thread never holds the process at a stop
+
+    def __init__(self, address, handler) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        log.debug("HTTP client %s:%s", *client_address[:2], exc_info=True)
+
+
 class StatusServer:
     def __init__(self, listen: str, pipeline: Pipeline, view: LiveView, mjpeg_fps: float = 10.0, auth=None,
                  metrics_public: bool = False) -> None:
@@ -359,10 +421,9 @@ class StatusServer:
         self.clips = _Clips()
         handler = self._handler()
         try:
-            self.httpd = ThreadingHTTPServer((host, int(port)), handler)
+            self.httpd = _Server((host, int(port)), handler)
         except OSError as exc:
             raise StreamerError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-        self.httpd.daemon_threads = True
         self.address = f"http://{host}:{self.httpd.server_address[1]}"
         self.loopback = is_loopback(host)
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
@@ -396,6 +457,8 @@ class StatusServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = CLIENT_TIMEOUT_S  # a client silent (or not reading) this long is let go: slowloris included
+
             def log_message(self, *args) -> None:  # quiet: the console is for status lines
                 pass
 
@@ -705,19 +768,13 @@ class StatusServer:
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()
                 sent = -1
-                try:
-                    while not server._closing.is_set():
-                        count, image = server.view.latest(name)
-                        if image is not None and count != sent:
-                            ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
-                            if ok:
-                                data = jpeg.tobytes()
-                                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                                 + str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")
-                                sent = count
-                        time.sleep(server.interval)
-                except (BrokenPipeError, ConnectionResetError):
-                    return
+                while not server._closing.wait(server.interval):  # a stop ends every stream at once
+                    count, data = server.view.jpeg(name)
+                    if data is not None and count != sent:
+                        # a watcher that went away or stalls past the socket's timeout ends its own stream here
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                         + str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")
+                        sent = count
 
         # path (a pattern, matched whole) -> what answers it, with the query's parameters and the pattern's groups
         ROUTES = [(re.compile(pattern), route) for pattern, route in (
