@@ -64,6 +64,7 @@ class _Open:
         self.time_base = in_stream.time_base
         self.first_pts = first_pts  # in the input's time base: the segment starts at 0
         self.last_pts = first_pts
+        self.last_dts: int | None = None
         self.start_wall = wall
         self.first_frame: tuple[int, float] | None = None  # (index, media pts) of the first frame decoded
         self.last_frame: tuple[int, float] | None = None
@@ -71,10 +72,16 @@ class _Open:
     def seconds(self, pts: int) -> float:
         return float((pts - self.first_pts) * self.time_base)
 
+    def follows(self, packet) -> bool:
+        """Whether `packet` can go on this segment: its decoding time after the last one's."""
+        dts = packet.dts if packet.dts is not None else packet.pts
+        return self.last_dts is None or dts > self.last_dts
+
     def write(self, packet) -> None:
         pts = packet.pts
         dts = packet.dts if packet.dts is not None else pts
         self.last_pts = max(self.last_pts, pts)
+        self.last_dts = dts
         packet.pts, packet.dts = pts - self.first_pts, dts - self.first_pts
         packet.stream = self.stream
         self.container.mux(packet)
@@ -124,6 +131,11 @@ class Recorder:
             return
         now = time.time() if now is None else now
         segment = self._open
+        if segment is not None and not segment.follows(packet):
+            # The stream's clock went back (a looped or spliced stream) or stood still: an MP4 cannot hold that,
+            # so the segment ends here, and the next one starts on this packet if it is a keyframe (a loop's is).
+            self.cut()
+            segment = None
         if packet.is_keyframe and (segment is None or segment.seconds(packet.pts) >= self.config.segment_s):
             self.cut()
             segment = self._start(packet, now)

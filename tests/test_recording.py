@@ -106,6 +106,25 @@ def test_a_clip_of_an_event_starts_pre_s_before_it_and_plays(recorded, tmp_path,
     assert not (tmp_path / "c.mp4").exists()
 
 
+def test_a_looped_stream_whose_clock_goes_back_is_recorded_without_a_hole(tmp_path, clip):
+    """A camera that loops a file (or splices streams) sends a keyframe whose time goes back: the segment ends
+    there and the next starts on that keyframe; before, the muxer refused every packet to the next keyframe."""
+    from streamer.recorder import Recorder
+
+    store = EventStore(tmp_path / "s.db")
+    recorder = Recorder(store, "cam", RecordConfig(segment_s=60), "run-")
+    with av.open(str(clip)) as first, av.open(str(clip)) as again:
+        recorder.session(first.streams.video[0])
+        for container in (first, again):
+            for packet in container.demux(video=0):
+                recorder.packet(packet)
+    recorder.close()
+    store.close()
+    segments = recordings(tmp_path / "s.db")
+    assert recorder.errors == 0 and len(segments) == 2
+    assert [frames_of(tmp_path / s.path) for s in segments] == [150, 150]
+
+
 @pytest.mark.live
 def test_a_full_disk_under_the_recordings_makes_the_guard_delete_and_recording_go_on(tmp_path):
     require_gstreamer()
