@@ -112,6 +112,7 @@ class Reader:
     """
 
     live = False
+    recovers = False  # `reconnect` exists: a fault further down this source's path can be recovered from
 
     def __init__(self, source: str, name: str, queue: FrameQueue, container=None, info: StreamInfo | None = None):
         self.source = source
@@ -228,6 +229,7 @@ class CameraReader(Reader):
     """
 
     live = True
+    recovers = True
 
     def __init__(self, source: str, name: str, config: LiveConfig, container=None, info: StreamInfo | None = None,
                  first_error: str | None = None, resume: SourceStatus | None = None) -> None:

@@ -263,15 +263,21 @@ class SourceRun:
             except StreamerError:
                 raise
             except Exception as exc:  # noqa: BLE001 - see the docstring
+                if not self.reader.recovers:
+                    raise
                 self._fault(exc)
         # Stopping: the keyframe in flight gets a few seconds; one the model cannot finish is let go.
         if self._inflight is not None:
             try:
                 for _, future in self._inflight[1]:
                     future.result(timeout=DRAIN_S)
+                self._track(*self._inflight)
             except (FutureTimeout, CancelledError):
                 return
-            self._track(*self._inflight)
+            except StreamerError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a fault while stopping: the last answer is let go
+                log.warning("%s: %s", self._stats.source, fault_reason(exc, self.spec.url))
 
     def _live(self, stop: threading.Event) -> None:
         for item in self.reader.frames(stop):
@@ -313,10 +319,7 @@ class SourceRun:
         log.warning("%s: %s", self._stats.source, reason, exc_info=log.isEnabledFor(logging.DEBUG))
         now = time.monotonic()
         self._stats.faults += 1
-        if self._inflight is not None:
-            for _, future in self._inflight[1]:
-                future.cancel()
-            self._inflight = None
+        self._let_go()
         self._held.clear()
         self._sent.clear()
         if self.tracking is not None and now - self._last_fault < _REFAULT_S:
@@ -329,6 +332,15 @@ class SourceRun:
         self._faulted = True
         self.reader.reconnect(reason)
 
+    def _let_go(self) -> None:
+        """A camera's keyframe in flight is let go: its answer will not be tracked."""
+        if self._inflight is not None:
+            for _, future in self._inflight[1]:
+                future.cancel()
+            self._inflight = None
+            if self.tracking is not None:
+                self.tracking.keep_from = None
+
     # -- the steps ----------------------------------------------------------------------------------------
 
     def _prepare(self, frame: Frame) -> None:
@@ -337,8 +349,10 @@ class SourceRun:
         over at the new one."""
         height, width = frame.image.shape[:2]
         if self.tracking is not None:
-            if self.tracking.size == (width, height):
-                return
+            if self.tracking.size == (width, height) or not self.reader.live:
+                return  # a file that changes size is tracked on (its video scales); a camera starts over
+            self._let_go()  # the keyframe in flight was asked in the old size's pixels
+            self._release_held()
             tracking, self.tracking = self.tracking, None
             self._deliver(tracking.finish(self.last_frame, "source_restarted"))
         info = self._stats.info = self.reader.info

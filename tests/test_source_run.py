@@ -35,6 +35,8 @@ class HeldModel(KeyframeModel):
 
         def answer():
             self.released.wait()
+            if not future.set_running_or_notify_cancel():  # let go by the run, as the Worker does
+                return
             try:
                 [result] = self.detector.detect([keyframe])
             except Exception as exc:  # delivered to whoever waits, as the Worker does
@@ -174,3 +176,50 @@ def test_the_model_gets_the_keyframes_the_sampler_chooses(tmp_path, live):
     run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), config(), reader, model, shared=[frames])
     run.run(threading.Event())
     assert model.submitted == list(range(0, N, 5)) and frames.count == N
+
+
+class Resized(MemoryReader):
+    """A camera that comes back at 96x72 from frame `at` on (reconnected at another resolution)."""
+
+    def __init__(self, at: int, **kwargs) -> None:
+        super().__init__(live=True, **kwargs)
+        self.at = at
+
+    def frames(self, stop=None):
+        import numpy as np
+
+        for frame in super().frames(stop):
+            if frame.index >= self.at:
+                image = np.full((72, 96, 3), frame.index % 256, np.uint8)
+                image.setflags(write=False)
+                frame.image = image
+            yield frame
+
+
+def test_a_camera_back_at_another_size_with_a_keyframe_in_flight_starts_its_tracking_over(tmp_path):
+    """The keyframe in flight was asked in the old size's pixels: it is let go, the tracks end
+    (`source_restarted`) and the car is tracked on at the new size with a new id. Before, its answer reached
+    the new tracking, which had never looked at it (KeyError), and the camera was lost."""
+    class HeldFrom(HeldModel):
+        def submit(self, keyframe):
+            if keyframe.frame.index < 25:
+                future = Future()
+                future.set_result(self.detector.detect([keyframe])[0])
+                self.submitted.append(keyframe.frame.index)
+                return future
+            return super().submit(keyframe)
+
+    model = HeldFrom(box)
+    reader = Resized(at=30, pace_s=0.01)
+    cfg = config().model_copy(update={"tracker": config().tracker.model_copy(update={"min_hits": 1})})
+    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), cfg, reader, model)
+    thread, _, out = start(run)
+    assert wait_for(lambda: reader.taken >= 40, 5)
+    model.released.set()
+    thread.join(10)
+    assert out["stats"].error is None and out["stats"].frames == N
+    events = read_events(tmp_path / "e.jsonl")
+    left = [e for e in events if e["type"] == "object_left"]
+    assert left[0]["reason"] == "source_restarted" and left[0]["frame_index"] < 30
+    appeared = [(e["track_id"], e["frame_index"]) for e in events if e["type"] == "object_appeared"]
+    assert appeared[0][0] == 0 and appeared[1][0] == 1 and appeared[1][1] >= 30, appeared
