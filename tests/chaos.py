@@ -52,10 +52,11 @@ def pattern(width: int, height: int, mute: bool = False) -> str:
 
 
 class TsCamera:
-    """An HTTP camera streaming MPEG-TS: the bundled clip again and again at its real rate in one endless
-    response, so its pts go back to the start at every loop."""
+    """An HTTP camera streaming MPEG-TS: the bundled clip again and again at its real rate (times `speed`) in one
+    response without a length, so its pts go back to the start at every loop; after `loops` (None: never) the
+    response ends, cut as a dropped connection is."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, loops: int | None = None, speed: float = 1.0) -> None:
         self.ts = folder / "loop.ts"
         with av.open(str(CLIP)) as src, av.open(str(self.ts), "w", format="mpegts") as dst:
             out = dst.add_stream_from_template(src.streams.video[0])
@@ -65,7 +66,7 @@ class TsCamera:
                     packet.stream = out
                     dst.mux(packet)
         data = self.ts.read_bytes()
-        rate = len(data) / seconds
+        rate = len(data) / seconds * speed
         camera = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,7 +78,9 @@ class TsCamera:
                 self.send_header("Content-Type", "video/mp2t")
                 self.end_headers()
                 try:
-                    while not camera.closed:
+                    played = 0
+                    while not camera.closed and (loops is None or played < loops):
+                        played += 1
                         for i in range(0, len(data), 18800):
                             self.wfile.write(data[i:i + 18800])
                             time.sleep(18800 / rate)

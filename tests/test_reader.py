@@ -80,3 +80,29 @@ def test_a_camera_whose_stream_ends_gets_every_frame_it_sent(clip):
     finally:
         reader.stop()
     assert frames == list(range(150))
+
+
+def test_an_http_live_stream_that_breaks_off_gives_every_frame_a_finite_increasing_time(tmp_path):
+    """An MPEG-TS camera over HTTP whose stream breaks off: the frames its decoder is flushed of carry no time
+    (PyAV: NaN). They are the last frame's time plus a frame interval, and so is the down status."""
+    import math
+
+    from streamer.records import SourceStatus
+    from tests.chaos import TsCamera
+
+    camera = TsCamera(tmp_path, loops=1, speed=8.0)
+    try:
+        reader = open_reader(f"http://127.0.0.1:{camera.port}/cam.ts", live=True, queue_size=1000)
+        reader.start()
+        times, down = [], None
+        for item in reader.frames():
+            if isinstance(item, SourceStatus):
+                down = item
+                break
+            times.append(item.pts)
+        reader.stop()
+    finally:
+        camera.close()
+    assert len(times) == 150 and all(math.isfinite(t) for t in times)
+    assert all(b > a for a, b in zip(times, times[1:]))
+    assert down.state == "down" and math.isfinite(down.pts) and down.pts == times[-1]
