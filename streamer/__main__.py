@@ -1,17 +1,35 @@
 """`python -m streamer` and the `streamer` command: Ctrl-C while the heavy libraries import is an interruption
-like any other, not a traceback."""
+like any other, not a traceback. Once the command is done (its outputs closed, its summary out), SIGINT and
+SIGTERM are ignored while the interpreter winds down, so a second Ctrl-C then ends nothing by the signal: the
+exit status is the command's (Python gives its signals back to the system's defaults while it finalizes, and a
+Ctrl-C then killed the process: exit -2). A wind-down that hangs still ends, 10 s later, with that status."""
 
+import os
+import signal
 import sys
+import threading
+
+_WIND_DOWN_S = 10.0
 
 
 def main() -> int:
     try:
         from streamer.cli import main as cli_main
 
-        return cli_main()
+        code = cli_main()
     except KeyboardInterrupt:
         print("streamer: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    _wind_down(code)
+    return code
+
+
+def _wind_down(code: int) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    timer = threading.Timer(_WIND_DOWN_S, os._exit, (code,))
+    timer.daemon = True
+    timer.start()
 
 
 if __name__ == "__main__":

@@ -510,31 +510,36 @@ def _run(args: argparse.Namespace) -> int:
     interrupted = threading.Event()
 
     def on_signal(*_):
+        if interrupted.is_set():  # a second Ctrl-C: the stop is under way, and it closes the outputs first
+            _note("stopping: closing the outputs")
+            return
         interrupted.set()
         pipeline.stop()
         if not pipeline.model_loaded and isinstance(pipeline, Pipeline):
             raise KeyboardInterrupt  # the load runs on this thread: stop it now, before any output is opened
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    console = _Console(config.live.status_interval_s)
-    failed = None
-    try:
-        console.start(pipeline)
-        all_stats = pipeline.run_many(specs, on_progress=console.progress, duration_s=args.duration)
-    except SourcesFailed as failure:  # the sources that finished whole are reported all the same
-        failed, all_stats = failure, failure.results
+    try:  # the run's handler stays until the summaries are out: a late Ctrl-C cuts none of them short
+        console = _Console(config.live.status_interval_s)
+        failed = None
+        try:
+            console.start(pipeline)
+            all_stats = pipeline.run_many(specs, on_progress=console.progress, duration_s=args.duration)
+        except SourcesFailed as failure:  # the sources that finished whole are reported all the same
+            failed, all_stats = failure, failure.results
+        finally:
+            console.stop()
+            for close in closers:
+                close()
+        for stats in all_stats:
+            if not interrupted.is_set():
+                stats.stopped_early = False  # --duration is the planned end of a run
+            print(_summary(stats))
+        for line in pipeline.status_lines():
+            print(f"ray: {line}")
     finally:
-        console.stop()
-        for close in closers:
-            close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    for stats in all_stats:
-        if not interrupted.is_set():
-            stats.stopped_early = False  # --duration is the planned end of a run
-        print(_summary(stats))
-    for line in pipeline.status_lines():
-        print(f"ray: {line}")
     if failed is not None:
         raise failed
     return EXIT_INTERRUPTED if interrupted.is_set() else 0

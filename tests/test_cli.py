@@ -110,7 +110,10 @@ def test_truncated_video_fails_but_keeps_what_was_read(tiny_od, tmp_path, event_
         event_validator.validate(event)
 
 
-def test_sigterm_stops_cleanly_with_a_playable_video(tiny_od, tmp_path):
+@pytest.mark.parametrize("signals", [["SIGTERM"], ["SIGINT", "SIGINT", "SIGINT"]])
+def test_a_stop_ends_cleanly_with_a_playable_video_however_often_it_is_asked(tiny_od, tmp_path, signals):
+    """SIGTERM as a process manager sends it, or an impatient Ctrl-C pressed three times 0.3 s apart: the
+    later ones do not cut the stop short (they killed the process by the signal before)."""
     import signal
     import time
 
@@ -124,13 +127,31 @@ def test_sigterm_stops_cleanly_with_a_playable_video(tiny_od, tmp_path):
     while not log.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
+    for name in signals:
+        proc.send_signal(getattr(signal, name))
+        time.sleep(0.3)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
-    assert "stopped early" in stdout
+    assert "stopped early" in stdout and "Traceback" not in stderr
     written = probe_video(video)
     assert 0 < written["count"] < 150
     assert read_events(log)[-1]["type"] == "object_left"
+
+
+def test_ctrl_c_twice_while_the_model_loads_ends_with_130_and_no_output(tiny_od, tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "streamer", "run", str(CLIP), "--model", str(tiny_od), "--events",
+                             str(tmp_path / "e.jsonl"), "--out-video", str(tmp_path / "v.mp4")], cwd=ROOT,
+                            env=OFFLINE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)  # the libraries imported, the model loading
+    for _ in range(2):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert not (tmp_path / "e.jsonl").exists() and not (tmp_path / "v.mp4").exists()
 
 
 @pytest.mark.parametrize("argv, address, sources", [
