@@ -1,5 +1,5 @@
-"""`python -m streamer` and the `streamer` command: Ctrl-C while the heavy libraries import is an interruption
-like any other, not a traceback. Once the command is done (its outputs closed, its summary out), SIGINT and
+"""`python -m streamer` and the `streamer` command: Ctrl-C (and SIGTERM, as a process manager stops a command)
+is an interruption like any other, not a traceback, also while the heavy libraries import. Once the command is done (its outputs closed, its summary out), SIGINT and
 SIGTERM are ignored while the interpreter winds down, so a second Ctrl-C then ends nothing by the signal: the
 exit status is the command's (Python gives its signals back to the system's defaults while it finalizes, and a
 Ctrl-C then killed the process: exit -2). A wind-down that hangs still ends, 10 s later, with that status."""
@@ -13,6 +13,7 @@ _WIND_DOWN_S = 10.0
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C: every command cleans up what it was building
     try:
         from streamer.cli import main as cli_main
 
@@ -22,6 +23,10 @@ def main() -> int:
         code = 130
     _wind_down(code)
     return code
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
 
 def _wind_down(code: int) -> None:

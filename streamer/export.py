@@ -12,6 +12,7 @@ folder may have been moved since: images are found relative to the store.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -78,6 +79,7 @@ def export(run_or_db: Path, fmt: str, out: Path, media_url: str | None = None) -
         media_url = f"{LABEL_STUDIO_FILES}{out.name}/videos/"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        _forget_dead_partials(out)
         building = out.with_name(f".{out.name}.{os.getpid()}.partial")
         shutil.rmtree(building, ignore_errors=True)
         building.mkdir()
@@ -91,6 +93,25 @@ def export(run_or_db: Path, fmt: str, out: Path, media_url: str | None = None) -
     finally:
         shutil.rmtree(building, ignore_errors=True)
     return counts
+
+
+def _forget_dead_partials(out: Path) -> None:
+    """What an export of `out` killed mid-way (SIGKILL, a power cut) left beside it: removed, unless the process
+    that builds it still runs."""
+    for partial in out.parent.glob(f".{glob.escape(out.name)}.*.partial"):
+        pid = partial.name[len(out.name) + 2:-len(".partial")]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # there, but not ours
+        return True
+    return True
 
 
 def _write(run_or_db: Path, fmt: str, out: Path, media_url: str | None) -> tuple[int, int]:

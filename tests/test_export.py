@@ -282,3 +282,17 @@ def test_an_export_that_does_not_fit_on_the_disk_leaves_nothing_behind(run, smal
     err = capsys.readouterr().err
     assert err.startswith(f"streamer: error: cannot write the export {out}: ") and err.count("\n") == 1
     assert list(small_disk.iterdir()) == []  # no half dataset to be taken for a whole one, nothing to block a retry
+
+
+def test_an_export_killed_midway_is_run_again_into_the_same_folder(run, tmp_path):
+    """A killed export (SIGKILL, a power cut) leaves its half-built folder beside the target; the same command
+    run again gets the dataset, and the leftover is gone. One being built by a live process is left alone."""
+    out = tmp_path / "dataset"
+    dead = tmp_path / ".dataset.4194305.partial"  # above any pid_max: that process is gone
+    (dead / "images").mkdir(parents=True)
+    (dead / "images" / "half.jpg").write_bytes(b"\xff\xd8")
+    alive = tmp_path / f".dataset.{os.getppid()}.partial"
+    alive.mkdir()
+    assert main(["export", str(run), "--format", "coco", str(out)]) == 0
+    assert (out / "annotations" / "instances_default.json").exists()
+    assert not dead.exists() and alive.exists()
