@@ -163,7 +163,8 @@ def migrate(conn: sqlite3.Connection, folder: Path) -> None:
         conn.execute(f"PRAGMA user_version = {DB_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite rolls back by itself on some errors (a full disk): the cause is that error
+            conn.execute("ROLLBACK")
         raise
 
 

@@ -239,3 +239,24 @@ def test_an_older_store_is_indexed_for_search_when_migrated(tmp_path):
     assert path.read_bytes() == before and not path.with_name("old.db-wal").exists()
     connect(path, create=True).close()  # a run writing to it migrates it and indexes what it holds
     assert query(path, search="msku") == [{"kept": 1}]
+
+
+def test_a_store_that_cannot_be_brought_up_to_date_on_a_full_disk_says_the_disk_is_full(small_disk):
+    """Its migration fails for want of room; SQLite has rolled it back already, and that is not news: the full
+    disk is (it said "cannot rollback - no transaction is active" before)."""
+    from streamer.store import EventStore
+
+    path = small_disk / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(MIGRATIONS[0])
+        conn.execute("PRAGMA user_version = 1")
+    with open(small_disk / "filler", "wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 4096)
+        except OSError:  # the disk is full
+            pass
+    with pytest.raises(StreamerError) as error:
+        EventStore(path)
+    assert str(error.value).startswith(f"cannot write the event store {path}: ")
+    assert "full" in str(error.value) and "rollback" not in str(error.value)
