@@ -32,7 +32,7 @@ import av
 
 from tests.brokers import Mosquitto, Subscriber
 from tests.faultproxy import FaultProxy
-from tests.helpers import CLIP, OFFLINE, ROOT, SCHEMA
+from tests.helpers import CLIP, OFFLINE, ROOT, SCHEMA, strict_json
 from tests.rtsp_server import RtspServer, free_port, wait_for
 
 LIVE = {"open_timeout_s": 3.0, "read_timeout_s": 3.0, "backoff_initial_s": 0.5, "backoff_max_s": 4.0}
@@ -178,8 +178,11 @@ class Report:
     alive_to_the_end: bool = False
     stderr: str = ""
     stdout: str = ""
+    late_s: float = 0.0  # how long after its --duration the run ended (watchers, stalled ones included, connected)
     problems: list[str] = field(default_factory=list)
     figures: dict = field(default_factory=dict)
+
+    recover_s: float = RECOVER_S
 
     def lines(self) -> list[str]:
         f = self.figures
@@ -188,9 +191,10 @@ class Report:
         out = [f"faults injected {len(self.faults)}: " + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())),
                f"faults survived {len(self.faults) - len(lost)} of {len(self.faults)} (process alive: "
                f"{self.alive_to_the_end}, exit {self.returncode}; every camera up with frames within "
-               f"{RECOVER_S:g} s of its fault's end)",
+               f"{self.recover_s:g} s of its fault's end)",
                "recovery after a fault's end (s): " + _spread([x.recovered_s for x in self.faults
                                                                 if x.recovered_s is not None])]
+        out.append(f"ended {self.late_s:+.1f} s after its --duration, with every watcher still connected")
         out += [f"{k}: {v}" for k, v in f.items()]
         if self.samples:
             first, last = self.samples[0], self.samples[-1]
@@ -216,14 +220,15 @@ class Chaos:
 
     def __init__(self, folder: Path, model: Path, cameras: int = 2, seconds: float = 60.0, every_s: float = 15.0,
                  longest_s: float = 30.0, process_every_s: float = 60.0, seed: int = 0, watchers: int = 2,
-                 disk_mb: int = 256, sample_after_s: float = 20.0) -> None:
+                 disk_mb: int = 256, sample_after_s: float = 20.0, recover_s: float = RECOVER_S) -> None:
         self.folder, self.model = Path(folder), Path(model)
         self.n, self.seconds, self.every_s, self.longest_s = cameras, seconds, every_s, longest_s
         self.process_every_s, self.watchers, self.disk_mb = process_every_s, watchers, disk_mb
         self.sample_after_s = sample_after_s
+        self.recover_s = recover_s  # the bar: up again with frames this soon after a fault's end
         self.random = random.Random(seed)
         self.seed = seed
-        self.report = Report()
+        self.report = Report(recover_s=recover_s)
         self._lock = threading.Lock()
         self._done = threading.Event()
 
@@ -271,7 +276,8 @@ class Chaos:
                         90) is None:
                 raise RuntimeError(f"the cameras did not come up: {self._metrics()}")
             self.started = time.time()
-            threads = [threading.Thread(target=self._camera_faults, args=(cam,), daemon=True) for cam in cams]
+            threads = [threading.Thread(target=self._camera_faults, args=(cam, i), daemon=True)
+                       for i, cam in enumerate(cams)]
             threads += [threading.Thread(target=self._process_faults, args=(broker, hook), daemon=True),
                         threading.Thread(target=self._watch, daemon=True),
                         threading.Thread(target=self._sample, daemon=True)]
@@ -279,7 +285,8 @@ class Chaos:
                 thread.start()
             end = time.monotonic() + self.seconds + 60
             while proc.poll() is None and time.monotonic() < end:
-                time.sleep(0.5)
+                time.sleep(0.2)
+            self.report.late_s = time.time() - (self.started + self.seconds)
             self.report.alive_to_the_end = proc.poll() is not None and proc.returncode == 0
             self._done.set()
             for thread in threads:
@@ -329,20 +336,27 @@ class Chaos:
             return 0.0
         short = min(5.0, self.longest_s)
         seconds = rng.uniform(1.0, short) if rng.random() < 0.7 else rng.uniform(short, self.longest_s)
+        if kind == "freeze":  # past the read timeout: the decoder is flushed of frames that have no time
+            seconds = max(seconds, LIVE["read_timeout_s"] + 1.5)
         return seconds * (4 if kind == "refuse" and self.longest_s >= 10 else 1)
 
-    def _camera_faults(self, cam: Camera) -> None:
-        """A fault every `every_s` on average (start to start), never before the last one was recovered from."""
+    def _camera_faults(self, cam: Camera, index: int) -> None:
+        """A fault every `every_s` on average (start to start), never before the last one was recovered from.
+        Each class once in every round; the first round in a fixed order, each camera starting three classes
+        further on (the MPEG-TS one with the proxy's fourth), so the first three faults of the cameras together
+        are every class there is, however slowly a loaded machine gets through them; later rounds seeded."""
         rng = random.Random(self.random.random())
-        kinds = list(PROXY + (SERVER if isinstance(cam.server, RtspServer) else ()))
-        order: list[str] = []
+        rtsp = isinstance(cam.server, RtspServer)
+        kinds = list(SERVER + PROXY) if rtsp else list(PROXY)
+        shift = 3 * index if rtsp else 3
+        order = list(reversed(kinds[shift % len(kinds):] + kinds[:shift % len(kinds)]))
         next_at = time.time() + rng.uniform(0.2, 1.0) * self.every_s
         while not self._done.wait(max(0.0, next_at - time.time())):
-            if not order:  # each class once in every round, in a seeded order
+            if not order:
                 order = rng.sample(kinds, len(kinds))
             kind = order.pop()
             seconds = self._duration(rng, kind)
-            if time.time() - self.started + seconds > self.seconds - RECOVER_S - 10:
+            if time.time() - self.started + seconds > self.seconds - self.recover_s - 10:
                 return  # every fault ends, and is recovered from, inside the run
             fault = Fault(kind, cam.name, time.time(), seconds)
             self._inject(cam, kind, seconds)
@@ -351,8 +365,8 @@ class Chaos:
                 self.report.faults.append(fault)
             before = self._metrics().get("frames", {}).get(cam.name, 0)
             took = wait_for(lambda: (m := self._metrics()) and m["up"].get(cam.name) == 1.0
-                            and m["frames"].get(cam.name, 0) > before, RECOVER_S + 20, 0.25)
-            fault.recovered_s = None if took is None or took > RECOVER_S else took
+                            and m["frames"].get(cam.name, 0) > before, self.recover_s + 20, 0.25)
+            fault.recovered_s = None if took is None or took > self.recover_s else took
             next_at = max(fault.start + rng.uniform(0.5, 1.5) * self.every_s, time.time() + 1.0)
 
     def _inject(self, cam: Camera, kind: str, seconds: float) -> None:
@@ -382,7 +396,7 @@ class Chaos:
     def _process_faults(self, broker: Mosquitto, hook: Hook) -> None:
         rng = random.Random(self.random.random())
         kinds = [k for k in PROCESS_FAULTS if k != "disk" or self.disk]
-        order: list[str] = []
+        order = list(reversed(kinds))  # the first round in a fixed order, later ones seeded
         while not self._done.wait(rng.uniform(0.5, 1.5) * self.process_every_s):
             if not order:
                 order = rng.sample(kinds, len(kinds))
@@ -416,10 +430,16 @@ class Chaos:
                 self.report.faults.append(fault)
 
     def _watch(self) -> None:
-        """Watchers of the live view: `watchers` that stay, and one more now and then that comes and goes."""
+        """Watchers of the live view: `watchers` that stay on one camera (whose video is drawn at the same time),
+        one that never reads (a tab in the background), a request never finished (slowloris), and one more now
+        and then that comes and goes, half of them with a reset."""
         rng = random.Random(self.random.random())
         names = [c.name for c in self.cams]
-        stay = [_Watcher(self.http, names[i % len(names)]) for i in range(self.watchers)]
+        stay = [_Watcher(self.http, names[0]) for _ in range(self.watchers)]
+        stalled = _Watcher(self.http, names[0], read=False)
+        host, port = self.http.removeprefix("http://").split(":")
+        slow = socket.create_connection((host, int(port)), timeout=10)
+        slow.sendall(f"GET /sources/{names[0]}/mjpeg HTTP/1.1\r\nHo".encode())
         while not self._done.wait(rng.uniform(1, 5)):
             try:
                 watcher = _Watcher(self.http, rng.choice(names))
@@ -430,6 +450,8 @@ class Chaos:
         for watcher in stay:
             self.report.figures.setdefault("watcher_frames", []).append(watcher.frames)
             watcher.close()
+        stalled.close()
+        slow.close()
 
     def _sample(self) -> None:
         if self._done.wait(self.sample_after_s):
@@ -452,6 +474,8 @@ class Chaos:
         report, problems = self.report, self.report.problems
         if report.returncode != 0:
             problems.append(f"exit {report.returncode}")
+        if report.late_s > 15:
+            problems.append(f"ended {report.late_s:.0f} s after its --duration")
         lost = [f"{f.kind} on {f.target} at {f.start - self.started:.0f} s" for f in report.faults
                 if f.target != "process" and f.recovered_s is None]
         if lost:
@@ -467,7 +491,7 @@ class Chaos:
             events[name] = []
             for line in path.read_text().splitlines():
                 try:
-                    event = json.loads(line, parse_constant=_refuse)
+                    event = strict_json(line)
                     schema.validate(event)
                     events[name].append(event)
                 except (ValueError, jsonschema.ValidationError):
@@ -554,12 +578,18 @@ class Chaos:
 
 
 class _Watcher:
-    def __init__(self, base: str, name: str) -> None:
+    """An MJPEG client counting the frames it gets; with `read=False`, one that never reads (its socket's buffer
+    small, so the server's writes to it block)."""
+
+    def __init__(self, base: str, name: str, read: bool = True) -> None:
         host, port = base.removeprefix("http://").split(":")
         self.frames = 0
         self.sock = socket.create_connection((host, int(port)), timeout=10)
+        if not read:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.sock.sendall(f"GET /sources/{name}/mjpeg HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-        threading.Thread(target=self._read, daemon=True).start()
+        if read:
+            threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         try:
@@ -597,7 +627,3 @@ def _epoch(iso: str) -> float:
     import datetime as dt
 
     return dt.datetime.fromisoformat(iso).timestamp()
-
-
-def _refuse(constant: str):
-    raise ValueError(f"{constant} is not JSON")

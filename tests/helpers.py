@@ -43,6 +43,14 @@ def read_events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
+def strict_json(line: str):
+    """A line as a strict JSON parser reads it (jq, jsonschema): NaN and Infinity are no JSON (ValueError)."""
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
 def without_wall_time(events: list[dict]) -> list[dict]:
     """Events as two runs of the same input must agree on them."""
     return [{k: v for k, v in e.items() if k != "wall_time"} for e in events]

@@ -5,7 +5,7 @@ Whatever the timing, every fault must be survived and nothing lost (see `tests/c
 
 import pytest
 
-from tests.chaos import CAMERA_FAULTS, PROCESS_FAULTS, Chaos
+from tests.chaos import CAMERA_FAULTS, LIVE, PROCESS_FAULTS, Chaos
 from tests.rtsp_server import require_gstreamer
 
 pytestmark = pytest.mark.live
@@ -13,8 +13,9 @@ pytestmark = pytest.mark.live
 
 def test_a_seeded_minute_of_every_fault_is_survived_and_nothing_is_lost(tiny_od, tmp_path):
     require_gstreamer()
-    chaos = Chaos(tmp_path, tiny_od, cameras=2, seconds=70, every_s=5, longest_s=4, process_every_s=9, seed=3,
-                  disk_mb=64)
+    # Up again within the backoff cap + 5 s is the bar bench/chaos.py holds to; here + 10 s, for a loaded machine.
+    chaos = Chaos(tmp_path, tiny_od, cameras=2, seconds=55, every_s=5, longest_s=4, process_every_s=5, seed=3,
+                  disk_mb=64, recover_s=LIVE["backoff_max_s"] + 10)
     report = chaos.run()
     print("\n".join(report.lines()))
     injected = {fault.kind for fault in report.faults}

@@ -7,9 +7,10 @@ import time
 import pytest
 
 from streamer.config import Config
+from streamer.outputs import Output
 from streamer.pipeline import Pipeline, SourceSpec
-from tests.helpers import read_events
-from tests.rtsp_server import RtspServer, SilentServer, free_port, require_gstreamer, wait_for
+from tests.helpers import read_events, strict_json
+from tests.rtsp_server import LIVE, RtspServer, SilentServer, free_port, require_gstreamer, wait_for
 from tests.scripted import ScriptedDetector
 
 pytestmark = pytest.mark.live
@@ -218,3 +219,55 @@ def _fast_config(tmp_path):
     live = ", ".join(f"{k}: {v}" for k, v in FAST_LIVE.items())
     path.write_text(f"live: {{{live}, status_interval_s: 1.0}}\noutput: {{dir: {tmp_path / 'runs'}}}\n")
     return path
+
+
+def strict_events(path) -> list[dict]:
+    return [strict_json(line) for line in path.read_text().splitlines()]
+
+
+class Throws(Output):
+    """A shared output that throws on the given frames of one camera, as an output with a bug would."""
+
+    def __init__(self, source: str, on: set[int]) -> None:
+        self.source, self.on, self.seen = source, on, 0
+
+    def frame(self, shown) -> None:
+        if shown.source == self.source:
+            self.seen += 1
+            if self.seen in self.on:
+                raise RuntimeError(f"the output broke on frame {self.seen}")
+
+
+def test_an_output_that_throws_is_that_cameras_reconnect_and_the_other_camera_never_notices(tmp_path,
+                                                                                        event_validator):
+    car = lambda i: [("car", (40.0, 40.0, 120.0, 120.0), None)]  # noqa: E731 - always there
+    config = Config.model_validate({"live": FAST_LIVE, "sampler": {"every_n_frames": 5, "max_fps": None},
+                                    "tracker": {"min_hits": 1}})
+    throws = Throws("a", {40, 80})  # twice within a minute: the second starts a's tracking over
+    logs = {name: tmp_path / f"{name}.jsonl" for name in "ab"}
+    with RtspServer({"/a": LIVE, "/b": LIVE}) as server:
+        run = Running([SourceSpec(server.url(f"/{n}"), logs[n], None, name=n) for n in "ab"], config, car, [throws])
+        try:
+            assert wait_for(lambda: sum(e["type"] == "source_up" for e in read_events(logs["a"])) >= 2, 40), \
+                read_events(logs["a"])
+            frames_b = run.stats(1).frames
+            frames_a = run.stats(0).frames
+            assert wait_for(lambda: run.stats(0).frames >= frames_a + 25, 10)
+            assert wait_for(lambda: run.stats(1).frames >= frames_b + 25, 10)
+        finally:
+            run.stop()
+    assert "error" not in run.result, run.result
+    [a, b] = run.result["stats"]
+    assert a.error is None and a.faults == 2 and b.faults == 0
+    events_a, events_b = strict_events(logs["a"]), strict_events(logs["b"])
+    for event in events_a + events_b:
+        event_validator.validate(event)
+    downs = [e for e in events_a if e["type"] == "source_down"]
+    assert [d["reason"] for d in downs] == [f"internal error: RuntimeError: the output broke on frame {n}"
+                                            for n in (40, 80)]
+    assert not [e for e in events_b if e["type"].startswith("source_")]
+    # The first fault keeps the tracks; the second ends them and gives the car a new id, never an old one.
+    left = [e for e in events_a if e["type"] == "object_left"]
+    assert left[0]["reason"] == "source_restarted"
+    appeared = [e["track_id"] for e in events_a if e["type"] == "object_appeared"]
+    assert len(appeared) >= 2 and appeared == sorted(set(appeared))
