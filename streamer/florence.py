@@ -195,9 +195,36 @@ def _check_folder(folder: Path) -> None:
         raise StreamerError(f"model folder {folder}: config.json is not a model's JSON config") from None
     if kind != "florence2":
         raise StreamerError(f"model folder {folder} holds a '{kind}' model, not Florence-2")
+    bad = _impossible_sizes(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+    if bad:
+        raise StreamerError(f"model folder {folder}: config.json gives {bad}: sizes and counts must be whole "
+                            "numbers above 0 (a damaged or hand-edited config)")
     if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.json")):
         raise StreamerError(f"model folder {folder} holds no tokenizer (tokenizer.json): save the processor with "
                             "the model (processor.save_pretrained)")
+
+
+_SIZES = re.compile(r"(vocab_size|d_model|hidden_size|_layers|attention_heads|_ffn_dim|max_position_embeddings|"
+                    r"max_temporal_embeddings|embed_dim|depths|num_groups|num_heads|patch_size|patch_stride|"
+                    r"window_size|projection_dim|in_channels)$")
+
+
+def _impossible_sizes(config, where: str = "") -> str | None:
+    """The first size or count in a model's config (nested: text_config, vision_config) that no model can be built
+    with, as `name is value`; torch's own words for it are an assertion deep in a layer's constructor."""
+    if not isinstance(config, dict):
+        return None
+    for key, value in config.items():
+        name = f"{where}{key}"
+        if isinstance(value, dict):
+            found = _impossible_sizes(value, f"{name}.")
+            if found:
+                return found
+        elif _SIZES.search(key) and value is not None:
+            values = value if isinstance(value, list) else [value]
+            if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+                return f"{name} {json.dumps(value)}"
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,3 +1,5 @@
+import json
+import re
 import time
 
 import numpy as np
@@ -140,10 +142,26 @@ def _another_model(folder):
     config.write_text(config.read_text().replace('"model_type": "florence2"', '"model_type": "bert"'))
 
 
+def _edited(path: str, value):
+    """A config.json edited by hand: `path` (dotted) set to `value`."""
+    def edit(folder):
+        config = json.loads((folder / "config.json").read_text())
+        *parents, key = path.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[key] = value
+        (folder / "config.json").write_text(json.dumps(config))
+    return edit
+
+
 @pytest.mark.parametrize("damage, message", [
     (_cut_weights, "its weights file is corrupt or cut short"),
     (_no_tokenizer, "holds no tokenizer"),
     (_another_model, "holds a 'bert' model, not Florence-2"),
+    (_edited("text_config.vocab_size", -5), "config.json gives text_config.vocab_size -5: sizes and counts"),
+    (_edited("text_config.d_model", 0), "config.json gives text_config.d_model 0"),
+    (_edited("vision_config.depths", [1, "two"]), re.escape('config.json gives vision_config.depths [1, "two"]')),
 ])
 def test_a_damaged_model_folder_is_one_clear_line(tiny_od, tmp_path, damage, message):
     import shutil
