@@ -14,6 +14,7 @@ same command resumes from it. The result is a `save_pretrained` folder that `str
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -204,13 +205,13 @@ class Trainer:
             if self.tune.lora:
                 from peft import get_peft_model_state_dict
 
-                torch.save(get_peft_model_state_dict(self.model), tmp / "adapter.pt")
+                save_tensors(get_peft_model_state_dict(self.model), tmp / "adapter.pt")
                 base = self.model.get_base_model()
                 base.save_pretrained(tmp / "model")  # the base weights, as loaded (LoRA leaves them alone)
             else:
                 self.model.save_pretrained(tmp / "model")
             self.processor.save_pretrained(tmp / "model")
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            save_tensors(self.optimizer.state_dict(), tmp / "optimizer.pt")
             (tmp / "state.json").write_text(json.dumps(self.state))
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
@@ -236,6 +237,19 @@ class Trainer:
         except (OSError, SafetensorError) as exc:  # safetensors says a full disk its own way
             shutil.rmtree(tmp, ignore_errors=True)
             raise cannot_write("fine-tuned model", self.out, exc) from None
+
+
+def save_tensors(obj, path: Path) -> None:
+    """`torch.save`, its failed writes as the OSErrors they are: torch's zip writer says a full disk as a
+    RuntimeError ("[enforce fail at inline_container.cc] ... unexpected pos", "file write failed")."""
+    try:
+        torch.save(obj, path)
+    except RuntimeError as exc:
+        if not any(words in str(exc) for words in ("unexpected pos", "write failed", "inline_container")):
+            raise
+        full = shutil.disk_usage(path.parent).free < 1 << 20
+        code = errno.ENOSPC if full else errno.EIO
+        raise OSError(code, os.strerror(code), str(path)) from None
 
 
 def finetune(config: Config, dataset_path: Path, out: Path, on_step=None) -> tuple[Report, Report, bool]:

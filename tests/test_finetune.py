@@ -274,3 +274,17 @@ def test_weights_that_are_not_the_models_are_one_line(fresh, tmp_path, capsys):
         said = capsys.readouterr()
         assert said.err.startswith("streamer: error: cannot load a Florence-2 model") and says in said.err
         assert said.err.count("\n") == 1 and "ran" not in said.out
+
+
+def test_a_checkpoint_that_fills_the_disk_is_the_disks_fault_not_torchs_assertion(small_disk):
+    """torch's zip writer says a full disk as "RuntimeError: [enforce fail at inline_container.cc] ... unexpected
+    pos": it is the OSError it is, which the checkpoint reports as one line (no space left on device)."""
+    import errno
+
+    import torch
+
+    from streamer.finetune import save_tensors
+
+    with pytest.raises(OSError) as error:
+        save_tensors({"weights": torch.zeros(1_000_000)}, small_disk / "optimizer.pt")
+    assert error.value.errno == errno.ENOSPC
