@@ -362,7 +362,7 @@ class CameraReader(Reader):
             raise
         except Exception as exc:  # noqa: BLE001 - anything else in this camera's stream is this camera's fault too
             reason = fault_reason(exc, self.source)
-            log.warning("%s: %s", self.name, reason, exc_info=True)
+            log.warning("%s: %s", self.name, reason, exc_info=keeps_tracebacks())
             return frames, reason
         finally:
             if recorder is not None:
@@ -509,6 +509,12 @@ def fault_reason(exc: BaseException, url: str = "") -> str:
     """A fault that is no camera failure as one line for `source_down`, no secret of the camera's `url` in it."""
     text = " ".join(scrub(str(exc), [url] if url else []).split())[:200]
     return f"internal error: {type(exc).__name__}" + (f": {text}" if text else "")
+
+
+def keeps_tracebacks() -> bool:
+    """Whether a fault's traceback goes to the log: only where the run keeps one (`--debug`); the console gets
+    the fault's one line, never a traceback."""
+    return bool(logging.getLogger().handlers)
 
 
 def _expected(exc: BaseException) -> bool:

@@ -38,7 +38,7 @@ from streamer.events import status_event, worker_event
 from streamer.flow import small_grey
 from streamer.metrics import Metrics
 from streamer.outputs import Output, Outputs, Shown, source_outputs
-from streamer.reader import Reader, fault_reason
+from streamer.reader import Reader, fault_reason, keeps_tracebacks
 from streamer.recorder import Recorder, Segment
 from streamer.records import Event, Frame, SourceStatus
 from streamer.sampler import Sampler
@@ -316,7 +316,7 @@ class SourceRun:
         held behind it: the recording has them); the tracks stay. A second fault within `_REFAULT_S` of the first
         starts the tracking over (its open tracks end), in case its state is what fails."""
         reason = fault_reason(exc, self.spec.url)
-        log.warning("%s: %s", self._stats.source, reason, exc_info=log.isEnabledFor(logging.DEBUG))
+        log.warning("%s: %s", self._stats.source, reason, exc_info=keeps_tracebacks())
         now = time.monotonic()
         self._stats.faults += 1
         self._let_go()
