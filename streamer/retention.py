@@ -96,8 +96,12 @@ class Retention:
         base = Path(self.store.path).parent
         for segment in segments:
             try:
-                (base / segment.path).unlink(missing_ok=True)
-                tracks_beside(base / segment.path).unlink(missing_ok=True)
+                if _own(base, segment.path):
+                    (base / segment.path).unlink(missing_ok=True)
+                    tracks_beside(base / segment.path).unlink(missing_ok=True)
+                else:
+                    log.warning("the recording %s is not in the store's own recordings (a link, or a path out of "
+                                "them): its index entry goes, the file is left alone", segment.path)
             except OSError as exc:
                 log.warning("cannot delete the recording %s: %s", base / segment.path, exc)
                 continue
@@ -121,6 +125,21 @@ class _Intervals:
     def overlaps(self, start: float, end: float) -> bool:
         i = bisect.bisect_right(self.starts, end) - 1  # the last interval starting before `end`
         return i >= 0 and self.ends[i] >= start
+
+
+def _own(base: Path, path: str) -> bool:
+    """Whether a segment's file lies in the store's own `recordings/` tree, reached through no link: a folder of
+    it replaced by a link to elsewhere (or a path in the index that leads out) never makes retention delete
+    outside. The file itself may be a link: unlinking removes the link, not what it points to."""
+    rel = Path(path)
+    if rel.is_absolute() or ".." in rel.parts or rel.parts[:1] != ("recordings",):
+        return False
+    folder = base
+    for part in rel.parts[:-1]:
+        folder = folder / part
+        if folder.is_symlink():
+            return False
+    return True
 
 
 def _free(folder: Path) -> float:

@@ -225,6 +225,31 @@ def test_retention_deletes_oldest_first_keeps_footage_of_events_and_holds_the_ca
     store.close()
 
 
+def test_retention_never_deletes_outside_its_own_tree(tmp_path):
+    """A camera's recordings folder replaced by a link to elsewhere, a segment that is itself a link, and index
+    rows whose paths lead out of the store (a tampered store): retention forgets them, and deletes nothing but
+    its own files and links."""
+    now = time.time()
+    store = EventStore(tmp_path / "store" / "e.db").acquire()
+    base = tmp_path / "store"
+    _segments(base, store, [100, 90], 1000, now, source="cam")
+    _segments(base, store, [100], 1000, now, source="gate")
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(base / "recordings" / "cam", elsewhere)  # the user's other folder, with files of the same names
+    (base / "recordings" / "cam").symlink_to(elsewhere, target_is_directory=True)
+    precious = tmp_path / "precious.mp4"
+    precious.write_bytes(b"keep")
+    (base / "recordings" / "gate" / "000.mp4").unlink()
+    (base / "recordings" / "gate" / "000.mp4").symlink_to(precious)
+    for path in ("../precious.mp4", str(precious), "recordings/../../precious.mp4"):
+        store.add_segment(Segment("cam", path, now - 99 * 3600, now - 99 * 3600 + 10, None, None, None, None, 10))
+    Retention(store, RecordConfig(retain_days=1, events_retain_days=1, min_free_gb=0)).enforce(now)
+    assert store.segments() == []  # every entry past its days is gone from the index
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["000.mp4", "001.mp4"] and precious.read_bytes() == b"keep"
+    assert not (base / "recordings" / "gate" / "000.mp4").is_symlink()  # its own link went, not what it pointed to
+    store.close()
+
+
 def test_a_camera_can_keep_less_than_its_store(tmp_path):
     now = time.time()
     store = EventStore(tmp_path / "e.db").acquire()
