@@ -478,11 +478,14 @@ def _open(source: str, name: str, config: LiveConfig, live: bool | None):
         container.close()
         raise StreamerError(f"{name} is a still image, not a video")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    width, height = stream.codec_context.width, stream.codec_context.height
+    context = stream.codec_context  # None where the probe got no codec (a stream trickling in too slowly)
+    if context is not None:
+        stream.thread_type = "AUTO"
+    width, height = (context.width, context.height) if context is not None else (0, 0)
     if not width or not height:
         container.close()
-        raise StreamerError(f"cannot read the video size of {name}: not a playable video")
+        slow = ", or too little of it came in time (live.open_timeout_s)" if is_url(source) else ""
+        raise StreamerError(f"cannot read the video size of {name}: not a playable video{slow}")
     fps = stream.average_rate or stream.guessed_rate or Fraction(25)
     info = StreamInfo(source=name, width=width, height=height, fps=Fraction(fps),
                       total_frames=None if live else (stream.frames or None))
