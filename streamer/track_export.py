@@ -2,7 +2,9 @@
 
 - `mot`: CVAT's MOT 1.1 layout, one sequence per source: `<source>/gt/gt.txt`
   (`frame,id,x,y,w,h,1,class,1`, frames and ids counted from 1: id = track id + 1) and `<source>/gt/labels.txt`
-  (class `n` is its line `n`). TrackEval and `trackers.eval` read `gt.txt` as a results file as well.
+  (class `n` is its line `n`); beside them the same tracks as a tracker's results, as MOTChallenge's scorers
+  (TrackEval, `trackers.eval`) take them: `results/<source>.txt`, `frame,id,x,y,w,h,conf,-1,-1,-1` (no class
+  column: a scorer reading MOT17's ground-truth layout would drop every class but 1, pedestrians).
 - `cvat`: CVAT for video 1.1 XML, one file per video: a `<track>` per track id, `keyframe="1"` on frames the
   model saw (the boxes between are the tracker's), a box `outside="1"` where the track ends or breaks off.
 - `label-studio`: `tasks.json`, one video task per video with a `videorectangle` prediction per track (keyframes
@@ -247,25 +249,30 @@ def tracks_files(run: Path) -> list[Path]:
 
 def export_mot(run: Path, out: Path) -> tuple[int, int]:
     """One MOT 1.1 sequence per source of the run's tracks files; confirmed tracks only."""
-    rows: dict[str, list[tuple[int, int, tuple, str]]] = defaultdict(list)
+    rows: dict[str, list[tuple[int, int, tuple, str, float]]] = defaultdict(list)
     for path in tracks_files(run):
         for number, r in tracks_rows(path):
             try:
                 x1, y1, x2, y2 = r["bbox"]
                 if r["track_id"] >= 0 and x2 > x1 and y2 > y1:
+                    sure = r.get("confidence")
                     rows[r["source"]].append((int(r["frame_index"]), int(r["track_id"]), tuple(map(float, r["bbox"])),
-                                              str(r["label"])))
+                                              str(r["label"]), 1.0 if sure is None else float(sure)))
             except (ValueError, KeyError, TypeError):
                 raise StreamerError(f"{path}:{number} is not a line of a tracks file") from None
-    taken: set[str] = set()
+    taken: set[str] = {"results"}  # the folder of the results files
     for source, boxes in rows.items():
-        labels = sorted({label for *_, label in boxes})
+        labels = sorted({box[3] for box in boxes})
         number = {label: i + 1 for i, label in enumerate(labels)}
+        boxes.sort()
         lines = [f"{frame + 1},{track + 1},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},1,{number[label]},1\n"
-                 for frame, track, (x1, y1, x2, y2), label in sorted(boxes)]
+                 for frame, track, (x1, y1, x2, y2), label, _ in boxes]
+        results = [f"{frame + 1},{track + 1},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{sure:.4f},-1,-1,-1\n"
+                   for frame, track, (x1, y1, x2, y2), _, sure in boxes]
         name = _unique(safe_name(source), taken)
         write_text(out / name / "gt" / "gt.txt", "".join(lines))
         write_text(out / name / "gt" / "labels.txt", "".join(f"{label}\n" for label in labels))
+        write_text(out / "results" / f"{name}.txt", "".join(results))
     return len(rows), sum(len(boxes) for boxes in rows.values())
 
 

@@ -154,6 +154,25 @@ def test_mot_is_cvats_mot_1_1_layout(run, tmp_path):
     assert all(float(r[4]) > 0 and float(r[5]) > 0 and r[6] == "1" for r in rows)
 
 
+def test_mot_results_are_what_motchallenge_scorers_take_and_score_perfectly_against_the_same_tracks(run, tmp_path):
+    """`results/<sequence>.txt` in the tracker layout (`frame,id,x,y,w,h,conf,-1,-1,-1`), read by the `trackers`
+    package's TrackEval-parity scorer against a MOT17 ground truth of the same tracks (class 1: what MOT17's
+    layout scores): HOTA 1, no switch. The gt's own class column (the label's number, CVAT's layout) would be
+    dropped by such a scorer: that is why the results have none."""
+    from trackers.eval import evaluate_mot_sequence
+
+    mot = export(run, "mot", tmp_path / "mot")
+    results = (mot / "results" / "street.txt").read_text().splitlines()
+    rows = [line.split(",") for line in results]
+    assert all(len(r) == 10 and r[7:] == ["-1", "-1", "-1"] and 0 <= float(r[6]) <= 1 for r in rows)
+    gt = [line.split(",") for line in (mot / "street" / "gt" / "gt.txt").read_text().splitlines()]
+    assert [r[:6] for r in rows] == [g[:6] for g in gt]
+    mot17 = tmp_path / "mot17-gt.txt"
+    mot17.write_text("".join(",".join([*g[:6], "1", "1", "1"]) + "\n" for g in gt))
+    scores = evaluate_mot_sequence(str(mot17), str(mot / "results" / "street.txt"), metrics=["HOTA", "CLEAR"])
+    assert scores.HOTA.HOTA == pytest.approx(1.0) and scores.CLEAR.IDSW == 0
+
+
 def test_cvat_video_has_a_track_per_track_id_with_keyframes_where_the_model_looked(run, tmp_path):
     cvat = export(run, "cvat", tmp_path / "cvat")
     [xml] = list(cvat.glob("*.xml"))
