@@ -307,11 +307,13 @@ class Chaos:
             subscriber.close()
             broker.stop()
             hook.down()
-        self.report.stderr = (self.folder / "stderr.txt").read_text()
-        self.report.stdout = (self.folder / "stdout.txt").read_text()
-        self._check(data)
-        if self.disk:
-            subprocess.run(["umount", "-l", str(data)], capture_output=True)
+        try:
+            self.report.stderr = (self.folder / "stderr.txt").read_text()
+            self.report.stdout = (self.folder / "stdout.txt").read_text()
+            self._check(data)
+        finally:
+            if self.disk:
+                subprocess.run(["umount", "-l", str(data)], capture_output=True)
         return self.report
 
     def _metrics(self) -> dict:
