@@ -326,6 +326,8 @@ class SourceRun:
             tracking, self.tracking = self.tracking, None
             try:
                 self._deliver(tracking.finish(self.last_frame, "source_restarted"))
+            except StreamerError:
+                raise
             except Exception as again:  # noqa: BLE001 - the tracks are let go without their object_left
                 log.warning("%s: open tracks dropped: %s", self._stats.source, fault_reason(again, self.spec.url))
         self._last_fault = now
