@@ -56,8 +56,8 @@ def event_range(store: Path, event_id: int, pre_s: float, post_s: float) -> Span
     """The stretch around an event: its track in its run from appearing to leaving, or the event alone."""
     with reading(store) as (conn, tables):
         run_column = "run" if "run" in tables["events"] else "NULL"
-        row = conn.execute(f"SELECT source, wall_epoch, pts, track_id, {run_column} FROM events WHERE id = ?",
-                           (event_id,)).fetchone()
+        row = None if not 0 < event_id < 2**63 else conn.execute(  # no SQLite id is outside that
+            f"SELECT source, wall_epoch, pts, track_id, {run_column} FROM events WHERE id = ?", (event_id,)).fetchone()
         if row is None:
             last = conn.execute("SELECT max(id) FROM events").fetchone()[0]
             known = f"ids 1 to {last}" if last else "no events"

@@ -101,8 +101,10 @@ def test_a_clip_of_an_event_starts_pre_s_before_it_and_plays(recorded, tmp_path,
     assert main(["clip", str(spec.db_path), str(tmp_path / "c.mp4"), "--event", "999"]) == 1
     assert main(["clip", str(spec.db_path), str(tmp_path / "c.mp4"), "--source", "cam", "--from",
                  "2001-01-01T00:00:00", "--to", "2001-01-01T00:01:00"]) == 1
+    assert main(["clip", str(spec.db_path), str(tmp_path / "c.mp4"), "--event", "9" * 30]) == 1  # no SQLite id
     err = capsys.readouterr().err.splitlines()
     assert "exists" in err[0] and "no event 999" in err[1] and "its recordings run from" in err[2]
+    assert err[3].startswith("streamer: error: ") and "no event 999999" in err[3] and len(err) == 4
     assert not (tmp_path / "c.mp4").exists()
 
 
