@@ -26,6 +26,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +44,7 @@ from streamer.records import TEXT, Frame, Keyframe
 log = logging.getLogger(__name__)
 MAX_BODY = 20_000_000  # bytes of one request: tasks, not images
 MAX_IMAGE = 50_000_000
+MAX_PIXELS = 100_000_000  # an image's width x height: a few kB of PNG can claim billions (a decompression bomb)
 FETCH_TIMEOUT_S = 30.0
 
 
@@ -175,6 +177,7 @@ class Backend:
         if not isinstance(url, str) or not url:
             raise TaskError(f"{name} has no image in data.{ui.data_key}")
         data = self._bytes(url, server, name)
+        _check_pixels(data, f"{name}: {_shown(url)}")
         picture = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if picture is None:
             raise TaskError(f"{name}: {_shown(url)} is not an image")
@@ -200,13 +203,20 @@ class Backend:
             url = host.rstrip("/") + "/" + url.lstrip("/")
         elif parsed.scheme not in ("http", "https"):
             raise TaskError(f"{name}: {parsed.scheme}:// images are not fetched here (serve them over HTTP)")
+        elif not host or _origin(url) != _origin(host):
+            raise TaskError(f"{name}: {_shown(url)} is not on Label Studio"
+                            + (f" ({_origin(host)})" if host else " (it sent no hostname in /setup)")
+                            + ": images are fetched only from the Label Studio that set this backend up, or "
+                            "under --media-root (for cloud storage, turn its pre-signed URLs off)")
         headers = {}
         token = os.environ.get("LABEL_STUDIO_API_KEY") or server.get("token")
         if token and host and urllib.parse.urlparse(url).netloc == urllib.parse.urlparse(host).netloc:
             headers["Authorization"] = f"Token {token}"  # only to Label Studio itself
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=FETCH_TIMEOUT_S) as reply:
+            with _SAME_ORIGIN.open(urllib.request.Request(url, headers=headers), timeout=FETCH_TIMEOUT_S) as reply:
                 data = reply.read(MAX_IMAGE + 1)
+        except TaskError as exc:  # a redirect off Label Studio
+            raise TaskError(f"{name}: {exc}") from None
         except urllib.error.HTTPError as exc:
             raise TaskError(f"{name}: {_shown(url)} answered HTTP {exc.code}"
                             + (" (the token Label Studio gave is refused: set LABEL_STUDIO_API_KEY)"
@@ -216,6 +226,43 @@ class Backend:
         if len(data) > MAX_IMAGE:
             raise TaskError(f"{name}: {_shown(url)} is larger than {MAX_IMAGE} bytes")
         return data
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+class _SameOrigin(urllib.request.HTTPRedirectHandler):
+    """Redirects are followed on the server asked only: one to another host (where Label Studio, or whatever
+    answers in its name, would send the fetch of a machine inside the network) is refused."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if _origin(newurl) != _origin(req.full_url):
+            raise TaskError(f"{_shown(req.full_url)} redirects to another host ({_origin(newurl)[1]}): not followed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_SAME_ORIGIN = urllib.request.build_opener(_SameOrigin)
+
+
+def _check_pixels(data: bytes, what: str) -> None:
+    """Refuse an image whose header claims more than `MAX_PIXELS` before anything decodes it."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # PIL's own warning above 89 MP: ours is the word that counts
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:  # reads the header only
+                width, height = header.size
+    except Image.DecompressionBombError:  # past PIL's own bound, which is above ours
+        raise TaskError(f"{what} claims more than {MAX_PIXELS:,} pixels: refused unread") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        return  # not an image PIL knows: the decoder says what it is
+    if width * height > MAX_PIXELS:
+        raise TaskError(f"{what} claims {width} x {height} pixels, more than {MAX_PIXELS:,}: refused unread")
 
 
 def _clipped(xyxy: np.ndarray, width: int, height: int) -> list:

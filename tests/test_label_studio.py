@@ -57,6 +57,8 @@ def backend(tiny_od, tmp_path_factory):
     cv2.imwrite(str(media / "uploads" / "street.jpg"), picture)
     cv2.imwrite(str(media / "local.png"), picture)
     (media / "notes.txt").write_text("not an image")
+    (media / "bomb.png").write_bytes(_png_header(12_000, 10_000))
+    (media / "huge.png").write_bytes(_png_header(100_000, 100_000))
     images = ImageServer(media / "uploads", token="t0ken")
     model = Config.model_validate({"model": {"path": str(tiny_od), "device": "cpu"}}).model
     server = MlServer("127.0.0.1:0").start(Backend(load_detector(model), "tiny", media_root=media))
@@ -118,12 +120,78 @@ def test_labels_the_project_does_not_have_are_left_out(backend):
     ("/data/upload/missing.jpg", "/data/upload/missing.jpg answered HTTP 404"),
     ("/data/local-files/?d=../../etc/passwd", "outside --media-root"),
     ("/data/local-files/?d=notes.txt", "is not an image"),
+    ("/data/local-files/?d=bomb.png", "claims 12000 x 10000 pixels, more than 100,000,000: refused unread"),
+    ("/data/local-files/?d=huge.png", "claims more than 100,000,000 pixels: refused unread"),
     ("s3://bucket/a.jpg", "s3:// images are not fetched here"),
+    ("file:///etc/passwd", "file:// images are not fetched here"),
 ])
 def test_an_image_it_cannot_read_fails_the_request_with_the_reason(backend, url, says):
     address, images = backend
     status, body = predict(address, images, [{"id": 3, "data": {"image": url}}])
     assert status == 500 and says in body["error"]
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG's signature and header claiming `width` x `height` pixels, and nothing to decode: a few bytes that
+    would ask a decoder for gigabytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    idat = zlib.compress(b"\0" * 4096)  # the first rows; a decoder would go on asking for the rest
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(
+        b"IDAT", idat)
+
+
+class Host:
+    """Another HTTP host: records what it is asked; with `to`, answers every request with a redirect there."""
+
+    def __init__(self, to: str | None = None):
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                seen.append(self.path)
+                self.send_response(302 if to else 404)
+                if to:
+                    self.send_header("Location", f"{to}/latest/meta-data")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_images_are_fetched_only_from_label_studio_never_from_another_host(backend):
+    """A task naming another host (a metadata service, an admin page inside the network) is refused unfetched,
+    and a redirect from Label Studio's address to another host is not followed."""
+    address, images = backend
+    inside = Host()
+    try:
+        status, body = predict(address, images, [{"id": 4, "data": {"image": f"{inside.url}/latest/meta-data"}}])
+        assert status == 500 and "is not on Label Studio" in body["error"] and inside.seen == []
+        redirecting = Host(to=inside.url)  # answers in Label Studio's name
+        try:
+            assert call(f"{address}/setup", {"project": "1.1733", "schema": CONFIG, "hostname": redirecting.url,
+                                             "access_token": "t0ken"})[0] == 200
+            status, body = call(f"{address}/predict", {"tasks": [{"id": 5, "data": {"image": "/data/upload/a.jpg"}}],
+                                                       "project": "1.1733", "label_config": CONFIG, "params": {}})
+        finally:
+            redirecting.close()
+        assert status == 500 and "redirects to another host" in body["error"]
+        assert redirecting.seen == ["/data/upload/a.jpg"] and inside.seen == []
+    finally:
+        inside.close()
 
 
 def test_a_config_without_boxes_is_refused_at_setup(backend):
