@@ -11,6 +11,7 @@ least what was asked; it is an MP4 with its index first (`faststart`), so a brow
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,6 +25,8 @@ from streamer.errors import StreamerError, cannot_write
 from streamer.records import TEXT
 from streamer.sinks import tracks_beside, tracks_rows
 from streamer.store import original, reading, recordings
+
+log = logging.getLogger("streamer.clip")
 
 @dataclass(frozen=True)
 class Cut:
@@ -131,8 +134,13 @@ def _copy(path: Path, output, stream, segment_at: float, start: float, end: floa
     the offset after the last packet, when the first packet copied was on the span's clock or None, and for each
     frame copied, in the order they show, its place among the segment's frames). A long file is sought into,
     not read from its start."""
-    with av.open(str(path)) as source:
+    try:
+        source = av.open(str(path))
         in_stream = source.streams.video[0]
+    except (av.error.FFmpegError, IndexError) as exc:  # replaced or damaged by hand: the rest of the span still plays
+        log.warning("the recording %s cannot be read (%s): left out of the clip", path, exc)
+        return stream, offset, None, []
+    with source:
         tb = in_stream.time_base
         rate = in_stream.average_rate
         step = 1.0 / float(rate) if rate else 0.04
@@ -141,18 +149,21 @@ def _copy(path: Path, output, stream, segment_at: float, start: float, end: floa
         if first and lo > 10.0:
             source.seek(int((t0 + lo) / tb), stream=in_stream, backward=True, any_frame=False)
         packets = []
-        for packet in source.demux(in_stream):
-            if packet.pts is None or not packet.size:
-                continue
-            at = float(packet.pts * tb) - t0
-            if at > hi + 2.0:  # past the end, with room for frames shown out of order
-                break
-            if not packets and not packet.is_keyframe:
-                continue  # a clip starts on a keyframe
-            if first and packet.is_keyframe and at <= max(lo, 0.0):
-                packets = []  # a later keyframe still at or before the start: begin there
-            packets.append((at, packet))
-        chosen = [(at, packet) for at, packet in packets if at <= hi]
+        try:
+            for packet in source.demux(in_stream):
+                if packet.pts is None or not packet.size:
+                    continue
+                at = float(packet.pts * tb) - t0
+                if at > hi + 2.0:  # past the end, with room for frames shown out of order
+                    break
+                if not packets and not packet.is_keyframe:
+                    continue  # a clip starts on a keyframe
+                if first and packet.is_keyframe and at <= max(lo, 0.0):
+                    packets = []  # a later keyframe still at or before the start: begin there
+                packets.append((at, packet))
+        except av.error.FFmpegError as exc:  # cut short (by hand, or by a crash): what came before the cut goes in
+            log.warning("the recording %s breaks off (%s): the clip has it up to there", path, exc)
+        chosen = _whole([(at, packet) for at, packet in packets if at <= hi], in_stream)
         if not chosen:
             return stream, offset, None, []
         if stream is None:
@@ -168,6 +179,24 @@ def _copy(path: Path, output, stream, segment_at: float, start: float, end: floa
             last = max(last, offset + at - zero + step)
     base = round(zero / step)  # the first frame's place in the segment (a constant rate assumed after a seek)
     return stream, last, segment_at + zero, [base + n for n in range(len(chosen))]
+
+
+def _whole(chosen: list, in_stream) -> list:
+    """`chosen` without a broken tail: a segment cut short (by hand, by a crash) ends in a packet whose data is
+    cut, which no player decodes. Its last keyframe's packets on are decoded (a second or two of frames) and
+    what follows the first that fails is left out."""
+    last_key = max((i for i, (_, packet) in enumerate(chosen) if packet.is_keyframe), default=None)
+    if last_key is None:
+        return chosen
+    decoder = av.CodecContext.create(in_stream.codec_context.name, "r")
+    decoder.extradata = in_stream.codec_context.extradata
+    for i in range(last_key, len(chosen)):
+        try:
+            decoder.decode(chosen[i][1])
+        except (av.error.FFmpegError, ValueError):
+            log.warning("a recording breaks off inside a frame: the clip ends before it")
+            return chosen[:i]
+    return chosen
 
 
 def _annotate(path: Path, shown: list[tuple[int, Path]]) -> None:

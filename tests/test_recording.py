@@ -275,6 +275,25 @@ def test_a_retention_that_cannot_hold_one_segment_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.live
+def test_segments_deleted_cut_or_replaced_by_hand_leave_the_rest_of_a_clip_playable(recorded, tmp_path):
+    """Footage touched by hand under a running store: a segment deleted, one cut in half, one replaced by text.
+    A clip over all of them has what is left, and plays; before, the first unreadable file failed the clip."""
+    from streamer.clip import Span
+
+    shutil.copytree(recorded[0], tmp_path, dirs_exist_ok=True)  # damaged below: on a copy
+    db = tmp_path / recorded[2].db_path.name
+    segments = recordings(db)
+    assert len(segments) >= 4
+    whole = cut(db, Span("cam", segments[0].start_wall, segments[-1].end_wall), tmp_path / "whole.mp4").frames
+    (tmp_path / segments[1].path).unlink()
+    cut_short = tmp_path / segments[2].path
+    cut_short.write_bytes(cut_short.read_bytes()[: cut_short.stat().st_size // 2])
+    (tmp_path / segments[3].path).write_text("not a video any more")
+    made = cut(db, Span("cam", segments[0].start_wall, segments[-1].end_wall), tmp_path / "left.mp4")
+    assert 0 < made.frames < whole and probe_video(tmp_path / "left.mp4")["count"] == made.frames
+
+
+@pytest.mark.live
 def test_a_recorded_cameras_tracks_go_beside_each_segment_and_are_pruned_with_it(recorded, tmp_path):
     from streamer.sinks import tracks_beside
 
