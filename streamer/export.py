@@ -24,7 +24,7 @@ import supervision as sv
 from streamer.errors import StreamerError, cannot_write
 from streamer.runfolder import find_store
 from streamer.store import keyframe_boxes
-from streamer.track_export import LABEL_STUDIO_FILES, TRACK_FORMATS, export_tracks, write_text
+from streamer.track_export import LABEL_STUDIO_FILES, TRACK_FORMATS, export_tracks, one_line, write_text
 
 
 def build_dataset(store: Path) -> tuple[sv.DetectionDataset, dict[str, list[int]]]:
@@ -35,6 +35,7 @@ def build_dataset(store: Path) -> tuple[sv.DetectionDataset, dict[str, list[int]
     missing = [image for image in images if not image.is_file()]
     if missing:
         raise StreamerError(f"keyframe image missing: {missing[0]} ({len(missing)} in all)")
+    boxes = {image: [(one_line(label), box, track) for label, box, track in rows] for image, rows in boxes.items()}
     classes = sorted({label for rows in boxes.values() for label, _, _ in rows})
     index = {name: i for i, name in enumerate(classes)}
     annotations, track_ids = {}, {}

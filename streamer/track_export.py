@@ -137,7 +137,7 @@ def _video(segment, path: Path, tracks_file: Path) -> Video:
         frame = row["frame_index"] - first
         if not 0 <= frame < max(frames, frame + 1):
             continue
-        track = by_id.setdefault(row["track_id"], Track(row["track_id"], row["label"]))
+        track = by_id.setdefault(row["track_id"], Track(row["track_id"], one_line(row["label"])))
         track.boxes.append(Box(frame, tuple(row["bbox"]), row.get("kind") == "detected", row.get("confidence", 1.0)))
     return Video(segment.source, path, max(frames, 1 + max((b.frame for t in by_id.values() for b in t.boxes),
                                                            default=0)),
@@ -257,7 +257,7 @@ def export_mot(run: Path, out: Path) -> tuple[int, int]:
                 if r["track_id"] >= 0 and x2 > x1 and y2 > y1:
                     sure = r.get("confidence")
                     rows[r["source"]].append((int(r["frame_index"]), int(r["track_id"]), tuple(map(float, r["bbox"])),
-                                              str(r["label"]), 1.0 if sure is None else float(sure)))
+                                              one_line(r["label"]), 1.0 if sure is None else float(sure)))
             except (ValueError, KeyError, TypeError):
                 raise StreamerError(f"{path}:{number} is not a line of a tracks file") from None
     taken: set[str] = {"results"}  # the folder of the results files
@@ -274,6 +274,13 @@ def export_mot(run: Path, out: Path) -> tuple[int, int]:
         write_text(out / name / "gt" / "labels.txt", "".join(f"{label}\n" for label in labels))
         write_text(out / "results" / f"{name}.txt", "".join(results))
     return len(rows), sum(len(boxes) for boxes in rows.values())
+
+
+def one_line(label: str) -> str:
+    """A label as every export writes it: its whitespace (a newline from a prompt or the model) one space each,
+    since a one-label-a-line file (YOLO's names, MOT's labels.txt) cannot hold a line break, and every format
+    must give the same label back."""
+    return " ".join(str(label).split()) or "object"
 
 
 def write_text(path: Path, text: str) -> None:

@@ -315,3 +315,33 @@ def test_an_export_killed_midway_is_run_again_into_the_same_folder(run, tmp_path
     assert main(["export", str(run), "--format", "coco", str(out)]) == 0
     assert (out / "annotations" / "instances_default.json").exists()
     assert not dead.exists() and alive.exists()
+
+
+HOSTILE = ['car <b> & "co"', "it's, a truck", "two\nlines"]
+
+
+def test_labels_holding_markup_quotes_commas_and_newlines_read_back_the_same_in_every_tool(tmp_path):
+    """Labels come from prompts and the model as any text: `< & " ' ,` and a newline. COCO, YOLO, MOT and CVAT
+    exports read by Datumaro give every box its label back (a newline, which no one-label-a-line file can hold,
+    as a space), and nothing shifts: the same boxes under the same labels."""
+    def scripted(index):
+        return [(HOSTILE[0], (40, 40, 120, 120), None), (HOSTILE[1], (300, 50, 420, 150), None),
+                (HOSTILE[2], (200, 200, 280, 300), None)]
+
+    run = tmp_path / "run"
+    config = Config.model_validate({"sampler": {"every_n_frames": 10, "max_fps": None, "scene_threshold": None},
+                                    "output": {"save_keyframes": True}})
+    spec = SourceSpec(str(CLIP), run / "events.jsonl", None, name="street", db_path=run / "events.db",
+                      tracks_path=run / "tracks.jsonl")
+    Pipeline(config, lambda: ScriptedDetector(scripted)).run_many([spec])
+    folders = {fmt: export(run, fmt, tmp_path / fmt) for fmt in ("coco", "yolo", "mot", "cvat")}
+    folders["mot"] = folders["mot"] / "street"
+    read = read_with(DATUMARO, "datumaro_read.py", json.dumps({k: str(v) for k, v in folders.items()}))
+    expected = {" ".join(label.split()) if "\n" in label else label for label in HOSTILE}
+    for fmt, got in read.items():
+        labels = {label for _, label, _, _ in got["boxes"]}
+        assert labels == expected, (fmt, labels)
+        by_label = {}
+        for _, label, box, _ in got["boxes"]:
+            by_label.setdefault(label, set()).add(tuple(round(v) for v in box[:2]))
+        assert by_label[HOSTILE[0]] == {(40, 40)} and by_label[HOSTILE[1]] == {(300, 50)}, fmt
