@@ -23,11 +23,14 @@ def _finite(value: float | None) -> float | None:
 
 
 class MediaClock:
-    """`step_s`: one frame interval. `last` is the media time of the last frame (None before the first)."""
+    """`step_s`: one frame interval. `last` is the media time of the last frame (None before the first).
+    `max_leap_s`: a leap ahead past this is a broken clock (a camera's); None for a file, whose pts are where its
+    frames are in it, however far apart."""
 
-    def __init__(self, step_s: float, last: float | None = None) -> None:
+    def __init__(self, step_s: float, last: float | None = None, max_leap_s: float | None = _MAX_LEAP_S) -> None:
         self.step_s = step_s if math.isfinite(step_s) and step_s > 0 else 0.04
         self.last = _finite(last)
+        self.max_leap_s = max_leap_s
         self._base = 0.0
         self._first_raw: float | None = None
         self._frames = 0  # in this session
@@ -51,7 +54,8 @@ class MediaClock:
             pts = self._base if self._frames == 0 else self.last + self.step_s
         else:
             pts = self._base + (raw - self._first_raw)
-            if self.last is not None and (pts <= self.last or pts - self.last > _MAX_LEAP_S):
+            leapt = self.max_leap_s is not None and self.last is not None and pts - self.last > self.max_leap_s
+            if self.last is not None and (pts <= self.last or leapt):
                 # The stream's pts went back (a loop or splice) or leapt hours ahead (a clock reset): go on one
                 # step after the last frame, and follow the stream's clock from this frame on.
                 self._first_raw, self._base = raw, self.last + self.step_s

@@ -201,7 +201,7 @@ class FileReader(Reader):
 
     def _run(self) -> None:
         stream = self._container.streams.video[0]
-        clock = MediaClock(1.0 / float(self.info.fps))
+        clock = MediaClock(1.0 / float(self.info.fps), max_leap_s=None)
         clock.start_session()
         error: BaseException | None = None
         try:
