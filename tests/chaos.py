@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -312,6 +313,7 @@ class Chaos:
             self.report.stdout = (self.folder / "stdout.txt").read_text()
             self._check(data)
         finally:
+            shutil.copytree(data / "runs", self.folder / "runs", dirs_exist_ok=True)  # the logs, off the small disk
             if self.disk:
                 subprocess.run(["umount", "-l", str(data)], capture_output=True)
         return self.report
@@ -506,10 +508,12 @@ class Chaos:
         for name, evs in events.items():
             states = [e for e in evs if e["type"] in ("source_down", "source_up")]
             kinds = [e["type"] for e in states]
-            pairs = kinds[:len(kinds) // 2 * 2:2] == ["source_down"] * (len(kinds) // 2) and \
-                kinds[1::2] == ["source_up"] * (len(kinds) // 2)
-            if not pairs or any(e.get("gap_s", 1) <= 0 for e in states if e["type"] == "source_up"):
-                unpaired.append(name)
+            wrong = next((i for i, e in enumerate(states) if e["type"] != ("source_down", "source_up")[i % 2]
+                          or e.get("gap_s", 1) <= 0), None)
+            if wrong is not None:
+                unpaired.append(f"{name} at its status {wrong}: " + ", ".join(
+                    f"{e['type'][7:]} {e['wall_time'][11:19]} {e.get('reason') or e.get('gap_s')}"
+                    for e in states[max(0, wrong - 2):wrong + 2]))
             outages += kinds.count("source_up")
         gaps = [e["gap_s"] for evs in events.values() for e in evs if e["type"] == "source_up"]
         report.figures["outages"] = (f"{outages} as source_down/source_up pairs, gap_s {_spread(gaps)}"
@@ -590,6 +594,7 @@ class _Watcher:
         if not read:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.sock.sendall(f"GET /sources/{name}/mjpeg HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        self.sock.settimeout(None)  # a camera down for minutes sends nothing new: the watcher waits, as a browser does
         if read:
             threading.Thread(target=self._read, daemon=True).start()
 
