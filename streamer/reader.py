@@ -347,15 +347,18 @@ class CameraReader(Reader):
                 pts = clock.next(raw)
                 camera_time = (realtime0 / 1e6 + (raw - start_s)
                                if realtime0 and raw is not None and math.isfinite(raw) else None)
+                # The picture first: a frame that cannot be made ends the session before it is said to be up
+                # (an "up" with no frame after it, then no "down", broke the camera's down/up pairs).
+                frame = Frame(self.name, self.frames_decoded, pts, now, self._picture(av_frame), camera_time)
                 if frames == 0:
                     self.state = "up"
                     if down_since is not None:
                         self._put(SourceStatus(self.name, "up", now, pts, self.frames_decoded, gap_s=now - down_since))
-                self._put(Frame(self.name, self.frames_decoded, pts, now, self._picture(av_frame), camera_time))
-                if recorder is not None:
-                    recorder.frame(self.frames_decoded, pts)
-                self.frames_decoded += 1
+                self._put(frame)
                 frames += 1
+                self.frames_decoded += 1
+                if recorder is not None:
+                    recorder.frame(frame.index, pts)
         except (av.error.FFmpegError, OSError) as exc:  # the camera's failures mean "down", then reconnect
             return frames, _reason(exc)
         except StreamerError:

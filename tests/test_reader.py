@@ -106,3 +106,37 @@ def test_an_http_live_stream_that_breaks_off_gives_every_frame_a_finite_increasi
     assert len(times) == 150 and all(math.isfinite(t) for t in times)
     assert all(b > a for a, b in zip(times, times[1:]))
     assert down.state == "down" and math.isfinite(down.pts) and down.pts == times[-1]
+
+
+def test_a_frame_that_cannot_be_made_never_leaves_an_up_without_its_down(clip, monkeypatch):
+    """A camera's picture that cannot be made (flipped bytes in its stream) on the first frame of a connection
+    ends that connection before the camera is said to be up: its downs and ups stay in pairs. (The hour of the
+    chaos soak found an up, no frame, no down, and another up.)"""
+    import av
+
+    from streamer.config import LiveConfig
+    from streamer.reader import Reader
+    from streamer.records import SourceStatus
+
+    real, calls = Reader._picture, []
+
+    def damaged(self, av_frame):
+        calls.append(1)
+        if len(calls) in (151, 152):  # the first frame of the second connection, and of the third
+            raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+        return real(self, av_frame)
+
+    monkeypatch.setattr(Reader, "_picture", damaged)
+    reader = open_reader(str(clip), live=True, queue_size=1000,
+                         live_config=LiveConfig(backoff_initial_s=0.05, backoff_max_s=0.1))
+    reader.start()
+    states = []
+    try:
+        for item in reader.frames():
+            if isinstance(item, SourceStatus):
+                states.append(item.state)
+                if states.count("down") == 2:
+                    break
+    finally:
+        reader.stop()
+    assert states == ["down", "up", "down"]
