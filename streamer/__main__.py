@@ -1,8 +1,10 @@
 """`python -m streamer` and the `streamer` command: Ctrl-C (and SIGTERM, as a process manager stops a command)
-is an interruption like any other, not a traceback, also while the heavy libraries import. Once the command is done (its outputs closed, its summary out), SIGINT and
-SIGTERM are ignored while the interpreter winds down, so a second Ctrl-C then ends nothing by the signal: the
-exit status is the command's (Python gives its signals back to the system's defaults while it finalizes, and a
-Ctrl-C then killed the process: exit -2). A wind-down that hangs still ends, 10 s later, with that status."""
+is an interruption like any other, not a traceback, also while the heavy libraries import; the first one
+interrupts, later ones while it is handled do not cut its handling short. Once the command is done (its outputs
+closed, its summary out), SIGINT and SIGTERM are ignored while the interpreter winds down, so a late Ctrl-C
+ends nothing by the signal: the exit status is the command's (Python gives its signals back to the system's
+defaults while it finalizes, and a Ctrl-C then killed the process: exit -2). A wind-down that hangs still ends,
+10 s later, with that status."""
 
 import os
 import signal
@@ -10,10 +12,12 @@ import sys
 import threading
 
 _WIND_DOWN_S = 10.0
+_interrupted = threading.Event()
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C: every command cleans up what it was building
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         from streamer.cli import main as cli_main
 
@@ -26,6 +30,9 @@ def main() -> int:
 
 
 def _interrupt(*_) -> None:
+    if _interrupted.is_set():
+        return  # the first is being handled: it closes what was open
+    _interrupted.set()
     raise KeyboardInterrupt
 
 

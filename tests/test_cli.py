@@ -48,7 +48,8 @@ def test_without_paths_outputs_go_to_a_new_run_folder(tiny_od, tmp_path):
     named = list((folder / "keyframes").iterdir()) + list((folder / "snapshots").iterdir())
     assert named and all(p.name.startswith("street-") for p in named)
     assert streamer("export", folder, "--format", "mot", tmp_path / "mot").returncode == 0
-    assert [p.name for p in (tmp_path / "mot").iterdir()] == ["street"]
+    assert sorted(p.name for p in (tmp_path / "mot").iterdir()) == ["results", "street"]
+    assert (tmp_path / "mot" / "results" / "street.txt").stat().st_size > 0
 
 
 def test_a_failed_source_hides_no_other_sources_summary(tiny_od, tmp_path):
