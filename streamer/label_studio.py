@@ -205,13 +205,13 @@ class Backend:
             raise TaskError(f"{name}: {parsed.scheme}:// images are not fetched here (serve them over HTTP)")
         elif not host or _origin(url) != _origin(host):
             raise TaskError(f"{name}: {_shown(url)} is not on Label Studio"
-                            + (f" ({_origin(host)})" if host else " (it sent no hostname in /setup)")
+                            + (f" ({_origin(host)[1]})" if host else " (it sent no hostname in /setup)")
                             + ": images are fetched only from the Label Studio that set this backend up, or "
                             "under --media-root (for cloud storage, turn its pre-signed URLs off)")
         headers = {}
         token = os.environ.get("LABEL_STUDIO_API_KEY") or server.get("token")
-        if token and host and urllib.parse.urlparse(url).netloc == urllib.parse.urlparse(host).netloc:
-            headers["Authorization"] = f"Token {token}"  # only to Label Studio itself
+        if token:  # the URL is Label Studio's by now (checked above), and so is any redirect followed
+            headers["Authorization"] = f"Token {token}"
         try:
             with _SAME_ORIGIN.open(urllib.request.Request(url, headers=headers), timeout=FETCH_TIMEOUT_S) as reply:
                 data = reply.read(MAX_IMAGE + 1)

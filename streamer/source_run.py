@@ -255,7 +255,6 @@ class SourceRun:
         """A camera until the stop. A fault anywhere on its path (sampling, the model's answer, tracking, events,
         an output: any exception but a `StreamerError`, which is an output that cannot go on) is the camera's,
         never the run's: it is logged, counted, and the camera reconnects (`_fault`)."""
-        self._faulted = False
         while True:
             try:
                 self._live(stop)

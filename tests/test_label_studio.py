@@ -179,7 +179,7 @@ def test_images_are_fetched_only_from_label_studio_never_from_another_host(backe
     inside = Host()
     try:
         status, body = predict(address, images, [{"id": 4, "data": {"image": f"{inside.url}/latest/meta-data"}}])
-        assert status == 500 and "is not on Label Studio" in body["error"] and inside.seen == []
+        assert status == 500 and f"is not on Label Studio ({images.url[7:]})" in body["error"] and inside.seen == []
         redirecting = Host(to=inside.url)  # answers in Label Studio's name
         try:
             assert call(f"{address}/setup", {"project": "1.1733", "schema": CONFIG, "hostname": redirecting.url,
