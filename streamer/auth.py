@@ -97,7 +97,9 @@ class Guard:
             return False
         until, _, signature = value.partition(".")
         expected = hmac.new(self._key, until.encode(), hashlib.sha256).hexdigest()
-        return hmac.compare_digest(signature, expected) and until.isdigit() and int(until) > time.time()
+        # as bytes: a str with a non-ASCII character (a header is Latin-1) is a TypeError in compare_digest
+        return (hmac.compare_digest(signature.encode(), expected.encode()) and until.isascii() and until.isdigit()
+                and int(until) > time.time())
 
 
 def _cookie(header: str, name: str) -> str | None:

@@ -364,6 +364,31 @@ def _login(guard: Guard, failed: bool = False) -> str:
             f'</button></form></body></html>')
 
 
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """The one byte range a Range header asks of `size` bytes (first, last), "unsatisfiable" (416), or None: no
+    Range, or one this server ignores and answers with the whole file, as RFC 9110 lets it (another unit,
+    several ranges, a malformed one). Numbers of any length are read without `int` on them whole."""
+    match = re.fullmatch(r"\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*", header or "")
+    if match is None or not (match.group(1) or match.group(2)):
+        return None
+    def number(digits: str) -> int:  # past 18 digits: more than any file holds
+        return int(digits) if len(digits) <= 18 else 1 << 62
+    if match.group(1):
+        first = number(match.group(1))
+        last = min(number(match.group(2)), size - 1) if match.group(2) else size - 1
+        if match.group(2) and number(match.group(2)) < first:
+            return None  # inverted: not a valid range, so ignored
+        return (first, last) if first <= last else "unsatisfiable"
+    suffix = number(match.group(2))
+    return (max(0, size - suffix), size - 1) if suffix and size else "unsatisfiable"
+
+
+def _whole(text: str) -> bool:
+    """A whole number as a client may send one: ASCII digits, at most 18 (`isdigit` takes '²' and other scripts'
+    digits, which `int` refuses or reads, and `int` has no end)."""
+    return re.fullmatch(r"[0-9]{1,18}", text) is not None
+
+
 def _iso(epoch: float) -> str:
     return _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc).isoformat()
 
@@ -493,8 +518,13 @@ class StatusServer:
                 if urlsplit(self.path).path != "/login":
                     self._send(404, b"not found\n", "text/plain")
                     return
+                origin = self.headers.get("Origin")
+                if origin is not None and urlsplit(origin).netloc != self.headers.get("Host"):
+                    # another site's page posting to our login (login CSRF): a browser always says whose page it is
+                    self._send(403, b"a login from another site's page is refused\n", "text/plain")
+                    return
                 length = self.headers.get("Content-Length", "")
-                if not length.isdigit() or int(length) > 4096:
+                if not _whole(length) or int(length) > 4096:
                     self._send(400, b"a login form is a few fields\n", "text/plain")
                     return
                 form = parse_qs(self.rfile.read(int(length)).decode("utf-8", "replace"))
@@ -580,7 +610,7 @@ class StatusServer:
 
                 one = {key: query.get(key, [None])[0] or None for key in ("source", "label", "type")}
                 limit = query.get("limit", ["200"])[0]
-                if not limit.isdigit() or not 0 < int(limit) <= 10_000:
+                if not _whole(limit) or not 0 < int(limit) <= 10_000:
                     self._send(400, b"limit: a whole number from 1 to 10000\n", "text/plain")
                     return
                 try:
@@ -608,20 +638,15 @@ class StatusServer:
                 """A file, whole or the byte range asked for (a browser's <video> seeks with Range requests)."""
                 size = path.stat().st_size
                 first, last = 0, size - 1
-                asked = self.headers.get("Range")
+                asked = _byte_range(self.headers.get("Range"), size)
+                if asked == "unsatisfiable":
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if asked:
-                    match = re.fullmatch(r"bytes=(\d*)-(\d*)", asked.strip())
-                    if match and match.group(1):
-                        first = int(match.group(1))
-                        last = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
-                    elif match and match.group(2):
-                        first = max(0, size - int(match.group(2)))
-                    if not match or not (match.group(1) or match.group(2)) or first > last:
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{size}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
+                    first, last = asked
                 self.send_response(206 if asked else 200)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Accept-Ranges", "bytes")
@@ -654,7 +679,7 @@ class StatusServer:
 
             def _events(self, query) -> None:
                 after = query.get("after", ["0"])[0] or "0"
-                if not re.fullmatch(r"[0-9]{1,18}", after):  # isdigit() takes other scripts' digits, int() no end
+                if not _whole(after):
                     self._send(400, b"after: expected the seq of the last event seen, a whole number\n", "text/plain")
                     return
                 self._send(200, json.dumps(server.view.events_after(int(after))).encode(), "application/json")
@@ -756,7 +781,7 @@ class StatusServer:
                 asked = query.get("store", [None])[0]
                 if asked is None:
                     return stores
-                return [stores[int(asked)]] if asked.isdigit() and int(asked) < len(stores) else []
+                return [stores[int(asked)]] if _whole(asked) and int(asked) < len(stores) else []
 
             def _mjpeg(self, query, name: str) -> None:
                 known = {safe_name(r.stats().source) for r in server.pipeline.runs}
@@ -780,10 +805,10 @@ class StatusServer:
         ROUTES = [(re.compile(pattern), route) for pattern, route in (
             ("/", Handler._page), ("/login", Handler._login_page), ("/metrics", Handler._metrics), ("/healthz", Handler._healthz),
             ("/api/events", Handler._events), ("/api/search", Handler._search), ("/api/find", Handler._find),
-            (r"/api/keyframes/(\d{1,4})/([A-Za-z0-9_-][A-Za-z0-9._-]{0,200}\.jpg)", Handler._keyframe),
-            (r"/api/events/(\d{1,18})/clip\.mp4", Handler._event_clip),
-            (r"/api/events/(\d{1,18})/snapshot\.jpg", Handler._snapshot),
-            (r"/api/events/(\d{1,18})/tracks\.json", Handler._event_tracks), ("/api/history", Handler._history),
+            (r"/api/keyframes/([0-9]{1,4})/([A-Za-z0-9_-][A-Za-z0-9._-]{0,200}\.jpg)", Handler._keyframe),
+            (r"/api/events/([0-9]{1,18})/clip\.mp4", Handler._event_clip),
+            (r"/api/events/([0-9]{1,18})/snapshot\.jpg", Handler._snapshot),
+            (r"/api/events/([0-9]{1,18})/tracks\.json", Handler._event_tracks), ("/api/history", Handler._history),
             ("/api/sources", Handler._sources), ("/review", Handler._review), (r"/api/recordings/([^/]+)", Handler._recordings),
             (r"/sources/([^/]+)/mjpeg", Handler._mjpeg))]
         return Handler

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import urllib.error
 import urllib.request
 
@@ -89,6 +90,57 @@ def test_the_pages_own_login_gives_a_session(served):
     cookie = headers["Set-Cookie"].split(";")[0]
     assert get(server.address + "/api/events?after=0", Cookie=cookie)[0] == 200
     assert get(server.address + "/api/events?after=0", Cookie=cookie[:-2] + "00")[0] == 401  # a forged one
+
+
+def raw(server, request: bytes) -> bytes:
+    """The status line a raw request gets (b"" when the connection was dropped unanswered)."""
+    port = int(server.address.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request)
+        return s.makefile("rb").readline().strip()
+
+
+def test_hostile_credentials_and_numbers_are_answered_not_dropped(served):
+    server, _ = served
+    bearer = f"Authorization: Bearer {TOKEN}\r\n".encode()
+    for request, status in [
+        (b"GET /api/history HTTP/1.1\r\nCookie: streamer_session=1.\xe9\xe9\r\n\r\n", b"401"),  # Latin-1 text
+        (b"GET /api/history HTTP/1.1\r\nAuthorization: Bearer \xe9\r\n\r\n", b"401"),
+        (b"GET /api/history?limit=%C2%B2 HTTP/1.1\r\n" + bearer + b"\r\n", b"400"),  # '2' squared is no limit
+        (b"GET /api/events/%D9%A1/snapshot.jpg HTTP/1.1\r\n" + bearer + b"\r\n", b"404"),  # Arabic-Indic 1
+        (b"GET /api/events/1/snapshot.jpg?store=%C2%B9 HTTP/1.1\r\n" + bearer + b"\r\n", b"404"),
+        (b"GET /api/keyframes/0/..%2F..%2Fetc%2Fpasswd HTTP/1.1\r\n" + bearer + b"\r\n", b"404"),
+        (b"GET /api/recordings/x'%20OR%201=1-- HTTP/1.1\r\n" + bearer + b"\r\n", b"404"),
+    ]:
+        assert raw(server, request).split(b" ")[1:2] == [status], request
+
+
+def test_a_login_posted_from_another_sites_page_gets_no_session(served):
+    server, _ = served
+    host = server.address.split("//")[1]
+    status, headers, _ = get(server.address + "/login", data=f"token={TOKEN}".encode(), Origin="http://evil.example")
+    assert status == 403 and "Set-Cookie" not in headers
+    status, headers, _ = get(server.address + "/login", data=f"token={TOKEN}".encode(), Origin=f"http://{host}")
+    assert status == 303 and "Set-Cookie" in headers
+
+
+def test_range_headers_a_server_may_ignore_get_the_whole_file(served):
+    server, _ = served
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    url = server.address + "/api/events/1/snapshot.jpg"
+    status, _, whole = get(url, **auth)
+    assert status == 200
+    size = len(whole)
+    for asked in ["bytes=0-1,5-6", "bytes=" + ",".join(f"{i}-{i}" for i in range(300)), "items=0-5", "bytes=9-2"]:
+        status, headers, body = get(url, Range=asked, **auth)
+        assert (status, body) == (200, whole), asked
+    status, headers, body = get(url, Range="bytes=-5", **auth)
+    assert status == 206 and body == whole[-5:] and headers["Content-Range"] == f"bytes {size - 5}-{size - 1}/{size}"
+    status, _, body = get(url, Range="bytes=0-" + "9" * 5000, **auth)  # int() refuses past 4,300 digits
+    assert status == 206 and body == whole
+    for unsatisfiable in ["bytes=-0", f"bytes={size}-", "bytes=" + "9" * 5000 + "-"]:
+        status, headers, _ = get(url, Range=unsatisfiable, **auth)
+        assert status == 416 and headers["Content-Range"] == f"bytes */{size}", unsatisfiable
 
 
 def test_the_login_holds_in_a_browser(served):
