@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamer.errors import StreamerError
-from streamer.tasks import CAPTION_TASKS, TASKS, check_task
+from streamer.tasks import CAPTION_TASKS, PROMPT_MAX, TASKS, check_task
 
 DEFAULT_MODEL_ID = "florence-community/Florence-2-base"
 
@@ -106,7 +106,7 @@ class WatchEntry(_Section):
     """A phrase a source watches for (`watch:`, `--watch`): grounded every few keyframes, within its zone; a box
     a track confirms is one `phrase_seen` event per track."""
 
-    phrase: str = Field(min_length=1, max_length=200, description="What to watch for, e.g. \"person with a ladder\".")
+    phrase: str = Field(min_length=1, max_length=PROMPT_MAX, description="What to watch for, e.g. \"person with a ladder\".")
     every_n_keyframes: int = Field(default=5, ge=1, description="Grounded on every n-th keyframe.")
     every_s: float | None = Field(default=None, gt=0, le=DAY_S, description="At most once per this many seconds.")
     zone: tuple[float, float, float, float] | None = Field(default=None, description="As a schedule entry's.")
@@ -191,7 +191,7 @@ Point = tuple[float, float]
 class _Area(_Section):
     """Shared by zones and lines: coordinates in pixels, or relative to the frame when all are <= 1."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9._ -]+$")
+    name: str = Field(max_length=64, pattern=r"^[A-Za-z0-9._ -]+$")
     labels: list[str] | None = Field(default=None, description="Only tracks of these labels; null: all.")
     sources: list[str] | None = Field(default=None, description="Only on these sources (names); null: all.")
 
@@ -247,6 +247,8 @@ def _check_prompt(task: str, prompt: str | None, how: str) -> None:
     if prompt and not TASKS[task].needs_prompt:
         raise ValueError(f"task {task} takes no prompt (tasks that do: "
                          + ", ".join(t for t, spec in TASKS.items() if spec.needs_prompt) + ")")
+    if prompt and len(prompt) > PROMPT_MAX:
+        raise ValueError(f"{how} is {len(prompt)} characters; a task takes at most {PROMPT_MAX} (a phrase, not a page)")
 
 
 class EventsConfig(_Section):
@@ -299,7 +301,7 @@ class SourceConfig(_Section):
     """A named source. The name is used in events, file names and status lines instead of the URL."""
 
     url: str
-    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
+    name: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     live: bool | None = Field(default=None, description="Camera (true) or file (false). Default: guessed; files "
                               "and URLs whose media has an end are files, RTSP and endless streams are cameras.")
 

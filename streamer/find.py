@@ -30,6 +30,7 @@ import numpy as np
 from streamer.errors import StreamerError
 from streamer.records import Frame, Keyframe
 from streamer.runfolder import resolve
+from streamer.tasks import PROMPT_MAX
 
 TASK = "<CAPTION_TO_PHRASE_GROUNDING>"
 NEAR_S = 10.0  # a frame this close to an event that names a word of the phrase is asked first
@@ -173,6 +174,9 @@ def find(store: Path, phrase: str, detector: Callable[[], object], model_name: s
     phrase = " ".join(phrase.split())
     if not phrase:
         raise StreamerError("find: the phrase is empty: say what to look for, e.g. \"person with a ladder\"")
+    if len(phrase) > PROMPT_MAX:
+        raise StreamerError(f"find: the phrase is {len(phrase)} characters; the model takes at most {PROMPT_MAX}: "
+                            "say what to look for in a few words")
     ordered = prerank(store, phrase, candidates(store, source, start, end, every_s))
     cache = Cache(store.parent / "find-cache.sqlite", hashlib.sha256(model_name.encode()).hexdigest()[:16])
     hits: list[Hit] = []

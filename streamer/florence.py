@@ -312,7 +312,12 @@ class Florence2Detector:
             tok = self.processor.tokenizer
             question = self.processor._construct_prompts([prompt])[0]
             text = tok.image_token * self.processor.num_image_tokens + tok.bos_token + question + tok.eos_token
-            ids = self._prompts[prompt] = tok(text, add_special_tokens=False)["input_ids"]
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            room = self.model.config.text_config.max_position_embeddings
+            if len(ids) > room:  # past the encoder's positions: an IndexError deep in torch otherwise
+                raise StreamerError(f"the prompt {prompt[:40]!r}... is {len(ids)} tokens with the image's; this model "
+                                    f"takes {room}: give it fewer words")
+            self._prompts[prompt] = ids
         return ids
 
     def inputs(self, keyframes: list[Keyframe]) -> dict[str, torch.Tensor]:

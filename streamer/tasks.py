@@ -40,6 +40,8 @@ TASKS: dict[str, Task] = {
 }
 
 
+PROMPT_MAX = 200  # characters of text a task is given (a phrase to ground, a region's words): a phrase, not a page
+
 CAPTION_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")  # a frame's caption, not text read
 
 

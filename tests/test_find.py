@@ -104,10 +104,18 @@ def test_the_command_prints_the_best_hits(store, tiny_od, tmp_path, capsys):
     assert len(hits) == 3 and all(h["source"] == "street" and len(h["box"]) == 4 for h in hits)
 
 
+def test_a_phrase_longer_than_the_model_takes_is_one_line(store, tiny_od, tmp_path, capsys):
+    # under 200 characters, but each takes tokens: the tiny model's encoder has 256 positions
+    assert main(["find", str(fresh(store, tmp_path)), "車" * 190, "--model", str(tiny_od)]) == 1
+    err = capsys.readouterr().err
+    assert "give it fewer words" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("args, says", [
     (["  "], "the phrase is empty"),
     (["car", "--from", "2001-01-01T00:00:00", "--to", "2001-01-02T00:00:00"], "nothing was kept in that range"),
     (["car", "--limit", "0"], "--limit"),
+    (["car OR NEAR(\"x\" *) " * 500], "at most 200"),  # not an IndexError deep in the model
 ])
 def test_bad_input_is_one_line(store, tmp_path, capsys, args, says):
     assert main(["find", str(store), *args, "--model", str(tmp_path / "no-model")]) == 1

@@ -80,6 +80,7 @@ def _config(tmp_path, text: str):
 
 @pytest.mark.parametrize("args, message", [
     (["--prompt", "a car"], "task <OD> takes no prompt"),
+    (["--task", "<CAPTION_TO_PHRASE_GROUNDING>", "--prompt", "car " * 100], "at most 200"),
     (["--http", "127.0.0.1:99999"], "port from 0 to 65535"),
     (["--mqtt", "mqtt://"], "MQTT URL must be mqtt://HOST[:PORT]"),
     (["--webhook", "hooks.example.com/x"], "webhook URL must be http://HOST[:PORT]"),
@@ -95,6 +96,8 @@ def test_bad_settings_are_refused_before_the_model_loads(clip_copy, capsys, args
     ("events: {zones: [{name: z, polygon: [[0, 0], [.nan, 0.5], [1, 0]]}]}", "finite number"),
     ("events: {lines: [{name: l, start: [10, 10], end: [10, 10]}]}", "start and end must differ"),
     ("mqtt: {url: 'mqtt://127.0.0.1:1883', topic_prefix: 'site/#'}", "without the wildcards"),
+    ("events: {zones: [{name: " + "z" * 1000 + ", polygon: [[0, 0], [1, 0], [1, 1]]}]}", "at most 64 characters"),
+    ("sources: [{url: 'rtsp://127.0.0.1/x', name: " + "c" * 1000 + "}]", "at most 64 characters"),
 ])
 def test_bad_areas_and_topics_in_a_config_are_refused(clip_copy, tmp_path, capsys, text, message):
     assert message in refused(capsys, clip_copy, "--config", _config(tmp_path, text))
