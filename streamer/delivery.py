@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from streamer.backoff import Backoff
 from streamer.config import Config, MqttConfig, WebhookConfig
-from streamer.discovery import Discovery
+from streamer.discovery import Discovery, level
 from streamer.outbox import Outbox
 from streamer.outputs import Output
 from streamer.records import Logged
@@ -144,7 +144,7 @@ class MqttSink(_OutboxSink):
             for source in self.discovery.sources:
                 self._put_all(self.discovery.camera(source))
                 for zone in self.discovery.zones.get(source, []):
-                    self._state(self.discovery.state_topic(source, "zone", safe_name(zone), "count"), "0")
+                    self._state(self.discovery.state_topic(source, "zone", level(zone), "count"), "0")
         client.connect_async(parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883), config.keepalive_s)
         client.loop_start()
         self.client = client
@@ -197,8 +197,8 @@ class MqttSink(_OutboxSink):
                          "retain": True})
         if self.discovery is not None and event.label:
             count = sum(1 for label in objects.values() if label == event.label)
-            self._state(self.discovery.state_topic(event.source, safe_name(event.label), "count"), str(count))
-            self._state(self.discovery.state_topic(event.source, safe_name(event.label), "occupancy"),
+            self._state(self.discovery.state_topic(event.source, level(event.label), "count"), str(count))
+            self._state(self.discovery.state_topic(event.source, level(event.label), "occupancy"),
                         "ON" if count else "OFF")
 
     def _entities(self, logged: Logged) -> None:
@@ -215,13 +215,13 @@ class MqttSink(_OutboxSink):
         if zone and event.type in ("zone_entered", "zone_left"):
             inside = self._in_zone.setdefault((event.source, zone), set())
             (inside.add if event.type == "zone_entered" else inside.discard)(event.track_id)
-            self._state(discovery.state_topic(event.source, "zone", safe_name(zone), "count"), str(len(inside)))
+            self._state(discovery.state_topic(event.source, "zone", level(zone), "count"), str(len(inside)))
         if logged.snapshot is not None and event.label:
             try:
                 jpeg = logged.snapshot.read_bytes()
             except OSError:
                 return
-            self._state(discovery.state_topic(event.source, safe_name(event.label), "snapshot"),
+            self._state(discovery.state_topic(event.source, level(event.label), "snapshot"),
                         base64.b64encode(jpeg).decode(), binary=True)
 
     def deliver(self, items: list[dict]) -> int:

@@ -14,15 +14,31 @@ gives back at connect.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 
 from streamer.sources import safe_name
 
 MANUFACTURER = "streamer"
 
 
+def level(text: str, most: int = 64) -> str:
+    """A name the model or a user gave (a label, a grounded phrase, a zone) as one MQTT topic level: ASCII letters,
+    digits and `._-` only (`+ # /` would be wildcards or levels, and Home Assistant's discovery takes no other
+    characters), at most `most` long; a space is `_` (so "traffic light" keeps the id it always had). A name that
+    lost letters on the way (another script, a wildcard, a long tail) ends with a short hash of the whole, so two
+    such names never share a topic."""
+    kept = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
+    if kept and len(kept) <= most and re.fullmatch(r"[A-Za-z0-9._ -]*", text.strip()):
+        return kept
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return (kept[: most - 9].rstrip("._") + "_" + digest).lstrip("_")
+
+
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_") or "x"
+    """A name as part of a Home Assistant id: `level`'s, lower case, `_` for `.` and `-`."""
+    return re.sub(r"[.-]", "_", level(text).lower())
 
 
 class Discovery:
@@ -64,7 +80,7 @@ class Discovery:
                             json_attributes_topic=self.state_topic(source, "last_event"), icon="mdi:cctv")]
         for zone in self.zones.get(source, []):
             out.append(self._config("sensor", source, f"zone_{_slug(zone)}_count", f"{zone} objects",
-                                    state_topic=self.state_topic(source, "zone", safe_name(zone), "count"),
+                                    state_topic=self.state_topic(source, "zone", level(zone), "count"),
                                     state_class="measurement", icon="mdi:vector-polygon"))
         return out
 
@@ -80,12 +96,12 @@ class Discovery:
         slug, name = _slug(label), label.capitalize()
         return [
             self._config("binary_sensor", source, f"{slug}_occupancy", f"{name} occupancy", device_class="occupancy",
-                         state_topic=self.state_topic(source, safe_name(label), "occupancy"),
+                         state_topic=self.state_topic(source, level(label), "occupancy"),
                          payload_on="ON", payload_off="OFF"),
             self._config("sensor", source, f"{slug}_count", f"{name} count", state_class="measurement",
-                         state_topic=self.state_topic(source, safe_name(label), "count")),
+                         state_topic=self.state_topic(source, level(label), "count")),
             self._config("image", source, f"{slug}_snapshot", f"{name} snapshot", content_type="image/jpeg",
-                         image_topic=self.state_topic(source, safe_name(label), "snapshot")),
+                         image_topic=self.state_topic(source, level(label), "snapshot")),
         ]
 
     def everything(self) -> list[tuple[str, str, bool]]:

@@ -157,3 +157,42 @@ def test_discovery_can_be_off(tmp_path, broker, home_assistant):
     ha = home_assistant()
     time.sleep(1.0)
     assert ha.configs() == {} and "streamer/street/state" in ha.latest
+
+
+ODD_LABELS = ["car/#", "person+", "自転車", "a" * 1000, "traffic light", "car"]
+
+
+def odd_labels(index):
+    """Every label a grounding phrase or a model may give, each on a box of its own."""
+    if not 20 <= index < 60:
+        return []
+    return [(label, (10 + 100 * n, 60, 90 + 100 * n, 120), None) for n, label in enumerate(ODD_LABELS)]
+
+
+def test_labels_with_wildcards_scripts_and_no_end_get_entities_home_assistant_takes(tmp_path, broker, home_assistant):
+    import re
+
+    cfg = config(broker)
+    sink = MqttSink(cfg.mqtt, tmp_path / "outbox", ["street"], {"street": ["drive"]})
+    spec = SourceSpec(str(CLIP), tmp_path / "e.jsonl", None, name="street")
+    Pipeline(cfg, lambda: ScriptedDetector(odd_labels), [sink]).run_many([spec])
+    sink.close()
+    ha = home_assistant()
+    assert wait_for(lambda: len(ha.configs()) >= 2 + 3 * len(ODD_LABELS), 10)
+    time.sleep(0.3)
+    configs = ha.configs()
+    # Home Assistant's discovery topic: anything else is ignored with a warning in its log
+    discovery = re.compile(r"homeassistant/\w+/(?:[a-zA-Z0-9_-]+/)?[a-zA-Z0-9_-]+/config")
+    assert all(discovery.fullmatch(t) for t in configs), [t for t in configs if not discovery.fullmatch(t)]
+    occupancy = [c for c in configs.values() if c["unique_id"].endswith("_occupancy")]
+    assert len(occupancy) == len(ODD_LABELS)  # one each: no two labels share an entity
+    assert len({c["unique_id"] for c in configs.values()}) == len(configs)
+    for c in configs.values():
+        assert len(c["unique_id"]) <= 100 and c["unique_id"].isascii()
+        for key in ("state_topic", "image_topic"):
+            if key in c:
+                levels = c[key].split("/")
+                assert c[key].isascii() and not set("+#") & set(c[key]) and all(levels), c[key]
+                assert levels[:2] == ["streamer", "street"] and len(levels) <= 5  # a label is one level, not three
+                assert c[key] in ha.latest  # its state was published there
+    assert {c["name"] for c in occupancy} >= {"自転車 occupancy", "Car/# occupancy"}  # shown as the model said
