@@ -19,9 +19,12 @@ from tests.scripted import ScriptedDetector
 from tests.test_live_page import CHROMIUM_FLAGS
 
 
+READ = "AB 42 <img src=x onerror=window.pwned=1>"  # text the model read is shown as text, never run
+
+
 def plate(index):
     x = 100 + 2 * index
-    return [("car", (x, 150, x + 160, 250), "AB 42")] if 20 <= index < 120 else []
+    return [("car", (x, 150, x + 160, 250), READ)] if 20 <= index < 120 else []
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,8 @@ def test_the_events_are_listed_with_their_snapshots(page):
     page.wait_for_selector("#list li.event", timeout=10000)
     items = page.locator("#list li.event")
     texts = [items.nth(i).text_content() for i in range(items.count())]
-    assert any("object_appeared" in t and "car" in t for t in texts) and any("AB 42" in t for t in texts)
+    assert any("object_appeared" in t and "car" in t for t in texts) and any(READ in t for t in texts)
+    assert page.evaluate("window.pwned") is None and page.locator("#list img[src='x']").count() == 0
     page.wait_for_function("() => [...document.querySelectorAll('#list img')].some((i) => i.naturalWidth > 0)",
                            timeout=10000)
 
