@@ -169,7 +169,7 @@ def decode(path: Path) -> list[np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--intervals", type=int, nargs="+", default=[5, 10, 25])
     parser.add_argument("--flat", action="store_true", help="objects of one colour, without texture")
     args = parser.parse_args()

@@ -149,6 +149,8 @@ class TrackerConfig(_Section):
     matched in ByteTrack's two stages."""
 
     min_hits: int = Field(default=2, ge=1, description="Keyframes a box must be seen on before its track is confirmed.")
+    confirm_at: float = Field(default=0.7, ge=0, le=1, description="A detection this sure starts a confirmed track "
+                              "at once (its id from its first keyframe); a weaker one waits for min_hits keyframes.")
     lost_after_s: float = Field(
         default=2.0, gt=0, le=DAY_S,
         description="A track ends (object_left) when unseen this long, on at least as many answered keyframes as "

@@ -30,7 +30,6 @@ class _Meta:
     confidence: float
     text: str
     misses: int  # on that keyframe
-    confirmed_at: int | None  # the keyframe its id was given on: frames before it show the box without the id
     mask: np.ndarray | None = None  # segmentation tasks: drawn where it was seen (masks are not moved)
 
 
@@ -101,11 +100,8 @@ class Motion:
                     held.kinds[key] = DETECTED if index == self._since and meta.misses == 0 else PREDICTED
         names, conf, ids = det.data["class_name"], det.confidence, det.tracker_id
         for i, key in enumerate(keys):
-            before = self._meta.get(key)
-            confirmed_at = before.confirmed_at if before is not None and before.confirmed_at is not None else (
-                frame.index if ids[i] >= 0 else None)
             self._meta[key] = _Meta(int(ids[i]), str(names[i]), float(conf[i]), texts[i], int(det.data[MISSES][i]),
-                                    confirmed_at, None if det.mask is None else det.mask[i])
+                                    None if det.mask is None else det.mask[i])
         self._since, self._since_pts = frame.index, frame.pts
         self._steps[frame.index] = _Step(frame.pts, boxes, frame.index, {})
         self.flow.reset(grey, step, frame.pts, boxes, velocities)
@@ -116,8 +112,9 @@ class Motion:
     def take(self, frame: Frame) -> sv.Detections:
         """The boxes to show on `frame`: resolved ones as they were resolved, the others as flow has them (held
         frames whose next keyframe never came, and every frame of a camera). Boxes are clipped to the picture; one
-        with nothing left inside it is not shown. A track's id shows from the keyframe that confirmed it (where its
-        `object_appeared` is), the frames before show its box without one."""
+        with nothing left inside it is not shown. A track confirmed since a frame was held shows its id on it too
+        (a file's frames wait for the next keyframe: a track confirmed on its second keyframe has its id from its
+        first); a camera's frame shows the ids known when it is taken."""
         step = self._steps.get(frame.index)
         if step is None or not step.boxes:
             return EMPTY
@@ -135,20 +132,19 @@ class Motion:
             x1, y1, x2, y2 = np.minimum(np.maximum(box, 0), (width, height, width, height))
             if x2 - x1 < 1 or y2 - y1 < 1:
                 continue  # wholly outside the picture, or inside out
-            shown_id = meta.track_id if meta.confirmed_at is not None and frame.index >= meta.confirmed_at else -1
-            rows.append(((x1, y1, x2, y2), meta, kind, shown_id))
+            rows.append(((x1, y1, x2, y2), meta, kind))
         if not rows:
             return EMPTY
         masks = None
-        if any(meta.mask is not None for _, meta, _, _ in rows):
+        if any(meta.mask is not None for _, meta, _ in rows):
             blank = np.zeros(frame.image.shape[:2], dtype=bool)
             masks = np.stack([meta.mask if meta.mask is not None and meta.mask.shape == blank.shape else blank
-                              for _, meta, _, _ in rows])
+                              for _, meta, _ in rows])
         return sv.Detections(
             xyxy=np.array([r[0] for r in rows], dtype=np.float32),
             mask=masks,
             confidence=np.array([r[1].confidence for r in rows], dtype=np.float32),
-            tracker_id=np.array([r[3] for r in rows], dtype=int),
+            tracker_id=np.array([r[1].track_id for r in rows], dtype=int),
             data={"class_name": np.array([r[1].label for r in rows], dtype=object),
                   TEXT: np.array([r[1].text for r in rows], dtype=object),
                   KIND: np.array([r[2] for r in rows], dtype=object)},

@@ -9,8 +9,8 @@ import supervision as sv
 
 from streamer.records import FrameDetections, Keyframe
 
-# (label, (x1, y1, x2, y2), text or None)
-Box = tuple[str, tuple[float, float, float, float], str | None]
+# (label, (x1, y1, x2, y2), text or None[, confidence: 1 if not given])
+Box = tuple
 
 
 class ScriptedDetector:
@@ -32,6 +32,7 @@ def _detections(boxes: list[Box]) -> sv.Detections:
         return det
     return sv.Detections(
         xyxy=np.array([b[1] for b in boxes], dtype=np.float32),
+        confidence=np.array([b[3] if len(b) > 3 else 1.0 for b in boxes], dtype=np.float32),
         data={"class_name": np.array([b[0] for b in boxes], dtype=object),
               "text": np.array([b[2] or "" for b in boxes], dtype=object)},
     )

@@ -23,8 +23,8 @@ def test_a_moving_box_keeps_one_track_id(clip, tmp_path, event_validator):
     assert [e["type"] for e in events] == ["object_appeared", "object_left"]
     appeared, left = events
     assert appeared["track_id"] == left["track_id"] and appeared["label"] == "car"
-    assert appeared["frame_index"] == 5  # confirmed on its second keyframe
-    assert left["reason"] == "stream_ended" and left["dwell_s"] == pytest.approx(145 / 25 - 5 / 25)
+    assert appeared["frame_index"] == 0  # a sure detection (the script says 0.9) is confirmed on its first keyframe
+    assert left["reason"] == "stream_ended" and left["dwell_s"] == pytest.approx(145 / 25)
     for event in events:
         event_validator.validate(event)
 
@@ -36,7 +36,7 @@ def test_a_box_gone_longer_than_lost_after_leaves_exactly_once(clip, tmp_path):
     assert len(left) == 1
     assert left[0]["reason"] == "lost"
     assert left[0]["frame_index"] == 75  # first keyframe >= 1 s after the last sighting at frame 50
-    assert left[0]["dwell_s"] == pytest.approx((50 - 5) / 25)
+    assert left[0]["dwell_s"] == pytest.approx(50 / 25)
     assert left[0]["bbox"] == [160.0, 200.0, 280.0, 260.0]
 
 
@@ -53,9 +53,9 @@ def test_ocr_region_yields_one_text_read_then_text_changed(clip, tmp_path, event
 
     _, events, _ = run(clip, tmp_path, plate, model={"task": "<OCR_WITH_REGION>"})
     reads = [e for e in events if e["type"] in ("text_read", "text_changed")]
-    # Confirmed at keyframe 5; three votes settle it at 15. "AB 43" must out-vote the last ten reads: at 125.
+    # Confirmed at keyframe 0 (sure); three votes settle it at 10. "AB 43" must out-vote the last ten reads: at 125.
     assert [(e["type"], e["text"], e["frame_index"]) for e in reads] == [
-        ("text_read", "AB 42", 15), ("text_changed", "AB 43", 125)]
+        ("text_read", "AB 42", 10), ("text_changed", "AB 43", 125)]
     assert reads[1]["previous_text"] == "AB 42" and reads[0]["track_id"] == reads[1]["track_id"]
     for event in events:
         event_validator.validate(event)

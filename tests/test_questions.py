@@ -147,8 +147,8 @@ def test_a_track_is_described_again_when_its_view_is_clearly_better(tmp_path):
                     shared=[events])
     stats = run.run(threading.Event())
     assert stats.error is None and stats.keyframes == 12
-    # Confirmed on keyframe 1 (box 12x9), asked again at twice that area and more: 20x15, 32x24, 48x36.
-    assert len(model.described) == 4 == stats.questions_asked and model.described == sorted(model.described)
+    # Confirmed on keyframe 0 (a sure box, 9 wide), asked again at twice that area and more: 15, 24, 39, 57 wide.
+    assert len(model.described) == 5 == stats.questions_asked and model.described == sorted(model.described)
     described = [e for e in events.events if e.type == "object_described"]
     # The second view says what the first said: no event; the third says more.
     assert [e.text for e in described] == ["small car", "large car"]

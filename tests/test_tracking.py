@@ -208,3 +208,50 @@ def test_a_still_object_on_a_camera_with_a_slow_model_appears_once_and_never_lea
     assert stats.error is None and model.answered >= 3  # each answer 12 times lost_after_s late
     kinds = [(e.type, e.extra.get("reason")) for e in events.events]
     assert kinds == [("object_appeared", None), ("object_left", "stream_ended")]
+
+
+def test_a_file_shows_an_unsure_tracks_id_from_its_first_keyframe_a_camera_from_its_confirmation(scene, tmp_path):
+    """A detection the model is unsure of waits for a second keyframe before its track is confirmed; a file's
+    frames wait for that keyframe anyway, so they get the id the track turned out to have."""
+    def unsure(i):
+        return [(label, box, None, 0.5) for label, box, _ in detector().script(i)]
+
+    Pipeline(config(), lambda: ScriptedDetector(unsure)).run(str(scene), None, tmp_path / "e.jsonl",
+                                                             tracks_path=tmp_path / "t.jsonl")
+    appeared = {e["label"]: e for e in read_events(tmp_path / "e.jsonl") if e["type"] == "object_appeared"}
+    assert appeared["car"]["frame_index"] == EVERY  # confirmed on its second keyframe
+    rows = [r for r in tracks_of(tmp_path / "t.jsonl") if r["label"] == "car"]
+    assert {r["track_id"] for r in rows} == {appeared["car"]["track_id"]}  # no frame without its id
+    assert min(r["frame_index"] for r in rows) == 0
+    share, ids = covered(tracks_of(tmp_path / "t.jsonl"), 2)
+    assert share >= 0.9 and ids == {appeared["car"]["track_id"]}
+
+
+def _still(colour, x):
+    image = np.full((H, W, 3), 90, np.uint8)
+    image[100:140, x : x + 40] = colour
+    return image
+
+
+def test_a_track_lost_for_keyframes_is_found_again_by_its_look_and_another_object_is_not():
+    """A red box moving right stops behind something (two keyframes without it) and shows again where it
+    stopped, far from where its velocity says it is: the same look takes its id back; a blue box there gets a
+    new one."""
+    from streamer.records import Frame
+    from streamer.tracker import Tracker
+
+    def final(colour):
+        tracker = Tracker(config(lost_after_s=10.0).tracker, keyframe_rate=1.0)
+        xs = [20, 40, 60, None, None, 70]
+        for k, x in enumerate(xs):
+            shown = colour if k == 5 else (0, 0, 255)
+            image = _still(shown, x) if x is not None else np.full((H, W, 3), 90, np.uint8)
+            n = int(x is not None)
+            found = sv.Detections(xyxy=np.array([[x or 0, 100, (x or 0) + 40, 140]] * n, float).reshape(-1, 4),
+                                  confidence=np.full(n, 0.9), data={"class_name": np.array(["car"] * n, dtype=object)})
+            tracks = tracker.update(Frame("cam", k, float(k), 0.0, image), found, {})
+        seen = tracks.detections
+        return {int(t) for t, kind in zip(seen.tracker_id, seen.data["kind"]) if kind == "detected"}
+
+    assert final((0, 0, 255)) == {0}  # the red car, its id kept
+    assert final((255, 0, 0)) == {1}  # a blue car where the red one stopped: someone else
