@@ -299,7 +299,7 @@ def test_a_stop_mid_file_does_not_wait_for_the_model_and_keeps_every_frame_read(
     threading.Timer(1.5, pipeline.stop).start()
     started = time.monotonic()
     [stats] = pipeline.run_many([spec])
-    assert time.monotonic() - started < 1.5 + 3.0  # not the ~35 s the keyframes in hand would take
+    assert time.monotonic() - started < 1.5 + 10.0  # not the ~35 s the keyframes in hand would take (a loaded CI machine: 5 s seen)
     assert stats.stopped_early and 0 < stats.frames == probe_video(tmp_path / "v.mp4")["count"] < 150
     assert stats.keyframes > stats.detections  # keyframes were let go, not waited for
 
