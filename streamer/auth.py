@@ -2,7 +2,8 @@
 
 A token (`Authorization: Bearer <token>`, for programs) or a user with a password hashed by `streamer password`
 (scrypt; HTTP Basic for programs); a browser signs in once on the page's own login form and keeps a session
-cookie (HttpOnly, SameSite=Strict, signed with a key this process makes at start, so it ends with the process).
+cookie (HttpOnly, SameSite=Strict, signed with a key this process makes at start, so it ends with the process, or
+when its user signs out).
 Secrets are compared in constant time and never logged or echoed.
 """
 
@@ -13,6 +14,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import threading
 import time
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -53,9 +55,35 @@ def valid_hash(hashed: str) -> bool:
 class Guard:
     """The checks for one server. `auth`: the config's `http.auth` (None: everyone may see everything)."""
 
+    _ENDED_KEPT = 10_000  # signed-out sessions remembered (each until it would have expired anyway)
+
     def __init__(self, auth) -> None:
         self.auth = auth
         self._key = secrets.token_bytes(32)
+        self._ended: dict[str, int] = {}  # a signed-out session's cookie -> when it would have expired
+        self._lock = threading.Lock()
+
+    def challenges(self) -> list[str]:
+        """The `WWW-Authenticate` values a 401 carries: what a client may answer with (Basic prompts a browser or
+        a tool holding a user and password; Bearer tells a program a token is wanted)."""
+        auth, out = self.auth, []
+        if auth is not None and auth.user:
+            out.append('Basic realm="streamer", charset="UTF-8"')
+        if auth is not None and auth.token:
+            out.append('Bearer realm="streamer"')
+        return out
+
+    def end(self, headers) -> None:
+        """Sign out: the request's session cookie is refused from now on (a copy of it included)."""
+        value = _cookie(headers.get("Cookie", ""), COOKIE)
+        if not value or not self._session_ok(value):
+            return
+        now = int(time.time())
+        with self._lock:
+            self._ended = {v: until for v, until in self._ended.items() if until > now}
+            if len(self._ended) >= self._ENDED_KEPT:  # the oldest first: they end soonest anyway
+                self._ended.pop(min(self._ended, key=self._ended.get))
+            self._ended[value] = int(value.partition(".")[0].partition("-")[0])
 
     @property
     def on(self) -> bool:
@@ -88,18 +116,22 @@ class Guard:
         return self._session_ok(_cookie(headers.get("Cookie", ""), COOKIE))
 
     def session(self) -> str:
-        """A new session cookie's value: when it ends and its signature."""
-        until = str(int(time.time()) + SESSION_S)
+        """A new session cookie's value: when it ends (and a nonce, so two sessions never share a value) and its
+        signature."""
+        until = f"{int(time.time()) + SESSION_S}-{secrets.token_hex(8)}"
         return until + "." + hmac.new(self._key, until.encode(), hashlib.sha256).hexdigest()
 
     def _session_ok(self, value: str | None) -> bool:
         if not value or "." not in value:
             return False
         until, _, signature = value.partition(".")
+        if value in self._ended:
+            return False
         expected = hmac.new(self._key, until.encode(), hashlib.sha256).hexdigest()
         # as bytes: a str with a non-ASCII character (a header is Latin-1) is a TypeError in compare_digest
-        return (hmac.compare_digest(signature.encode(), expected.encode()) and until.isascii() and until.isdigit()
-                and int(until) > time.time())
+        ends = until.partition("-")[0]
+        return (hmac.compare_digest(signature.encode(), expected.encode()) and ends.isascii() and ends.isdigit()
+                and int(ends) > time.time())
 
 
 def _cookie(header: str, name: str) -> str | None:

@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict, deque
 from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import cv2
 from prometheus_client import generate_latest
@@ -163,7 +163,7 @@ figure {{ margin: 0; }} img {{ max-width: 640px; width: 100%; background: #222; 
 #events {{ font-family: monospace; font-size: 0.85em; white-space: pre; max-height: 40vh; overflow-y: auto; }}
 </style></head><body>
 <h1>streamer</h1>
-<p><a href="/review" style="color:#8cf">review the recordings</a></p>
+<p><a href="/review" style="color:#8cf">review the recordings</a>{signout}</p>
 <div class="cams">{cameras}</div>
 <h2>Search</h2>
 <form id="search"><input id="words" type="search" placeholder="white van, AB 42, person ..." size="40">
@@ -349,19 +349,34 @@ def _found(hit, store: int) -> dict:
     return out
 
 
-def _login(guard: Guard, failed: bool = False) -> str:
-    """The page's own login form, with the fields the configured credentials need."""
+def _login(guard: Guard, failed: bool = False, then: str = "/") -> str:
+    """The page's own login form, with the fields the configured credentials need; `then`: the page to go back to."""
     auth = guard.auth
     fields = ""
     if auth is not None and auth.user:
-        fields += ('<label>user <input name="user" autocomplete="username"></label> <label>password <input '
+        fields += ('<label>user <input name="user" autocomplete="username" autofocus></label><label>password <input '
                    'name="password" type="password" autocomplete="current-password"></label>')
     if auth is not None and auth.token:
-        fields += ' <label>token <input name="token" type="password"></label>'
+        fields += '<label>token <input name="token" type="password"></label>'
     note = '<p class="failed">those credentials are not right</p>' if failed else ""
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>streamer: sign in</title></head><body>'
-            f'<h1>streamer</h1>{note}<form method="post" action="/login">{fields} <button type="submit">Sign in'
-            f'</button></form></body></html>')
+    return ('<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
+            '<title>streamer: sign in</title><style>body { font-family: system-ui, sans-serif; background: #111; '
+            'color: #eee; display: grid; place-items: center; min-height: 90vh; margin: 0; } form { display: grid; '
+            'gap: 0.8em; background: #1b1b1b; padding: 1.5em; border-radius: 6px; min-width: 16em; } label { display: '
+            'grid; gap: 0.3em; } input, button { font: inherit; padding: 0.4em; } .failed { color: #f88; }</style>'
+            f'</head><body><main><h1>streamer</h1>{note}<form method="post" action="/login">{fields}'
+            f'<input type="hidden" name="next" value="{html.escape(then)}"><button type="submit">Sign in</button>'
+            '</form></main></body></html>')
+
+
+def _local(path: str | None) -> str:
+    """Where a sign-in may send the browser back to: a path on this server, never another site (`//host`,
+    `/\\host`, a scheme, a control character); anything else is the live page."""
+    if not path or not path.startswith("/") or path.startswith(("//", "/\\")) or "\\" in path:
+        return "/"
+    if any(ord(c) < 32 or c == "\x7f" for c in path) or urlsplit(path).netloc or urlsplit(path).scheme:
+        return "/"
+    return path
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
@@ -393,6 +408,7 @@ def _iso(epoch: float) -> str:
     return _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc).isoformat()
 
 
+PAGES = ("/", "/review")  # what a person opens: signed out, they are sent to the sign-in form and back
 CLIENT_TIMEOUT_S = 30.0
 MAX_CLIENTS = 256  # connections served at once (a thread each); more are closed at once
 
@@ -500,11 +516,17 @@ class StatusServer:
                 path, query = unquote(url.path), parse_qs(url.query)
                 public = path == "/login" or (server.metrics_public and path in ("/metrics", "/healthz"))
                 if not public and not server.guard.request(self.headers):
-                    if path == "/":
-                        self._send(401, _login(server.guard).encode(), "text/html; charset=utf-8")
-                    else:
-                        self._send(401, b"sign in first: a bearer token, HTTP Basic, or the page's login\n",
-                                   "text/plain")
+                    if path in PAGES and "Authorization" not in self.headers:  # a person: the form, then back
+                        self._redirect("/login?" + urlencode({"next": _local(self.path)}))
+                    else:  # a program: asked for credentials the standard way (RFC 9110 11.6.1)
+                        self.send_response(401)
+                        for challenge in server.guard.challenges():
+                            self.send_header("WWW-Authenticate", challenge)
+                        body = b"sign in first: a bearer token, HTTP Basic, or the page's login\n"
+                        self.send_header("Content-Type", "text/plain")
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
                     return
                 for pattern, route in ROUTES:
                     match = pattern.fullmatch(path)
@@ -513,15 +535,31 @@ class StatusServer:
                         return
                 self._send(404, b"not found\n", "text/plain")
 
+            def _redirect(self, where: str, cookie: str | None = None) -> None:
+                self.send_response(303)
+                self.send_header("Location", where)
+                if cookie is not None:
+                    self.send_header("Set-Cookie", f"{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; "
+                                                   f"Max-Age={SESSION_S if cookie else 0}")
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self) -> None:
-                """The login form: a session cookie for whoever gives the credentials, one slow refusal else."""
-                if urlsplit(self.path).path != "/login":
-                    self._send(404, b"not found\n", "text/plain")
-                    return
+                """The login form: a session cookie for whoever gives the credentials, one slow refusal else;
+                `/logout`: the session ends (its cookie is refused from now on, wherever it was copied)."""
+                path = urlsplit(self.path).path
                 origin = self.headers.get("Origin")
                 if origin is not None and urlsplit(origin).netloc != self.headers.get("Host"):
-                    # another site's page posting to our login (login CSRF): a browser always says whose page it is
-                    self._send(403, b"a login from another site's page is refused\n", "text/plain")
+                    # another site's page posting to our login or logout: a browser always says whose page it is
+                    self._send(403, b"a sign-in or sign-out from another site's page is refused\n", "text/plain")
+                    return
+                if path == "/logout":
+                    server.guard.end(self.headers)
+                    self._redirect("/login", cookie="")
+                    return
+                if path != "/login":
+                    self._send(404, b"not found\n", "text/plain")
                     return
                 length = self.headers.get("Content-Length", "")
                 if not _whole(length) or int(length) > 4096:
@@ -529,19 +567,16 @@ class StatusServer:
                     return
                 form = parse_qs(self.rfile.read(int(length)).decode("utf-8", "replace"))
                 field = lambda name: form.get(name, [None])[0]  # noqa: E731
+                then = _local(field("next"))
                 if server.guard.credentials(field("token"), field("user"), field("password")):
-                    self.send_response(303)
-                    self.send_header("Location", "/")
-                    self.send_header("Set-Cookie", f"{COOKIE}={server.guard.session()}; HttpOnly; SameSite=Strict; "
-                                                   f"Path=/; Max-Age={SESSION_S}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self._redirect(then, cookie=server.guard.session())
                     return
                 time.sleep(0.5)  # guessing stays slow
-                self._send(401, _login(server.guard, failed=True).encode(), "text/html; charset=utf-8")
+                self._send(401, _login(server.guard, failed=True, then=then).encode(), "text/html; charset=utf-8")
 
             def _login_page(self, query) -> None:
-                self._send(200, _login(server.guard).encode(), "text/html; charset=utf-8")
+                then = _local(query.get("next", ["/"])[0])
+                self._send(200, _login(server.guard, then=then).encode(), "text/html; charset=utf-8")
 
             def _event_clip(self, query, event_id: str, tracks: bool = False) -> None:
                 """An event's clip from the recordings, as `streamer clip --event` cuts it (or its boxes)."""
@@ -632,7 +667,7 @@ class StatusServer:
                 self._send(200, json.dumps(out).encode(), "application/json")
 
             def _review(self, query) -> None:
-                self._send(200, REVIEW.encode(), "text/html; charset=utf-8")
+                self._send(200, REVIEW.replace("<!--signout-->", self._signout()).encode(), "text/html; charset=utf-8")
 
             def _file(self, path, content_type: str) -> None:
                 """A file, whole or the byte range asked for (a browser's <video> seeks with Range requests)."""
@@ -691,7 +726,15 @@ class StatusServer:
                     f'<figcaption>{html.escape(n)} <span class="state" data-source="{html.escape(n)}"></span>'
                     "</figcaption></figure>" for n in names
                 )
-                self._send(200, PAGE.format(cameras=cameras).encode(), "text/html; charset=utf-8")
+                self._send(200, PAGE.format(cameras=cameras, signout=self._signout()).encode(),
+                           "text/html; charset=utf-8")
+
+            def _signout(self) -> str:
+                """A sign-out button where a page was opened with a session (Basic and tokens have none to end)."""
+                if not server.guard.on or "Authorization" in self.headers:
+                    return ""
+                return ('<form method="post" action="/logout" style="display:inline; margin-left:1em">'
+                        '<button type="submit">sign out</button></form>')
 
             def _search(self, query) -> None:
                 """The run's event stores searched (`store.query`), best matches first, at most 100."""

@@ -6,6 +6,7 @@ import base64
 import json
 import socket
 import urllib.error
+from urllib.parse import urlencode
 import urllib.request
 
 import pytest
@@ -35,9 +36,9 @@ def get(url, data=None, **headers):
     opener = urllib.request.build_opener(NoRedirect)
     try:
         with opener.open(request, timeout=5) as response:
-            return response.status, dict(response.headers), response.read(2_000_000 if "mjpeg" not in url else 100)
+            return response.status, response.headers, response.read(2_000_000 if "mjpeg" not in url else 100)
     except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
+        return err.code, err.headers, err.read()
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,10 @@ def served(tmp_path_factory):
 def test_nothing_is_served_without_credentials(served):
     server, tmp = served
     for path in PROTECTED:
-        status, _, body = get(server.address + path)
+        status, headers, body = get(server.address + path)
+        if path == "/":  # a page: to the sign-in form
+            assert status == 303 and headers["Location"].startswith("/login?next="), path
+            continue
         assert status == 401, path
         assert b"AB 42" not in body and str(tmp).encode() not in body
     assert get(server.address + "/", Authorization="Bearer wrong-token-wrong")[0] == 401
@@ -82,14 +86,49 @@ def test_a_token_or_a_user_opens_everything_and_no_answer_names_a_server_path(se
 
 def test_the_pages_own_login_gives_a_session(served):
     server, _ = served
-    status, _, page = get(server.address + "/")
-    assert status == 401 and b'action="/login"' in page and b'name="token"' in page and b'name="user"' in page
+    status, headers, _ = get(server.address + "/review?source=street")  # a page: sent to sign in, and back
+    assert status == 303 and headers["Location"] == "/login?next=%2Freview%3Fsource%3Dstreet"
+    status, _, page = get(server.address + headers["Location"])
+    assert status == 200 and b'action="/login"' in page and b'name="token"' in page and b'name="user"' in page
+    assert b'name="next" value="/review?source=street"' in page
     assert get(server.address + "/login", data=b"token=guess")[0] == 401
-    status, headers, _ = get(server.address + "/login", data=f"token={TOKEN}".encode())
-    assert status == 303 and "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+    status, headers, _ = get(server.address + "/login", data=f"token={TOKEN}&next=%2Freview".encode())
+    assert status == 303 and headers["Location"] == "/review"
+    assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
     cookie = headers["Set-Cookie"].split(";")[0]
     assert get(server.address + "/api/events?after=0", Cookie=cookie)[0] == 200
     assert get(server.address + "/api/events?after=0", Cookie=cookie[:-2] + "00")[0] == 401  # a forged one
+
+
+@pytest.mark.parametrize("then", ["//evil.example/x", "/\\evil.example", "https://evil.example/", "/%0d%0aX: y",
+                                  "javascript:alert(1)", "/\r\nSet-Cookie: a=b"])
+def test_a_sign_in_never_sends_the_browser_to_another_site(served, then):
+    server, _ = served
+    status, headers, _ = get(server.address + "/login", data=urlencode({"token": TOKEN, "next": then}).encode())
+    assert status == 303 and headers["Location"] in ("/", then) and not headers["Location"].startswith("//")
+    assert "\n" not in headers["Location"] and "evil" not in headers["Location"]
+
+
+def test_a_program_is_asked_for_the_credentials_it_may_give(served):
+    server, _ = served
+    status, headers, _ = get(server.address + "/api/history")
+    assert status == 401
+    assert headers.get_all("WWW-Authenticate") == ['Basic realm="streamer", charset="UTF-8"', 'Bearer realm="streamer"']
+
+
+def test_signing_out_ends_the_session_everywhere_it_was_copied(served):
+    server, _ = served
+    _, headers, _ = get(server.address + "/login", data=f"token={TOKEN}".encode())
+    cookie = headers["Set-Cookie"].split(";")[0]
+    _, other, _ = get(server.address + "/login", data=f"token={TOKEN}".encode())
+    kept = other["Set-Cookie"].split(";")[0]
+    status, page, body = get(server.address + "/", Cookie=cookie)
+    assert status == 200 and b'action="/logout"' in body
+    status, headers, _ = get(server.address + "/logout", data=b"", Cookie=cookie)
+    assert status == 303 and headers["Location"] == "/login" and "Max-Age=0" in headers["Set-Cookie"]
+    assert get(server.address + "/api/history", Cookie=cookie)[0] == 401  # a copy of the cookie too
+    assert get(server.address + "/api/history", Cookie=kept)[0] == 200  # another browser stays signed in
+    assert get(server.address + "/logout", data=b"", Cookie=kept, Origin="http://evil.example")[0] == 403
 
 
 def raw(server, request: bytes) -> bytes:
@@ -150,14 +189,22 @@ def test_the_login_holds_in_a_browser(served):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         page = browser.new_page()
-        response = page.goto(server.address + "/api/search?q=AB")
-        assert response.status == 401
-        page.goto(server.address + "/", wait_until="domcontentloaded")
+        assert page.request.get(server.address + "/api/search?q=AB").status == 401  # (goto: a Basic prompt)
+        page.goto(server.address + "/review", wait_until="domcontentloaded")  # the form, styled as the pages
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(17, 17, 17)"
         page.fill("input[name=user]", "ann")
         page.fill("input[name=password]", "correct horse")
         page.click("button[type=submit]")
-        page.wait_for_selector("#search", timeout=10000)  # the page itself, signed in
+        page.wait_for_selector("#timeline", timeout=10000)  # back on the page asked for, signed in
+        assert page.url == server.address + "/review"
         assert page.goto(server.address + "/api/search?q=AB").status == 200
+        page.goto(server.address + "/", wait_until="domcontentloaded")
+        page.click("form[action='/logout'] button")
+        page.wait_for_selector("input[name=user]", timeout=10000)
+        assert page.request.get(server.address + "/api/search?q=AB").status == 401
+        # a tool that holds a user and password answers the 401's Basic challenge by itself
+        context = browser.new_context(http_credentials={"username": "ann", "password": "correct horse"})
+        assert context.new_page().goto(server.address + "/api/search?q=AB").status == 200
         browser.close()
 
 
