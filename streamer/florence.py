@@ -393,7 +393,7 @@ def parse_answer(keyframe: Keyframe, text: str, processor, answer: Answer | None
     text = text.replace("<pad>", "")
     parsed = processor.post_process_generation(text, task=task.token, image_size=(width, height))
     if task.kind == "text":  # region tasks echo the region's <loc_N> tokens; they are no text
-        answer_text = " ".join(_MARKUP.sub(" ", str(parsed[task.token])).split())
+        answer_text = _plain(parsed[task.token])
         return FrameDetections(keyframe, _empty(), text=answer_text)
     detections = sv.Detections.from_vlm(sv.VLM.FLORENCE_2, parsed, resolution_wh=(width, height))
     n = len(detections)
@@ -403,17 +403,24 @@ def parse_answer(keyframe: Keyframe, text: str, processor, answer: Answer | None
         texts, names = list(names if names is not None else texts), ["text"] * n
     elif names is None or task.kind == "polygons":
         names = [keyframe.prompt or task.token.strip("<>").lower()] * n
-    detections.data["class_name"] = np.array([str(x) for x in names], dtype=object)
-    detections.data[TEXT] = np.array([str(x) for x in texts], dtype=object)
+    # a label or a region's words never keep Florence-2's markup (a stray <loc_N> inside "car<loc_200>STOP")
+    detections.data["class_name"] = np.array([_plain(x) for x in names], dtype=object)
+    detections.data[TEXT] = np.array([_plain(x) for x in texts], dtype=object)
     if answer is not None:
         detections.confidence = _confidences(detections, task.kind, answer, processor, (width, height))
     if keyframe.zone is not None:
         _to_frame(detections, x0, y0, frame_w, frame_h)
-    # A box with no width or no height (a malformed answer: [384, 36, 512, 36]) is nothing seen.
+    # A box with no width or no height (a malformed answer: [384, 36, 512, 36]) is nothing seen, nor is one whose
+    # label was markup only.
     if len(detections):
         x1, y1, x2, y2 = detections.xyxy.T
-        detections = detections[(x2 - x1 >= 1) & (y2 - y1 >= 1)]
+        named = detections.data["class_name"] != ""
+        detections = detections[(x2 - x1 >= 1) & (y2 - y1 >= 1) & named]
     return FrameDetections(keyframe, detections)
+
+
+def _plain(text) -> str:
+    return " ".join(_MARKUP.sub(" ", str(text)).split())
 
 
 def _confidences(detections: sv.Detections, kind: str, answer: Answer, processor, size) -> np.ndarray:

@@ -104,6 +104,7 @@ class Backend:
         self.batch = max(1, batch)
         self._projects: dict[str, dict] = {}
         self._lock = threading.Lock()
+        self._told: set[tuple[str, ...]] = set()  # labeling configs whose labels the model was seen not to give
 
     def setup(self, body: dict) -> dict:
         project = str(body.get("project", "")).split(".", 1)[0]
@@ -124,7 +125,23 @@ class Backend:
             boxes = self._answers(images, "<OD>") if ui.boxes else [None] * len(images)
             texts = self._answers(images, "<OCR_WITH_REGION>") if ui.text else [None] * len(images)
         results = [self._prediction(ui, image, b, t) for image, b, t in zip(images, boxes, texts)]
+        self._unmatched(ui, boxes, results)
         return {"results": results, "model_version": self.version}
+
+    def _unmatched(self, ui: Interface, boxes: list, results: list[dict]) -> None:
+        """Say once per labeling config when the model saw things but none under the config's labels: empty
+        predictions with no word why leave a user guessing."""
+        seen = sorted({str(n) for b in boxes if b is not None for n in b.data.get("class_name", [])})
+        labels = tuple(sorted(ui.labels))
+        if not seen or not ui.boxes or labels in self._told:
+            return
+        if any(r["type"] == "rectanglelabels" for result in results for r in result["result"]):
+            return
+        self._told.add(labels)
+        log.warning("serve-ml: the model saw %s, and the labeling config's labels are %s: none is the same word, "
+                    "so predictions stay empty; name the labels as the model does (Florence-2 uses plain words: "
+                    "car, person, ...), or fine-tune it on yours (streamer finetune)",
+                    ", ".join(seen[:10]), ", ".join(labels) or "none")
 
     def _answers(self, images: list[np.ndarray], task: str) -> list:
         out = []
@@ -322,7 +339,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = f"streamer/{__version__}"
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
-        log.debug("serve-ml: " + format, *args)
+        log.info("serve-ml: " + format, *args)  # each request, under --debug
 
     def _reply(self, status: int, body) -> None:
         data = json.dumps(body).encode()

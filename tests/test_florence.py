@@ -59,6 +59,16 @@ def test_degenerate_boxes_and_stray_location_tokens_stop_at_the_door(tmp_path, c
     assert caption.text == "car car bus STOP" and "loc" not in caption.text
 
 
+def test_a_regions_words_keep_none_of_the_models_markup(tmp_path, clip_frames):
+    """A stray location token inside a region's words (what Label Studio was handed as 'car<loc_200>STOP')."""
+    answer = ("car<loc_200>STOP<loc_100><loc_700><loc_300><loc_700><loc_300><loc_800><loc_100><loc_800>"
+              "AB 42<loc_100><loc_100><loc_300><loc_100><loc_300><loc_200><loc_100><loc_200>")
+    model = build_tiny_florence(tmp_path / "m", answer)
+    detector = Florence2Detector(ModelConfig(path=model, device="cpu", task="<OCR_WITH_REGION>"))
+    [result] = detector.detect([Keyframe(clip_frames[0], "<OCR_WITH_REGION>")])
+    assert list(result.detections.data["text"]) == ["car STOP", "AB 42"]
+
+
 def test_a_batch_answers_like_one_by_one(tiny_od, clip_frames):
     detector = Florence2Detector(ModelConfig(path=tiny_od, device="cpu"))
     keyframes = [Keyframe(f, "<OD>") for f in clip_frames]

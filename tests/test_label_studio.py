@@ -5,6 +5,7 @@ The tiny Florence-2 answers one car at bins (100, 200, 500, 600) of 1000 whateve
 import functools
 import http.server
 import json
+import logging
 import threading
 import urllib.error
 import urllib.request
@@ -109,11 +110,16 @@ def test_predictions_are_label_studio_rectangles_in_percent_with_the_projects_la
         assert 0 < region["score"] <= 1 and prediction["model_version"] == body["model_version"]
 
 
-def test_labels_the_project_does_not_have_are_left_out(backend):
+def test_labels_the_project_does_not_have_are_left_out_and_the_log_says_why_once(backend, caplog):
     address, images = backend
     config = CONFIG.replace('"Car"', '"bicycle"')
-    status, body = predict(address, images, [{"id": 1, "data": {"image": "/data/upload/street.jpg"}}], config)
-    assert status == 200 and body["results"][0]["result"] == []
+    with caplog.at_level(logging.INFO, logger="streamer.label_studio"):
+        for _ in range(2):
+            status, body = predict(address, images, [{"id": 1, "data": {"image": "/data/upload/street.jpg"}}], config)
+            assert status == 200 and body["results"][0]["result"] == []
+    said = [r.getMessage() for r in caplog.records if "none is the same word" in r.getMessage()]
+    assert len(said) == 1 and "the model saw car" in said[0] and "bicycle" in said[0]
+    assert any('"POST /predict HTTP/1.1" 200' in r.getMessage() for r in caplog.records)  # requests, under --debug
 
 
 @pytest.mark.parametrize("url, says", [
