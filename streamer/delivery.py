@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -111,6 +112,9 @@ class _OutboxSink(Output):
             log.warning("%d events still waiting in %s; they go out on the next run", left, self.outbox.path)
 
 
+FPS_EVERY_S = 10.0  # how often a camera's frame rate is published
+
+
 class MqttSink(_OutboxSink):
     """Events as JSON on `<prefix>/<source>/events`, each camera's objects as retained state, and (with
     `mqtt.discovery`) Home Assistant's discovery configs and the states of their entities (`discovery`).
@@ -140,6 +144,7 @@ class MqttSink(_OutboxSink):
         self._objects: dict[str, dict[int, str]] = {}
         self._in_zone: dict[tuple[str, str], set[int]] = {}
         self._states: dict[str, tuple[str, bool]] = {}  # retained states published, for Home Assistant's restart
+        self._rate: dict[str, list] = {}  # source -> [frames counted, since (monotonic)] for its fps sensor
         if self.discovery is not None:
             for source in self.discovery.sources:
                 self._put_all(self.discovery.camera(source))
@@ -168,6 +173,22 @@ class MqttSink(_OutboxSink):
                     self.outbox.put({"topic": topic, "payload": payload, "retain": True, "b64": binary})
         elif message.retain and message.payload and discovery.stale(message.topic):
             self.outbox.put({"topic": message.topic, "payload": "", "retain": True})
+
+    def frame(self, shown) -> None:
+        """Every camera's every frame: its status on at its first frame (and the first after a `source_down`), its
+        frame rate every `FPS_EVERY_S`. A dictionary look-up a frame otherwise."""
+        if self.discovery is None:
+            return
+        source, now = shown.frame.source, time.monotonic()
+        counted = self._rate.get(source)
+        if counted is None:  # first frame, or first since it went down
+            self._state(self.discovery.state_topic(source, "status"), "ON")
+            self._rate[source] = [0, now]
+            return
+        counted[0] += 1
+        if now - counted[1] >= FPS_EVERY_S:
+            self._state(self.discovery.state_topic(source, "fps"), f"{counted[0] / (now - counted[1]):.1f}")
+            counted[0], counted[1] = 0, now
 
     def _put_all(self, items) -> None:
         for topic, payload, retain in items:
@@ -211,6 +232,10 @@ class MqttSink(_OutboxSink):
         if event.label and event.track_id is not None:
             self._put_all(discovery.label(event.source, event.label))
         self._state(discovery.state_topic(event.source, "last_event"), logged.line)
+        if event.type == "source_down":
+            self._rate.pop(event.source, None)  # its next frame says it is back
+            self._state(discovery.state_topic(event.source, "status"), "OFF")
+            self._state(discovery.state_topic(event.source, "fps"), "0.0")
         zone = event.extra.get("zone")
         if zone and event.type in ("zone_entered", "zone_left"):
             inside = self._in_zone.setdefault((event.source, zone), set())

@@ -2,7 +2,8 @@
 
 Retained configs under `<mqtt.discovery_prefix>/<component>/streamer_<source>/<object>/config`, each with a stable
 `unique_id`, the camera's device and `availability` on `<topic_prefix>/availability`:
-- per camera: the last event (`sensor`, its JSON as attributes) and, per zone, how many objects are in it;
+- per camera: the last event (`sensor`, its JSON as attributes), whether its picture comes (`binary_sensor`,
+  connectivity), its frame rate and, per zone, how many objects are in it;
 - per camera and label, once the label is first seen: occupancy (`binary_sensor`, as Frigate's integration
   has), how many there are (`sensor`) and the latest snapshot (`image`, a JPEG on
   `<topic_prefix>/<source>/<label>/snapshot`).
@@ -74,10 +75,15 @@ class Discovery:
         return self.config_topic(component, source, object_id), json.dumps(config), True
 
     def camera(self, source: str) -> list[tuple[str, str, bool]]:
-        """The entities every camera has."""
+        """The entities every camera has: the last event, whether its picture is coming (connectivity: off from
+        its `source_down` to the next frame), its frame rate, and a count per zone."""
         out = [self._config("sensor", source, "last_event", "Last event",
                             state_topic=self.state_topic(source, "last_event"), value_template="{{ value_json.type }}",
-                            json_attributes_topic=self.state_topic(source, "last_event"), icon="mdi:cctv")]
+                            json_attributes_topic=self.state_topic(source, "last_event"), icon="mdi:cctv"),
+               self._config("binary_sensor", source, "status", "Status", device_class="connectivity",
+                            state_topic=self.state_topic(source, "status"), payload_on="ON", payload_off="OFF"),
+               self._config("sensor", source, "fps", "Frame rate", state_topic=self.state_topic(source, "fps"),
+                            unit_of_measurement="fps", state_class="measurement", icon="mdi:speedometer")]
         for zone in self.zones.get(source, []):
             out.append(self._config("sensor", source, f"zone_{_slug(zone)}_count", f"{zone} objects",
                                     state_topic=self.state_topic(source, "zone", level(zone), "count"),

@@ -94,11 +94,14 @@ def run(tmp_path, cfg, sources=("street",)):
 def test_every_camera_and_label_appears_in_home_assistant_with_states(tmp_path, broker, home_assistant):
     run(tmp_path, config(broker))
     ha = home_assistant()  # Home Assistant starting now gets everything from the retained messages
-    assert wait_for(lambda: len(ha.configs()) >= 5, 10)
+    assert wait_for(lambda: len(ha.configs()) >= 7, 10)
     configs = ha.configs()
     by_id = {c["unique_id"]: (t, c) for t, c in configs.items()}
-    assert set(by_id) == {"streamer_street_last_event", "streamer_street_zone_drive_count",
-                          "streamer_street_car_occupancy", "streamer_street_car_count", "streamer_street_car_snapshot"}
+    assert set(by_id) == {"streamer_street_last_event", "streamer_street_zone_drive_count", "streamer_street_status",
+                          "streamer_street_fps", "streamer_street_car_occupancy", "streamer_street_car_count",
+                          "streamer_street_car_snapshot"}
+    assert by_id["streamer_street_status"][1]["device_class"] == "connectivity"
+    assert ha.latest["streamer/street/status"] == b"ON"  # its picture came (the run's end: availability offline)
     for topic, c in configs.items():
         assert topic.startswith("homeassistant/") and topic.endswith("/config")
         assert c["device"]["identifiers"] == ["streamer_street"] and c["device"]["name"] == "street"
@@ -178,7 +181,7 @@ def test_labels_with_wildcards_scripts_and_no_end_get_entities_home_assistant_ta
     Pipeline(cfg, lambda: ScriptedDetector(odd_labels), [sink]).run_many([spec])
     sink.close()
     ha = home_assistant()
-    assert wait_for(lambda: len(ha.configs()) >= 2 + 3 * len(ODD_LABELS), 10)
+    assert wait_for(lambda: len(ha.configs()) >= 4 + 3 * len(ODD_LABELS), 10)
     time.sleep(0.3)
     configs = ha.configs()
     # Home Assistant's discovery topic: anything else is ignored with a warning in its log
@@ -194,5 +197,28 @@ def test_labels_with_wildcards_scripts_and_no_end_get_entities_home_assistant_ta
                 levels = c[key].split("/")
                 assert c[key].isascii() and not set("+#") & set(c[key]) and all(levels), c[key]
                 assert levels[:2] == ["streamer", "street"] and len(levels) <= 5  # a label is one level, not three
-                assert c[key] in ha.latest  # its state was published there
+                assert c[key] in ha.latest or c[key].endswith("/fps")  # its state was published (fps: each 10 s)
     assert {c["name"] for c in occupancy} >= {"自転車 occupancy", "Car/# occupancy"}  # shown as the model said
+
+
+def test_a_camera_that_goes_down_shows_as_disconnected_until_its_picture_comes_back(tmp_path, broker, home_assistant):
+    from types import SimpleNamespace
+
+    from streamer.records import Event, Logged
+
+    cfg = config(broker)
+    sink = MqttSink(cfg.mqtt, tmp_path / "outbox", ["gate"], {})
+    ha = home_assistant()
+    frame = SimpleNamespace(frame=SimpleNamespace(source="gate"))
+    status = "streamer/gate/status"
+    try:
+        sink.frame(frame)
+        assert wait_for(lambda: ha.latest.get(status) == b"ON", 10)
+        sink.event(Logged.of(Event("source_down", "gate", 10, 0.4, 1767225600.0, extra={"reason": "timeout"})))
+        assert wait_for(lambda: ha.latest.get(status) == b"OFF", 10)
+        assert ha.latest["streamer/gate/fps"] == b"0.0"
+        sink.frame(frame)  # the first frame after it: back
+        assert wait_for(lambda: ha.latest.get(status) == b"ON", 10)
+    finally:
+        sink.close()
+    assert [p for t, p in ha.seen if t == status] == [b"ON", b"OFF", b"ON"]
