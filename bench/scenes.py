@@ -49,8 +49,10 @@ def _flat(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     return np.full((h, w, 3), rng.integers(40, 216, 3), dtype=np.uint8)
 
 
-def make_scene(seed: int, flat: bool = False) -> list[Actor]:
-    """`flat`: objects of one colour each, no texture inside (flow finds points on their corners only)."""
+def make_scene(seed: int, flat: bool = False, hard: bool = False) -> list[Actor]:
+    """`flat`: objects of one colour each, no texture inside (flow finds points on their corners only); `hard`:
+    18 more (25 in all, 10 under 30 px): a group of four small people walking abreast, six small fast movers in
+    every direction, four cars crossing each other in two lanes, four people coming and going."""
     rng = np.random.default_rng(seed)
     u = lambda a, b: float(rng.uniform(a, b))  # noqa: E731
     actors = []
@@ -75,26 +77,52 @@ def make_scene(seed: int, flat: bool = False) -> list[Actor]:
     exits = int((W - 200) / speed)
     add("car", (90, 50), _line((200, ye), (speed, 0), 0, exits + int(90 / speed) + 1))
     add("car", (90, 50), _line((W - 2, ye), (-speed, 0), exits + int(90 / speed) + int(u(10, 25))))
+    if hard:
+        gy, gv, g0 = u(40, 70), u(1.5, 2.5), int(u(0, 30))
+        for n in range(4):  # abreast: one above the other, a few pixels apart, the same pace
+            add("person", (22, 44), _line((-22.0 - u(0, 4), gy + n * 47 + u(-3, 3)), (gv, 0), g0))
+        for _ in range(6):
+            size, angle = int(u(16, 28)), u(0, 2 * np.pi)
+            speed = u(3, 7)
+            vx, vy = speed * np.cos(angle), speed * np.sin(angle)
+            start = (W / 2 - vx * FRAMES / 4 + u(-80, 80), H / 2 - vy * FRAMES / 4 + u(-60, 60))
+            add(str(rng.choice(["person", "bird"])), (size, size), _line(start, (vx, vy), int(u(0, 60))))
+        for n in range(4):  # two lanes, each way
+            lane, right = u(285, 300) if n % 2 else u(300, 315), n % 2 == 0
+            v = u(3, 6) * (1 if right else -1)
+            add("car", (int(u(70, 100)), 40), _line((-100.0 if right else float(W), lane), (v, 0), int(u(0, 120))))
+        for _ in range(4):
+            first = int(u(0, 150))
+            add("person", (32, 64), _line((u(0, W - 32), u(0, H - 64)), (u(-2, 2), u(-1, 1)), first,
+                                          first + int(u(40, 90))))
     return actors
 
 
-def render(actors: list[Actor], path: Path, seed: int) -> tuple[Path, list[list[tuple[int, str, tuple, float]]]]:
-    """The scene as an H.264 file; the truth per frame: (gt id, label, clipped xyxy, visible share)."""
+def render(actors: list[Actor], path: Path, seed: int,
+           shake: float = 0.0) -> tuple[Path, list[list[tuple[int, str, tuple, float]]]]:
+    """The scene as an H.264 file; the truth per frame: (gt id, label, clipped xyxy, visible share). `shake`: the
+    camera wobbles, the whole picture shifted by a random walk of up to this many pixels each way."""
     rng = np.random.default_rng(1000 + seed)
-    background = cv2.GaussianBlur(rng.integers(0, 255, (H, W, 3), dtype=np.uint8), (5, 5), 0)
+    background = cv2.GaussianBlur(rng.integers(0, 255, (H + 20, W + 20, 3), dtype=np.uint8), (5, 5), 0)
     background = cv2.addWeighted(background, 0.5, np.full_like(background, 110), 0.5, 0)
+    offsets, at = [], np.zeros(2)
+    for _ in range(FRAMES):
+        at = np.clip(at + rng.normal(0, shake / 2, 2), -shake, shake) if shake else at
+        offsets.append(at.round().astype(int))
     truth = []
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(FPS))
         stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
         stream.options = {"crf": "18", "preset": "veryfast"}
         for f in range(FRAMES):
-            image = background.copy()
+            dx, dy = offsets[f]
+            image = background[10 + dy : 10 + dy + H, 10 + dx : 10 + dx + W].copy()
             owner = np.zeros((H, W), dtype=int)
             for actor in sorted(actors, key=lambda a: a.depth):
                 if actor.path[f] is None:
                     continue
                 x, y = (int(round(v)) for v in actor.path[f])
+                x, y = x - dx, y - dy  # the camera moved by (dx, dy): the scene moves the other way
                 w, h = actor.size
                 x1, y1, x2, y2 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
                 if x2 <= x1 or y2 <= y1:
@@ -106,6 +134,7 @@ def render(actors: list[Actor], path: Path, seed: int) -> tuple[Path, list[list[
                 if actor.path[f] is None:
                     continue
                 x, y = actor.path[f]
+                x, y = x - dx, y - dy
                 w, h = actor.size
                 x1, y1, x2, y2 = max(0.0, x), max(0.0, y), min(float(W), x + w), min(float(H), y + h)
                 if x2 <= x1 or y2 <= y1:
