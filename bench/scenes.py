@@ -103,7 +103,8 @@ def render(actors: list[Actor], path: Path, seed: int,
     """The scene as an H.264 file; the truth per frame: (gt id, label, clipped xyxy, visible share). `shake`: the
     camera wobbles, the whole picture shifted by a random walk of up to this many pixels each way."""
     rng = np.random.default_rng(1000 + seed)
-    background = cv2.GaussianBlur(rng.integers(0, 255, (H + 20, W + 20, 3), dtype=np.uint8), (5, 5), 0)
+    margin = int(np.ceil(shake))  # a shaking camera sees a little more of the world around (none: the scenes as before)
+    background = cv2.GaussianBlur(rng.integers(0, 255, (H + 2 * margin, W + 2 * margin, 3), dtype=np.uint8), (5, 5), 0)
     background = cv2.addWeighted(background, 0.5, np.full_like(background, 110), 0.5, 0)
     offsets, at = [], np.zeros(2)
     for _ in range(FRAMES):
@@ -116,7 +117,7 @@ def render(actors: list[Actor], path: Path, seed: int,
         stream.options = {"crf": "18", "preset": "veryfast"}
         for f in range(FRAMES):
             dx, dy = offsets[f]
-            image = background[10 + dy : 10 + dy + H, 10 + dx : 10 + dx + W].copy()
+            image = background[margin + dy : margin + dy + H, margin + dx : margin + dx + W].copy()
             owner = np.zeros((H, W), dtype=int)
             for actor in sorted(actors, key=lambda a: a.depth):
                 if actor.path[f] is None:
