@@ -402,7 +402,7 @@ def parse_answer(keyframe: Keyframe, text: str, processor, answer: Answer | None
     if task.kind == "ocr":
         texts, names = list(names if names is not None else texts), ["text"] * n
     elif names is None or task.kind == "polygons":
-        names = [keyframe.prompt or task.token.strip("<>").lower()] * n
+        names = [_plain(keyframe.prompt or "") or task.token.strip("<>").lower()] * n  # a region: the task's name
     # a label or a region's words never keep Florence-2's markup (a stray <loc_N> inside "car<loc_200>STOP")
     detections.data["class_name"] = np.array([_plain(x) for x in names], dtype=object)
     detections.data[TEXT] = np.array([_plain(x) for x in texts], dtype=object)
