@@ -76,8 +76,29 @@ def _offline_error(model_id: str) -> StreamerError:
     )
 
 
+def _cached(model_id: str) -> bool:
+    """Whether the hub's cache holds `model_id` (its config.json), asked without importing transformers."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - an id the cache cannot even name: transformers says what is wrong with it
+        return True
+
+
 def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype):
-    """Return (model, processor) from `config.path` or `config.id`, or raise one clear StreamerError."""
+    """Return (model, processor) from `config.path` or `config.id`, or raise one clear StreamerError. A folder that
+    cannot hold a model, or a model neither cached nor on a reachable hub, is said before transformers is even
+    imported (seconds a user with a typo waits for nothing)."""
+    on_hub = None
+    if config.path is not None:
+        _check_folder(Path(config.path).expanduser())
+    elif not _cached(config.id):
+        on_hub = None if os.environ.get("HF_HUB_OFFLINE") == "1" else _on_hub(config.id)
+        if on_hub is False:
+            raise StreamerError(f"model '{config.id}' was not found on the hub")
+        if on_hub is None:
+            raise _offline_error(config.id)
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
@@ -94,7 +115,6 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
 
     if config.path is not None:
         folder = Path(config.path).expanduser()
-        _check_folder(folder)
         try:
             with warnings.catch_warnings():  # torch's note on a pickle's protocol: the refusal below says it all
                 warnings.simplefilter("ignore")
@@ -115,9 +135,10 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
             raise StreamerError(f"cannot load a Florence-2 model from {folder}: {_first_line(exc)}") from None
     else:
         try:
-            model, processor = _load(config.id, True)
+            model, processor = _load(config.id, on_hub is None)  # cached: from the cache; else downloaded now
         except OSError:
-            found = None if os.environ.get("HF_HUB_OFFLINE") == "1" else _on_hub(config.id)
+            found = on_hub if on_hub is not None else (
+                None if os.environ.get("HF_HUB_OFFLINE") == "1" else _on_hub(config.id))
             if found is False:
                 raise StreamerError(f"model '{config.id}' was not found on the hub") from None
             if found is None:
