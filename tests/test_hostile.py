@@ -22,6 +22,12 @@ def clip_copy(tmp_path):
     return path
 
 
+def ran(capsys, *args) -> tuple[int, str]:
+    """`streamer run ARGS` in this process (refusals come before any thread or model): its code and stderr."""
+    code = main(["run", *args])
+    return code, capsys.readouterr().err
+
+
 def refused(capsys, *args):
     """streamer run ARGS ends before the model loads, with one line on stderr; that line."""
     assert main(["run", *map(str, args), "--model", "/nonexistent/model/folder"]) == 1
@@ -471,12 +477,11 @@ def test_a_pipe_where_a_file_belongs_is_one_line_not_a_hang(tmp_path):
 @pytest.mark.parametrize("setting", ["live: {read_timeout_s: .inf}", "sampler: {max_fps: .nan}",
                                      "tracker: {lost_after_s: 1.0e+30}", "finetune: {seed: -1}",
                                      "events: {lines: [{name: l, start: [0, 0], end: [1.0e+30, 5]}]}"])
-def test_infinite_or_absurd_numbers_in_a_config_are_one_line(tmp_path, setting):
+def test_infinite_or_absurd_numbers_in_a_config_are_one_line(tmp_path, capsys, setting):
     config = tmp_path / "c.yaml"
     config.write_text(setting + "\n")
-    result = streamer("run", str(CLIP), "--config", str(config), timeout=30)
-    assert result.returncode == 1 and result.stderr.startswith("streamer: error: config") and \
-        result.stderr.count("\n") == 1, result.stderr
+    code, err = ran(capsys, str(CLIP), "--config", str(config))
+    assert code == 1 and err.startswith("streamer: error: config") and err.count("\n") == 1, err
 
 
 def test_a_yaml_alias_bomb_in_a_datasets_data_yaml_is_refused_at_once(tmp_path):
@@ -520,16 +525,16 @@ def test_two_runs_into_one_folder_and_one_store_keep_each_others_files(tmp_path)
     assert len(images) == 2 * 15 == len(set(images)) and all(len(b) == 1 for b in boxes.values())
 
 
-def test_more_odd_input_is_one_line(tmp_path):
+def test_more_odd_input_is_one_line(tmp_path, capsys):
     from PIL import Image
 
     Image.new("RGB", (32, 32), "red").save(tmp_path / "one.gif")
     Image.new("RGB", (32, 32), "red").save(tmp_path / "icon.ico")
     for name in ("one.gif", "icon.ico"):
-        result = streamer("run", str(tmp_path / name), timeout=60)
-        assert result.returncode == 1 and "is a still image" in result.stderr, result.stderr
-    result = streamer("run", str(tmp_path / "a\nb.mp4"), timeout=60)
-    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "a\\nb.mp4" in result.stderr
+        code, err = ran(capsys, str(tmp_path / name))
+        assert code == 1 and "is a still image" in err, err
+    code, err = ran(capsys, str(tmp_path / "a\nb.mp4"))
+    assert code == 1 and err.count("\n") == 1 and "a\\nb.mp4" in err
 
 
 def test_odd_numbers_after_events_are_a_400_not_a_dropped_connection():
@@ -550,7 +555,7 @@ def test_odd_numbers_after_events_are_a_400_not_a_dropped_connection():
         server.close()
 
 
-def test_paths_the_system_refuses_and_yaml_nested_too_deep_are_one_line(tmp_path):
+def test_paths_the_system_refuses_and_yaml_nested_too_deep_are_one_line(tmp_path, capsys):
     (tmp_path / "loop.mp4").symlink_to(tmp_path / "loop.mp4")
     (tmp_path / "deep.yaml").write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
     long = "x" * 300
@@ -559,9 +564,9 @@ def test_paths_the_system_refuses_and_yaml_nested_too_deep_are_one_line(tmp_path
                        ([tmp_path / f"{long}.mp4"], "File name too long"),
                        ([CLIP, "--events", tmp_path / f"{long}.jsonl"], "File name too long"),
                        ([CLIP, "--config", tmp_path / "deep.yaml"], "nested too deeply")):
-        result = streamer("run", *args, timeout=60)
-        assert result.returncode == 1 and said in result.stderr and result.stderr.count("\n") == 1, result.stderr
-        assert "internal error" not in result.stderr
+        code, err = ran(capsys, *map(str, args))
+        assert code == 1 and said in err and err.count("\n") == 1, err
+        assert "internal error" not in err
 
 
 def test_a_damaged_outbox_or_store_row_does_not_stop_a_run_or_a_query(tmp_path, capsys):
