@@ -18,6 +18,7 @@ Bound to 127.0.0.1 unless told otherwise.
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import html
 import json
@@ -152,15 +153,19 @@ class _Counters:
 
 
 PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>streamer</title>
+<html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>streamer</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1em; background: #111; color: #eee; }}
-.cams {{ display: flex; flex-wrap: wrap; gap: 1em; }}
-figure {{ margin: 0; }} img {{ max-width: 640px; width: 100%; background: #222; }}
+.cams {{ display: grid; gap: 1em; grid-template-columns: repeat(auto-fill, minmax(min(100%, 380px), 1fr)); }}
+figure {{ margin: 0; position: relative; min-width: 0; }} img {{ max-width: 100%; width: 100%; background: #222; }}
+figure.down img {{ opacity: 0.25; filter: grayscale(1); }}
+figure.down::after {{ content: "camera down"; position: absolute; left: 0; right: 0; top: 40%; text-align: center;
+  font-size: 1.4em; color: #f88; }}
+#search input[type=search] {{ max-width: 100%; box-sizing: border-box; }}
 .thumb {{ position: relative; display: inline-block; width: 160px; vertical-align: middle; }}
 .thumb img {{ display: block; width: 100%; }}
 .thumb .mark {{ position: absolute; border: 2px solid #0f0; box-sizing: border-box; }}
-#events {{ font-family: monospace; font-size: 0.85em; white-space: pre; max-height: 40vh; overflow-y: auto; }}
+#events {{ font-family: monospace; font-size: 0.85em; white-space: pre-wrap; max-height: 40vh; overflow-y: auto; }}
 </style></head><body>
 <h1>streamer</h1>
 <p><a href="/review" style="color:#8cf">review the recordings</a>{signout}</p>
@@ -173,8 +178,12 @@ figure {{ margin: 0; }} img {{ max-width: 640px; width: 100%; background: #222; 
 <h2>Latest events</h2>
 <div id="events"></div>
 <script>
+function when(wall) {{  // the viewer's own clock and zone, not a raw UTC string
+  const t = new Date(wall);
+  return isNaN(t) ? (wall ?? '') : t.toLocaleString();
+}}
 function describe(e) {{
-  return [e.wall_time, e.source, e.type, e.label ?? '', e.track_id ?? '', e.text ?? ''].join('  ');
+  return [when(e.wall_time), e.source, e.type, e.label ?? '', e.track_id ?? '', e.text ?? ''].join('  ');
 }}
 async function findInFootage(words, box) {{
   // Hits arrive one JSON line each, as the model finds them.
@@ -199,7 +208,7 @@ async function findInFootage(words, box) {{
       hits += 1;
       const line = document.createElement('div');
       line.className = 'hit';
-      line.textContent = [hit.wall_time ?? '', hit.source, 'conf ' + hit.confidence.toFixed(2)].join('  ') + '  ';
+      line.textContent = [when(hit.wall_time), hit.source, 'conf ' + hit.confidence.toFixed(2)].join('  ') + '  ';
       if (hit.image) {{
         // The keyframe with the box the phrase was grounded on, drawn over it (the picture itself is as kept).
         const frame = document.createElement('span'), img = document.createElement('img');
@@ -270,7 +279,10 @@ async function states() {{
     const response = await fetch('/api/sources');
     for (const s of await response.json()) {{
       const line = document.querySelector(`.state[data-source="${{CSS.escape(s.name)}}"]`);
-      if (line) line.textContent = `${{s.state}}  ${{s.fps.toFixed(1)}} fps`;
+      if (!line) continue;
+      const down = s.live && s.state !== 'up';  // its last picture is not what the camera shows now
+      line.closest('figure').classList.toggle('down', down);
+      line.textContent = down ? s.state : `${{s.state}}  ${{s.fps.toFixed(1)}} fps`;
     }}
   }} catch (err) {{}}
   setTimeout(states, 2000);
@@ -408,6 +420,7 @@ def _iso(epoch: float) -> str:
     return _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc).isoformat()
 
 
+RATE_WINDOW_S = 10.0  # the live page's frame rate: over about this many seconds
 PAGES = ("/", "/review")  # what a person opens: signed out, they are sent to the sign-in form and back
 CLIENT_TIMEOUT_S = 30.0
 MAX_CLIENTS = 256  # connections served at once (a thread each); more are closed at once
@@ -460,6 +473,8 @@ class StatusServer:
         self.registry.register(_Counters(pipeline))
         self._closing = threading.Event()
         self.clips = _Clips()
+        self._rates: dict[str, collections.deque] = {}  # source -> (monotonic, frames) samples, for `rate`
+        self._rates_lock = threading.Lock()
         handler = self._handler()
         try:
             self.httpd = _Server((host, int(port)), handler)
@@ -482,6 +497,18 @@ class StatusServer:
     @property
     def find_floor(self) -> float:
         return self.pipeline.config.model.min_confidence or 0.3
+
+    def rate(self, name: str, stats) -> float:
+        """A source's frame rate over the last `RATE_WINDOW_S` (samples taken as the pages ask), not the run's
+        average: a camera that stalls or comes back shows it within seconds. The run's average until two samples."""
+        now = time.monotonic()
+        with self._rates_lock:
+            samples = self._rates.setdefault(name, collections.deque())
+            samples.append((now, stats.frames))
+            while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
+                samples.popleft()
+            (first, counted), (last, frames) = samples[0], samples[-1]
+        return (frames - counted) / (last - first) if last - first >= 1.0 else stats.fps_so_far
 
     def stores(self) -> list:
         """The event stores of the run's sources that exist."""
@@ -662,8 +689,9 @@ class StatusServer:
                 out = []
                 for run in server.pipeline.runs:
                     st = run.stats()
-                    out.append({"name": safe_name(st.source), "live": st.live, "state": st.state,
-                                "fps": round(st.fps_so_far, 1), "frames": st.frames})
+                    name = safe_name(st.source)
+                    out.append({"name": name, "live": st.live, "state": st.state,
+                                "fps": round(server.rate(name, st), 1), "frames": st.frames})
                 self._send(200, json.dumps(out).encode(), "application/json")
 
             def _review(self, query) -> None:

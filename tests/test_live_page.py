@@ -28,20 +28,24 @@ def test_live_page_shows_a_moving_camera_and_new_events(tmp_path):
     def car(index):
         return [("car", (10 + index, 60, 90 + index, 120), None)] if index >= 40 else []
 
-    with RtspServer() as camera:
+    with RtspServer() as camera, RtspServer() as gate:
         view = LiveView()
         config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None},
-                                        "output": {"save_keyframes": True}})
+                                        "output": {"save_keyframes": True},
+                                        "live": {"read_timeout_s": 2.0, "backoff_max_s": 2.0}})
         pipeline = Pipeline(config, lambda: ScriptedDetector(car), [view])
         server = StatusServer("127.0.0.1:0", pipeline, view).start()
         spec = SourceSpec(camera.url(), tmp_path / "e.jsonl", None, name="cam", db_path=tmp_path / "e.db")
-        thread = threading.Thread(target=pipeline.run_many, args=([spec],))
+        other = SourceSpec(gate.url(), tmp_path / "g.jsonl", None, name="gate")
+        thread = threading.Thread(target=pipeline.run_many, args=([spec, other],))
         thread.start()
         try:
             with sync_api.sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-                page = browser.new_page()
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
                 page.goto(server.address + "/")
+                boxes = [page.locator(f'figure:has(img[alt="{n}"])').bounding_box() for n in ("cam", "gate")]
+                assert boxes[0]["y"] == boxes[1]["y"] and boxes[0]["x"] < boxes[1]["x"]  # side by side, a grid
                 image = page.locator('img[alt="cam"]')
                 page.wait_for_function("() => document.querySelector('img[alt=\"cam\"]').naturalWidth > 0",
                                        timeout=15000)
@@ -69,7 +73,17 @@ def test_live_page_shows_a_moving_camera_and_new_events(tmp_path):
                     lines = [json.loads(line) for line in reply.read().splitlines()]
                 assert lines[-1]["done"] and lines[-1]["hits"] == len(lines) - 1 >= 1
                 assert str(tmp_path) not in json.dumps(lines) and lines[0]["image"].startswith("/api/keyframes/0/")
+                # A camera that goes down is shown as down (its last picture greyed, no stale frame rate).
+                gate.kill()
+                page.wait_for_selector('figure.down:has(img[alt="gate"])', timeout=15000)
+                assert "fps" not in page.locator('.state[data-source="gate"]').text_content()
+                assert page.locator("figure.down").count() == 1
+                page.set_viewport_size({"width": 390, "height": 844})  # a phone: one column, nothing overflows
+                page.wait_for_timeout(300)
+                assert page.evaluate("document.documentElement.scrollWidth") <= 390
                 ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "live-view-phone.png"), full_page=True)
+                page.set_viewport_size({"width": 1280, "height": 900})
                 shot = ARTIFACTS / "live-view.png"
                 page.screenshot(path=str(shot), full_page=True)
                 print(f"\nlive page screenshot: {shot}")
