@@ -280,7 +280,7 @@ async function states() {{
     for (const s of await response.json()) {{
       const line = document.querySelector(`.state[data-source="${{CSS.escape(s.name)}}"]`);
       if (!line) continue;
-      const down = s.live && s.state !== 'up';  // its last picture is not what the camera shows now
+      const down = s.live && (s.state === 'down' || s.state === 'connecting');  // its picture is not the camera's now
       line.closest('figure').classList.toggle('down', down);
       line.textContent = down ? s.state : `${{s.state}}  ${{s.fps.toFixed(1)}} fps`;
     }}
@@ -670,7 +670,9 @@ class StatusServer:
                 each with the URLs of its snapshot, clip and clip's boxes."""
                 from streamer.store import query as find
 
-                one = {key: query.get(key, [None])[0] or None for key in ("source", "label", "type")}
+                one = self._filters(query)
+                if one is None:
+                    return
                 limit = query.get("limit", ["200"])[0]
                 if not _whole(limit) or not 0 < int(limit) <= 10_000:
                     self._send(400, b"limit: a whole number from 1 to 10000\n", "text/plain")
@@ -683,6 +685,16 @@ class StatusServer:
                     return
                 found = sorted(found, key=lambda e: e["wall_time"], reverse=True)[: int(limit)]
                 self._send(200, json.dumps([_linked(e) for e in found]).encode(), "application/json")
+
+            def _filters(self, query) -> dict | None:
+                """The source, label and type a request filters by; None (a 400 sent) for a type there is not."""
+                from streamer.records import EVENT_TYPES
+
+                one = {key: query.get(key, [None])[0] or None for key in ("source", "label", "type")}
+                if one["type"] is not None and one["type"] not in EVENT_TYPES:
+                    self._send(400, f"type: one of {', '.join(EVENT_TYPES)}\n".encode(), "text/plain")
+                    return None
+                return one
 
             def _sources(self, query) -> None:
                 """Each source's state and frame rate, for the pages."""
@@ -765,7 +777,8 @@ class StatusServer:
                         '<button type="submit">sign out</button></form>')
 
             def _search(self, query) -> None:
-                """The run's event stores searched (`store.query`), best matches first, at most 100."""
+                """The run's event stores searched (`store.query`), best matches first, at most 100, within the
+                source, label and type asked for."""
                 from streamer.store import match_words
                 from streamer.store import query as find
 
@@ -773,9 +786,12 @@ class StatusServer:
                 if not match_words(words):
                     self._send(400, b"q: no word to look for\n", "text/plain")
                     return
+                one = self._filters(query)
+                if one is None:
+                    return
                 try:
                     found = [{**e, "store": n} for n, db in enumerate(server.stores())
-                             for e in find(db, search=words, with_id=True)][:100]
+                             for e in find(db, search=words, with_id=True, **one)][:100]
                 except StreamerError:
                     self._send(500, b"cannot read the event store\n", "text/plain")
                     return

@@ -4,6 +4,7 @@ plays with its boxes drawn over the video where the tracks say, and search hits 
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 
 import cv2
@@ -16,7 +17,7 @@ from streamer.server import LiveView, StatusServer
 from tests.brokers import require
 from tests.helpers import CLIP
 from tests.scripted import ScriptedDetector
-from tests.test_live_page import CHROMIUM_FLAGS
+from tests.test_live_page import ARTIFACTS, CHROMIUM_FLAGS
 
 
 READ = "AB 42 <img src=x onerror=window.pwned=1>"  # text the model read is shown as text, never run
@@ -86,9 +87,13 @@ def test_an_events_clip_plays_with_its_boxes_drawn_where_the_tracks_say(page, se
 
 
 def test_a_search_hit_opens_its_clip(page):
+    page.select_option("#type", "text_read")  # the filters hold for a search too
+    page.wait_for_load_state("networkidle")
     page.fill("#words", "ab 42")
     page.click("#search button")
-    page.wait_for_selector("#list li.event", timeout=10000)
+    page.wait_for_function("() => [...document.querySelectorAll('#list li.event')].length > 0 && "
+                           "[...document.querySelectorAll('#list li.event')].every((li) => "
+                           "li.textContent.includes('text_read'))", timeout=10000)
     page.locator("#list li.event", has_text="AB 42").first.click()
     page.wait_for_function("() => document.getElementById('video').currentTime > 0.3", timeout=15000)
     assert "/clip.mp4" in page.evaluate("() => document.getElementById('video').src")
@@ -125,6 +130,27 @@ def test_a_click_on_a_cameras_timeline_plays_that_moment_and_the_live_page_shows
             page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             page.wait_for_function("() => document.getElementById('video').currentTime > 0.5", timeout=15000)
             assert "/api/recordings/cam?from=" in page.evaluate("() => document.getElementById('video').src")
+            # What a Frigate user expects of a timeline: a row per camera, times along it, where now is, and
+            # seven seconds of footage in an hour's window drawn wide enough to click (fit to the footage).
+            assert page.locator('#timeline .row[data-source="cam"] .now').count() == 1
+            labels = page.locator("#timeline .axis .label").all_text_contents()
+            assert len(labels) >= 3 and all(re.search(r"\d:\d\d", t) for t in labels), labels
+            track = page.locator('#timeline .row[data-source="cam"] .track').bounding_box()
+            covered = sum(b["width"] for b in (s.bounding_box() for s in page.locator("#timeline .seg").all()))
+            assert covered > 0.3 * track["width"], (covered, track)
+            # the player says which camera and what time it shows
+            assert re.search(r"^cam \u00b7 .*\d:\d\d", page.locator("#showing").text_content())
+            page.mouse.move(track["x"] + track["width"] * 0.5, track["y"] + 10)
+            page.mouse.wheel(0, 400)  # out: the footage narrower
+            page.wait_for_timeout(200)
+            wider = sum(b["width"] for b in (s.bounding_box() for s in page.locator("#timeline .seg").all()))
+            assert wider < covered
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "review-timeline.png"))
+            page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
+            page.wait_for_timeout(300)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+            page.screenshot(path=str(ARTIFACTS / "review-phone.png"), full_page=True)
             browser.close()
     finally:
         served.close()
