@@ -173,10 +173,10 @@ class Tracker:
     def _rescue(self, boxes: np.ndarray, dets: np.ndarray, tracks: list[int], rest: list[int],
                 labels: list[str], unlike: np.ndarray, sure: np.ndarray) -> list[tuple[int, int]]:
         """Tracks and detections that do not overlap: matched by centre distance in box sizes, within the reach
-        of a track's motion, same label (or the same look), similar size. A confirmed track missed on some keyframes (hidden, or its
-        prediction went astray: it stopped, it turned) is looked for further the longer it was lost, from where it
-        is predicted and from where it was last seen, but only by a detection that looks like it. An unsure
-        detection is taken only by a confirmed track it looks like (as ByteTrack's second stage, by look)."""
+        of a track's motion, same label (or the same look), similar size. A confirmed track missed on some
+        keyframes (hidden, or its prediction went astray: it stopped, it turned) is looked for further the longer
+        it was lost, from where it is predicted and from where it was last seen, but only by a detection that looks
+        like it; a track seen once, or an unsure detection, only by one that looks just like it."""
         cost = np.full((len(tracks), len(rest)), np.inf)
         for a, ti in enumerate(tracks):
             track = self._tracks[ti]
@@ -188,10 +188,10 @@ class Tracker:
                 misread = labels[di] != track.label and unlike[ti, di] > _SAME_LOOK
                 if misread or not 0.5 <= ratio <= 2.0:
                     continue
-                if unlike[ti, di] > (_UNLIKE if sure[di] and track.track_id >= 0 or lost else _SAME_LOOK):
+                if unlike[ti, di] > (_UNLIKE if (sure[di] and track.track_id >= 0) or lost else _SAME_LOOK):
                     continue
-                distance = min(np.linalg.norm(_centre(dets[di]) - _centre(where)) for where in (boxes[ti], track.seen_box))
-                distance /= max(size, 1e-6)
+                distance = min(np.linalg.norm(_centre(dets[di]) - _centre(where)) / max(size, 1e-6)
+                               for where in (boxes[ti], track.seen_box))
                 if distance > reach:
                     continue
                 cost[a, b] = distance / reach + unlike[ti, di]
@@ -261,10 +261,10 @@ def _look(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
 
 
 def _unlike(a: np.ndarray | None, b: np.ndarray | None) -> float:
-    """How unlike two looks are: the Bhattacharyya distance (0 the same colours, 1 none shared); 0.5 where one is
-    unknown."""
+    """How unlike two looks are: the Bhattacharyya distance (0 the same colours, 1 none shared); where one is
+    unknown (a box of a pixel or two), just alike enough that the look neither keeps a match nor makes one."""
     if a is None or b is None:
-        return 0.5
+        return _SAME_LOOK
     return float(math.sqrt(max(0.0, 1.0 - float(np.sum(np.sqrt(a * b))))))
 
 
