@@ -31,7 +31,7 @@ import time
 from collections import OrderedDict, deque
 from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import cv2
 from prometheus_client import generate_latest
@@ -388,7 +388,7 @@ def _local(path: str | None) -> str:
         return "/"
     if any(ord(c) < 32 or c == "\x7f" for c in path) or urlsplit(path).netloc or urlsplit(path).scheme:
         return "/"
-    return path
+    return quote(path, safe="/?&=%:@+,;~!$'()*")  # a header is Latin-1: anything else percent-encoded
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
