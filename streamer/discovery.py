@@ -2,8 +2,9 @@
 
 Retained configs under `<mqtt.discovery_prefix>/<component>/streamer_<source>/<object>/config`, each with a stable
 `unique_id`, the camera's device and `availability` on `<topic_prefix>/availability`:
-- per camera: the last event (`sensor`, its JSON as attributes), whether its picture comes (`binary_sensor`,
-  connectivity), its frame rate and, per zone, how many objects are in it;
+- per camera: the last event (`sensor`, its JSON as attributes), every event (`event`, for automations),
+  whether its picture comes (`binary_sensor`, connectivity), its frame rate and, per zone, how many objects are
+  in it;
 - per camera and label, once the label is first seen: occupancy (`binary_sensor`, as Frigate's integration
   has), how many there are (`sensor`) and the latest snapshot (`image`, a JPEG on
   `<topic_prefix>/<source>/<label>/snapshot`).
@@ -19,6 +20,7 @@ import hashlib
 import json
 import re
 
+from streamer.records import EVENT_TYPES
 from streamer.sources import safe_name
 
 MANUFACTURER = "streamer"
@@ -83,7 +85,11 @@ class Discovery:
                self._config("binary_sensor", source, "status", "Status", device_class="connectivity",
                             state_topic=self.state_topic(source, "status"), payload_on="ON", payload_off="OFF"),
                self._config("sensor", source, "fps", "Frame rate", state_topic=self.state_topic(source, "fps"),
-                            unit_of_measurement="fps", state_class="measurement", icon="mdi:speedometer")]
+                            unit_of_measurement="fps", state_class="measurement", icon="mdi:speedometer"),
+               # every event as Home Assistant's own event entity (automations trigger on its type)
+               self._config("event", source, "events", "Events", state_topic=self.state_topic(source, "events"),
+                            event_types=list(EVENT_TYPES), icon="mdi:motion-sensor",
+                            value_template='{"event_type": {{ value_json.type | tojson }}}')]
         for zone in self.zones.get(source, []):
             out.append(self._config("sensor", source, f"zone_{_slug(zone)}_count", f"{zone} objects",
                                     state_topic=self.state_topic(source, "zone", level(zone), "count"),

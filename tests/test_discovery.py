@@ -94,12 +94,20 @@ def run(tmp_path, cfg, sources=("street",)):
 def test_every_camera_and_label_appears_in_home_assistant_with_states(tmp_path, broker, home_assistant):
     run(tmp_path, config(broker))
     ha = home_assistant()  # Home Assistant starting now gets everything from the retained messages
-    assert wait_for(lambda: len(ha.configs()) >= 7, 10)
+    assert wait_for(lambda: len(ha.configs()) >= 8, 10)
     configs = ha.configs()
     by_id = {c["unique_id"]: (t, c) for t, c in configs.items()}
     assert set(by_id) == {"streamer_street_last_event", "streamer_street_zone_drive_count", "streamer_street_status",
-                          "streamer_street_fps", "streamer_street_car_occupancy", "streamer_street_car_count",
-                          "streamer_street_car_snapshot"}
+                          "streamer_street_fps", "streamer_street_events", "streamer_street_car_occupancy",
+                          "streamer_street_car_count", "streamer_street_car_snapshot"}
+    topic, events = by_id["streamer_street_events"]
+    assert topic == "homeassistant/event/streamer_street/events/config"
+    assert events["state_topic"] == "streamer/street/events" and "object_appeared" in events["event_types"]
+    # the template Home Assistant renders each event's JSON with gives the payload its event platform wants
+    from jinja2 import Template
+
+    rendered = Template(events["value_template"]).render(value_json={"type": "object_left", "label": 'a "car"'})
+    assert json.loads(rendered) == {"event_type": "object_left"}
     assert by_id["streamer_street_status"][1]["device_class"] == "connectivity"
     assert ha.latest["streamer/street/status"] == b"ON"  # its picture came (the run's end: availability offline)
     for topic, c in configs.items():
@@ -181,7 +189,7 @@ def test_labels_with_wildcards_scripts_and_no_end_get_entities_home_assistant_ta
     Pipeline(cfg, lambda: ScriptedDetector(odd_labels), [sink]).run_many([spec])
     sink.close()
     ha = home_assistant()
-    assert wait_for(lambda: len(ha.configs()) >= 4 + 3 * len(ODD_LABELS), 10)
+    assert wait_for(lambda: len(ha.configs()) >= 5 + 3 * len(ODD_LABELS), 10)
     time.sleep(0.3)
     configs = ha.configs()
     # Home Assistant's discovery topic: anything else is ignored with a warning in its log
@@ -197,7 +205,8 @@ def test_labels_with_wildcards_scripts_and_no_end_get_entities_home_assistant_ta
                 levels = c[key].split("/")
                 assert c[key].isascii() and not set("+#") & set(c[key]) and all(levels), c[key]
                 assert levels[:2] == ["streamer", "street"] and len(levels) <= 5  # a label is one level, not three
-                assert c[key] in ha.latest or c[key].endswith("/fps")  # its state was published (fps: each 10 s)
+                # its state was published (retained; fps each 10 s, events not retained)
+                assert c[key] in ha.latest or c[key].endswith(("/fps", "/events"))
     assert {c["name"] for c in occupancy} >= {"自転車 occupancy", "Car/# occupancy"}  # shown as the model said
 
 
