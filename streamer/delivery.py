@@ -142,7 +142,7 @@ class MqttSink(_OutboxSink):
         client.on_connect = self._connected
         client.on_message = self._message
         self._objects: dict[str, dict[int, str]] = {}
-        self._in_zone: dict[tuple[str, str], set[int]] = {}
+        self._in_zone: dict[tuple[str, str], dict[int, str]] = {}
         self._states: dict[str, tuple[str, bool]] = {}  # retained states published, for Home Assistant's restart
         self._rate: dict[str, list] = {}  # source -> [frames counted, since (monotonic)] for its fps sensor
         if self.discovery is not None:
@@ -238,9 +238,18 @@ class MqttSink(_OutboxSink):
             self._state(discovery.state_topic(event.source, "fps"), "0.0")
         zone = event.extra.get("zone")
         if zone and event.type in ("zone_entered", "zone_left"):
-            inside = self._in_zone.setdefault((event.source, zone), set())
-            (inside.add if event.type == "zone_entered" else inside.discard)(event.track_id)
+            inside = self._in_zone.setdefault((event.source, zone), {})  # track id -> label
+            if event.type == "zone_entered":
+                inside[event.track_id] = event.label
+            else:
+                inside.pop(event.track_id, None)
             self._state(discovery.state_topic(event.source, "zone", level(zone), "count"), str(len(inside)))
+            if event.label:
+                self._put_all(discovery.zone_label(event.source, zone, event.label))
+                count = sum(1 for label in inside.values() if label == event.label)
+                where = ("zone", level(zone), level(event.label))
+                self._state(discovery.state_topic(event.source, *where, "count"), str(count))
+                self._state(discovery.state_topic(event.source, *where, "occupancy"), "ON" if count else "OFF")
         if logged.snapshot is not None and event.label:
             try:
                 jpeg = logged.snapshot.read_bytes()

@@ -5,6 +5,7 @@ Retained configs under `<mqtt.discovery_prefix>/<component>/streamer_<source>/<o
 - per camera: the last event (`sensor`, its JSON as attributes), every event (`event`, for automations),
   whether its picture comes (`binary_sensor`, connectivity), its frame rate and, per zone, how many objects are
   in it;
+- per camera, zone and label, once the label first enters the zone: its occupancy and count there;
 - per camera and label, once the label is first seen: occupancy (`binary_sensor`, as Frigate's integration
   has), how many there are (`sensor`) and the latest snapshot (`image`, a JPEG on
   `<topic_prefix>/<source>/<label>/snapshot`).
@@ -54,6 +55,7 @@ class Discovery:
         self.sources = list(sources)
         self.zones = zones  # source -> names of the zones that apply to it
         self.labels: dict[str, set[str]] = {}  # source -> labels seen, whose entities exist
+        self.zone_labels: dict[str, set[tuple[str, str]]] = {}  # source -> (zone, label) seen inside it
 
     def node(self, source: str) -> str:
         return f"streamer_{_slug(safe_name(source))}"
@@ -116,12 +118,34 @@ class Discovery:
                          image_topic=self.state_topic(source, level(label), "snapshot")),
         ]
 
+    def zone_label(self, source: str, zone: str, label: str) -> list[tuple[str, str, bool]]:
+        """A label's occupancy and count inside a zone, the first time the label enters it (as Frigate's
+        integration has per zone and object)."""
+        seen = self.zone_labels.setdefault(source, set())
+        if (zone, label) in seen:
+            return []
+        seen.add((zone, label))
+        return self._zone_label_configs(source, zone, label)
+
+    def _zone_label_configs(self, source: str, zone: str, label: str) -> list[tuple[str, str, bool]]:
+        slug, name = f"zone_{_slug(zone)}_{_slug(label)}", f"{zone} {label}"
+        return [
+            self._config("binary_sensor", source, f"{slug}_occupancy", f"{name} occupancy", device_class="occupancy",
+                         state_topic=self.state_topic(source, "zone", level(zone), level(label), "occupancy"),
+                         payload_on="ON", payload_off="OFF"),
+            self._config("sensor", source, f"{slug}_count", f"{name} count", state_class="measurement",
+                         state_topic=self.state_topic(source, "zone", level(zone), level(label), "count")),
+        ]
+
     def everything(self) -> list[tuple[str, str, bool]]:
         """Every config known now: for Home Assistant coming back online."""
         out = [item for source in self.sources for item in self.camera(source)]
         for source, labels in self.labels.items():
             for label in sorted(labels):
                 out += self._label_configs(source, label)
+        for source, pairs in self.zone_labels.items():
+            for zone, label in sorted(pairs):
+                out += self._zone_label_configs(source, zone, label)
         return out
 
     def stale(self, topic: str) -> bool:
@@ -137,6 +161,6 @@ class Discovery:
         current = {self.node(s): s for s in self.sources}
         if node not in current:
             return True
-        if object_id.startswith("zone_") and object_id.endswith("_count"):
-            return object_id not in {f"zone_{_slug(z)}_count" for z in self.zones.get(current[node], [])}
+        if object_id.startswith("zone_"):  # a zone's count, or a label's occupancy and count in it
+            return not any(object_id.startswith(f"zone_{_slug(z)}_") for z in self.zones.get(current[node], []))
         return False

@@ -94,12 +94,15 @@ def run(tmp_path, cfg, sources=("street",)):
 def test_every_camera_and_label_appears_in_home_assistant_with_states(tmp_path, broker, home_assistant):
     run(tmp_path, config(broker))
     ha = home_assistant()  # Home Assistant starting now gets everything from the retained messages
-    assert wait_for(lambda: len(ha.configs()) >= 8, 10)
+    assert wait_for(lambda: len(ha.configs()) >= 10, 10)
     configs = ha.configs()
     by_id = {c["unique_id"]: (t, c) for t, c in configs.items()}
     assert set(by_id) == {"streamer_street_last_event", "streamer_street_zone_drive_count", "streamer_street_status",
                           "streamer_street_fps", "streamer_street_events", "streamer_street_car_occupancy",
-                          "streamer_street_car_count", "streamer_street_car_snapshot"}
+                          "streamer_street_car_count", "streamer_street_car_snapshot",
+                          "streamer_street_zone_drive_car_occupancy", "streamer_street_zone_drive_car_count"}
+    in_zone = by_id["streamer_street_zone_drive_car_occupancy"][1]
+    assert in_zone["state_topic"] == "streamer/street/zone/drive/car/occupancy" and in_zone["name"] == "drive car occupancy"
     topic, events = by_id["streamer_street_events"]
     assert topic == "homeassistant/event/streamer_street/events/config"
     assert events["state_topic"] == "streamer/street/events" and "object_appeared" in events["event_types"]
@@ -123,6 +126,8 @@ def test_every_camera_and_label_appears_in_home_assistant_with_states(tmp_path, 
     assert latest[by_id["streamer_street_car_count"][1]["state_topic"]] == b"0"
     assert json.loads(latest["streamer/street/last_event"])["type"] in ("object_left", "zone_left")
     assert latest["streamer/street/zone/drive/count"] == b"0"
+    assert latest["streamer/street/zone/drive/car/count"] == b"0"  # the car came into the drive and went
+    assert [p for t, p in ha.seen if t == "streamer/street/zone/drive/car/occupancy"][-1] == b"OFF"
     assert latest[by_id["streamer_street_car_snapshot"][1]["image_topic"]][:2] == b"\xff\xd8"  # a JPEG
     assert latest["streamer/availability"] == b"offline"  # the run ended
 
@@ -195,16 +200,18 @@ def test_labels_with_wildcards_scripts_and_no_end_get_entities_home_assistant_ta
     # Home Assistant's discovery topic: anything else is ignored with a warning in its log
     discovery = re.compile(r"homeassistant/\w+/(?:[a-zA-Z0-9_-]+/)?[a-zA-Z0-9_-]+/config")
     assert all(discovery.fullmatch(t) for t in configs), [t for t in configs if not discovery.fullmatch(t)]
-    occupancy = [c for c in configs.values() if c["unique_id"].endswith("_occupancy")]
+    occupancy = [c for c in configs.values() if c["unique_id"].endswith("_occupancy")
+                 and not c["unique_id"].startswith("streamer_street_zone_")]
+    assert len(configs) == 5 + 5 * len(ODD_LABELS)  # each label also in the zone (the whole picture) once
     assert len(occupancy) == len(ODD_LABELS)  # one each: no two labels share an entity
     assert len({c["unique_id"] for c in configs.values()}) == len(configs)
     for c in configs.values():
-        assert len(c["unique_id"]) <= 100 and c["unique_id"].isascii()
+        assert len(c["unique_id"]) <= 200 and c["unique_id"].isascii()  # entity ids end at 255
         for key in ("state_topic", "image_topic"):
             if key in c:
                 levels = c[key].split("/")
                 assert c[key].isascii() and not set("+#") & set(c[key]) and all(levels), c[key]
-                assert levels[:2] == ["streamer", "street"] and len(levels) <= 5  # a label is one level, not three
+                assert levels[:2] == ["streamer", "street"] and len(levels) <= 6  # a label is one level, not three
                 # its state was published (retained; fps each 10 s, events not retained)
                 assert c[key] in ha.latest or c[key].endswith(("/fps", "/events"))
     assert {c["name"] for c in occupancy} >= {"自転車 occupancy", "Car/# occupancy"}  # shown as the model said
