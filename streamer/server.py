@@ -267,7 +267,14 @@ async function poll() {{
       after = Math.max(after, e.seq);
       const line = document.createElement('div');
       line.className = 'event';
-      line.textContent = describe(e);
+      line.textContent = describe(e) + '  ';
+      if (e.wall_time && e.source) {{  // that moment of that camera on the review page
+        const link = document.createElement('a');
+        link.href = '/review?' + new URLSearchParams({{source: e.source, at: e.wall_time}});
+        link.textContent = 'footage';
+        link.style.color = '#8cf';
+        line.append(link);
+      }}
       box.prepend(line);
     }}
   }} catch (err) {{}}

@@ -54,6 +54,7 @@ def test_live_page_shows_a_moving_camera_and_new_events(tmp_path):
                 second = image.screenshot()
                 assert first != second, "the live view did not change"
                 page.wait_for_selector("#events .event:has-text('object_appeared')", timeout=15000)
+                assert page.locator("#events .event a[href^='/review?source=cam&at=']").count() >= 1  # its footage
                 # Find in the footage: the run's own model grounds the phrase on the kept keyframes, hits come in
                 # as they are found, each with its keyframe served by the page (no server path anywhere).
                 page.fill("#words", "a car")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 import urllib.request
 
 import cv2
@@ -147,6 +148,13 @@ def test_a_click_on_a_cameras_timeline_plays_that_moment_and_the_live_page_shows
             assert wider < covered
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "review-timeline.png"))
+            # the live page's link to a moment: that camera's footage plays from there
+            [first] = json.loads(urllib.request.urlopen(served.address + "/api/recordings/cam", timeout=10).read())[:1]
+            at = first["start"]
+            page.goto(served.address + "/review?" + urllib.parse.urlencode({"source": "cam", "at": at}))
+            page.wait_for_function("() => document.getElementById('video').currentTime > 0.3", timeout=15000)
+            assert "/api/recordings/cam?from=" in page.evaluate("() => document.getElementById('video').src")
+            assert page.locator("#showing").text_content().startswith("cam \u00b7 ")
             page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
             page.wait_for_timeout(300)
             assert page.evaluate("document.documentElement.scrollWidth") <= 390
