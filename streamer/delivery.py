@@ -255,8 +255,9 @@ class MqttSink(_OutboxSink):
                 jpeg = logged.snapshot.read_bytes()
             except OSError:
                 return
-            self._state(discovery.state_topic(event.source, level(event.label), "snapshot"),
-                        base64.b64encode(jpeg).decode(), binary=True)
+            picture = base64.b64encode(jpeg).decode()
+            self._state(discovery.state_topic(event.source, level(event.label), "snapshot"), picture, binary=True)
+            self._state(discovery.state_topic(event.source, "snapshot"), picture, binary=True)  # the camera entity
 
     def deliver(self, items: list[dict]) -> int:
         if not self.client.is_connected():

@@ -2,7 +2,8 @@
 
 Retained configs under `<mqtt.discovery_prefix>/<component>/streamer_<source>/<object>/config`, each with a stable
 `unique_id`, the camera's device and `availability` on `<topic_prefix>/availability`:
-- per camera: the last event (`sensor`, its JSON as attributes), every event (`event`, for automations),
+- per camera: the last event (`sensor`, its JSON as attributes), every event (`event`, for automations), the
+  latest snapshot of anything (`camera`, JPEG on `<topic_prefix>/<source>/snapshot`),
   whether its picture comes (`binary_sensor`, connectivity), its frame rate and, per zone, how many objects are
   in it;
 - per camera, zone and label, once the label first enters the zone: its occupancy and count there;
@@ -88,6 +89,9 @@ class Discovery:
                             state_topic=self.state_topic(source, "status"), payload_on="ON", payload_off="OFF"),
                self._config("sensor", source, "fps", "Frame rate", state_topic=self.state_topic(source, "fps"),
                             unit_of_measurement="fps", state_class="measurement", icon="mdi:speedometer"),
+               # the latest snapshot of anything it saw, as a camera entity (a picture in a dashboard card)
+               self._config("camera", source, "snapshot", "Latest snapshot",
+                            topic=self.state_topic(source, "snapshot")),
                # every event as Home Assistant's own event entity (automations trigger on its type)
                self._config("event", source, "events", "Events", state_topic=self.state_topic(source, "events"),
                             event_types=list(EVENT_TYPES), icon="mdi:motion-sensor",

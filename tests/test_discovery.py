@@ -94,13 +94,17 @@ def run(tmp_path, cfg, sources=("street",)):
 def test_every_camera_and_label_appears_in_home_assistant_with_states(tmp_path, broker, home_assistant):
     run(tmp_path, config(broker))
     ha = home_assistant()  # Home Assistant starting now gets everything from the retained messages
-    assert wait_for(lambda: len(ha.configs()) >= 10, 10)
+    assert wait_for(lambda: len(ha.configs()) >= 11, 10)
     configs = ha.configs()
     by_id = {c["unique_id"]: (t, c) for t, c in configs.items()}
     assert set(by_id) == {"streamer_street_last_event", "streamer_street_zone_drive_count", "streamer_street_status",
                           "streamer_street_fps", "streamer_street_events", "streamer_street_car_occupancy",
                           "streamer_street_car_count", "streamer_street_car_snapshot",
-                          "streamer_street_zone_drive_car_occupancy", "streamer_street_zone_drive_car_count"}
+                          "streamer_street_zone_drive_car_occupancy", "streamer_street_zone_drive_car_count",
+                          "streamer_street_snapshot"}
+    camera = by_id["streamer_street_snapshot"]
+    assert camera[0] == "homeassistant/camera/streamer_street/snapshot/config"
+    assert ha.latest[camera[1]["topic"]][:2] == b"\xff\xd8"  # the latest snapshot, a JPEG
     in_zone = by_id["streamer_street_zone_drive_car_occupancy"][1]
     assert in_zone["state_topic"] == "streamer/street/zone/drive/car/occupancy" and in_zone["name"] == "drive car occupancy"
     topic, events = by_id["streamer_street_events"]
@@ -194,7 +198,7 @@ def test_labels_with_wildcards_scripts_and_no_end_get_entities_home_assistant_ta
     Pipeline(cfg, lambda: ScriptedDetector(odd_labels), [sink]).run_many([spec])
     sink.close()
     ha = home_assistant()
-    assert wait_for(lambda: len(ha.configs()) >= 5 + 3 * len(ODD_LABELS), 10)
+    assert wait_for(lambda: len(ha.configs()) >= 6 + 3 * len(ODD_LABELS), 10)
     time.sleep(0.3)
     configs = ha.configs()
     # Home Assistant's discovery topic: anything else is ignored with a warning in its log
@@ -202,12 +206,12 @@ def test_labels_with_wildcards_scripts_and_no_end_get_entities_home_assistant_ta
     assert all(discovery.fullmatch(t) for t in configs), [t for t in configs if not discovery.fullmatch(t)]
     occupancy = [c for c in configs.values() if c["unique_id"].endswith("_occupancy")
                  and not c["unique_id"].startswith("streamer_street_zone_")]
-    assert len(configs) == 5 + 5 * len(ODD_LABELS)  # each label also in the zone (the whole picture) once
+    assert len(configs) == 6 + 5 * len(ODD_LABELS)  # each label also in the zone (the whole picture) once
     assert len(occupancy) == len(ODD_LABELS)  # one each: no two labels share an entity
     assert len({c["unique_id"] for c in configs.values()}) == len(configs)
     for c in configs.values():
         assert len(c["unique_id"]) <= 200 and c["unique_id"].isascii()  # entity ids end at 255
-        for key in ("state_topic", "image_topic"):
+        for key in ("state_topic", "image_topic", "topic"):
             if key in c:
                 levels = c[key].split("/")
                 assert c[key].isascii() and not set("+#") & set(c[key]) and all(levels), c[key]
