@@ -417,6 +417,19 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     return (max(0, size - suffix), size - 1) if suffix and size else "unsatisfiable"
 
 
+def _stretches(spans: list[tuple[float, float]], gap_s: float = 1.5) -> list[tuple[float, float, int]]:
+    """(start, end) spans, by start, joined where the next starts within `gap_s` of the last's end:
+    (start, end, how many)."""
+    out: list[list] = []
+    for start, end in spans:
+        if out and start <= out[-1][1] + gap_s:
+            out[-1][1] = max(out[-1][1], end)
+            out[-1][2] += 1
+        else:
+            out.append([start, end, 1])
+    return [tuple(row) for row in out]
+
+
 def _whole(text: str) -> bool:
     """A whole number as a client may send one: ASCII digits, at most 18 (`isdigit` takes '²' and other scripts'
     digits, which `int` refuses or reads, and `int` has no end)."""
@@ -628,11 +641,19 @@ class StatusServer:
 
             def _recordings(self, query, source: str) -> None:
                 """With `from` and `to` (ISO-8601): that stretch of a camera's recording as an MP4; without: the
-                segments recorded (start, end, seconds, bytes), oldest first, for a timeline."""
+                segments recorded (start, end, seconds, bytes), oldest first; with `stretches`: the stretches of
+                footage without an outage instead (start, end, seconds, segments), what a timeline draws (a week
+                of minute segments is a few rows, not 10,000)."""
                 from streamer.clip import Span
-                from streamer.store import epoch, recordings
+                from streamer.store import epoch, recorded_spans, recordings
 
                 start, end = query.get("from", [None])[0], query.get("to", [None])[0]
+                if start is None and end is None and "stretches" in query:
+                    spans = sorted(span for db in server.stores() for span in recorded_spans(db, source))
+                    listed = [{"start": _iso(a), "end": _iso(b), "seconds": round(b - a, 3), "segments": n}
+                              for a, b, n in _stretches(spans)]
+                    self._send(200 if spans else 404, json.dumps(listed).encode(), "application/json")
+                    return
                 held = {db: found for db in server.stores() if (found := recordings(db, source))}
                 stores = list(held)
                 if start is None and end is None:

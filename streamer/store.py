@@ -443,6 +443,16 @@ def recordings(path: Path, source: str | None = None, start: float | None = None
         return _segments(conn, source, start, end, recorded=True) if "segments" in tables else []
 
 
+def recorded_spans(path: Path, source: str) -> list[tuple[float, float]]:
+    """(start, end) wall times of a camera's recorded segments, oldest first: what a timeline needs of them,
+    read without making a record of each (a week of minute segments in milliseconds)."""
+    with reading(path) as (conn, tables):
+        if "segments" not in tables:
+            return []
+        return conn.execute("SELECT start_wall, end_wall FROM segments WHERE original = 0 AND source = ? "
+                            "ORDER BY start_wall, id", (source,)).fetchall()
+
+
 def footage(path: Path) -> list:
     """Every video a store indexes, oldest first: cameras' recorded segments and file sources' own files."""
     with reading(path) as (conn, tables):

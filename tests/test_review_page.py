@@ -149,7 +149,12 @@ def test_a_click_on_a_cameras_timeline_plays_that_moment_and_the_live_page_shows
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "review-timeline.png"))
             # the live page's link to a moment: that camera's footage plays from there
-            [first] = json.loads(urllib.request.urlopen(served.address + "/api/recordings/cam", timeout=10).read())[:1]
+            listed = json.loads(urllib.request.urlopen(served.address + "/api/recordings/cam", timeout=10).read())
+            [stretch] = json.loads(urllib.request.urlopen(served.address + "/api/recordings/cam?stretches=1",
+                                                          timeout=10).read())  # no outage: one stretch
+            assert stretch["segments"] == len(listed) >= 2 and stretch["start"] == listed[0]["start"]
+            assert stretch["end"] == listed[-1]["end"]
+            first = listed[0]
             at = first["start"]
             page.goto(served.address + "/review?" + urllib.parse.urlencode({"source": "cam", "at": at}))
             page.wait_for_function("() => document.getElementById('video').currentTime > 0.3", timeout=15000)
