@@ -86,19 +86,25 @@ def _cached(model_id: str) -> bool:
         return True
 
 
+def _on_hub_or_refuse(model_id: str) -> None:
+    """Return only when the hub has `model_id`; else the one line saying it has not, or cannot be asked."""
+    found = None if os.environ.get("HF_HUB_OFFLINE") == "1" else _on_hub(model_id)
+    if found is False:
+        raise StreamerError(f"model '{model_id}' was not found on the hub")
+    if found is None:
+        raise _offline_error(model_id)
+
+
 def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype):
     """Return (model, processor) from `config.path` or `config.id`, or raise one clear StreamerError. A folder that
     cannot hold a model, or a model neither cached nor on a reachable hub, is said before transformers is even
     imported (seconds a user with a typo waits for nothing)."""
-    on_hub = None
+    cached = True
     if config.path is not None:
         _check_folder(Path(config.path).expanduser())
     elif not _cached(config.id):
-        on_hub = None if os.environ.get("HF_HUB_OFFLINE") == "1" else _on_hub(config.id)
-        if on_hub is False:
-            raise StreamerError(f"model '{config.id}' was not found on the hub")
-        if on_hub is None:
-            raise _offline_error(config.id)
+        _on_hub_or_refuse(config.id)
+        cached = False
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
@@ -135,14 +141,10 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
             raise StreamerError(f"cannot load a Florence-2 model from {folder}: {_first_line(exc)}") from None
     else:
         try:
-            model, processor = _load(config.id, on_hub is None)  # cached: from the cache; else downloaded now
+            model, processor = _load(config.id, cached)  # cached: from the cache; else downloaded now
         except OSError:
-            found = on_hub if on_hub is not None else (
-                None if os.environ.get("HF_HUB_OFFLINE") == "1" else _on_hub(config.id))
-            if found is False:
-                raise StreamerError(f"model '{config.id}' was not found on the hub") from None
-            if found is None:
-                raise _offline_error(config.id) from None
+            if cached:  # a cache that holds less than it said: the hub is asked as for a model not cached
+                _on_hub_or_refuse(config.id)
             try:
                 model, processor = _load(config.id, False)
             except OSError:

@@ -550,8 +550,10 @@ class StatusServer:
             def log_message(self, *args) -> None:  # quiet: the console is for status lines
                 pass
 
-            def _send(self, code: int, body: bytes, content_type: str) -> None:
+            def _send(self, code: int, body: bytes, content_type: str, headers=()) -> None:
                 self.send_response(code)
+                for name, value in headers:
+                    self.send_header(name, value)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
@@ -566,14 +568,8 @@ class StatusServer:
                     if path in PAGES and "Authorization" not in self.headers:  # a person: the form, then back
                         self._redirect("/login?" + urlencode({"next": _local(self.path)}))
                     else:  # a program: asked for credentials the standard way (RFC 9110 11.6.1)
-                        self.send_response(401)
-                        for challenge in server.guard.challenges():
-                            self.send_header("WWW-Authenticate", challenge)
-                        body = b"sign in first: a bearer token, HTTP Basic, or the page's login\n"
-                        self.send_header("Content-Type", "text/plain")
-                        self.send_header("Content-Length", str(len(body)))
-                        self.end_headers()
-                        self.wfile.write(body)
+                        self._send(401, b"sign in first: a bearer token, HTTP Basic, or the page's login\n",
+                                   "text/plain", [("WWW-Authenticate", c) for c in server.guard.challenges()])
                     return
                 for pattern, route in ROUTES:
                     match = pattern.fullmatch(path)

@@ -419,6 +419,14 @@ def _segments(conn: sqlite3.Connection, source: str | None = None, start: float 
     those the store recorded (not file sources' originals)."""
     from streamer.recorder import Segment
 
+    return [Segment(*row) for row in _segment_rows(conn, _SEGMENT_COLUMNS, source, start, end, limit, recorded,
+                                                    ended_before, after)]
+
+
+def _segment_rows(conn: sqlite3.Connection, columns: str, source: str | None = None, start: float | None = None,
+                  end: float | None = None, limit: int | None = None, recorded: bool = False,
+                  ended_before: float | None = None, after=None) -> list[tuple]:
+    """`columns` of the segments `_segments` describes, as plain rows."""
     where, args = ["original = 0"] if recorded else [], []
     for condition, value in (("source = ?", source), ("end_wall >= ?", start), ("start_wall <= ?", end),
                              ("end_wall < ?", ended_before)):
@@ -428,11 +436,11 @@ def _segments(conn: sqlite3.Connection, source: str | None = None, start: float 
     if after is not None:
         where.append("(start_wall > ? OR (start_wall = ? AND id > ?))")
         args += [after.start_wall, after.start_wall, after.id]
-    sql = (f"SELECT {_SEGMENT_COLUMNS} FROM segments" + (" WHERE " + " AND ".join(where) if where else "")
+    sql = (f"SELECT {columns} FROM segments" + (" WHERE " + " AND ".join(where) if where else "")
            + " ORDER BY start_wall, id")
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    return [Segment(*row) for row in conn.execute(sql, args)]
+    return conn.execute(sql, args).fetchall()
 
 
 def recordings(path: Path, source: str | None = None, start: float | None = None,
@@ -447,10 +455,7 @@ def recorded_spans(path: Path, source: str) -> list[tuple[float, float]]:
     """(start, end) wall times of a camera's recorded segments, oldest first: what a timeline needs of them,
     read without making a record of each (a week of minute segments in milliseconds)."""
     with reading(path) as (conn, tables):
-        if "segments" not in tables:
-            return []
-        return conn.execute("SELECT start_wall, end_wall FROM segments WHERE original = 0 AND source = ? "
-                            "ORDER BY start_wall, id", (source,)).fetchall()
+        return _segment_rows(conn, "start_wall, end_wall", source, recorded=True) if "segments" in tables else []
 
 
 def footage(path: Path) -> list:
