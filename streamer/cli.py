@@ -561,7 +561,10 @@ def _model_command(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from streamer.evaluate import side_by_side
-    from streamer.finetune import finetune
+    from streamer.interrupts import held_back
+
+    with held_back():  # torch imports with it
+        from streamer.finetune import finetune
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
                   transient=True) as bar:

@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from streamer.confidence import align, answer_confidence, box_groups
 from streamer.config import ModelConfig
 from streamer.errors import StreamerError
+from streamer.interrupts import held_back
 from streamer.records import TEXT, FrameDetections, Keyframe
 from streamer.tasks import TASKS
 
@@ -105,8 +106,9 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
     elif not _cached(config.id):
         _on_hub_or_refuse(config.id)
         cached = False
-    from transformers import AutoProcessor, Florence2ForConditionalGeneration
-    from transformers.utils import logging as hf_logging
+    with held_back():
+        from transformers import AutoProcessor, Florence2ForConditionalGeneration
+        from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from typing import Protocol
 
 from streamer.config import ModelConfig
+from streamer.interrupts import held_back
 from streamer.metrics import Metrics
 from streamer.records import FrameDetections, Keyframe
 
@@ -47,7 +48,8 @@ class KeyframeModel(Protocol):
 
 def load_detector(model: ModelConfig) -> Detector:
     """Florence-2 as the config says; a module-level function, so Ray sends it to a worker actor by name."""
-    from streamer.florence import Florence2Detector
+    with held_back():  # torch imports with it
+        from streamer.florence import Florence2Detector
 
     return Florence2Detector(model)
 

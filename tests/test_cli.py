@@ -154,6 +154,35 @@ def test_ctrl_c_twice_while_the_model_loads_ends_with_130_and_no_output(tiny_od,
     assert not (tmp_path / "e.jsonl").exists() and not (tmp_path / "v.mp4").exists()
 
 
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_ctrl_c_while_torch_imports_is_handled_right_after_the_import():
+    """Raised inside torch's C++ initialisers, an interrupt aborted the process (-6) or left it killed by SIGINT (-2)."""
+    import os
+    import signal
+
+    from streamer.interrupts import held_back
+
+    def handler(sig, _frame):
+        raise _Interrupted(sig)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    steps = []
+    try:
+        with pytest.raises(_Interrupted):
+            with held_back():
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):  # bytecode boundaries, where a handler would run
+                    steps.append(1)
+                steps.append("import done")
+        assert steps[-1] == "import done" and signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("argv, address, sources", [
     (["--ray", "clips/street.mp4"], "local", ["clips/street.mp4"]),
     (["--ray", "cam=rtsp://127.0.0.1:8554/live"], "local", ["cam=rtsp://127.0.0.1:8554/live"]),
