@@ -3,9 +3,11 @@
 Installs Home Assistant core (2024.3.3: the newest that runs on Python 3.11) into its own venv under
 `.cache/ha-venv` (once, several minutes, ~700 MB), with the requirements of the integrations it loads here, and
 starts it offline on 127.0.0.1 with Debian's Mosquitto; onboards a user through the REST API, adds the MQTT
-integration through its config flow, runs `streamer run` on the bundled clip (the tiny offline Florence-2, which
-answers one car, with snapshots and a zone) with `--mqtt`, and prints every entity Home Assistant created from
-streamer's discovery, with its state and attributes. Not part of the test suite.
+integration through its config flow, runs `streamer run` on a camera (Debian's GStreamer RTSP server, for 40 s;
+the tiny offline Florence-2, which answers one car, with snapshots and a zone) with `--mqtt`, turns the camera's
+detection and recording off and on again through Home Assistant's switch services while it runs, and prints
+every entity Home Assistant created from streamer's discovery, with its state and attributes, and what each
+switch did. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.rtsp_server import RtspServer  # noqa: E402
 VENV = ROOT / ".cache" / "ha-venv"
 HA = "homeassistant==2024.3.3"
 INTEGRATIONS = ["http", "api", "auth", "config", "onboarding", "person", "image_upload", "mqtt", "image", "camera",
@@ -87,6 +91,31 @@ def wait(predicate, seconds: float, what: str):
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def state(base: str, token: str, entity: str) -> str:
+    return request(f"{base}/api/states/{entity}", token=token)["state"]
+
+
+def drive_switches(base: str, token: str, folder: Path) -> list[str]:
+    """Detection and recording off and on again through Home Assistant's switch services, as a user's dashboard
+    or automation does; each line says whether Home Assistant saw streamer's state follow, and what streamer did."""
+    said = []
+    time.sleep(4)  # a car tracked first
+    for entity in ("switch.streamer_street_detect", "switch.streamer_street_record"):
+        for service, want in (("turn_off", "off"), ("turn_on", "on")):
+            asked = time.monotonic()
+            request(f"{base}/api/services/switch/{service}", {"entity_id": entity}, token)
+            followed = wait(lambda: state(base, token, entity) == want, 15, f"{entity} {want}")
+            said.append(f"  {entity} {service}: state {want} after {time.monotonic() - asked:.1f} s: "
+                        f"{'yes' if followed else 'no'}")
+            if entity.endswith("detect") and want == "off":
+                left = wait(lambda: [line for log in folder.rglob("*.jsonl") for line in log.read_text().splitlines()
+                                     if '"detect_off"' in line], 10, "the tracks to end")
+                said.append(f"    detection off: {len(left)} tracks ended with reason detect_off: "
+                            f"{'yes' if left else 'no'}")
+            time.sleep(4)
+    return said
+
+
 def main() -> None:
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(mosquitto).exists():
@@ -125,18 +154,27 @@ def main() -> None:
             subprocess.run([sys.executable, str(ROOT / "tests" / "tiny_florence.py"), str(model)], check=True)
         run_config = tmp / "run.yaml"
         run_config.write_text("events:\n  snapshots: true\n  zones:\n    - {name: road, polygon: [[0, 0], [1, 0], "
-                              "[1, 1], [0, 1]]}\nsampler: {every_n_frames: 5, scene_threshold: null, max_fps: null}\n")
-        ran = subprocess.Popen([sys.executable, "-m", "streamer", "run", f"street={ROOT / 'clips' / 'street.mp4'}",
+                              "[1, 1], [0, 1]]}\nsampler: {every_n_frames: 5, scene_threshold: null, max_fps: null}\n"
+                              f"output: {{dir: {tmp / 'runs'}}}\n")
+        camera = RtspServer().start()
+        ran = subprocess.Popen([sys.executable, "-m", "streamer", "run", f"street={camera.url()}",
                                 "--model", str(model), "--mqtt", f"mqtt://127.0.0.1:{broker_port}", "--config",
-                                str(run_config), "--no-video", "--events", str(tmp / "events.jsonl")],
+                                str(run_config), "--no-video", "--events", str(tmp / "events.jsonl"),
+                                "--duration", "40"],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
         running: dict[str, dict] = {}  # the latest state of each entity seen while streamer was available
-        while ran.poll() is None:
-            for s in request(f"{base}/api/states", token=token):
-                if "street" in s["entity_id"] and s["state"] != "unavailable":
-                    running[s["entity_id"]] = s
-            time.sleep(0.3)
+        switched: list[str] = []
+        try:
+            while ran.poll() is None:
+                for s in request(f"{base}/api/states", token=token):
+                    if "street" in s["entity_id"] and s["state"] != "unavailable":
+                        running[s["entity_id"]] = s
+                if not switched and "switch.streamer_street_detect" in running:
+                    switched = drive_switches(base, token, tmp)
+                time.sleep(0.3)
+        finally:
+            camera.kill()
         print((ran.stdout.read().strip().splitlines() or ["(no summary)"])[0], flush=True)
         time.sleep(2)
         states = [s for s in request(f"{base}/api/states", token=token) if "street" in s["entity_id"]]
@@ -146,9 +184,14 @@ def main() -> None:
             attributes = {k: v for k, v in seen["attributes"].items() if k not in ("access_token", "entity_picture",
                                                                                   "friendly_name")}
             print(f"  {s['entity_id']:42} {str(seen['state'])[:26]:27} -> {s['state']:12} {json.dumps(attributes)[:120]}")
+        for line in switched:
+            print(line)
         ok = any(s["entity_id"].startswith("binary_sensor.") for s in states) and any(
             s["entity_id"].startswith("image.") for s in states)
         print("Home Assistant found the camera's occupancy and snapshot: " + ("yes" if ok else "no"))
+        worked = bool(switched) and all(line.endswith("yes") for line in switched)
+        print("Home Assistant's switches turned the camera's detection and recording: " + ("yes" if worked else "no"))
+        ok = ok and worked
         sys.exit(0 if ok else 1)
     finally:
         hass.terminate()

@@ -21,6 +21,7 @@ from streamer.errors import Stopped, StreamerError
 from streamer.outputs import Outputs
 from streamer.pipeline import Driver, Pipeline, RunStats, SourceSpec
 from streamer.stats import SourcesFailed
+from streamer.switches import Switches
 from streamer.runfolder import check_outputs, new_run_folder
 from streamer.sources import display_name, safe_name, scrub
 from streamer.worker import load_detector
@@ -442,13 +443,13 @@ def _summary(stats: RunStats) -> str:
     return "\n".join(lines)
 
 
-def _shared(config: Config, specs: list[SourceSpec]) -> tuple[list, object]:
+def _shared(config: Config, specs: list[SourceSpec], switches) -> tuple[list, object]:
     """The outputs this process serves for every source (closed by the caller, flushing what waits), and the
     live view among them (None without --http)."""
     from streamer.outputs import process_outputs
 
     names = [spec.name or display_name(spec.url) for spec in specs]
-    shared, view = process_outputs(config, config.output.dir / "outbox", sources=names), None
+    shared, view = process_outputs(config, config.output.dir / "outbox", sources=names, switches=switches), None
     if config.http.listen:
         from streamer.server import LiveView
 
@@ -496,8 +497,9 @@ def _run(args: argparse.Namespace) -> int:
 
         pipeline, closers = RayPipeline(config, notify=_note), []
     else:
-        shared, view = _shared(config, specs)
-        pipeline, closers = Pipeline(config, functools.partial(load_detector, config.model), shared), [
+        switches = Switches(config)
+        shared, view = _shared(config, specs, switches)
+        pipeline, closers = Pipeline(config, functools.partial(load_detector, config.model), shared, switches), [
             Outputs(shared).close]
     if config.http.listen:
         from streamer.server import StatusServer

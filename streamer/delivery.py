@@ -27,6 +27,7 @@ from streamer.outbox import Outbox
 from streamer.outputs import Output
 from streamer.records import Logged
 from streamer.sources import safe_name
+from streamer.switches import SWITCHES, Switches
 
 log = logging.getLogger("streamer.delivery")
 _FLUSH_S = 5.0
@@ -119,16 +120,22 @@ class MqttSink(_OutboxSink):
     """Events as JSON on `<prefix>/<source>/events`, each camera's objects as retained state, and (with
     `mqtt.discovery`) Home Assistant's discovery configs and the states of their entities (`discovery`).
     `sources` and `zones`: the cameras this process runs and the zones of each, for their entities (and to
-    remove those of cameras and zones no longer run, when `remove_stale`)."""
+    remove those of cameras and zones no longer run, when `remove_stale`). `switches`: each camera's detection,
+    recording and snapshots, turned by `ON`/`OFF` on `<prefix>/<source>/<switch>/set` (as Frigate's topics), their
+    state retained on `<prefix>/<source>/<switch>/state`."""
 
     def __init__(self, config: MqttConfig, outbox_dir: Path, sources: list[str] = (),
-                 zones: dict[str, list[str]] | None = None, remove_stale: bool = True) -> None:
+                 zones: dict[str, list[str]] | None = None, remove_stale: bool = True,
+                 switches: Switches | None = None) -> None:
         import paho.mqtt.client as mqtt
 
         parts = urlsplit(config.url)
         self.prefix = config.topic_prefix.rstrip("/")
         self.availability = f"{self.prefix}/availability"
-        self.discovery = (Discovery(config.discovery_prefix, self.prefix, list(sources), zones or {})
+        self.sources = list(sources)
+        self.switches = switches
+        self.discovery = (Discovery(config.discovery_prefix, self.prefix, self.sources, zones or {},
+                                    switches.names if switches is not None else ())
                           if config.discovery else None)
         self._remove_stale = remove_stale
         super().__init__(Outbox(Path(outbox_dir) / "mqtt.outbox", config.queue_max), 10.0, "mqtt")
@@ -150,6 +157,11 @@ class MqttSink(_OutboxSink):
                 self._put_all(self.discovery.camera(source))
                 for zone in self.discovery.zones.get(source, []):
                     self._state(self.discovery.state_topic(source, "zone", level(zone), "count"), "0")
+        if switches is not None:
+            for source in self.sources:
+                for name in switches.names:
+                    self._switched(source, name, switches.on(source, name))
+            switches.watch(self._switched)
         client.connect_async(parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883), config.keepalive_s)
         client.loop_start()
         self.client = client
@@ -157,22 +169,47 @@ class MqttSink(_OutboxSink):
 
     def _connected(self, client, *_) -> None:
         client.publish(self.availability, "online", qos=1, retain=True)
+        if self.switches is not None:  # its own cameras' only: a Ray actor's client hears its camera's
+            for source in list(self.sources):
+                client.subscribe(f"{self.prefix}/{safe_name(source)}/+/set", qos=1)
         if self.discovery is not None:
             client.subscribe(f"{self.discovery.prefix}/status", qos=1)
             if self._remove_stale:
                 client.subscribe(f"{self.discovery.prefix}/+/+/+/config", qos=1)
 
     def _message(self, client, userdata, message) -> None:
-        """Home Assistant back online: everything again. A retained config of a camera or zone no longer run:
-        removed. (paho's thread; the outbox is safe to use from it.)"""
+        """A switch turned. Home Assistant back online: everything again. A retained config of a camera or zone
+        no longer run: removed. (paho's thread; the outbox and the switches are safe to use from it.)"""
         discovery = self.discovery
-        if message.topic == f"{discovery.prefix}/status":
+        if message.topic.startswith(self.prefix + "/") and message.topic.endswith("/set"):
+            self._command(message.topic, message.payload)
+        elif discovery is None:
+            return
+        elif message.topic == f"{discovery.prefix}/status":
             if message.payload == b"online":
                 self._put_all(discovery.everything())
                 for topic, (payload, binary) in list(self._states.items()):
                     self.outbox.put({"topic": topic, "payload": payload, "retain": True, "b64": binary})
         elif message.retain and message.payload and discovery.stale(message.topic):
             self.outbox.put({"topic": message.topic, "payload": "", "retain": True})
+
+    def _command(self, topic: str, payload: bytes) -> None:
+        """`ON`/`OFF` on a camera's switch; anything else (another word, a camera or switch this process does not
+        have) is logged and changes nothing; the state is said again, so whoever asked sees where it stands."""
+        parts = topic[len(self.prefix) + 1:].split("/")
+        source = next((s for s in self.sources if len(parts) == 3 and safe_name(s) == parts[0]), None)
+        if source is None or parts[1] not in SWITCHES:
+            log.warning("MQTT: %s: no such camera switch here", topic)
+            return
+        word = payload.decode("utf-8", "replace").strip().upper()
+        if word not in ("ON", "OFF"):
+            log.warning("MQTT: %s: %r is neither ON nor OFF", topic, payload[:40])
+            self._switched(source, parts[1], self.switches.on(source, parts[1]))
+        elif not self.switches.set(source, parts[1], word == "ON"):
+            log.warning("MQTT: %s: %s is off in the configuration, so it cannot be switched on", topic, parts[1])
+
+    def _switched(self, source: str, name: str, on: bool) -> None:
+        self._state(f"{self.prefix}/{safe_name(source)}/{name}/state", "ON" if on else "OFF")
 
     def frame(self, shown) -> None:
         """Every camera's every frame: its status on at its first frame (and the first after a `source_down`), its
@@ -201,6 +238,8 @@ class MqttSink(_OutboxSink):
 
     def event(self, logged: Logged) -> None:
         event = logged.event
+        if event.source not in self.sources:  # a camera the process was not told of: it gets its entities now
+            self._new_source(event.source)
         source = safe_name(event.source)
         self.outbox.put({"topic": f"{self.prefix}/{source}/events", "payload": logged.line, "retain": False})
         if self.discovery is not None:
@@ -222,13 +261,21 @@ class MqttSink(_OutboxSink):
             self._state(self.discovery.state_topic(event.source, level(event.label), "occupancy"),
                         "ON" if count else "OFF")
 
+    def _new_source(self, source: str) -> None:
+        self.sources.append(source)
+        if self.discovery is not None:
+            self.discovery.sources.append(source)
+            self._put_all(self.discovery.camera(source))
+        if self.switches is not None:
+            for name in self.switches.names:
+                self._switched(source, name, self.switches.on(source, name))
+            if self.client.is_connected():
+                self.client.subscribe(f"{self.prefix}/{safe_name(source)}/+/set", qos=1)
+
     def _entities(self, logged: Logged) -> None:
         """Home Assistant's side of one event: a label's entities when it is new, the last event, zone counts,
         the snapshot."""
         event, discovery = logged.event, self.discovery
-        if event.source not in discovery.sources:  # a camera the process was not told of: it gets its entities now
-            discovery.sources.append(event.source)
-            self._put_all(discovery.camera(event.source))
         if event.label and event.track_id is not None:
             self._put_all(discovery.label(event.source, event.label))
         self._state(discovery.state_topic(event.source, "last_event"), logged.line)
@@ -327,11 +374,11 @@ class WebhookSink(_OutboxSink):
 
 
 def event_sinks(config: Config, outbox_dir: Path, client_tag: str | None = None,
-                sources: list[str] = ()) -> list[_OutboxSink]:
+                sources: list[str] = (), switches: Switches | None = None) -> list[_OutboxSink]:
     """The MQTT and webhook sinks `config` asks for. Each process needs its own outbox folder, and with
     `client_tag` its own MQTT client id, or two would deliver the same events and take each other's session.
     `sources`: the cameras of the run (for Home Assistant's entities); a process serving one source of a larger
-    run (`client_tag`, a Ray source actor) removes no other camera's entities."""
+    run (`client_tag`, a Ray source actor) removes no other camera's entities. `switches`: turned over MQTT."""
     sinks: list[_OutboxSink] = []
     if config.mqtt.url:
         mqtt = config.mqtt
@@ -339,7 +386,8 @@ def event_sinks(config: Config, outbox_dir: Path, client_tag: str | None = None,
             mqtt = mqtt.model_copy(update={"client_id": f"{mqtt.client_id}-{client_tag}"})
         zones = {source: [z.name for z in config.events.zones if z.sources is None or source in z.sources]
                  for source in sources}
-        sinks.append(MqttSink(mqtt, outbox_dir, list(sources), zones, remove_stale=client_tag is None))
+        sinks.append(MqttSink(mqtt, outbox_dir, list(sources), zones, remove_stale=client_tag is None,
+                              switches=switches))
     sinks += [WebhookSink(url, config.webhooks, outbox_dir, i) for i, url in enumerate(config.webhooks.urls)]
     return sinks
 

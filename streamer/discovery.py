@@ -4,8 +4,8 @@ Retained configs under `<mqtt.discovery_prefix>/<component>/streamer_<source>/<o
 `unique_id`, the camera's device and `availability` on `<topic_prefix>/availability`:
 - per camera: the last event (`sensor`, its JSON as attributes), every event (`event`, for automations), the
   latest snapshot of anything (`camera`, JPEG on `<topic_prefix>/<source>/snapshot`),
-  whether its picture comes (`binary_sensor`, connectivity), its frame rate and, per zone, how many objects are
-  in it;
+  whether its picture comes (`binary_sensor`, connectivity), its frame rate, switches for its detection,
+  recording and snapshots (`switch`, those the configuration has) and, per zone, how many objects are in it;
 - per camera, zone and label, once the label first enters the zone: its occupancy and count there;
 - per camera and label, once the label is first seen: occupancy (`binary_sensor`, as Frigate's integration
   has), how many there are (`sensor`) and the latest snapshot (`image`, a JPEG on
@@ -26,6 +26,8 @@ from streamer.records import EVENT_TYPES
 from streamer.sources import safe_name
 
 MANUFACTURER = "streamer"
+_SWITCH_NAMES = {"detect": "Detect", "record": "Recordings", "snapshots": "Snapshots"}  # as Frigate names them
+_SWITCH_ICONS = {"detect": "mdi:motion-sensor", "record": "mdi:record-rec", "snapshots": "mdi:image-multiple"}
 
 
 def level(text: str, most: int = 64) -> str:
@@ -49,8 +51,10 @@ def _slug(text: str) -> str:
 class Discovery:
     """What to publish for the cameras of one process; each method returns (topic, payload, retain) items."""
 
-    def __init__(self, prefix: str, topic_prefix: str, sources: list[str], zones: dict[str, list[str]]) -> None:
+    def __init__(self, prefix: str, topic_prefix: str, sources: list[str], zones: dict[str, list[str]],
+                 switches: tuple[str, ...] = ()) -> None:
         self.prefix = prefix.rstrip("/")
+        self.switches = switches  # the camera switches there are (`switches.Switches.names`)
         self.topics = topic_prefix.rstrip("/")
         self.availability = f"{self.topics}/availability"
         self.sources = list(sources)
@@ -81,7 +85,7 @@ class Discovery:
 
     def camera(self, source: str) -> list[tuple[str, str, bool]]:
         """The entities every camera has: the last event, whether its picture is coming (connectivity: off from
-        its `source_down` to the next frame), its frame rate, and a count per zone."""
+        its `source_down` to the next frame), its frame rate, its switches, and a count per zone."""
         out = [self._config("sensor", source, "last_event", "Last event",
                             state_topic=self.state_topic(source, "last_event"), value_template="{{ value_json.type }}",
                             json_attributes_topic=self.state_topic(source, "last_event"), icon="mdi:cctv"),
@@ -96,6 +100,11 @@ class Discovery:
                self._config("event", source, "events", "Events", state_topic=self.state_topic(source, "events"),
                             event_types=list(EVENT_TYPES), icon="mdi:motion-sensor",
                             value_template='{"event_type": {{ value_json.type | tojson }}}')]
+        for name in self.switches:  # Frigate's topics: <prefix>/<camera>/<switch>/set and .../state
+            out.append(self._config("switch", source, name, _SWITCH_NAMES[name], entity_category="config",
+                                    command_topic=self.state_topic(source, name, "set"),
+                                    state_topic=self.state_topic(source, name, "state"), payload_on="ON",
+                                    payload_off="OFF", icon=_SWITCH_ICONS[name]))
         for zone in self.zones.get(source, []):
             out.append(self._config("sensor", source, f"zone_{_slug(zone)}_count", f"{zone} objects",
                                     state_topic=self.state_topic(source, "zone", level(zone), "count"),
@@ -165,6 +174,8 @@ class Discovery:
         current = {self.node(s): s for s in self.sources}
         if node not in current:
             return True
+        if object_id in _SWITCH_NAMES:  # a switch the configuration no longer has
+            return object_id not in self.switches
         if object_id.startswith("zone_"):  # a zone's count, or a label's occupancy and count in it
             return not any(object_id.startswith(f"zone_{_slug(z)}_") for z in self.zones.get(current[node], []))
         return False

@@ -157,9 +157,10 @@ def source_outputs(spec, config: Config, stream: Callable[[], StreamInfo], store
 
 
 def process_outputs(config: Config, outbox_dir: Path, client_tag: str | None = None,
-                    sources: Sequence[str] = ()) -> list[Output]:
+                    sources: Sequence[str] = (), switches=None) -> list[Output]:
     """The outputs one process serves for all its sources (named in `sources`): MQTT and webhooks (each with its
-    outbox in `outbox_dir`; `client_tag` keeps MQTT client ids apart between processes)."""
+    outbox in `outbox_dir`; `client_tag` keeps MQTT client ids apart between processes). `switches`
+    (`switches.Switches`): turned from Home Assistant through MQTT."""
     from streamer.delivery import event_sinks
 
-    return list(event_sinks(config, outbox_dir, client_tag, list(sources)))
+    return list(event_sinks(config, outbox_dir, client_tag, list(sources), switches))

@@ -23,6 +23,7 @@ from streamer.source_run import DRAIN_S, SourceRun, SourceSpec
 from streamer.sources import display_name
 from streamer.stats import PostedStats, RunStats, StatsView, outcome
 from streamer.store import EventStore
+from streamer.switches import Switches
 from streamer.worker import Detector, Worker
 
 __all__ = ["Driver", "Pipeline", "RunStats", "SourceSpec"]
@@ -45,13 +46,15 @@ class Driver(Protocol):
 
 
 class Pipeline:
-    def __init__(self, config: Config, make_detector: Callable[[], Detector], shared: Sequence[Output] = ()) -> None:
+    def __init__(self, config: Config, make_detector: Callable[[], Detector], shared: Sequence[Output] = (),
+                 switches: Switches | None = None) -> None:
         """`make_detector` is called once the sources have opened, so bad input fails before a slow model load.
         `shared` outputs get every event and frame of every source (MQTT, webhooks, the live view); whoever made
-        them closes them."""
+        them closes them. `switches`: each source's detection, recording and snapshots, turned while it runs."""
         self.config = config
         self.make_detector = make_detector
         self.shared = list(shared)
+        self.switches = switches
         self.metrics = Metrics()
         self._stop = threading.Event()
         self.runs: list[StatsView] = []  # every source from the start; a SourceRun once it runs
@@ -103,7 +106,7 @@ class Pipeline:
                 if key is not None and key not in stores:
                     stores[key] = EventStore(spec.db_path)
                 runs.append(SourceRun(spec, self.config, reader, worker, self.shared, stores.get(key),
-                                      metrics=self.metrics, on_progress=on_progress))
+                                      metrics=self.metrics, on_progress=on_progress, switches=self.switches))
         except BaseException:
             for reader in readers:
                 reader.stop()

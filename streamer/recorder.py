@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,10 +90,14 @@ class _Open:
 
 class Recorder:
     """One camera's recording. The reader hands it every packet of the video stream (`packet`, after decoding
-    it) and the frames decoded (`frame`); `session` starts each connection, `cut` ends one, `close` the last."""
+    it) and the frames decoded (`frame`); `session` starts each connection, `cut` ends one, `close` the last.
+    `wanted`: whether recording is switched on now (`switches`); switched off, the open segment ends at once and
+    the next keyframe after it is switched on again starts a new one."""
 
-    def __init__(self, store, source: str, config: RecordConfig, run_id: str = "") -> None:
+    def __init__(self, store, source: str, config: RecordConfig, run_id: str = "",
+                 wanted: Callable[[], bool] = lambda: True) -> None:
         self.store = store.acquire()
+        self.wanted = wanted
         self.source = source
         self.config = config
         self.run_id = run_id
@@ -128,6 +133,9 @@ class Recorder:
     def packet(self, packet, now: float | None = None) -> None:
         """One packet of the video stream, already decoded (muxing takes the packet's data)."""
         if not self._in_stream or packet.pts is None or packet.size == 0:
+            return
+        if not self.wanted():
+            self.cut()
             return
         now = time.time() if now is None else now
         segment = self._open

@@ -47,6 +47,7 @@ from streamer.snapshots import Snapshots
 from streamer.sources import is_url, scrub
 from streamer.stats import RunStats
 from streamer.store import EventStore
+from streamer.switches import Switches
 from streamer.task_tracking import Grey, SourceTracking, TaskTracking
 from streamer.worker import KeyframeModel
 
@@ -90,11 +91,13 @@ class SourceRun:
 
     def __init__(self, spec: SourceSpec, config: Config, reader: Reader, model: KeyframeModel,
                  shared: Sequence[Output] = (), store: EventStore | None = None, takeover: Takeover | None = None,
-                 metrics: Metrics | None = None, on_progress: Callable[[RunStats], None] | None = None) -> None:
+                 metrics: Metrics | None = None, on_progress: Callable[[RunStats], None] | None = None,
+                 switches: Switches | None = None) -> None:
         """`reader`: opened (`reader.open_reader`); `shared`: outputs of the process that serve every source
         (MQTT, webhooks, the live view; closed by whoever made them); `store`: shared with other sources;
         `metrics`: the process's histograms, if anyone serves them; `on_progress`: called with the stats after
-        every frame, on this run's thread (read them there; keep a `.copy()`)."""
+        every frame, on this run's thread (read them there; keep a `.copy()`); `switches`: detection, recording
+        and snapshots turned off and on while it runs."""
         self.spec = spec
         self.config = config
         self.reader = reader
@@ -104,6 +107,8 @@ class SourceRun:
         self.takeover = takeover or Takeover()
         self.metrics = metrics
         self.on_progress = on_progress
+        self.switches = switches
+        self._detecting = True  # the detect switch at the last frame
         self._stats = RunStats(source=reader.name, live=reader.live, info=reader.info, events_path=spec.events_path,
                                tracks_path=spec.tracks_path, db_path=spec.db_path if store is not None else None,
                                video_path=spec.video_path)
@@ -148,7 +153,8 @@ class SourceRun:
         stats.state = "running"
         try:
             if self.reader.live and self.config.record.enabled and self.store is not None:
-                self.reader.recorder = Recorder(self.store, self.reader.name, self.config.record, self.run_id)
+                self.reader.recorder = Recorder(self.store, self.reader.name, self.config.record, self.run_id,
+                                                wanted=lambda: self._on("record"))
                 stats.tracks_path = None  # beside each segment
             try:
                 self.outputs = source_outputs(self.spec, self.config, lambda: self.reader.info, self.store,
@@ -205,7 +211,7 @@ class SourceRun:
             # 1. A keyframe goes to the model at once; every frame joins the line behind it.
             self._prepare(frame)
             grey = small_grey(frame.image) if self.sampler.looks else None
-            keyframe = self.sampler.is_keyframe(frame, grey and grey[0])
+            keyframe = self._on("detect") and self.sampler.is_keyframe(frame, grey and grey[0])
             pending.append((frame, self._send(frame) if keyframe else [], grey))
             # 2. Frames whose keyframe is answered are tracked; a full line waits for its head.
             self._settle(pending, wait="head" if len(pending) + len(self._held) >= limit else "none")
@@ -288,6 +294,7 @@ class SourceRun:
             if self._faulted:  # frames read before the reconnect a fault asked for: let go
                 continue
             frame = item
+            self._switched()
             self._prepare(frame)
             grey = self.tracking.look(frame)
             # 2. The keyframe in flight, once answered, moves the tracks on (to this frame); the frames held behind
@@ -298,7 +305,7 @@ class SourceRun:
                 self._track(*inflight)
                 self._release_held()
             # 3. A new keyframe goes out only when none is in flight: keyframes are skipped, never queued.
-            if self._inflight is None and self.sampler.is_keyframe(frame, grey and grey[0]):
+            if self._inflight is None and self._detecting and self.sampler.is_keyframe(frame, grey and grey[0]):
                 self._inflight = (frame, self._send(frame))
             self.tracking.keep_from = self._inflight[0].index if self._inflight is not None else None
             # 4. The live view shows the frame now; the other outputs get it once the keyframe before it is answered.
@@ -341,6 +348,19 @@ class SourceRun:
             self._inflight = None
             if self.tracking is not None:
                 self.tracking.keep_from = None
+
+    def _on(self, switch: str) -> bool:
+        return self.switches is None or self.switches.on(self.reader.name, switch)
+
+    def _switched(self) -> None:
+        """Detection switched off: the keyframe in flight is let go and the tracks end (`object_left`, reason
+        `detect_off`); frames go on with no boxes, and tracking starts over (new ids) once it is back on."""
+        detecting, self._detecting = self._detecting, self._on("detect")
+        if detecting and not self._detecting and self.tracking is not None:
+            self._let_go()
+            self._release_held()
+            tracking, self.tracking = self.tracking, None
+            self._deliver(tracking.finish(self.last_frame, "detect_off"))
 
     # -- the steps ----------------------------------------------------------------------------------------
 
@@ -404,7 +424,7 @@ class SourceRun:
     def _deliver(self, events: list[Event], frame: Frame | None = None) -> None:
         """Every event to the outputs (with snapshots cut from `frame`, where they are asked for); counted
         unless a run before this one delivered it."""
-        if self.snapshots is not None and frame is not None:
+        if self.snapshots is not None and frame is not None and self._on("snapshots"):
             events = self.snapshots.add(frame, events)
         for event in events:
             if event.track_id is not None and event.track_id > self.max_track_id:

@@ -242,3 +242,43 @@ def test_a_camera_that_goes_down_shows_as_disconnected_until_its_picture_comes_b
     finally:
         sink.close()
     assert [p for t, p in ha.seen if t == status] == [b"ON", b"OFF", b"ON"]
+
+
+def test_home_assistant_turns_a_cameras_switches_and_sees_their_state(tmp_path, broker, home_assistant):
+    """Frigate's switches: a `switch` entity per configured feature, `ON`/`OFF` on its command topic acted on while
+    running, the state retained; a word that is neither, or a feature the configuration lacks, changes nothing."""
+    from streamer.switches import Switches
+
+    cfg = config(broker)  # snapshots on; recording on by default
+    switches = Switches(cfg)
+    sink = MqttSink(cfg.mqtt, tmp_path / "outbox", ["gate"], {}, switches=switches)
+    ha = home_assistant()
+    try:
+        assert wait_for(lambda: {"streamer_gate_detect", "streamer_gate_record", "streamer_gate_snapshots"}
+                        <= {c["unique_id"] for c in ha.configs().values()}, 10)
+        detect = ha.configs()["homeassistant/switch/streamer_gate/detect/config"]
+        assert detect["command_topic"] == "streamer/gate/detect/set" and detect["payload_off"] == "OFF"
+        assert wait_for(lambda: ha.latest.get(detect["state_topic"]) == b"ON", 10)
+        ha.client.publish(detect["command_topic"], "OFF", qos=1)
+        assert wait_for(lambda: ha.latest.get(detect["state_topic"]) == b"OFF", 10)
+        assert not switches.on("gate", "detect") and switches.on("gate", "record")
+        ha.client.publish("streamer/gate/record/set", "maybe", qos=1)  # neither: nothing changes
+        ha.client.publish("streamer/gate/record/set", "off", qos=1)
+        assert wait_for(lambda: ha.latest.get("streamer/gate/record/state") == b"OFF", 10)
+        ha.client.publish(detect["command_topic"], "ON", qos=1)
+        assert wait_for(lambda: switches.on("gate", "detect") and ha.latest[detect["state_topic"]] == b"ON", 10)
+    finally:
+        sink.close()
+    assert [p for t, p in ha.seen if t == "streamer/gate/record/state"] == [b"ON", b"ON", b"OFF"]
+
+    # Recording no longer configured: its switch leaves Home Assistant, and cannot be turned on
+    no_record = cfg.model_copy(update={"record": cfg.record.model_copy(update={"enabled": False})})
+    sink = MqttSink(cfg.mqtt, tmp_path / "outbox", ["gate"], {}, switches=Switches(no_record))
+    try:
+        assert wait_for(lambda: "homeassistant/switch/streamer_gate/record/config" not in ha.configs(), 10)
+        said = lambda: [p for t, p in ha.seen if t == "streamer/gate/record/state"]  # noqa: E731
+        before = len(said())
+        ha.client.publish("streamer/gate/record/set", "ON", qos=1)
+        assert wait_for(lambda: said()[before:] == [b"OFF"], 10)  # asked, and told it stays off
+    finally:
+        sink.close()

@@ -127,6 +127,26 @@ def test_a_looped_stream_whose_clock_goes_back_is_recorded_without_a_hole(tmp_pa
     assert [frames_of(tmp_path / s.path) for s in segments] == [150, 150]
 
 
+def test_recording_switched_off_ends_the_open_segment_and_on_again_starts_at_the_next_keyframe(tmp_path, clip):
+    """Home Assistant's recording switch: the footage while it was off is not on disk, and what is there plays."""
+    from streamer.recorder import Recorder
+
+    store = EventStore(tmp_path / "s.db")
+    wanted = [True]
+    recorder = Recorder(store, "cam", RecordConfig(segment_s=60), "run-", wanted=lambda: wanted[0])
+    with av.open(str(clip)) as container:
+        recorder.session(container.streams.video[0])
+        for n, packet in enumerate(container.demux(video=0)):
+            wanted[0] = not 40 <= n < 100  # off for 60 packets (2.4 s of the 6 s clip)
+            recorder.packet(packet)
+    recorder.close()
+    store.close()
+    segments = recordings(tmp_path / "s.db")
+    assert recorder.errors == 0 and len(segments) == 2
+    first, second = (frames_of(tmp_path / s.path) for s in segments)
+    assert first == 40 and 0 < second <= 50  # from the first keyframe after packet 100
+
+
 @pytest.mark.live
 def test_a_full_disk_under_the_recordings_makes_the_guard_delete_and_recording_go_on(tmp_path):
     require_gstreamer()

@@ -223,3 +223,36 @@ def test_a_camera_back_at_another_size_with_a_keyframe_in_flight_starts_its_trac
     assert left[0]["reason"] == "source_restarted" and left[0]["frame_index"] < 30
     appeared = [(e["track_id"], e["frame_index"]) for e in events if e["type"] == "object_appeared"]
     assert appeared[0][0] == 0 and appeared[1][0] == 1 and appeared[1][1] >= 30, appeared
+
+
+def test_a_camera_switched_off_sends_no_keyframes_ends_its_tracks_and_starts_over_when_back_on(tmp_path):
+    """Home Assistant's detect switch: off, the tracks end at once (`detect_off`) and no keyframe goes to the model;
+    on again, the car is found again under a new id. Recording and snapshots switches are read by their stages."""
+    from streamer.switches import Switches
+
+    cfg = config().model_copy(update={"tracker": config().tracker.model_copy(update={"min_hits": 1})})
+    switches = Switches(cfg)
+
+    class Switching(MemoryReader):  # the switch turned from outside, between two frames
+        def frames(self, stop=None):
+            for frame in super().frames(stop):
+                if frame.index in (20, 40):
+                    switches.set("mem", "detect", frame.index == 40)
+                yield frame
+
+    model = HeldModel(box)
+    model.released.set()
+    spec = SourceSpec("mem", tmp_path / "e.jsonl", tracks_path=tmp_path / "t.jsonl")
+    run = SourceRun(spec, cfg, Switching(live=True, pace_s=0.005), model, switches=switches)
+    assert run.run(threading.Event()).error is None
+    assert model.submitted and not [i for i in model.submitted if 20 <= i < 40]
+    assert any(i >= 40 for i in model.submitted)
+    events = read_events(spec.events_path)
+    left = [e for e in events if e["type"] == "object_left"]
+    assert left[0]["reason"] == "detect_off" and left[0]["track_id"] == 0 and left[0]["frame_index"] < 20
+    appeared = [(e["track_id"], e["frame_index"]) for e in events if e["type"] == "object_appeared"]
+    assert appeared[0][0] == 0 and appeared[1][0] == 1 and appeared[1][1] >= 40, appeared
+    lines = {row["frame_index"]: row["tracks"] for row in map(json.loads, spec.tracks_path.read_text().splitlines())}
+    assert not any(lines[i] for i in range(20, 40))  # no boxes while detection is off
+    assert "snapshots" not in switches.names and not switches.set("mem", "snapshots", True)  # not configured
+    assert not switches.on("mem", "snapshots")

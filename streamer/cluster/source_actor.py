@@ -27,6 +27,7 @@ from streamer.source_run import SourceRun, SourceSpec, Takeover
 from streamer.sources import safe_name
 from streamer.stats import RunStats
 from streamer.store import EventStore
+from streamer.switches import Switches
 
 POST_S = 0.5
 
@@ -102,10 +103,12 @@ class SourceActor:
         reader, spec, takeover = (self.reader, self.spec, None) if self.reader is not None else self._take_over(board)
         self.reader = None  # a retried `run` on this incarnation (not a restart) takes over too
         name = safe_name(reader.name)
+        switches = Switches(self.config)  # this camera's, turned over MQTT by its actor's own client
         shared = process_outputs(self.config, self.config.output.dir / "outbox" / name, client_tag=name,
-                                 sources=[reader.name])
+                                 sources=[reader.name], switches=switches)
         store = EventStore(spec.db_path) if spec.db_path is not None else None
-        self.source_run = SourceRun(spec, self.config, reader, model, shared, store=store, takeover=takeover)
+        self.source_run = SourceRun(spec, self.config, reader, model, shared, store=store, takeover=takeover,
+                                    switches=switches)
         done = threading.Event()
         poster = threading.Thread(target=self._post_loop, args=(board, done), name="post", daemon=True)
         try:
