@@ -147,13 +147,13 @@ class Event:
             "source": self.source,
             "frame_index": self.frame_index,
             "pts": round(self.pts, 6),
-            "wall_time": _iso(self.wall_time),
+            "wall_time": iso_time(self.wall_time),
             "track_id": self.track_id,
             "label": self.label,
             "bbox": None if self.bbox is None else [round(float(v), 2) for v in self.bbox],
         }
         if self.camera_time is not None:
-            out["camera_time"] = _iso(self.camera_time)
+            out["camera_time"] = iso_time(self.camera_time)
         if self.confidence is not None:
             out["confidence"] = round(float(self.confidence), 4)
         if self.text is not None:
@@ -182,5 +182,6 @@ class Logged:
         return cls(event, data, json.dumps(data, ensure_ascii=False, allow_nan=False), snapshot)
 
 
-def _iso(epoch_s: float) -> str:
+def iso_time(epoch_s: float) -> str:
+    """Epoch seconds as the ISO-8601 UTC time the event log and the API write."""
     return _dt.datetime.fromtimestamp(epoch_s, tz=_dt.timezone.utc).isoformat()

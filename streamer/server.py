@@ -19,7 +19,6 @@ Bound to 127.0.0.1 unless told otherwise.
 from __future__ import annotations
 
 import collections
-import datetime as _dt
 import html
 import json
 import logging
@@ -42,7 +41,7 @@ from streamer.auth import COOKIE, SESSION_S, Guard, is_loopback
 from streamer.errors import StreamerError
 from streamer.outputs import Output, Shown
 from streamer.pipeline import Pipeline
-from streamer.records import Logged
+from streamer.records import Logged, iso_time
 from streamer.sources import safe_name
 
 log = logging.getLogger("streamer.server")
@@ -354,6 +353,16 @@ def _linked(event: dict) -> dict:
     return out
 
 
+def _item_links(item: dict) -> dict:
+    """A review item as the pages get it: the URLs of its clip, its boxes and its snapshot."""
+    where = f"/api/review/{item['id']}/%s?store={item['store']}"
+    out = {**item, "clip": where % "clip.mp4", "tracks": where % "tracks.json"}
+    shot = out.pop("snapshot_event")
+    if shot is not None:
+        out["snapshot"] = f"/api/events/{shot}/snapshot.jpg?store={item['store']}"
+    return out
+
+
 def _found(hit, store: int) -> dict:
     """A hit of find as the page gets it: links to its keyframe and its footage, never server paths."""
     from urllib.parse import quote, urlencode
@@ -434,10 +443,6 @@ def _whole(text: str) -> bool:
     """A whole number as a client may send one: ASCII digits, at most 18 (`isdigit` takes '²' and other scripts'
     digits, which `int` refuses or reads, and `int` has no end)."""
     return re.fullmatch(r"[0-9]{1,18}", text) is not None
-
-
-def _iso(epoch: float) -> str:
-    return _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc).isoformat()
 
 
 RATE_WINDOW_S = 10.0  # the live page's frame rate: over about this many seconds
@@ -601,6 +606,10 @@ class StatusServer:
                     server.guard.end(self.headers)
                     self._redirect("/login", cookie="")
                     return
+                reviewed = re.fullmatch(r"/api/review/([0-9]{1,18})", path)
+                if reviewed is not None:
+                    self._mark(parse_qs(urlsplit(self.path).query), int(reviewed.group(1)))
+                    return
                 if path != "/login":
                     self._send(404, b"not found\n", "text/plain")
                     return
@@ -616,6 +625,78 @@ class StatusServer:
                     return
                 time.sleep(0.5)  # guessing stays slow
                 self._send(401, _login(server.guard, failed=True, then=then).encode(), "text/html; charset=utf-8")
+
+            def _mark(self, query, item_id: int) -> None:
+                """`{"reviewed": true}` (or false) for a review item, kept in its store."""
+                from streamer.review import NoItem, mark
+
+                if not server.guard.request(self.headers):
+                    self._send(401, b"sign in first\n", "text/plain",
+                               [("WWW-Authenticate", c) for c in server.guard.challenges()])
+                    return
+                length = self.headers.get("Content-Length", "")
+                body = self.rfile.read(int(length)) if _whole(length) and int(length) <= 1024 else b""
+                try:
+                    reviewed = json.loads(body)["reviewed"]
+                except (ValueError, KeyError, TypeError):
+                    reviewed = None
+                if not isinstance(reviewed, bool):
+                    self._send(400, b'send {"reviewed": true} or {"reviewed": false}\n', "text/plain")
+                    return
+                for db in self._stores(query):
+                    try:
+                        mark(db, item_id, reviewed)
+                    except NoItem:
+                        continue
+                    except StreamerError:
+                        self._send(500, b"cannot write the event store\n", "text/plain")
+                        return
+                    self._send(200, json.dumps({"id": item_id, "reviewed": reviewed}).encode(), "application/json")
+                    return
+                self._send(404, b"no such review item\n", "text/plain")
+
+            def _review_items(self, query) -> None:
+                """The review items of the stores, newest first: those that began in the last `hours` (6), of a
+                `source`, with a `label`, holding an event of a `type`, `reviewed` (1) or not (0); at most 500."""
+                from streamer.review import items
+
+                one = self._filters(query)
+                if one is None:
+                    return
+                hours, seen = query.get("hours", ["6"])[0], query.get("reviewed", [None])[0]
+                if not _whole(hours) or not 0 < int(hours) <= 24 * 366 or seen not in (None, "0", "1"):
+                    self._send(400, b"hours: a whole number of hours (up to a year); reviewed: 0 or 1\n",
+                               "text/plain")
+                    return
+                since = time.time() - 3600 * int(hours)
+                try:
+                    found = [{**i, "store": n} for n, db in enumerate(server.stores())
+                             for i in items(db, one["source"], since)]
+                except StreamerError:
+                    self._send(500, b"cannot read the event store\n", "text/plain")
+                    return
+                found = [i for i in found if (one["label"] is None or one["label"] in i["labels"])
+                         and (one["type"] is None or one["type"] in i["types"])
+                         and (seen is None or i["reviewed"] == (seen == "1"))]
+                found = sorted(found, key=lambda i: i["start"], reverse=True)[:500]
+                self._send(200, json.dumps([_item_links(i) for i in found]).encode(), "application/json")
+
+            def _item_clip(self, query, item_id: str, tracks: bool = False) -> None:
+                """A review item's clip (or its boxes), from before its first object came to after its last left."""
+                from streamer import review
+
+                record = server.pipeline.config.record
+                for db in self._stores(query):
+                    try:
+                        found = review.item(db, int(item_id))
+                    except StreamerError:
+                        continue
+                    self._clip(db, review.span(db, found, record.pre_s, record.post_s), tracks)
+                    return
+                self._send(404, b"no such review item\n", "text/plain")
+
+            def _item_tracks(self, query, item_id: str) -> None:
+                self._item_clip(query, item_id, tracks=True)
 
             def _login_page(self, query) -> None:
                 then = _local(query.get("next", ["/"])[0])
@@ -646,14 +727,14 @@ class StatusServer:
                 start, end = query.get("from", [None])[0], query.get("to", [None])[0]
                 if start is None and end is None and "stretches" in query:
                     spans = sorted(span for db in server.stores() for span in recorded_spans(db, source))
-                    listed = [{"start": _iso(a), "end": _iso(b), "seconds": round(b - a, 3), "segments": n}
+                    listed = [{"start": iso_time(a), "end": iso_time(b), "seconds": round(b - a, 3), "segments": n}
                               for a, b, n in _stretches(spans)]
                     self._send(200 if spans else 404, json.dumps(listed).encode(), "application/json")
                     return
                 held = {db: found for db in server.stores() if (found := recordings(db, source))}
                 stores = list(held)
                 if start is None and end is None:
-                    listed = [{"start": _iso(s.start_wall), "end": _iso(s.end_wall),
+                    listed = [{"start": iso_time(s.start_wall), "end": iso_time(s.end_wall),
                                "seconds": round(s.end_wall - s.start_wall, 3), "bytes": s.bytes}
                               for segments in held.values() for s in segments]
                     self._send(200 if stores else 404, json.dumps(listed).encode(), "application/json")
@@ -920,6 +1001,8 @@ class StatusServer:
             (r"/api/events/([0-9]{1,18})/clip\.mp4", Handler._event_clip),
             (r"/api/events/([0-9]{1,18})/snapshot\.jpg", Handler._snapshot),
             (r"/api/events/([0-9]{1,18})/tracks\.json", Handler._event_tracks), ("/api/history", Handler._history),
-            ("/api/sources", Handler._sources), ("/review", Handler._review), (r"/api/recordings/([^/]+)", Handler._recordings),
+            ("/api/sources", Handler._sources), ("/api/review", Handler._review_items),
+            (r"/api/review/([0-9]{1,18})/clip\.mp4", Handler._item_clip),
+            (r"/api/review/([0-9]{1,18})/tracks\.json", Handler._item_tracks), ("/review", Handler._review), (r"/api/recordings/([^/]+)", Handler._recordings),
             (r"/sources/([^/]+)/mjpeg", Handler._mjpeg))]
         return Handler

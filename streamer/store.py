@@ -137,6 +137,8 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection, Path], None]] = [
     _column("events", "run", "TEXT"),
     # When a kept keyframe was seen, for `streamer find --from/--to` (NULL in stores written before).
     _column("keyframes", "wall_epoch", "REAL"),
+    # Review items a person has looked at (`review`), by the id of each item's first event.
+    "CREATE TABLE IF NOT EXISTS reviewed (event_id INTEGER PRIMARY KEY, at REAL NOT NULL);",
 ]
 DB_VERSION = len(MIGRATIONS)
 _RELATIVE = MIGRATIONS.index(_paths_relative_to_the_store) + 1  # stores from this version on record relative paths

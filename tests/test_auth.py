@@ -23,7 +23,8 @@ from tests.test_live_page import CHROMIUM_FLAGS
 
 TOKEN = "a-token-of-some-length"
 PROTECTED = ["/", "/api/events?after=0", "/api/search?q=car", "/sources/street/mjpeg", "/api/events/1/clip.mp4",
-             "/api/events/1/snapshot.jpg", "/api/recordings/street", "/metrics", "/healthz"]
+             "/api/events/1/snapshot.jpg", "/api/recordings/street", "/api/review", "/api/review/1/clip.mp4",
+             "/metrics", "/healthz"]
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -162,6 +163,24 @@ def test_a_login_posted_from_another_sites_page_gets_no_session(served):
     assert status == 403 and "Set-Cookie" not in headers
     status, headers, _ = get(server.address + "/login", data=f"token={TOKEN}".encode(), Origin=f"http://{host}")
     assert status == 303 and "Set-Cookie" in headers
+
+
+def test_marking_a_review_item_needs_credentials_and_a_page_of_our_own(served):
+    """A POST that writes to the store: refused signed out and from another site's page; kept when allowed."""
+    server, _ = served
+    bearer = f"Bearer {TOKEN}"
+    [item] = json.loads(get(server.address + "/api/review", Authorization=bearer)[2])
+    where, body = server.address + f"/api/review/{item['id']}", json.dumps({"reviewed": True}).encode()
+    assert get(where, body)[0] == 401
+    assert get(where, body, Authorization=bearer, Origin="https://evil.example")[0] == 403
+    assert get(where, b'{"reviewed": "yes"}', Authorization=bearer)[0] == 400
+    assert get(server.address + "/api/review/999999", body, Authorization=bearer)[0] == 404
+    assert not json.loads(get(server.address + "/api/review", Authorization=bearer)[2])[0]["reviewed"]
+    host = server.address.split("//")[1]
+    assert get(where, body, Authorization=bearer, Origin=f"http://{host}")[0] == 200
+    [item] = json.loads(get(server.address + "/api/review?reviewed=1", Authorization=bearer)[2])
+    assert item["reviewed"] and json.loads(get(server.address + "/api/review?reviewed=0", Authorization=bearer)[2]) == []
+    assert get(server.address + "/api/review?reviewed=yes", Authorization=bearer)[0] == 400
 
 
 def test_range_headers_a_server_may_ignore_get_the_whole_file(served):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
+import time
 import urllib.request
 
 import cv2
@@ -56,6 +57,7 @@ def page(server):
 
 
 def test_the_events_are_listed_with_their_snapshots(page):
+    page.select_option("#show", "events")
     page.wait_for_selector("#list li.event", timeout=10000)
     items = page.locator("#list li.event")
     texts = [items.nth(i).text_content() for i in range(items.count())]
@@ -66,6 +68,7 @@ def test_the_events_are_listed_with_their_snapshots(page):
 
 
 def test_an_events_clip_plays_with_its_boxes_drawn_where_the_tracks_say(page, server):
+    page.select_option("#show", "events")
     page.wait_for_selector("#list li.event", timeout=10000)
     page.locator("#list li.event", has_text="object_appeared").first.click()
     page.wait_for_function("() => document.getElementById('video').currentTime > 0.5", timeout=15000)
@@ -85,6 +88,46 @@ def test_an_events_clip_plays_with_its_boxes_drawn_where_the_tracks_say(page, se
     left = lime[y1 + 5: y2 - 5, max(0, x1 - 2): x1 + 3].any(axis=1).mean()
     assert top > 0.9 and left > 0.9, (top, left, box)
     assert not lime[y1 + 10: y2 - 10, x1 + 10: x2 - 10].any()  # only the outline: the footage stays untouched
+
+
+def test_one_car_is_one_review_item_that_plays_whole_is_marked_reviewed_and_new_activity_appears_live(page, server):
+    """Frigate's review items: the car's appearing, its plate read and its leaving are one row (not three), with
+    its snapshot and the text read; playing it marks it reviewed in the store (a reload shows it so), and
+    activity written after the page opened appears without a reload."""
+    from streamer.records import Event, Logged
+    from streamer.store import EventStore
+
+    page.wait_for_selector("#list li.item", timeout=10000)
+    assert page.locator("#list li.item").count() == 1
+    row = page.locator("#list li.item").first
+    assert "car" in row.text_content() and READ in row.text_content() and "street" in row.text_content()
+    assert page.evaluate("window.pwned") is None
+    page.wait_for_function("() => document.querySelector('#list li.item img').naturalWidth > 0", timeout=10000)
+    [item] = json.loads(urllib.request.urlopen(server.address + "/api/review", timeout=10).read())
+    assert item["labels"] == {"car": 1} and item["texts"] == [READ] and not item["reviewed"]
+    row.click()
+    page.wait_for_function("() => document.getElementById('video').currentTime > 0.3", timeout=15000)
+    assert page.evaluate("() => document.getElementById('video').src").endswith(item["clip"])
+    tracks = json.loads(urllib.request.urlopen(server.address + item["tracks"], timeout=10).read())
+    seen = [n for n, boxes in enumerate(tracks["frames"]) if boxes]
+    assert seen and seen[0] > 0 and seen[-1] < len(tracks["frames"]) - 1  # the whole car, with a margin each side
+    page.wait_for_selector("#list li.item.reviewed", timeout=5000)
+    page.reload()
+    page.wait_for_selector("#list li.item.reviewed", timeout=10000)
+    page.select_option("#show", "unreviewed")
+    page.wait_for_function("() => document.getElementById('list').textContent.includes('nothing going on')",
+                           timeout=10000)
+    # a new activity, as a camera writes it: on the page within a poll
+    db = server.stores()[0]
+    store = EventStore(db)
+    now = time.time()
+    for kind in ("object_appeared", "object_left"):
+        extra = {"dwell_s": 1.0, "reason": "lost"} if kind == "object_left" else {}
+        store.write(Logged.of(Event(kind, "street", 500, 20.0, now, track_id=99, label="person", bbox=(1, 2, 30, 40),
+                                    confidence=0.9, extra=extra)), db.parent, run="later")
+    store.close()
+    page.wait_for_selector("#list li.item.fresh", timeout=12000)
+    assert "person" in page.locator("#list li.item.fresh").first.text_content()
 
 
 def test_a_search_hit_opens_its_clip(page):
