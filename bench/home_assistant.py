@@ -97,9 +97,9 @@ def state(base: str, token: str, entity: str) -> str:
 
 def drive_switches(base: str, token: str, folder: Path) -> list[str]:
     """Detection and recording off and on again through Home Assistant's switch services, as a user's dashboard
-    or automation does; each line says whether Home Assistant saw streamer's state follow, and what streamer did."""
+    or automation does, once a car is tracked; each line says whether Home Assistant saw streamer's state
+    follow, and what streamer did."""
     said = []
-    time.sleep(4)  # a car tracked first
     for entity in ("switch.streamer_street_detect", "switch.streamer_street_record"):
         for service, want in (("turn_off", "off"), ("turn_on", "on")):
             asked = time.monotonic()
@@ -170,7 +170,8 @@ def main() -> None:
                 for s in request(f"{base}/api/states", token=token):
                     if "street" in s["entity_id"] and s["state"] != "unavailable":
                         running[s["entity_id"]] = s
-                if not switched and "switch.streamer_street_detect" in running:
+                car = running.get("binary_sensor.streamer_street_car_occupancy", {}).get("state")
+                if not switched and car == "on" and "switch.streamer_street_detect" in running:
                     switched = drive_switches(base, token, tmp)
                 time.sleep(0.3)
         finally:
