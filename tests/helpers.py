@@ -35,6 +35,24 @@ def streamer(*args, cwd=ROOT, env=OFFLINE, timeout=180) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=timeout)
 
 
+def streamer_here(capfd, *args, cwd=None) -> subprocess.CompletedProcess:
+    """`streamer ARGS` in this process, as `streamer` gives it (its exit status, and everything written to the
+    standard output and error, FFmpeg's own lines included), without the seconds a new process spends importing
+    torch and transformers. What needs a process of its own (a signal, a kill) takes `streamer`."""
+    from streamer.cli import main
+
+    capfd.readouterr()
+    here = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        code = main([str(a) for a in args])
+    finally:
+        os.chdir(here)
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 def read_events(path: Path) -> list[dict]:
     """The events of a JSONL log, also while a run writes it: none before it exists, no half-written line."""
     path = Path(path)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.helpers import CLIP, OFFLINE, ROOT, probe_video, read_events, streamer
+from tests.helpers import CLIP, OFFLINE, ROOT, probe_video, read_events, streamer, streamer_here
 
 
 def test_run_on_the_bundled_clip_with_a_local_model(tiny_od, tmp_path, event_validator):
@@ -26,9 +26,9 @@ def test_run_on_the_bundled_clip_with_a_local_model(tiny_od, tmp_path, event_val
     assert "event log" in result.stdout and "keyframes" in result.stdout
 
 
-def test_ocr_task_reads_text_onto_a_track(tiny_ocr, tmp_path, event_validator):
+def test_ocr_task_reads_text_onto_a_track(tiny_ocr, tmp_path, event_validator, capfd):
     log = tmp_path / "events.jsonl"
-    result = streamer("run", CLIP, "--model", tiny_ocr, "--task", "OCR_WITH_REGION", "--no-video", "--events", log)
+    result = streamer_here(capfd, "run", CLIP, "--model", tiny_ocr, "--task", "OCR_WITH_REGION", "--no-video", "--events", log)
     assert result.returncode == 0, result.stderr
     reads = [e for e in read_events(log) if e["type"] == "text_read"]
     assert len(reads) == 1 and reads[0]["text"] == "AB 42" and reads[0]["track_id"] is not None
@@ -36,9 +36,9 @@ def test_ocr_task_reads_text_onto_a_track(tiny_ocr, tmp_path, event_validator):
     assert not list(tmp_path.glob("*.mp4"))
 
 
-def test_without_paths_outputs_go_to_a_new_run_folder(tiny_od, tmp_path):
+def test_without_paths_outputs_go_to_a_new_run_folder(tiny_od, tmp_path, capfd):
     (tmp_path / "keep.yaml").write_text("output: {save_keyframes: true}\nevents: {snapshots: true}\n")
-    result = streamer("run", CLIP, "--model", tiny_od, "--config", "keep.yaml", cwd=tmp_path)
+    result = streamer_here(capfd, "run", CLIP, "--model", tiny_od, "--config", "keep.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     [folder] = list((tmp_path / "runs").iterdir())
     assert folder.name.startswith("street-")
@@ -47,13 +47,13 @@ def test_without_paths_outputs_go_to_a_new_run_folder(tiny_od, tmp_path):
     # One name for the source in every file the run writes, and in what is exported from it.
     named = list((folder / "keyframes").iterdir()) + list((folder / "snapshots").iterdir())
     assert named and all(p.name.startswith("street-") for p in named)
-    assert streamer("export", folder, "--format", "mot", tmp_path / "mot").returncode == 0
+    assert streamer_here(capfd, "export", folder, "--format", "mot", tmp_path / "mot").returncode == 0
     assert sorted(p.name for p in (tmp_path / "mot").iterdir()) == ["results", "street"]
     assert (tmp_path / "mot" / "results" / "street.txt").stat().st_size > 0
 
 
-def test_a_failed_source_hides_no_other_sources_summary(tiny_od, tmp_path):
-    result = streamer("run", f"whole={CLIP}", f"cut={_truncated(tmp_path)}", "--model", tiny_od, "--no-video",
+def test_a_failed_source_hides_no_other_sources_summary(tiny_od, tmp_path, capfd):
+    result = streamer_here(capfd, "run", f"whole={CLIP}", f"cut={_truncated(tmp_path)}", "--model", tiny_od, "--no-video",
                       cwd=tmp_path)
     assert result.returncode == 1
     assert "streamer: whole (file)\n  frames 150 of 640x360" in result.stdout  # finished whole, and said so
@@ -97,9 +97,9 @@ def test_bad_input_is_one_line_and_opens_no_output(case, tiny_od, tmp_path):
     assert not video.exists() and not log.exists() and not log.with_suffix(".db").exists()
 
 
-def test_truncated_video_fails_but_keeps_what_was_read(tiny_od, tmp_path, event_validator):
+def test_truncated_video_fails_but_keeps_what_was_read(tiny_od, tmp_path, event_validator, capfd):
     video, log = tmp_path / "out.mp4", tmp_path / "events.jsonl"
-    result = streamer("run", _truncated(tmp_path), "--model", tiny_od, "--out-video", video, "--events", log)
+    result = streamer_here(capfd, "run", _truncated(tmp_path), "--model", tiny_od, "--out-video", video, "--events", log)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "truncated" in lines[0] and "Traceback" not in result.stderr

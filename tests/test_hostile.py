@@ -12,7 +12,7 @@ from fractions import Fraction
 import pytest
 
 from streamer.cli import main
-from tests.helpers import CLIP, probe_video, read_events, streamer
+from tests.helpers import CLIP, probe_video, read_events, streamer, streamer_here
 
 
 @pytest.fixture
@@ -65,11 +65,11 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_model_loads(clip
     assert "is not a writable folder" in refused(capsys, clip_copy, "--events", tmp_path / "plain-file" / "e.jsonl")
 
 
-def test_two_sources_with_the_same_file_name_get_a_run_folder_each(tiny_od, tmp_path):
+def test_two_sources_with_the_same_file_name_get_a_run_folder_each(tiny_od, tmp_path, capfd):
     for cam in ("cam1", "cam2"):
         (tmp_path / cam).mkdir()
         shutil.copy(CLIP, tmp_path / cam / "clip.mp4")
-    result = streamer("run", "cam1/clip.mp4", "cam2/clip.mp4", "--model", tiny_od, cwd=tmp_path)
+    result = streamer_here(capfd, "run", "cam1/clip.mp4", "cam2/clip.mp4", "--model", tiny_od, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     folders = sorted((tmp_path / "runs").iterdir())
     assert len(folders) == 2 and all(f.name.startswith("clip-") for f in folders)
@@ -216,9 +216,10 @@ def playable_frames(path) -> int:
     return count
 
 
-def test_a_full_disk_under_the_video_ends_the_run_with_one_line_and_a_playable_video(tiny_od, small_disk, tmp_path):
+def test_a_full_disk_under_the_video_ends_the_run_with_one_line_and_a_playable_video(tiny_od, small_disk, tmp_path,
+                                                                                    capfd):
     video = small_disk / "annotated.mp4"
-    result = streamer("run", CLIP, "--model", tiny_od, "--out-video", video, "--events", tmp_path / "e.jsonl",
+    result = streamer_here(capfd, "run", CLIP, "--model", tiny_od, "--out-video", video, "--events", tmp_path / "e.jsonl",
                       "--config", _config(tmp_path, "output: {crf: 0, preset: ultrafast}"))
     assert result.returncode == 1
     assert result.stderr == f"streamer: error: cannot write the video {video}: no space left on device\n"
@@ -228,13 +229,14 @@ def test_a_full_disk_under_the_video_ends_the_run_with_one_line_and_a_playable_v
 
 
 @pytest.mark.parametrize("flag, what", [("--events", "event log"), ("--db", "event store")])
-def test_a_full_disk_under_the_log_or_the_store_is_one_line(tiny_od, small_disk, tmp_path, flag, what):
+def test_a_full_disk_under_the_log_or_the_store_is_one_line(tiny_od, small_disk, tmp_path, flag, what, capfd):
     with pytest.raises(OSError):  # the disk fills up before the run starts writing
         (small_disk / "filler").write_bytes(b"\0" * 512 * 1024)
     target = small_disk / ("events.jsonl" if flag == "--events" else "events.db")
     others = {"--events": tmp_path / "e.jsonl", "--db": tmp_path / "e.db"}
     others[flag] = target
-    result = streamer("run", CLIP, "--model", tiny_od, "--no-video", *[str(a) for pair in others.items() for a in pair])
+    result = streamer_here(capfd, "run", CLIP, "--model", tiny_od, "--no-video",
+                           *[str(a) for pair in others.items() for a in pair])
     assert result.returncode == 1, result.stdout
     assert result.stderr.startswith(f"streamer: error: cannot write the {what} {target}: ")
     assert result.stderr.count("\n") == 1 and ("space" in result.stderr or "full" in result.stderr)

@@ -11,7 +11,7 @@ from streamer.config import Config
 from streamer.errors import StreamerError
 from streamer.pipeline import Pipeline, SourceSpec
 from streamer.reader import open_reader
-from tests.helpers import CLIP, moving_car, read_events, streamer, without_wall_time
+from tests.helpers import CLIP, moving_car, read_events, streamer, streamer_here, without_wall_time
 from tests.httpmedia import MediaServer
 from tests.scripted import ScriptedDetector
 
@@ -125,21 +125,21 @@ def test_the_mode_can_be_forced_either_way(served):
     assert unreachable.live and not open_reader(str(CLIP)).live
 
 
-def test_the_summary_says_which_mode_each_source_ran_in(served, tiny_od, tmp_path):
+def test_the_summary_says_which_mode_each_source_ran_in(served, tiny_od, tmp_path, capfd):
     # A link read as a file: see the presigned link below; --live makes the same link a camera.
     with MediaServer(served) as server:
-        forced = streamer("run", f"{server.base}/clip.mp4", "--model", tiny_od, "--no-video", "--live",
+        forced = streamer_here(capfd, "run", f"{server.base}/clip.mp4", "--model", tiny_od, "--no-video", "--live",
                           "--duration", "2", "--events", tmp_path / "f.jsonl")
     assert forced.returncode == 0, forced.stderr
     assert "/clip.mp4 (camera)" in forced.stdout
 
 
-def test_a_token_in_a_presigned_link_never_leaves_the_url(served, tiny_od, tmp_path):
+def test_a_token_in_a_presigned_link_never_leaves_the_url(served, tiny_od, tmp_path, capfd):
     secret = "TOPSECRET0123456789"
     with MediaServer(served) as server:
-        ok = streamer("run", f"{server.base}/clip.mp4?X-Amz-Credential=AKIA{secret}&X-Amz-Signature={secret}",
+        ok = streamer_here(capfd, "run", f"{server.base}/clip.mp4?X-Amz-Credential=AKIA{secret}&X-Amz-Signature={secret}",
                       "--model", tiny_od, cwd=tmp_path)
-        missing = streamer("run", f"{server.base}/nothing.mp4?token={secret}", "--model", tiny_od, cwd=tmp_path)
+        missing = streamer_here(capfd, "run", f"{server.base}/nothing.mp4?token={secret}", "--model", tiny_od, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "=*** (file)\n  frames 150 of" in ok.stdout  # a link to a file is read as one, its secrets masked
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "nothing.mp4" in missing.stderr
