@@ -82,8 +82,10 @@ class LiveView(Output):
     def event(self, logged: Logged) -> None:
         with self._lock:
             self._seq += 1
-            # the page gets no file names of the server: snapshots are served by the review page's URLs
-            self._events.append((self._seq, {k: v for k, v in logged.data.items() if k != "snapshot"}))
+            # the page gets no file names of the server: snapshots are served by the review page's URLs; `camera`:
+            # the source's name on the pages (its row, its MJPEG path)
+            self._events.append((self._seq, {**{k: v for k, v in logged.data.items() if k != "snapshot"},
+                                             "camera": safe_name(logged.event.source)}))
 
     def jpeg(self, key: str, quality: int = 80) -> tuple[int, bytes | None]:
         """(frames seen, the latest one drawn as a JPEG) of a source; (0, None) before its first frame."""
@@ -269,7 +271,7 @@ async function poll() {{
       line.textContent = describe(e) + '  ';
       if (e.wall_time && e.source) {{  // that moment of that camera on the review page
         const link = document.createElement('a');
-        link.href = '/review?' + new URLSearchParams({{source: e.source, at: e.wall_time}});
+        link.href = '/review?' + new URLSearchParams({{source: e.camera, at: e.wall_time}});
         link.textContent = 'footage';
         link.style.color = '#8cf';
         line.append(link);

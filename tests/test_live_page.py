@@ -141,3 +141,15 @@ def test_a_search_without_words_is_a_400(tmp_path):
             assert response.read() == b"[]"  # no store yet: nothing found, no error
     finally:
         server.close()
+
+
+def test_a_live_event_names_its_camera_as_the_pages_do():
+    """The live page links an event to its camera's row on the review page by the name the pages use (a file's
+    stem, a URL's host and path without credentials), given by the server, not worked out again in the page."""
+    from streamer.records import Event, Logged
+    from streamer.server import LiveView
+
+    view = LiveView()
+    for source in ("clips/street.mp4", "rtsp://user:secret@192.0.2.10:554/stream1"):
+        view.event(Logged.of(Event("source_up", source, 0, 0.0, 1767225600.0, extra={"gap_s": 1.0})))
+    assert [e["camera"] for e in view.events_after(0)] == ["street", "192.0.2.10_554_stream1"]
