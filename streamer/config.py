@@ -464,10 +464,17 @@ class RecordConfig(_Section):
 
 
 class PipelineConfig(_Section):
-    """Queue bounds between the stages."""
+    """Queue bounds between the stages, and how a shared model's time is given to cameras."""
 
     frame_queue: int = Field(default=32, ge=1)
     max_pending_frames: int = Field(default=256, ge=1)
+    still_change: float = Field(default=0.02, ge=0, le=1, description=(
+        "A camera whose picture changed less than this since its last keyframe (mean absolute difference of the "
+        "sampler's grey thumbnail, 0..1) and that holds no track is still: its keyframes wait behind other "
+        "cameras' (0: no camera is ever still)."))
+    still_wait_s: float = Field(default=2.0, ge=0, le=DAY_S, description=(
+        "The longest a still camera's keyframe waits behind others: the floor rate at which a still camera is "
+        "still asked, however busy the model is."))
 
 
 class FinetuneConfig(_Section):

@@ -95,7 +95,7 @@ class Pipeline:
             raise Stopped()
         model = self.config.model
         self.worker = worker = Worker(detector, max_batch=model.batch_size, max_wait_ms=model.max_wait_ms,
-                                      metrics=self.metrics)
+                                      metrics=self.metrics, still_wait_s=self.config.pipeline.still_wait_s)
         self.model_loaded = True
         # 2. One run per source, sharing the worker and any store several of them name.
         stores: dict[Path, EventStore] = {}

@@ -80,6 +80,9 @@ class Keyframe:
     # the source frame's (width, height), which answers are mapped back to.
     frame_size: tuple[int, int] | None = None
     question: bool = False  # a camera's question about one object (questions.py): waits behind keyframes
+    # A camera's keyframe with nothing moving and no track held: waits behind other cameras' keyframes, up to
+    # `pipeline.still_wait_s` (the model's time goes where something moves)
+    still: bool = False
 
 
 @dataclass(slots=True)

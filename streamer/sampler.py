@@ -22,6 +22,7 @@ class Sampler:
         self._last_index: int | None = None
         self._last_pts: float | None = None
         self._last_thumb: np.ndarray | None = None
+        self.change: float | None = None  # the last frame's change since the last keyframe, where it was measured
 
     def expected_rate(self, source_fps: float) -> float:
         """Keyframes per second this sampler will give on a static scene; trackers are tuned to it."""
@@ -47,17 +48,18 @@ class Sampler:
         cfg = self.config
         first = self._last_index is None
         if not first and cfg.max_fps and (frame.pts - self._last_pts) < (1.0 / cfg.max_fps) - 1e-6:
+            self.change = None
             return False  # capped: skip even the thumbnail
         thumb = None
         if cfg.scene_threshold:
             thumb = self._thumbnail(grey if grey is not None else small_grey(frame.image)[0])
+        self.change = None
+        if thumb is not None and self._last_thumb is not None and thumb.shape == self._last_thumb.shape:
+            self.change = float(cv2.absdiff(thumb, self._last_thumb).mean()) / 255.0
         chosen = first or bool(cfg.every_n_frames and frame.index - self._last_index >= cfg.every_n_frames)
         if not chosen and thumb is not None and self._last_thumb is not None:
-            if thumb.shape != self._last_thumb.shape:  # the picture changed shape (a spliced stream): a new scene
-                chosen = True
-            else:
-                change = float(cv2.absdiff(thumb, self._last_thumb).mean()) / 255.0
-                chosen = change > cfg.scene_threshold
+            # a picture that changed shape (a spliced stream) is a new scene
+            chosen = self.change is None or self.change > cfg.scene_threshold
         if chosen:
             self._last_index, self._last_pts, self._last_thumb = frame.index, frame.pts, thumb
         return chosen

@@ -31,8 +31,8 @@ class Schedule:
         self._count = 0
         self._last_run: list[float | None] = [None] * len(entries)
 
-    def jobs(self, frame: Frame) -> list[tuple[int, Keyframe]]:
-        """(entry index, job) for each entry due on this keyframe."""
+    def jobs(self, frame: Frame, still: bool = False) -> list[tuple[int, Keyframe]]:
+        """(entry index, job) for each entry due on this keyframe; `still`: see `Keyframe.still`."""
         height, width = frame.image.shape[:2]
         due = []
         for i, entry in enumerate(self.entries):
@@ -42,6 +42,7 @@ class Schedule:
             if entry.every_s is not None and last is not None and frame.pts - last < entry.every_s - 1e-6:
                 continue
             self._last_run[i] = frame.pts
-            due.append((i, Keyframe(frame, entry.task, entry.prompt, zone_pixels(entry.zone, width, height))))
+            due.append((i, Keyframe(frame, entry.task, entry.prompt, zone_pixels(entry.zone, width, height),
+                                    still=still)))
         self._count += 1
         return due

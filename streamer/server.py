@@ -117,6 +117,9 @@ class _Counters:
         per_source = {
             "frames": CounterMetricFamily("streamer_frames", "Frames processed", labels=["source"]),
             "keyframes": CounterMetricFamily("streamer_keyframes", "Keyframes sent to the model", labels=["source"]),
+            "still_keyframes": CounterMetricFamily("streamer_still_keyframes", "Keyframes sent while nothing moved "
+                                                   "and no track was held (they wait behind others)",
+                                                   labels=["source"]),
             "dropped": CounterMetricFamily("streamer_dropped_frames", "Stale live frames dropped", labels=["source"]),
             "reconnects": CounterMetricFamily("streamer_reconnects", "Reconnect attempts", labels=["source"]),
             "faults": CounterMetricFamily("streamer_source_faults", "Faults on a camera's path, each followed by a "

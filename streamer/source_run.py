@@ -386,10 +386,14 @@ class SourceRun:
         self.annotator.areas(watcher.polygons(), watcher.segments())
 
     def _send(self, frame: Frame) -> Jobs:
-        """The keyframe to the model, once for each task the schedule runs on it."""
+        """The keyframe to the model, once for each task the schedule runs on it; a camera's marked `still` when
+        its picture hardly changed since its last keyframe and it holds no track."""
         self._stats.keyframes += 1
         self._sent.add(frame.index)
-        jobs = self.schedule.jobs(frame)
+        change, pipeline = self.sampler.change, self.config.pipeline
+        still = self.reader.live and change is not None and change < pipeline.still_change and not self.tracking.holding
+        self._stats.still_keyframes += still
+        jobs = self.schedule.jobs(frame, still)
         futures = self.model.submit_all([job for _, job in jobs])  # together: one image, several prompts
         return [(self.tracking.tasks[i], future) for (i, _), future in zip(jobs, futures)]
 

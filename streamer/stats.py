@@ -24,6 +24,7 @@ class RunStats:
     state: str = "starting"  # starting, running, ended; for a camera while running: up, down, connecting
     frames: int = 0
     keyframes: int = 0
+    still_keyframes: int = 0  # a camera's keyframes sent while nothing moved and no track was held
     detections: int = 0
     dropped: int = 0
     reconnects: int = 0

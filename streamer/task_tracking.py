@@ -120,6 +120,11 @@ class SourceTracking:
         self._looks: dict[int, Grey] = {}
         self._recent: deque[tuple[int, float, np.ndarray]] = deque(maxlen=_RECENT_LOOKS)
 
+    @property
+    def holding(self) -> bool:
+        """Whether any task holds a track (young, confirmed, or lost and looked for)."""
+        return any(tracking.tracker.holding for tracking in self.tasks)
+
     def look(self, frame: Frame, keyframe: bool = True, grey: Grey | None = None) -> Grey | None:
         """Every frame, in order: its small grey image (`grey`, if the sampler made it already), and each task's
         boxes followed onto it."""

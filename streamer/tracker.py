@@ -74,6 +74,11 @@ class Tracker:
         self._keys = itertools.count()
         self._tracks: list[_Track] = []
 
+    @property
+    def holding(self) -> bool:
+        """Whether any track is held: young, confirmed or lost but not ended yet."""
+        return bool(self._tracks)
+
     def predictions(self, pts: float) -> dict[int, np.ndarray]:
         """Where each track would be at `pts` at its velocity (for tracks flow does not follow)."""
         return {t.key: t.seen_box + t.velocity * (pts - t.seen_pts) for t in self._tracks}

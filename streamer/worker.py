@@ -9,10 +9,10 @@ keyframe are queued as one item, so they always share a call (one image, several
 from __future__ import annotations
 
 import itertools
-import queue
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Protocol
 
 from streamer.config import ModelConfig
@@ -54,19 +54,64 @@ def load_detector(model: ModelConfig) -> Detector:
     return Florence2Detector(model)
 
 
+@dataclass(slots=True)
+class _Waiting:
+    """One keyframe's tasks and their Futures, waiting for the model."""
+
+    question: int  # 1: a question about an object, which waits behind every detection keyframe
+    still: bool  # a still camera's (`Keyframe.still`)
+    since: float  # monotonic
+    order: int
+    keyframes: list[Keyframe]
+    futures: list[Future]
+
+
+class _Line:
+    """The keyframes waiting for the model, at most `size`. The next one out: detection keyframes before
+    questions; among those, a still camera's behind the others unless it has waited `still_wait_s` (so the
+    model's time goes where something moves, and a still camera is still asked at that floor rate); otherwise
+    first come, first served. A few dozen items at most: looked through whole."""
+
+    def __init__(self, size: int, still_wait_s: float) -> None:
+        self.size = size
+        self.still_wait_s = still_wait_s
+        self._items: list[_Waiting] = []
+        self._changed = threading.Condition()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: _Waiting, timeout: float) -> bool:
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self._items) < self.size, timeout):
+                return False
+            self._items.append(item)
+            self._changed.notify_all()
+            return True
+
+    def get(self, timeout: float) -> _Waiting | None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._items, timeout):
+                return None
+            now = time.monotonic()
+            best = min(self._items, key=lambda i: (i.question, i.still and now - i.since < self.still_wait_s,
+                                                   i.order))
+            self._items.remove(best)
+            self._changed.notify_all()
+            return best
+
+
 class Worker(KeyframeModel):
     """A `KeyframeModel` in this process: the thread that owns the detector."""
 
     def __init__(self, detector: Detector, max_batch: int = 4, max_wait_ms: float = 0.0, queue_size: int = 64,
-                 metrics: Metrics | None = None):
+                 metrics: Metrics | None = None, still_wait_s: float = 0.0):
+        """`still_wait_s`: how long a still camera's keyframe (`Keyframe.still`) may wait behind others."""
         self.detector = detector
         self.metrics = metrics
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
-        # Detection keyframes first: a question about an object (`Keyframe.question`) waits behind any of them.
-        # An item is one keyframe's tasks and their Futures.
-        self._queue: queue.PriorityQueue[tuple[int, int, list[Keyframe], list[Future]]] = queue.PriorityQueue(
-            maxsize=queue_size)
+        self._queue = _Line(queue_size, still_wait_s)
         self._order = itertools.count()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="worker", daemon=True)
@@ -86,49 +131,40 @@ class Worker(KeyframeModel):
         if not keyframes:
             return []
         futures = [Future() for _ in keyframes]
-        item = (int(any(k.question for k in keyframes)), next(self._order), list(keyframes), futures)
+        item = _Waiting(int(any(k.question for k in keyframes)), all(k.still for k in keyframes), time.monotonic(),
+                        next(self._order), list(keyframes), futures)
         while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=_POLL_S)
+            if self._queue.put(item, timeout=_POLL_S):
                 return futures
-            except queue.Full:
-                continue
         for future in futures:
             future.cancel()
         return futures
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     def stop(self) -> None:
         """Stop after the batch in hand; queued keyframes are cancelled."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
-        while True:
-            try:
-                *_, futures = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            for future in futures:
+        while (item := self._queue.get(0)) is not None:
+            for future in item.futures:
                 future.cancel()
 
-    def _gather(self) -> list[tuple[int, int, list[Keyframe], list[Future]]]:
-        try:
-            items = [self._queue.get(timeout=_POLL_S)]
-        except queue.Empty:
+    def _gather(self) -> list[_Waiting]:
+        first = self._queue.get(_POLL_S)
+        if first is None:
             return []
-        size = len(items[0][2])
+        items, size = [first], len(first.keyframes)
         deadline = time.monotonic() + self.max_wait_s
         while size < self.max_batch:
-            remaining = deadline - time.monotonic()
-            try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
+            item = self._queue.get(max(0.0, deadline - time.monotonic()))
+            if item is None:
                 break
             items.append(item)
-            size += len(item[2])
+            size += len(item.keyframes)
         return items
 
     def _run(self) -> None:
@@ -136,13 +172,14 @@ class Worker(KeyframeModel):
             items = self._gather()
             # Questions go in calls of their own, after the detection keyframes they were gathered with.
             for question in (0, 1):
-                for call in self._calls([item for item in items if item[0] == question]):
+                for call in self._calls([item for item in items if item.question == question]):
                     self._run_group(call)
 
     def _calls(self, items: list) -> list[list[tuple[Keyframe, Future]]]:
         """Whole items packed into calls of at most `max_batch` (an item with more tasks than that is cut)."""
         calls: list[list[tuple[Keyframe, Future]]] = []
-        for *_, keyframes, futures in items:
+        for item in items:
+            keyframes, futures = item.keyframes, item.futures
             if not calls or len(calls[-1]) + len(keyframes) > self.max_batch:
                 calls.append([])
             calls[-1].extend(zip(keyframes, futures))

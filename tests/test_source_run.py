@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import Future
 
+import numpy as np
 import pytest
 
 from streamer.config import Config
@@ -256,3 +257,30 @@ def test_a_camera_switched_off_sends_no_keyframes_ends_its_tracks_and_starts_ove
     assert not any(lines[i] for i in range(20, 40))  # no boxes while detection is off
     assert "snapshots" not in switches.names and not switches.set("mem", "snapshots", True)  # not configured
     assert not switches.on("mem", "snapshots")
+
+
+def test_a_camera_with_nothing_moving_and_no_track_sends_still_keyframes(tmp_path):
+    """A still picture with nothing on it: its keyframes are marked still (they wait behind other cameras'); once
+    the model finds something there, the camera holds a track and its keyframes are not still any more."""
+    class Still(MemoryReader):
+        def frames(self, stop=None):
+            for frame in super().frames(stop):
+                frame.image = np.full((48, 64, 3), 90, np.uint8)
+                yield frame
+
+    class Recording(HeldModel):
+        def submit(self, keyframe):
+            self.marks.append((keyframe.frame.index, keyframe.still))
+            return super().submit(keyframe)
+
+    model = Recording(lambda i: box(i) if i >= 30 else [])
+    model.marks = []
+    model.released.set()
+    cfg = config(scene_threshold=0.12)
+    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), cfg, Still(live=True, pace_s=0.005), model)
+    stats = run.run(threading.Event())
+    marks = dict(model.marks)
+    assert marks[0] is False  # the first keyframe: nothing to compare with
+    assert all(marks[i] for i in marks if 0 < i <= 30), marks  # still, nothing held
+    assert not any(marks[i] for i in marks if i >= 40), marks  # a car found at 30: a track held
+    assert stats.still_keyframes == sum(marks.values())

@@ -262,3 +262,27 @@ def test_the_output_layer_computed_rows_first_gives_the_same_answers(tiny_two):
     for a, b in zip(plain, detector.detect(keyframes)):
         np.testing.assert_array_equal(a.detections.xyxy, b.detections.xyxy)
         np.testing.assert_allclose(a.detections.confidence, b.detections.confidence, atol=1e-5)
+
+
+def test_a_still_cameras_keyframe_waits_behind_moving_ones_but_never_past_the_floor():
+    """The model's time where something moves: detection keyframes of cameras whose picture changed (or that hold
+    a track) go first, a still camera's waits behind them up to `still_wait_s` and then takes its turn, and a
+    question waits behind every detection keyframe."""
+    from streamer.worker import _Line, _Waiting
+
+    line, now = _Line(8, still_wait_s=2.0), time.monotonic()
+
+    def waiting(name, order, still=False, question=0, waited=0.0):
+        return _Waiting(question, still, now - waited, order, [name], [])
+
+    for item in (waiting("still-fresh", 0, still=True), waiting("question", 1, question=1),
+                 waiting("moving-a", 2), waiting("still-overdue", 3, still=True, waited=2.5), waiting("moving-b", 4)):
+        assert line.put(item, timeout=0)
+    assert [line.get(0).keyframes[0] for _ in range(5)] == [
+        "moving-a", "still-overdue", "moving-b", "still-fresh", "question"]
+    assert line.get(0) is None
+    fifo = _Line(2, still_wait_s=0.0)  # 0: no camera waits behind another
+    for item in (waiting("still", 0, still=True), waiting("moving", 1)):
+        fifo.put(item, timeout=0)
+    assert not fifo.put(waiting("one too many", 2), timeout=0.01)  # bounded
+    assert [fifo.get(0).keyframes[0] for _ in range(2)] == ["still", "moving"]
