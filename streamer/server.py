@@ -42,6 +42,7 @@ from streamer.errors import StreamerError
 from streamer.outputs import Output, Shown
 from streamer.pipeline import Pipeline
 from streamer.records import Logged, iso_time
+from streamer.switches import SWITCHES
 from streamer.sources import safe_name
 
 log = logging.getLogger("streamer.server")
@@ -167,6 +168,9 @@ figure.down::after {{ content: "camera down"; position: absolute; left: 0; right
   font-size: 1.4em; color: #f88; }}
 #search input[type=search] {{ max-width: 100%; box-sizing: border-box; }}
 .thumb {{ position: relative; display: inline-block; width: 160px; vertical-align: middle; }}
+.switches button {{ margin-left: 0.4em; background: #222; color: #888; border: 1px solid #444; border-radius: 3px;
+  font-size: 0.8em; cursor: pointer; }}
+.switches button[aria-pressed=true] {{ color: #8f8; border-color: #4a4; }}
 .thumb img {{ display: block; width: 100%; }}
 .thumb .mark {{ position: absolute; border: 2px solid #0f0; box-sizing: border-box; }}
 #events {{ font-family: monospace; font-size: 0.85em; white-space: pre-wrap; max-height: 40vh; overflow-y: auto; }}
@@ -285,6 +289,33 @@ async function poll() {{
   setTimeout(poll, 1000);
 }}
 poll();
+function toggles(figure, s) {{  // the camera's switches (detect, record, snapshots), as Home Assistant shows them
+  let box = figure.querySelector('.switches');
+  if (!box) {{
+    box = document.createElement('span');
+    box.className = 'switches';
+    figure.querySelector('figcaption').append(box);
+  }}
+  for (const [name, on] of Object.entries(s.switches ?? {{}})) {{
+    let button = box.querySelector(`button[data-switch="${{name}}"]`);
+    if (!button) {{
+      button = document.createElement('button');
+      button.dataset.switch = name;
+      button.addEventListener('click', async () => {{
+        const turned = button.getAttribute('aria-pressed') !== 'true';
+        const response = await fetch(`/api/switches/${{encodeURIComponent(s.name)}}/${{name}}`, {{method: 'POST',
+          headers: {{'Content-Type': 'application/json'}}, body: JSON.stringify({{on: turned}})}});
+        if (response.ok) show(button, (await response.json()).on);
+      }});
+      box.append(button);
+    }}
+    show(button, on);
+  }}
+}}
+function show(button, on) {{
+  button.setAttribute('aria-pressed', String(on));
+  button.textContent = button.dataset.switch + (on ? ' on' : ' off');
+}}
 async function states() {{
   try {{
     const response = await fetch('/api/sources');
@@ -294,6 +325,7 @@ async function states() {{
       const down = s.live && (s.state === 'down' || s.state === 'connecting');  // its picture is not the camera's now
       line.closest('figure').classList.toggle('down', down);
       line.textContent = down ? s.state : `${{s.state}}  ${{s.fps.toFixed(1)}} fps`;
+      toggles(line.closest('figure'), s);
     }}
   }} catch (err) {{}}
   setTimeout(states, 2000);
@@ -615,6 +647,10 @@ class StatusServer:
                 if reviewed is not None:
                     self._mark(parse_qs(urlsplit(self.path).query), int(reviewed.group(1)))
                     return
+                switch = re.fullmatch(r"/api/switches/([^/]+)/([a-z]+)", path)
+                if switch is not None:
+                    self._switch(*switch.groups())
+                    return
                 if path != "/login":
                     self._send(404, b"not found\n", "text/plain")
                     return
@@ -631,22 +667,45 @@ class StatusServer:
                 time.sleep(0.5)  # guessing stays slow
                 self._send(401, _login(server.guard, failed=True, then=then).encode(), "text/html; charset=utf-8")
 
+            def _flag(self, key: str) -> bool | None:
+                """A signed-in write's `{"<key>": true}` or false; None (its answer sent) for anything else."""
+                if not server.guard.request(self.headers):
+                    self._send(401, b"sign in first\n", "text/plain",
+                               [("WWW-Authenticate", c) for c in server.guard.challenges()])
+                    return None
+                length = self.headers.get("Content-Length", "")
+                body = self.rfile.read(int(length)) if _whole(length) and int(length) <= 1024 else b""
+                try:
+                    value = json.loads(body)[key]
+                except (ValueError, KeyError, TypeError):
+                    value = None
+                if not isinstance(value, bool):
+                    self._send(400, f'send {{"{key}": true}} or {{"{key}": false}}\n'.encode(), "text/plain")
+                    return None
+                return value
+
+            def _switch(self, camera: str, name: str) -> None:
+                """A camera's switch turned from the live page (as from Home Assistant: MQTT says so too)."""
+                on = self._flag("on")
+                if on is None:
+                    return
+                switches = server.pipeline.switches
+                runs = {safe_name(r.stats().source): r.stats().source for r in server.pipeline.runs}
+                if switches is None or camera not in runs or name not in SWITCHES:
+                    self._send(404, b"no such camera switch\n", "text/plain")
+                    return
+                if not switches.set(runs[camera], name, on):
+                    self._send(409, f"{name} is off in the configuration, so it cannot be switched on\n".encode(),
+                               "text/plain")
+                    return
+                self._send(200, json.dumps({"camera": camera, "switch": name, "on": on}).encode(), "application/json")
+
             def _mark(self, query, item_id: int) -> None:
                 """`{"reviewed": true}` (or false) for a review item, kept in its store."""
                 from streamer.review import NoItem, mark
 
-                if not server.guard.request(self.headers):
-                    self._send(401, b"sign in first\n", "text/plain",
-                               [("WWW-Authenticate", c) for c in server.guard.challenges()])
-                    return
-                length = self.headers.get("Content-Length", "")
-                body = self.rfile.read(int(length)) if _whole(length) and int(length) <= 1024 else b""
-                try:
-                    reviewed = json.loads(body)["reviewed"]
-                except (ValueError, KeyError, TypeError):
-                    reviewed = None
-                if not isinstance(reviewed, bool):
-                    self._send(400, b'send {"reviewed": true} or {"reviewed": false}\n', "text/plain")
+                reviewed = self._flag("reviewed")
+                if reviewed is None:
                     return
                 for db in self._stores(query):
                     try:
@@ -812,8 +871,11 @@ class StatusServer:
                 for run in server.pipeline.runs:
                     st = run.stats()
                     name = safe_name(st.source)
+                    switches = server.pipeline.switches
                     out.append({"name": name, "live": st.live, "state": st.state,
-                                "fps": round(server.rate(name, st), 1), "frames": st.frames})
+                                "fps": round(server.rate(name, st), 1), "frames": st.frames,
+                                "switches": {} if switches is None else {
+                                    n: switches.on(st.source, n) for n in switches.names}})
                 self._send(200, json.dumps(out).encode(), "application/json")
 
             def _review(self, query) -> None:

@@ -181,6 +181,12 @@ def test_marking_a_review_item_needs_credentials_and_a_page_of_our_own(served):
     [item] = json.loads(get(server.address + "/api/review?reviewed=1", Authorization=bearer)[2])
     assert item["reviewed"] and json.loads(get(server.address + "/api/review?reviewed=0", Authorization=bearer)[2]) == []
     assert get(server.address + "/api/review?reviewed=yes", Authorization=bearer)[0] == 400
+    # a camera's switch: the same guard (this run has no switches: no such switch, once signed in)
+    switch, on = server.address + "/api/switches/street/detect", json.dumps({"on": False}).encode()
+    assert get(switch, on)[0] == 401
+    assert get(switch, on, Authorization=bearer, Origin="https://evil.example")[0] == 403
+    assert get(switch, b'{"on": 0}', Authorization=bearer)[0] == 400
+    assert get(switch, on, Authorization=bearer)[0] == 404
 
 
 def test_range_headers_a_server_may_ignore_get_the_whole_file(served):

@@ -10,9 +10,10 @@ import pytest
 from streamer.config import Config
 from streamer.pipeline import Pipeline, SourceSpec
 from streamer.server import LiveView, StatusServer
+from streamer.switches import Switches
 from tests.brokers import require
-from tests.helpers import ROOT
-from tests.rtsp_server import RtspServer, require_gstreamer
+from tests.helpers import ROOT, read_events
+from tests.rtsp_server import RtspServer, require_gstreamer, wait_for
 from tests.scripted import ScriptedDetector
 
 ARTIFACTS = Path(os.environ.get("STREAMER_ARTIFACTS", ROOT / "test-artifacts"))
@@ -33,7 +34,8 @@ def test_live_page_shows_a_moving_camera_and_new_events(tmp_path):
         config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None},
                                         "output": {"save_keyframes": True},
                                         "live": {"read_timeout_s": 2.0, "backoff_max_s": 2.0}})
-        pipeline = Pipeline(config, lambda: ScriptedDetector(car), [view])
+        switches = Switches(config)
+        pipeline = Pipeline(config, lambda: ScriptedDetector(car), [view], switches)
         server = StatusServer("127.0.0.1:0", pipeline, view).start()
         spec = SourceSpec(camera.url(), tmp_path / "e.jsonl", None, name="cam", db_path=tmp_path / "e.db")
         other = SourceSpec(gate.url(), tmp_path / "g.jsonl", None, name="gate")
@@ -79,6 +81,16 @@ def test_live_page_shows_a_moving_camera_and_new_events(tmp_path):
                 page.wait_for_selector('figure.down:has(img[alt="gate"])', timeout=15000)
                 assert "fps" not in page.locator('.state[data-source="gate"]').text_content()
                 assert page.locator("figure.down").count() == 1
+                # The camera's switches, as Home Assistant has them: detection off from the page ends its tracks
+                detect = page.locator('figure:has(img[alt="cam"]) button[data-switch="detect"]')
+                assert detect.text_content() == "detect on"
+                assert page.locator('figure:has(img[alt="cam"]) button[data-switch="snapshots"]').count() == 0
+                detect.click()
+                page.wait_for_function("b => b.textContent === 'detect off'", arg=detect.element_handle(),
+                                       timeout=5000)
+                assert not switches.on("cam", "detect")
+                assert wait_for(lambda: any(e.get("reason") == "detect_off" for e in read_events(spec.events_path)),
+                                10)
                 page.set_viewport_size({"width": 390, "height": 844})  # a phone: one column, nothing overflows
                 page.wait_for_timeout(300)
                 assert page.evaluate("document.documentElement.scrollWidth") <= 390

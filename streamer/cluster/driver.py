@@ -211,7 +211,8 @@ class RayPipeline:
             model = self.config.model
             worker_cls = ray.remote(ModelWorker).options(num_cpus=cfg.cpus_per_worker, num_gpus=gpus_each,
                                                           max_concurrency=256, **restarts)
-            handles = [worker_cls.remote(make_detector, model.batch_size, model.max_wait_ms) for _ in range(n_workers)]
+            handles = [worker_cls.remote(make_detector, model.batch_size, model.max_wait_ms,
+                                         self.config.pipeline.still_wait_s) for _ in range(n_workers)]
             actors += handles
             self.workers = [_WorkerView(handle) for handle in handles]
             ready = self._gather([w.ready.remote() for w in handles], "load the model")

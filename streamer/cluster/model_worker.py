@@ -60,7 +60,8 @@ class ModelWorker:
     """The body of a model worker actor. A failed model load is kept and reported by `ready()`, so the driver
     can print its one line instead of Ray's traceback."""
 
-    def __init__(self, make_detector: Callable[[], Detector], max_batch: int, max_wait_ms: float) -> None:
+    def __init__(self, make_detector: Callable[[], Detector], max_batch: int, max_wait_ms: float,
+                 still_wait_s: float = 0.0) -> None:
         self.incarnation = uuid.uuid4().hex[:8]  # new on every (re)start
         self.error: str | None = None
         self.input_size: tuple[int, int] | None = None
@@ -74,7 +75,7 @@ class ModelWorker:
             self.error = f"the model worker could not start: {type(exc).__name__}: {exc}"
             return
         self.input_size = detector.input_size
-        self.worker = Worker(detector, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        self.worker = Worker(detector, max_batch=max_batch, max_wait_ms=max_wait_ms, still_wait_s=still_wait_s)
         self.worker.start()
 
     def ready(self) -> dict:
