@@ -151,7 +151,7 @@ class MqttSink(_OutboxSink):
         self._objects: dict[str, dict[int, str]] = {}
         self._in_zone: dict[tuple[str, str], dict[int, str]] = {}
         self._states: dict[str, tuple[str, bool]] = {}  # retained states published, for Home Assistant's restart
-        self._rate: dict[str, list] = {}  # source -> [frames counted, since (monotonic)] for its fps sensor
+        self._rate: dict[str, list] = {}  # source -> [frames, keyframes counted, since (monotonic)]: its rates
         if self.discovery is not None:
             for source in self.discovery.sources:
                 self._put_all(self.discovery.camera(source))
@@ -213,19 +213,23 @@ class MqttSink(_OutboxSink):
 
     def frame(self, shown) -> None:
         """Every camera's every frame: its status on at its first frame (and the first after a `source_down`), its
-        frame rate every `FPS_EVERY_S`. A dictionary look-up a frame otherwise."""
+        frame rate and detection rate (keyframes the model answered) every `FPS_EVERY_S`. A dictionary look-up a
+        frame otherwise."""
         if self.discovery is None:
             return
         source, now = shown.frame.source, time.monotonic()
         counted = self._rate.get(source)
         if counted is None:  # first frame, or first since it went down
             self._state(self.discovery.state_topic(source, "status"), "ON")
-            self._rate[source] = [0, now]
+            self._rate[source] = [0, 0, now]
             return
         counted[0] += 1
-        if now - counted[1] >= FPS_EVERY_S:
-            self._state(self.discovery.state_topic(source, "fps"), f"{counted[0] / (now - counted[1]):.1f}")
-            counted[0], counted[1] = 0, now
+        counted[1] += bool(shown.keyframe)
+        if now - counted[2] >= FPS_EVERY_S:
+            seconds = now - counted[2]
+            self._state(self.discovery.state_topic(source, "fps"), f"{counted[0] / seconds:.1f}")
+            self._state(self.discovery.state_topic(source, "detection_fps"), f"{counted[1] / seconds:.2f}")
+            counted[0], counted[1], counted[2] = 0, 0, now
 
     def _put_all(self, items) -> None:
         for topic, payload, retain in items:
@@ -283,6 +287,7 @@ class MqttSink(_OutboxSink):
             self._rate.pop(event.source, None)  # its next frame says it is back
             self._state(discovery.state_topic(event.source, "status"), "OFF")
             self._state(discovery.state_topic(event.source, "fps"), "0.0")
+            self._state(discovery.state_topic(event.source, "detection_fps"), "0.00")
         zone = event.extra.get("zone")
         if zone and event.type in ("zone_entered", "zone_left"):
             inside = self._in_zone.setdefault((event.source, zone), {})  # track id -> label

@@ -4,8 +4,9 @@ Retained configs under `<mqtt.discovery_prefix>/<component>/streamer_<source>/<o
 `unique_id`, the camera's device and `availability` on `<topic_prefix>/availability`:
 - per camera: the last event (`sensor`, its JSON as attributes), every event (`event`, for automations), the
   latest snapshot of anything (`camera`, JPEG on `<topic_prefix>/<source>/snapshot`),
-  whether its picture comes (`binary_sensor`, connectivity), its frame rate, switches for its detection,
-  recording and snapshots (`switch`, those the configuration has) and, per zone, how many objects are in it;
+  whether its picture comes (`binary_sensor`, connectivity), its frame and detection rates, switches for its
+  detection, recording and snapshots (`switch`, those the configuration has) and, per zone, how many objects are
+  in it;
 - per camera, zone and label, once the label first enters the zone: its occupancy and count there;
 - per camera and label, once the label is first seen: occupancy (`binary_sensor`, as Frigate's integration
   has), how many there are (`sensor`) and the latest snapshot (`image`, a JPEG on
@@ -93,6 +94,10 @@ class Discovery:
                             state_topic=self.state_topic(source, "status"), payload_on="ON", payload_off="OFF"),
                self._config("sensor", source, "fps", "Frame rate", state_topic=self.state_topic(source, "fps"),
                             unit_of_measurement="fps", state_class="measurement", icon="mdi:speedometer"),
+               # keyframes the model answered per second (Frigate's detection fps)
+               self._config("sensor", source, "detection_fps", "Detection rate", unit_of_measurement="fps",
+                            state_topic=self.state_topic(source, "detection_fps"), state_class="measurement",
+                            icon="mdi:eye"),
                # the latest snapshot of anything it saw, as a camera entity (a picture in a dashboard card)
                self._config("camera", source, "snapshot", "Latest snapshot",
                             topic=self.state_topic(source, "snapshot")),

@@ -94,11 +94,12 @@ def run(tmp_path, cfg, sources=("street",)):
 def test_every_camera_and_label_appears_in_home_assistant_with_states(tmp_path, broker, home_assistant):
     run(tmp_path, config(broker))
     ha = home_assistant()  # Home Assistant starting now gets everything from the retained messages
-    assert wait_for(lambda: len(ha.configs()) >= 11, 10)
+    assert wait_for(lambda: len(ha.configs()) >= 12, 10)
     configs = ha.configs()
     by_id = {c["unique_id"]: (t, c) for t, c in configs.items()}
     assert set(by_id) == {"streamer_street_last_event", "streamer_street_zone_drive_count", "streamer_street_status",
-                          "streamer_street_fps", "streamer_street_events", "streamer_street_car_occupancy",
+                          "streamer_street_fps", "streamer_street_detection_fps", "streamer_street_events",
+                          "streamer_street_car_occupancy",
                           "streamer_street_car_count", "streamer_street_car_snapshot",
                           "streamer_street_zone_drive_car_occupancy", "streamer_street_zone_drive_car_count",
                           "streamer_street_snapshot"}
@@ -198,7 +199,7 @@ def test_labels_with_wildcards_scripts_and_no_end_get_entities_home_assistant_ta
     Pipeline(cfg, lambda: ScriptedDetector(odd_labels), [sink]).run_many([spec])
     sink.close()
     ha = home_assistant()
-    assert wait_for(lambda: len(ha.configs()) >= 6 + 3 * len(ODD_LABELS), 10)
+    assert wait_for(lambda: len(ha.configs()) >= 7 + 3 * len(ODD_LABELS), 10)
     time.sleep(0.3)
     configs = ha.configs()
     # Home Assistant's discovery topic: anything else is ignored with a warning in its log
@@ -206,7 +207,7 @@ def test_labels_with_wildcards_scripts_and_no_end_get_entities_home_assistant_ta
     assert all(discovery.fullmatch(t) for t in configs), [t for t in configs if not discovery.fullmatch(t)]
     occupancy = [c for c in configs.values() if c["unique_id"].endswith("_occupancy")
                  and not c["unique_id"].startswith("streamer_street_zone_")]
-    assert len(configs) == 6 + 5 * len(ODD_LABELS)  # each label also in the zone (the whole picture) once
+    assert len(configs) == 7 + 5 * len(ODD_LABELS)  # each label also in the zone (the whole picture) once
     assert len(occupancy) == len(ODD_LABELS)  # one each: no two labels share an entity
     assert len({c["unique_id"] for c in configs.values()}) == len(configs)
     for c in configs.values():
@@ -221,22 +222,30 @@ def test_labels_with_wildcards_scripts_and_no_end_get_entities_home_assistant_ta
     assert {c["name"] for c in occupancy} >= {"自転車 occupancy", "Car/# occupancy"}  # shown as the model said
 
 
-def test_a_camera_that_goes_down_shows_as_disconnected_until_its_picture_comes_back(tmp_path, broker, home_assistant):
+def test_a_camera_that_goes_down_shows_as_disconnected_until_its_picture_comes_back(tmp_path, broker, home_assistant,
+                                                                                   monkeypatch):
     from types import SimpleNamespace
 
     from streamer.records import Event, Logged
 
+    monkeypatch.setattr("streamer.delivery.FPS_EVERY_S", 0.3)
     cfg = config(broker)
     sink = MqttSink(cfg.mqtt, tmp_path / "outbox", ["gate"], {})
     ha = home_assistant()
-    frame = SimpleNamespace(frame=SimpleNamespace(source="gate"))
+    frame = SimpleNamespace(frame=SimpleNamespace(source="gate"), keyframe=False)
     status = "streamer/gate/status"
     try:
         sink.frame(frame)
         assert wait_for(lambda: ha.latest.get(status) == b"ON", 10)
+        for n in range(40):  # 100 frames/s, one in 5 a keyframe the model answered: the rates Home Assistant shows
+            sink.frame(SimpleNamespace(frame=frame.frame, keyframe=n % 5 == 0))
+            time.sleep(0.01)
+        assert wait_for(lambda: "streamer/gate/detection_fps" in ha.latest, 10)
+        frames, keyframes = float(ha.latest["streamer/gate/fps"]), float(ha.latest["streamer/gate/detection_fps"])
+        assert 20 < frames < 110 and 0.1 < keyframes / frames < 0.3, (frames, keyframes)
         sink.event(Logged.of(Event("source_down", "gate", 10, 0.4, 1767225600.0, extra={"reason": "timeout"})))
         assert wait_for(lambda: ha.latest.get(status) == b"OFF", 10)
-        assert ha.latest["streamer/gate/fps"] == b"0.0"
+        assert ha.latest["streamer/gate/fps"] == b"0.0" and ha.latest["streamer/gate/detection_fps"] == b"0.00"
         sink.frame(frame)  # the first frame after it: back
         assert wait_for(lambda: ha.latest.get(status) == b"ON", 10)
     finally:
