@@ -217,8 +217,8 @@ def test_labels_with_wildcards_scripts_and_no_end_get_entities_home_assistant_ta
                 levels = c[key].split("/")
                 assert c[key].isascii() and not set("+#") & set(c[key]) and all(levels), c[key]
                 assert levels[:2] == ["streamer", "street"] and len(levels) <= 6  # a label is one level, not three
-                # its state was published (retained; fps each 10 s, events not retained)
-                assert c[key] in ha.latest or c[key].endswith(("/fps", "/events"))
+                # its state was published (retained; the rates each 10 s, events not retained)
+                assert c[key] in ha.latest or c[key].endswith(("/fps", "/detection_fps", "/events"))
     assert {c["name"] for c in occupancy} >= {"自転車 occupancy", "Car/# occupancy"}  # shown as the model said
 
 
@@ -242,10 +242,11 @@ def test_a_camera_that_goes_down_shows_as_disconnected_until_its_picture_comes_b
             time.sleep(0.01)
         assert wait_for(lambda: "streamer/gate/detection_fps" in ha.latest, 10)
         frames, keyframes = float(ha.latest["streamer/gate/fps"]), float(ha.latest["streamer/gate/detection_fps"])
-        assert 20 < frames < 110 and 0.1 < keyframes / frames < 0.3, (frames, keyframes)
+        assert 10 < frames < 150 and 0.05 < keyframes / frames < 0.5, (frames, keyframes)
         sink.event(Logged.of(Event("source_down", "gate", 10, 0.4, 1767225600.0, extra={"reason": "timeout"})))
         assert wait_for(lambda: ha.latest.get(status) == b"OFF", 10)
-        assert ha.latest["streamer/gate/fps"] == b"0.0" and ha.latest["streamer/gate/detection_fps"] == b"0.00"
+        assert wait_for(lambda: ha.latest["streamer/gate/fps"] == b"0.0"  # in order, right after the status
+                        and ha.latest["streamer/gate/detection_fps"] == b"0.00", 10)
         sink.frame(frame)  # the first frame after it: back
         assert wait_for(lambda: ha.latest.get(status) == b"ON", 10)
     finally:
