@@ -8,9 +8,9 @@ import pytest
 from tests.helpers import CLIP, OFFLINE, ROOT, probe_video, read_events, streamer, streamer_here
 
 
-def test_run_on_the_bundled_clip_with_a_local_model(tiny_od, tmp_path, event_validator):
+def test_run_on_the_bundled_clip_with_a_local_model(tiny_od, tmp_path, event_validator, capfd):
     video, log = tmp_path / "annotated.mp4", tmp_path / "events.jsonl"
-    result = streamer("run", CLIP, "--model", tiny_od, "--out-video", video, "--events", log)
+    result = streamer_here(capfd, "run", CLIP, "--model", tiny_od, "--out-video", video, "--events", log)
     assert result.returncode == 0, result.stderr
     out, source = probe_video(video), probe_video(CLIP)
     assert (out["count"], out["width"], out["height"], out["rate"], out["codec"]) == (

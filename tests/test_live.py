@@ -159,9 +159,11 @@ def _cli(*args, timeout=60):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_credentials_never_appear_in_output_events_or_file_names(tiny_od, tmp_path):
-    with RtspServer(user="admin:s3cret") as server:
-        result = _cli("run", server.url(credentials="admin:s3cret"), "--model", tiny_od, "--duration", "4",
+def test_credentials_never_appear_in_output_events_or_file_names(tiny_od, tmp_path, capfd):
+    from tests.helpers import streamer_here
+
+    with RtspServer(user="admin:s3cret") as server:  # what FFmpeg itself prints included (captured at the fd)
+        result = streamer_here(capfd, "run", server.url(credentials="admin:s3cret"), "--model", tiny_od, "--duration", "4",
                       "--config", _fast_config(tmp_path))
     assert result.returncode == 0, result.stderr
     written = [p for p in (tmp_path / "runs").rglob("*")]
