@@ -43,6 +43,24 @@ class Sampler:
         side = self.config.scene_size
         return cv2.resize(grey, (side, max(1, round(side * height / width))), interpolation=cv2.INTER_AREA)
 
+    def changed(self, frame: Frame, grey: np.ndarray | None = None) -> float | None:
+        """How much the picture changed since the last keyframe (0..1), without choosing anything; None where
+        the sampler does not look at pictures."""
+        if not self.config.scene_threshold or self._last_thumb is None:
+            return None
+        thumb = self._thumbnail(grey if grey is not None else small_grey(frame.image)[0])
+        if thumb.shape != self._last_thumb.shape:
+            return 1.0
+        return float(cv2.absdiff(thumb, self._last_thumb).mean()) / 255.0
+
+    def take(self, frame: Frame, grey: np.ndarray | None = None) -> None:
+        """`frame` is a keyframe whatever the rules say (one that replaces a still camera's waiting keyframe)."""
+        self.change = self.changed(frame, grey)
+        thumb = None
+        if self.config.scene_threshold:
+            thumb = self._thumbnail(grey if grey is not None else small_grey(frame.image)[0])
+        self._last_index, self._last_pts, self._last_thumb = frame.index, frame.pts, thumb
+
     def is_keyframe(self, frame: Frame, grey: np.ndarray | None = None) -> bool:
         """`grey`: the frame's small grey image, if it was made already."""
         cfg = self.config

@@ -109,6 +109,7 @@ class SourceRun:
         self.on_progress = on_progress
         self.switches = switches
         self._detecting = True  # the detect switch at the last frame
+        self._still_sent = False  # the last keyframe sent was still (`Keyframe.still`)
         self._stats = RunStats(source=reader.name, live=reader.live, info=reader.info, events_path=spec.events_path,
                                tracks_path=spec.tracks_path, db_path=spec.db_path if store is not None else None,
                                video_path=spec.video_path)
@@ -304,7 +305,10 @@ class SourceRun:
                 self._inflight = None
                 self._track(*inflight)
                 self._release_held()
-            # 3. A new keyframe goes out only when none is in flight: keyframes are skipped, never queued.
+            # 3. A new keyframe goes out only when none is in flight: keyframes are skipped, never queued. A still
+            #    camera's keyframe that still waits behind others gives way to a frame where something moves.
+            if self._inflight is not None and self._still_sent and self._detecting:
+                self._moving(frame, grey)
             if self._inflight is None and self._detecting and self.sampler.is_keyframe(frame, grey and grey[0]):
                 self._inflight = (frame, self._send(frame))
             self.tracking.keep_from = self._inflight[0].index if self._inflight is not None else None
@@ -315,6 +319,21 @@ class SourceRun:
                 self._release_held()
             # 5. Answers to questions about objects, as they come.
             self._answers()
+
+    def _moving(self, frame: Frame, grey: Grey | None) -> None:
+        """Something moves on a still camera whose keyframe has not reached the model yet (it waits behind
+        other cameras', up to `pipeline.still_wait_s`): it is taken back and this frame goes instead, at once
+        and not still, so a person crossing a quiet camera is seen now, not after the wait."""
+        change = self.sampler.changed(frame, grey and grey[0])
+        if change is None or change < self.config.pipeline.still_change:
+            return
+        waiting, jobs = self._inflight
+        if not self.model.withdraw([future for _, future in jobs]):
+            return  # the model has it already
+        self._sent.discard(waiting.index)
+        self.tracking.placed(waiting)
+        self.sampler.take(frame, grey and grey[0])
+        self._inflight = (frame, self._send(frame))
 
     def _fault(self, exc: Exception) -> None:
         """A fault on a camera's path: one log line (the traceback under --debug), counted, and a reconnect whose
@@ -393,6 +412,7 @@ class SourceRun:
         change, pipeline = self.sampler.change, self.config.pipeline
         still = self.reader.live and change is not None and change < pipeline.still_change and not self.tracking.holding
         self._stats.still_keyframes += still
+        self._still_sent = still
         jobs = self.schedule.jobs(frame, still)
         futures = self.model.submit_all([job for _, job in jobs])  # together: one image, several prompts
         return [(self.tracking.tasks[i], future) for (i, _), future in zip(jobs, futures)]

@@ -45,6 +45,12 @@ class KeyframeModel(Protocol):
         """Queue one keyframe's tasks to be answered together where the model can (one after another here)."""
         return [self.submit(keyframe) for keyframe in keyframes]
 
+    def withdraw(self, futures: list[Future]) -> bool:
+        """Take back a keyframe (its tasks' Futures, as `submit_all` gave them) the model has not begun: True
+        when it was still waiting, and its Futures are cancelled; False (nothing changed) once it has begun, or
+        where the model cannot tell."""
+        return False
+
 
 def load_detector(model: ModelConfig) -> Detector:
     """Florence-2 as the config says; a module-level function, so Ray sends it to a worker actor by name."""
@@ -88,6 +94,18 @@ class _Line:
             self._items.append(item)
             self._changed.notify_all()
             return True
+
+    def withdraw(self, futures: list[Future]) -> bool:
+        """Take out the item of these Futures if it is still waiting (atomically: the worker never gets it)."""
+        with self._changed:
+            for item in self._items:
+                if item.futures == futures:
+                    self._items.remove(item)
+                    self._changed.notify_all()
+                    for future in futures:
+                        future.cancel()
+                    return True
+        return False
 
     def get(self, timeout: float) -> _Waiting | None:
         with self._changed:
@@ -139,6 +157,9 @@ class Worker(KeyframeModel):
         for future in futures:
             future.cancel()
         return futures
+
+    def withdraw(self, futures: list[Future]) -> bool:
+        return self._queue.withdraw(futures)
 
     @property
     def queue_depth(self) -> int:

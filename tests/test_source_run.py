@@ -284,3 +284,50 @@ def test_a_camera_with_nothing_moving_and_no_track_sends_still_keyframes(tmp_pat
     assert all(marks[i] for i in marks if 0 < i <= 30), marks  # still, nothing held
     assert not any(marks[i] for i in marks if i >= 40), marks  # a car found at 30: a track held
     assert stats.still_keyframes == sum(marks.values())
+
+
+def test_a_still_cameras_waiting_keyframe_gives_way_to_the_frame_where_someone_appears(tmp_path):
+    """The model is busy with another camera; this quiet camera's keyframe waits behind it (still). When a person
+    walks in, that keyframe is taken back and the frame with the person goes instead: the model never spends a
+    call on the empty picture, and the person is seen on the first keyframe after they came."""
+    from streamer.worker import Worker
+
+    released = threading.Event()
+
+    class Busy(ScriptedDetector):
+        def detect(self, keyframes):
+            if keyframes[0].frame.source == "other":
+                released.wait(10)  # another camera's long call
+            return super().detect(keyframes)
+
+    detector = Busy(lambda i: [("person", (20, 10, 40, 40), None)] if i >= 30 else [])
+    worker = Worker(detector, max_batch=1, still_wait_s=30.0)
+    worker.start()
+
+    class Quiet(MemoryReader):  # an empty street; a person from frame 30 on
+        def frames(self, stop=None):
+            for frame in super().frames(stop):
+                image = np.full((48, 64, 3), 90, np.uint8)
+                if frame.index >= 30:
+                    image[10:40, 20:40] = 250
+                frame.image = image
+                if frame.index == 3:  # the model gets busy with another camera's keyframe
+                    worker.submit(Keyframe(Frame("other", 0, 0.0, time.time(), image), "<OD>"))
+                if frame.index == 36:
+                    released.set()
+                yield frame
+
+    from streamer.records import Frame
+
+    cfg = config(scene_threshold=0.12).model_copy(update={"tracker": config().tracker.model_copy(
+        update={"min_hits": 1})})
+    run = SourceRun(SourceSpec("mem", tmp_path / "e.jsonl"), cfg, Quiet(live=True, pace_s=0.01), worker)
+    try:
+        stats = run.run(threading.Event())
+    finally:
+        worker.stop()
+    answered = [i for call in detector.calls for i in call]
+    assert answered[:3] == [0, 0, 30], answered  # its first keyframe, the other camera's, then the person's
+    assert 5 not in answered and stats.still_keyframes >= 1
+    [appeared] = [e for e in read_events(tmp_path / "e.jsonl") if e["type"] == "object_appeared"]
+    assert appeared["frame_index"] == 30 and appeared["label"] == "person"
