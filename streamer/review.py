@@ -32,6 +32,8 @@ class NoItem(StreamerError):
 
 @dataclass
 class Item:
+    """One activity of one camera (one run of it), as its events build it up."""
+
     id: int  # its first event's id in its store
     source: str
     run: str | None
@@ -62,11 +64,14 @@ class Item:
         if type_ in _TEXTS and text and text not in self.texts and len(self.texts) < 20:
             self.texts.append(text)
         if type_ == "zone_entered" or self.snapshot is None:
-            data = json.loads(line)
-            zone = data.get("zone")
+            try:
+                data = json.loads(line)
+            except ValueError:  # a row cut short (a disk that filled): its zone and snapshot are not known
+                data = {}
+            zone = data.get("zone") if isinstance(data, dict) else None
             if type_ == "zone_entered" and isinstance(zone, str) and zone not in self.zones:
                 self.zones.append(zone)
-            if self.snapshot is None and "snapshot" in data:
+            if self.snapshot is None and isinstance(data, dict) and "snapshot" in data:
                 self.snapshot = event_id
 
     def seconds(self) -> float:

@@ -728,8 +728,8 @@ class StatusServer:
                 if one is None:
                     return
                 hours, seen = query.get("hours", ["6"])[0], query.get("reviewed", [None])[0]
-                if not _whole(hours) or not 0 < int(hours) <= 24 * 366 or seen not in (None, "0", "1"):
-                    self._send(400, b"hours: a whole number of hours (up to a year); reviewed: 0 or 1\n",
+                if not _whole(hours) or not 0 < int(hours) <= 24 * 31 or seen not in (None, "0", "1"):
+                    self._send(400, b"hours: a whole number of hours (up to a month); reviewed: 0 or 1\n",
                                "text/plain")
                     return
                 since = time.time() - 3600 * int(hours)

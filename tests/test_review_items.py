@@ -66,3 +66,13 @@ def test_an_item_found_again_by_its_id_spans_its_footage_and_its_review_is_kept(
     for wrong in (first["id"] + 1, 10**30, 0, 10**6):  # an event inside an item, no id, no such event
         with pytest.raises(review.NoItem):
             review.mark(db, wrong, True)
+
+
+def test_a_damaged_row_does_not_hide_the_activity_it_belongs_to(db):
+    """A row cut short (a disk that filled mid-write) is read as an event without its zone or snapshot."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE events SET line = substr(line, 1, 20) WHERE type = 'zone_entered'")
+    first = review.items(db)[-1]
+    assert first["labels"] == {"car": 1, "van": 1, "person": 1} and first["zones"] == []
