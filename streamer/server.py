@@ -42,8 +42,8 @@ from streamer.errors import StreamerError
 from streamer.outputs import Output, Shown
 from streamer.pipeline import Pipeline
 from streamer.records import Logged, iso_time
-from streamer.switches import SWITCHES
 from streamer.sources import safe_name
+from streamer.switches import SWITCHES
 
 log = logging.getLogger("streamer.server")
 
