@@ -384,7 +384,7 @@ REVIEW = (Path(__file__).parent / "pages" / "review.html").read_text(encoding="u
 def _linked(event: dict) -> dict:
     """An event of a store as the pages get it: what they can fetch, never where the server keeps it."""
     where = f"/api/events/{event['id']}/%s?store={event['store']}"
-    out = {**event, "clip": where % "clip.mp4", "tracks": where % "tracks.json"}
+    out = {**event, "camera": safe_name(event["source"]), "clip": where % "clip.mp4", "tracks": where % "tracks.json"}
     if "snapshot" in event:
         out["snapshot"] = where % "snapshot.jpg"
     return out
@@ -572,6 +572,11 @@ class StatusServer:
             (first, counted), (last, frames) = samples[0], samples[-1]
         return (frames - counted) / (last - first) if last - first >= 1.0 else stats.fps_so_far
 
+    def source_named(self, camera: str) -> str | None:
+        """The run's source a page names `camera` (its `safe_name`: a file's stem, a URL's host and path), if any."""
+        return next((st.source for st in (r.stats() for r in self.pipeline.runs) if safe_name(st.source) == camera),
+                    None)
+
     def stores(self) -> list:
         """The event stores of the run's sources that exist."""
         return sorted({st.db_path for st in (r.stats() for r in self.pipeline.runs)
@@ -689,12 +694,11 @@ class StatusServer:
                 on = self._flag("on")
                 if on is None:
                     return
-                switches = server.pipeline.switches
-                runs = {safe_name(r.stats().source): r.stats().source for r in server.pipeline.runs}
-                if switches is None or camera not in runs or name not in SWITCHES:
+                switches, source = server.pipeline.switches, server.source_named(camera)
+                if switches is None or source is None or name not in SWITCHES:
                     self._send(404, b"no such camera switch\n", "text/plain")
                     return
-                if not switches.set(runs[camera], name, on):
+                if not switches.set(source, name, on):
                     self._send(409, f"{name} is off in the configuration, so it cannot be switched on\n".encode(),
                                "text/plain")
                     return
@@ -860,6 +864,8 @@ class StatusServer:
                 from streamer.records import EVENT_TYPES
 
                 one = {key: query.get(key, [None])[0] or None for key in ("source", "label", "type")}
+                if one["source"] is not None:  # a camera as the pages name it; a store's older source as it is
+                    one["source"] = server.source_named(one["source"]) or one["source"]
                 if one["type"] is not None and one["type"] not in EVENT_TYPES:
                     self._send(400, f"type: one of {', '.join(EVENT_TYPES)}\n".encode(), "text/plain")
                     return None

@@ -210,3 +210,26 @@ def test_a_click_on_a_cameras_timeline_plays_that_moment_and_the_live_page_shows
             browser.close()
     finally:
         served.close()
+
+
+def test_a_camera_the_pages_name_by_its_files_stem_filters_its_own_events_and_activity(tmp_path):
+    """A source given as a path (no name=) is `street` on the pages; its events say the path. The camera filter
+    of the activity, the events and the search finds them by the pages' name (it found nothing before)."""
+    config = Config.model_validate({"sampler": {"every_n_frames": 5, "max_fps": None, "scene_threshold": None}})
+    view = LiveView()
+    pipeline = Pipeline(config, lambda: ScriptedDetector(plate), [view])
+    pipeline.run_many([SourceSpec(str(CLIP), tmp_path / "e.jsonl", None, db_path=tmp_path / "events.db")])
+    server = StatusServer("127.0.0.1:0", pipeline, view).start()
+    try:
+        def get(path):
+            return json.loads(urllib.request.urlopen(server.address + path, timeout=10).read())
+
+        [camera] = get("/api/sources")
+        assert camera["name"] == "street"
+        [item] = get("/api/review?source=street")
+        assert item["source"] == str(CLIP) and item["labels"] == {"car": 1}
+        events = get("/api/history?source=street")
+        assert events and {e["camera"] for e in events} == {"street"}
+        assert get("/api/search?q=AB+42&source=street") and get("/api/review?source=elsewhere") == []
+    finally:
+        server.close()
