@@ -21,9 +21,9 @@ from streamer.errors import Stopped, StreamerError
 from streamer.outputs import Outputs
 from streamer.pipeline import Driver, Pipeline, RunStats, SourceSpec
 from streamer.stats import SourcesFailed
-from streamer.switches import Switches
 from streamer.runfolder import check_outputs, new_run_folder
 from streamer.sources import display_name, safe_name, scrub
+from streamer.switches import Switches
 from streamer.worker import load_detector
 
 EXIT_ERROR = 1
@@ -443,7 +443,7 @@ def _summary(stats: RunStats) -> str:
     return "\n".join(lines)
 
 
-def _shared(config: Config, specs: list[SourceSpec], switches) -> tuple[list, object]:
+def _shared(config: Config, specs: list[SourceSpec], switches: Switches) -> tuple[list, object]:
     """The outputs this process serves for every source (closed by the caller, flushing what waits), and the
     live view among them (None without --http)."""
     from streamer.outputs import process_outputs

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from streamer.backoff import Backoff
 from streamer.config import Config, MqttConfig, WebhookConfig
-from streamer.discovery import Discovery, level
+from streamer.discovery import Discovery, camera_topic, level
 from streamer.outbox import Outbox
 from streamer.outputs import Output
 from streamer.records import Logged
@@ -152,15 +152,9 @@ class MqttSink(_OutboxSink):
         self._in_zone: dict[tuple[str, str], dict[int, str]] = {}
         self._states: dict[str, tuple[str, bool]] = {}  # retained states published, for Home Assistant's restart
         self._rate: dict[str, list] = {}  # source -> [frames, keyframes counted, since (monotonic)]: its rates
-        if self.discovery is not None:
-            for source in self.discovery.sources:
-                self._put_all(self.discovery.camera(source))
-                for zone in self.discovery.zones.get(source, []):
-                    self._state(self.discovery.state_topic(source, "zone", level(zone), "count"), "0")
+        for source in self.sources:
+            self._announce(source)
         if switches is not None:
-            for source in self.sources:
-                for name in switches.names:
-                    self._switched(source, name, switches.on(source, name))
             switches.watch(self._switched)
         client.connect_async(parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883), config.keepalive_s)
         client.loop_start()
@@ -169,9 +163,8 @@ class MqttSink(_OutboxSink):
 
     def _connected(self, client, *_) -> None:
         client.publish(self.availability, "online", qos=1, retain=True)
-        if self.switches is not None:  # its own cameras' only: a Ray actor's client hears its camera's
-            for source in list(self.sources):
-                client.subscribe(f"{self.prefix}/{safe_name(source)}/+/set", qos=1)
+        for source in list(self.sources):
+            self._listen(source)
         if self.discovery is not None:
             client.subscribe(f"{self.discovery.prefix}/status", qos=1)
             if self._remove_stale:
@@ -209,7 +202,22 @@ class MqttSink(_OutboxSink):
             log.warning("MQTT: %s: %s is off in the configuration, so it cannot be switched on", topic, parts[1])
 
     def _switched(self, source: str, name: str, on: bool) -> None:
-        self._state(f"{self.prefix}/{safe_name(source)}/{name}/state", "ON" if on else "OFF")
+        self._state(camera_topic(self.prefix, source, name, "state"), "ON" if on else "OFF")
+
+    def _announce(self, source: str) -> None:
+        """A camera's entities (with discovery) and its switches' states."""
+        if self.discovery is not None:
+            self._put_all(self.discovery.camera(source))
+            for zone in self.discovery.zones.get(source, []):
+                self._state(self.discovery.state_topic(source, "zone", level(zone), "count"), "0")
+        if self.switches is not None:
+            for name in self.switches.names:
+                self._switched(source, name, self.switches.on(source, name))
+
+    def _listen(self, source: str) -> None:
+        """A camera's switch commands; its own cameras' only: a Ray actor's client hears its camera's."""
+        if self.switches is not None:
+            self.client.subscribe(camera_topic(self.prefix, source, "+", "set"), qos=1)
 
     def frame(self, shown) -> None:
         """Every camera's every frame: its status on at its first frame (and the first after a `source_down`), its
@@ -245,7 +253,8 @@ class MqttSink(_OutboxSink):
         if event.source not in self.sources:  # a camera the process was not told of: it gets its entities now
             self._new_source(event.source)
         source = safe_name(event.source)
-        self.outbox.put({"topic": f"{self.prefix}/{source}/events", "payload": logged.line, "retain": False})
+        self.outbox.put({"topic": camera_topic(self.prefix, event.source, "events"), "payload": logged.line,
+                         "retain": False})
         if self.discovery is not None:
             self._entities(logged)
         objects = self._objects.setdefault(source, {})
@@ -257,8 +266,8 @@ class MqttSink(_OutboxSink):
             return
         state = {"source": event.source, "objects": [{"track_id": t, "label": label} for t, label in objects.items()],
                  "wall_time": logged.data["wall_time"]}
-        self.outbox.put({"topic": f"{self.prefix}/{source}/state", "payload": json.dumps(state, ensure_ascii=False),
-                         "retain": True})
+        self.outbox.put({"topic": camera_topic(self.prefix, event.source, "state"),
+                         "payload": json.dumps(state, ensure_ascii=False), "retain": True})
         if self.discovery is not None and event.label:
             count = sum(1 for label in objects.values() if label == event.label)
             self._state(self.discovery.state_topic(event.source, level(event.label), "count"), str(count))
@@ -269,12 +278,9 @@ class MqttSink(_OutboxSink):
         self.sources.append(source)
         if self.discovery is not None:
             self.discovery.sources.append(source)
-            self._put_all(self.discovery.camera(source))
-        if self.switches is not None:
-            for name in self.switches.names:
-                self._switched(source, name, self.switches.on(source, name))
-            if self.client.is_connected():
-                self.client.subscribe(f"{self.prefix}/{safe_name(source)}/+/set", qos=1)
+        self._announce(source)
+        if self.client.is_connected():  # else it is listened to once connected
+            self._listen(source)
 
     def _entities(self, logged: Logged) -> None:
         """Home Assistant's side of one event: a label's entities when it is new, the last event, zone counts,

@@ -44,6 +44,11 @@ def level(text: str, most: int = 64) -> str:
     return (kept[: most - 9].rstrip("._") + "_" + digest).lstrip("_")
 
 
+def camera_topic(prefix: str, source: str, *levels: str) -> str:
+    """`<prefix>/<camera>/<levels...>`: a camera's MQTT topics, the camera named as in file names and pages."""
+    return "/".join([prefix, safe_name(source), *levels])
+
+
 def _slug(text: str) -> str:
     """A name as part of a Home Assistant id: `level`'s, lower case, `_` for `.` and `-`."""
     return re.sub(r"[.-]", "_", level(text).lower())
@@ -70,7 +75,7 @@ class Discovery:
         return f"{self.prefix}/{component}/{self.node(source)}/{object_id}/config"
 
     def state_topic(self, source: str, *levels: str) -> str:
-        return "/".join([self.topics, safe_name(source), *levels])
+        return camera_topic(self.topics, source, *levels)
 
     def _config(self, component: str, source: str, object_id: str, name: str, **fields) -> tuple[str, str, bool]:
         node = self.node(source)

@@ -754,14 +754,8 @@ class StatusServer:
                 from streamer import review
 
                 record = server.pipeline.config.record
-                for db in self._stores(query):
-                    try:
-                        found = review.item(db, int(item_id))
-                    except StreamerError:
-                        continue
-                    self._clip(db, review.span(db, found, record.pre_s, record.post_s), tracks)
-                    return
-                self._send(404, b"no such review item\n", "text/plain")
+                self._first_clip(query, lambda db: review.span(db, review.item(db, int(item_id)), record.pre_s,
+                                                               record.post_s), tracks, b"no such review item\n")
 
             def _item_tracks(self, query, item_id: str) -> None:
                 self._item_clip(query, item_id, tracks=True)
@@ -775,14 +769,19 @@ class StatusServer:
                 from streamer.clip import event_range
 
                 record = server.pipeline.config.record
+                self._first_clip(query, lambda db: event_range(db, int(event_id), record.pre_s, record.post_s),
+                                 tracks, b"no such event\n")
+
+            def _first_clip(self, query, span_of, tracks: bool, missing: bytes) -> None:
+                """The clip of `span_of(store)` from the first store (of those the request names) that has it."""
                 for db in self._stores(query):
                     try:
-                        span = event_range(db, int(event_id), record.pre_s, record.post_s)
+                        span = span_of(db)
                     except StreamerError:
                         continue
                     self._clip(db, span, tracks)
                     return
-                self._send(404, b"no such event\n", "text/plain")
+                self._send(404, missing, "text/plain")
 
             def _recordings(self, query, source: str) -> None:
                 """With `from` and `to` (ISO-8601): that stretch of a camera's recording as an MP4; without: the
