@@ -139,7 +139,9 @@ class MqttSink(_OutboxSink):
                           if config.discovery else None)
         self._remove_stale = remove_stale
         super().__init__(Outbox(Path(outbox_dir) / "mqtt.outbox", config.queue_max), 10.0, "mqtt")
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id or f"streamer-{uuid.uuid4().hex[:8]}")
+        # Set before the network thread starts: its first callback (`_connected`) uses it
+        self.client = client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                           client_id=config.client_id or f"streamer-{uuid.uuid4().hex[:8]}")
         if parts.username:
             client.username_pw_set(parts.username, parts.password)
         if parts.scheme == "mqtts":
@@ -158,7 +160,6 @@ class MqttSink(_OutboxSink):
             switches.watch(self._switched)
         client.connect_async(parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883), config.keepalive_s)
         client.loop_start()
-        self.client = client
         self.start()
 
     def _connected(self, client, *_) -> None:
