@@ -26,7 +26,7 @@ import av
 import numpy as np
 import supervision as sv
 
-from streamer.dataset import Dataset, Sample, image_size
+from streamer.samples import Dataset, Sample, image_size
 from streamer.errors import StreamerError
 
 MAX_BYTES = 200_000_000  # an annotation file larger than this is not one people corrected by hand

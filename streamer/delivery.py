@@ -24,7 +24,7 @@ from streamer.backoff import Backoff
 from streamer.config import Config, MqttConfig, WebhookConfig
 from streamer.discovery import Discovery, camera_topic, level
 from streamer.outbox import Outbox
-from streamer.outputs import Output
+from streamer.output import Output
 from streamer.records import Logged
 from streamer.sources import safe_name
 from streamer.switches import SWITCHES, Switches

@@ -18,7 +18,7 @@ import supervision as sv
 from rapidfuzz.distance import Levenshtein
 from supervision.metrics import MeanAveragePrecision, Precision, Recall
 
-from streamer.dataset import Dataset
+from streamer.samples import Dataset
 from streamer.records import TEXT, Frame, Keyframe
 from streamer.worker import Detector
 

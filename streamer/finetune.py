@@ -28,7 +28,8 @@ import torch
 from safetensors import SafetensorError
 
 from streamer.config import Config
-from streamer.dataset import Dataset, Sample, load_dataset, split
+from streamer.dataset import load_dataset, split
+from streamer.samples import Dataset, Sample
 from streamer.errors import Stopped, StreamerError, cannot_write
 from streamer.evaluate import Report, evaluate
 

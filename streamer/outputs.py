@@ -1,11 +1,10 @@
-"""The outputs layer: where a source's events and frames leave the pipeline, all through one small protocol.
+"""The outputs layer: where a source's events and frames leave the pipeline, all through one small protocol
+(`streamer.output`: `Output` and `Shown`).
 
-A run hands out two things, in stream order: events (`Logged`: the record and its one line of JSON, made once,
-the same bytes for every output) and frames with their tracks (`Shown`: the camera's pixels, untouched, and a
-drawn copy made once, only if an output asks for it). Every output (the event log, the tracks file, the
-annotated video, the event store, MQTT and webhooks, the live view) is an `Output`; adding one is a class and a
-line in `source_outputs` or `process_outputs`, which the local pipeline and a Ray source actor both call.
-`Outputs` hands each event and frame to every output and closes them all, whatever fails first.
+Every output (the event log, the tracks file, the annotated video, the event store, MQTT and webhooks, the live
+view) is an `Output`; adding one is a class and a line in `source_outputs` or `process_outputs`, which the local
+pipeline and a Ray source actor both call. `Outputs` hands each event and frame to every output and closes them
+all, whatever fails first. This module stands above the outputs it builds: none of them imports it.
 """
 
 from __future__ import annotations
@@ -14,67 +13,12 @@ import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-
-from streamer.annotate import Annotator
 from streamer.config import Config
-from streamer.records import Event, Frame, FrameTracks, Logged, StreamInfo
-
-
-class Output:
-    """One output. `replays`: it also takes what a run taking over from a dead one redoes (a file redone from its
-    start writes its log, tracks and video again, but the store and the senders got those events already).
-    `immediate`: it takes a camera's frames as they arrive, with the tracks predicted on them (the live view);
-    the others take every frame once its keyframe is answered and its tracks are final."""
-
-    replays = False
-    immediate = False
-
-    def event(self, logged: Logged) -> None:
-        """Take one event; must not block the source for long (queue it if delivery can wait)."""
-
-    def frame(self, shown: "Shown") -> None:
-        """Take one frame with its tracks, in frame order."""
-
-    def close(self) -> None:
-        """Flush and close; called once, after the last event and frame."""
-
-
-class Shown:
-    """A frame as outputs get it: the decoded frame (read-only), its tracks (one `FrameTracks` per task), whether
-    it went to the model, and `annotated`, the tracks drawn on a copy, made on first use and shared."""
-
-    __slots__ = ("frame", "tracks", "keyframe", "_annotator", "_drawn")
-
-    def __init__(self, frame: Frame, tracks: list[FrameTracks], annotator: Annotator, keyframe: bool = False) -> None:
-        self.frame, self.tracks, self.keyframe = frame, tracks, keyframe
-        self._annotator = annotator
-        self._drawn: np.ndarray | None = None
-
-    @property
-    def source(self) -> str:
-        return self.frame.source
-
-    @property
-    def annotator(self) -> Annotator:
-        """The source's annotator: for `sibling`, never to draw with off the source's thread."""
-        return self._annotator
-
-    @property
-    def annotated(self) -> np.ndarray:
-        """Drawn with the source's annotator: only on the source's own thread (outputs' `frame`), in frame order."""
-        if self._drawn is None:
-            self._drawn = self.drawn_with(self._annotator)
-            self._drawn.setflags(write=False)
-        return self._drawn
-
-    def drawn_with(self, annotator: Annotator) -> np.ndarray:
-        """The tracks drawn on a copy with `annotator`: another thread's own (`Annotator.sibling`), which takes
-        the source's zones and lines but never touches the source's annotator."""
-        if annotator is not self._annotator:
-            annotator.follow(self._annotator)
-        layers = [annotator.layer(t.detections) for t in self.tracks if len(t.detections)]
-        return annotator.draw(self.frame.image, layers)
+from streamer.delivery import event_sinks
+from streamer.output import Output, Shown
+from streamer.records import Event, Logged, StreamInfo
+from streamer.sinks import AnnotatedVideo, EventLog, SegmentTracks, TracksFile
+from streamer.store import StoreOutput
 
 
 class Outputs:
@@ -136,9 +80,6 @@ def source_outputs(spec, config: Config, stream: Callable[[], StreamInfo], store
     comes; `append`: continue the log and tracks of a run whose process died; `run_id`: in the name of every file
     the run writes beside other runs' (saved keyframes); `recorder`: a recorded camera's, whose tracks go beside
     each of its segments instead of into one file that grows for as long as the camera runs."""
-    from streamer.sinks import AnnotatedVideo, EventLog, SegmentTracks, TracksFile
-    from streamer.store import StoreOutput
-
     own: list[Output] = []
     try:
         keep = config.record.events_retain_days if recorder is not None else None  # a camera run for months
@@ -161,6 +102,4 @@ def process_outputs(config: Config, outbox_dir: Path, client_tag: str | None = N
     """The outputs one process serves for all its sources (named in `sources`): MQTT and webhooks (each with its
     outbox in `outbox_dir`; `client_tag` keeps MQTT client ids apart between processes). `switches`
     (`switches.Switches`): turned from Home Assistant through MQTT."""
-    from streamer.delivery import event_sinks
-
     return list(event_sinks(config, outbox_dir, client_tag, list(sources), switches))

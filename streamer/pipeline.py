@@ -18,7 +18,7 @@ from streamer.config import Config
 from streamer.errors import Stopped
 from streamer.metrics import Metrics
 from streamer.reader import Reader, open_reader
-from streamer.outputs import Output
+from streamer.output import Output
 from streamer.source_run import DRAIN_S, SourceRun, SourceSpec
 from streamer.sources import display_name
 from streamer.stats import PostedStats, RunStats, StatsView, outcome

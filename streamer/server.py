@@ -39,7 +39,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from streamer.annotate import Annotator
 from streamer.auth import COOKIE, SESSION_S, Guard, is_loopback
 from streamer.errors import StreamerError
-from streamer.outputs import Output, Shown
+from streamer.output import Output, Shown
 from streamer.pipeline import Pipeline
 from streamer.records import Logged, iso_time
 from streamer.sources import safe_name

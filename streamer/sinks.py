@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from streamer.errors import StreamerError, cannot_write
-from streamer.outputs import Output, Shown
+from streamer.output import Output, Shown
 from streamer.records import KIND, TEXT, FrameTracks, Logged, StreamInfo
 
 

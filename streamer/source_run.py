@@ -37,7 +37,8 @@ from streamer.errors import StreamerError
 from streamer.events import status_event, worker_event
 from streamer.flow import small_grey
 from streamer.metrics import Metrics
-from streamer.outputs import Output, Outputs, Shown, source_outputs
+from streamer.output import Output, Shown
+from streamer.outputs import Outputs, source_outputs
 from streamer.reader import Reader, fault_reason, keeps_tracebacks
 from streamer.recorder import Recorder, Segment
 from streamer.records import Event, Frame, SourceStatus

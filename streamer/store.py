@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.errors import StreamerError, cannot_write
-from streamer.outputs import Output, Shown
+from streamer.output import Output, Shown
 from streamer.records import DETECTED, EVENT_TYPES, KIND, Logged
 from streamer.runfolder import find_store, relative, resolve
 from streamer.sources import safe_name

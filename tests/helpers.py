@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from streamer.outputs import Output
+from streamer.output import Output
 from streamer.reader import FrameQueue, Reader
 from streamer.records import Frame, StreamInfo
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from streamer.config import Config
-from streamer.outputs import Output
+from streamer.output import Output
 from streamer.pipeline import Pipeline, SourceSpec
 from tests.helpers import read_events, strict_json
 from tests.rtsp_server import LIVE, RtspServer, SilentServer, free_port, require_gstreamer, wait_for
