@@ -11,6 +11,7 @@ loader. Every generate call is forced to write exactly --tokens tokens, so runs 
 
     python bench/model_throughput.py --quick                 # CPU here: base at 768 px, batches 1, 2, 4
     python bench/model_throughput.py --quick --quantize int8 # CPU, streamer's path with int8 linear layers
+    python bench/model_throughput.py --quick --backends torch torch-int8 openvino openvino-int8  # side by side
     python bench/model_throughput.py --model base large      # a GPU: the full table
     bash bench/gpu_check.sh                                  # on a lent GPU, with every GPU figure (see there)
 
@@ -105,12 +106,41 @@ VARIANTS = {  # name -> (ModelConfig changes, generate kwargs)
 }
 
 
-def bench_variant(name: str, variant: str, folder: Path, pool: list[Frame], args, device: torch.device) -> list:
-    """streamer's path with one variant's settings, a row per batch size."""
+BACKENDS = {  # name -> ModelConfig changes: what runs the model
+    "torch": {},
+    "torch-int8": {"quantize": "int8"},
+    "openvino": {"backend": "openvino", "openvino_cache": None},
+    "openvino-int8": {"backend": "openvino", "quantize": "int8", "openvino_cache": None},
+}
+
+
+def tokens(detector: Florence2Detector, keyframes: list[Keyframe], count: int) -> list[list[int]]:
+    """The tokens `detect` generates for these keyframes, as ids."""
+    with torch.inference_mode():
+        return detector.model.generate(**detector.encoded(keyframes), max_new_tokens=count, min_new_tokens=count,
+                                       do_sample=False).tolist()
+
+
+def bench_variant(name: str, variant: str, folder: Path, pool: list[Frame], args, device: torch.device,
+                  backend: str = "torch", reference: dict | None = None) -> list:
+    """streamer's path with one variant's settings and one backend, a row per batch size. `reference`: the
+    tokens torch fp32 generated (filled by the first such run), which OpenVINO fp32 must repeat."""
     changes, generate = VARIANTS[variant]
-    config = ModelConfig(path=folder, device=device.type, max_new_tokens=args.tokens, batch_size=max(args.batches),
-                         quantize=args.quantize, **changes)
+    on = dict(BACKENDS[backend])
+    if "openvino_cache" in on:
+        on["openvino_cache"] = folder.parent / "openvino-cache"
+        changes = {**changes, "device": "CPU"}
+    config = ModelConfig(**{"path": folder, "device": device.type, "max_new_tokens": args.tokens,
+                            "batch_size": max(args.batches), "quantize": args.quantize, **on, **changes})
+    started = time.perf_counter()
     fast = Florence2Detector(config, min_new_tokens=args.tokens, **generate)
+    loaded_s = time.perf_counter() - started
+    path = variant if backend == "torch" else f"{backend} {variant}"
+    same = None
+    if reference is not None and config.quantize is None:
+        said = tokens(fast, [Keyframe(f, "<OD>") for f in pool[:2]], args.tokens)
+        same = reference.setdefault("tokens", said) == said
+        print(f"{name:6} streamer {path:8} loaded in {loaded_s:.1f} s; tokens as torch fp32's: {same}", flush=True)
     rows = []
     for batch in args.batches:
         keyframes = [Keyframe(f, "<OD>") for f in pool[:batch]]
@@ -121,23 +151,24 @@ def bench_variant(name: str, variant: str, folder: Path, pool: list[Frame], args
 
         for _ in range(2 if variant == "compile" else 1):  # warm-up (allocator, kernels, compiled graphs)
             run()
-        rows.append({"variant": variant, **summary(timed(run, args.calls), batch)})
-        print(f"{name:6} streamer {variant:8} batch {batch:3}: {rows[-1]['keyframes_per_s']:8.2f} keyframes/s  "
+        rows.append({"variant": path, "tokens_as_torch": same, **summary(timed(run, args.calls), batch)})
+        print(f"{name:6} streamer {path:8} batch {batch:3}: {rows[-1]['keyframes_per_s']:8.2f} keyframes/s  "
               f"p50 {rows[-1]['latency_p50_ms']:8.1f} ms  p95 {rows[-1]['latency_p95_ms']:8.1f} ms", flush=True)
     return rows
 
 
 def bench_model(name: str, args, device: torch.device) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        folder = build(name, Path(tmp))
+        folder = build(name, Path(tmp) / "model")  # beside it: the OpenVINO cache
         pool = frames(max(args.batches))
-        rows = []
-        for variant in args.variants:
-            try:  # one run on a lent GPU: a variant that fails there must not take the others with it
-                rows += bench_variant(name, variant, folder, pool, args, device)
-            except Exception as exc:  # noqa: BLE001
-                print(f"{name:6} streamer {variant:8} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}",
-                      flush=True)
+        rows, reference = [], {}
+        for backend in args.backends:
+            for variant in args.variants if backend == "torch" else ["sdpa"]:
+                try:  # one run on a lent GPU: a variant that fails there must not take the others with it
+                    rows += bench_variant(name, variant, folder, pool, args, device, backend, reference)
+                except Exception as exc:  # noqa: BLE001
+                    print(f"{name:6} streamer {backend} {variant} failed: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0]}", flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
@@ -177,6 +208,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["sdpa"], choices=list(VARIANTS),
                         help="generate settings to compare (a GPU: sdpa static compile)")
     parser.add_argument("--quantize", choices=["int8"], help="model.quantize for the streamer path (CPU)")
+    parser.add_argument("--backends", nargs="+", default=["torch"], choices=list(BACKENDS),
+                        help="what runs the model, side by side (a CPU: torch torch-int8 openvino openvino-int8)")
     parser.add_argument("--quick", action="store_true", help="CPU-sized run: batches 1,2,4, two calls each")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "model_throughput.json")
     args = parser.parse_args()

@@ -145,11 +145,14 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of every command that loads the model, the same everywhere."""
     parser.add_argument("--config", type=Path, help="YAML config (see configs/default.yaml)")
     parser.add_argument("--model", help="hub id or local Florence-2 folder (sets model.id or model.path)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the model runs (sets model.device)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "CPU", "GPU", "NPU", "AUTO"],
+                        help="where the model runs (sets model.device; CPU, GPU, NPU, AUTO are OpenVINO's)")
+    parser.add_argument("--backend", choices=["torch", "openvino"],
+                        help="what runs the model (sets model.backend; openvino: the vision tower on OpenVINO)")
 
 
 def _model_overrides(args: argparse.Namespace) -> dict:
-    out = {"model.device": args.device}
+    out = {"model.device": args.device, "model.backend": args.backend}
     if args.model:
         out["model.path" if _looks_like_folder(args.model) else "model.id"] = args.model
     return out

@@ -6,6 +6,7 @@ Every section forbids unknown keys, so a typo in a config file is an error, not 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from streamer.errors import StreamerError
 from streamer.tasks import CAPTION_TASKS, PROMPT_MAX, TASKS, check_task
 
 DEFAULT_MODEL_ID = "florence-community/Florence-2-base"
+_OPENVINO_DEVICE = re.compile(r"^(CPU|GPU(\.\d+)?|NPU|AUTO)$")
 
 
 DAY_S = 86400.0  # the longest wait or timeout any setting may ask for: no thread can wait longer than it can count
@@ -32,7 +34,11 @@ class ModelConfig(_Section):
 
     id: str = DEFAULT_MODEL_ID
     path: Path | None = Field(default=None, description="Local checkpoint folder; wins over `id` when set.")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: Literal["torch", "openvino"] = Field(
+        default="torch", description="openvino: the vision tower on OpenVINO (Intel CPUs and iGPUs), the rest in torch.")
+    device: str = Field(default="auto", description="auto, cpu or cuda; with backend openvino: CPU, GPU, NPU or AUTO.")
+    openvino_cache: Path | None = Field(
+        default=None, description="Where converted models are kept (default: ~/.cache/streamer/openvino).")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     task: str = "<OD>"
     prompt: str | None = None
@@ -52,6 +58,19 @@ class ModelConfig(_Section):
     @classmethod
     def _known_task(cls, task: str) -> str:
         return check_task(task)
+
+    @model_validator(mode="after")
+    def _device_of_backend(self) -> "ModelConfig":
+        if self.backend == "torch" and self.device not in ("auto", "cpu", "cuda"):
+            hint = " (an OpenVINO device: set model.backend: openvino)" if _OPENVINO_DEVICE.match(self.device) else ""
+            raise ValueError(f"device '{self.device}' is not auto, cpu or cuda{hint}")
+        if self.backend == "openvino":
+            if not (_OPENVINO_DEVICE.match(self.device) or self.device in ("auto", "cpu")):
+                raise ValueError(f"device '{self.device}' is not one of OpenVINO's: CPU, GPU (GPU.0, GPU.1 ...), NPU, "
+                                 "AUTO")
+            if self.compile:
+                raise ValueError("compile is torch's: leave it off with backend openvino")
+        return self
 
     @model_validator(mode="after")
     def _quantize_on_cpu(self) -> "ModelConfig":

@@ -101,7 +101,7 @@ class Trainer:
     """One fine-tuning run: the model, its optimiser, and where it saves."""
 
     def __init__(self, config: Config, dataset: Dataset, out: Path, on_step=None) -> None:
-        from streamer.florence import Florence2Detector, resolve_device
+        from streamer.florence import Florence2Detector, torch_device
 
         self.config, self.tune, self.dataset, self.out = config, config.finetune, dataset, out
         self.on_step = on_step  # called with (epoch, step, steps, loss)
@@ -112,10 +112,13 @@ class Trainer:
         if (checkpoint / "state.json").is_file():
             self.state = _saved_state(checkpoint)
             model_config = model_config.model_copy(update={"path": checkpoint / "model"})
-        device = resolve_device(model_config.device)
+        # Trained in torch, in fp32 with float linear layers: int8 ones (model.quantize) have no gradients to learn
+        # with, and an OpenVINO vision tower converted before training would not learn at all.
+        model_config = model_config.model_copy(update={"dtype": "float32", "quantize": None, "backend": "torch",
+                                                       "device": str(torch_device(model_config).type)})
+        device = torch_device(model_config)
         self.device = device
-        # Trained in fp32 with float linear layers: int8 ones (model.quantize) have no gradients to learn with.
-        self.detector = Florence2Detector(model_config.model_copy(update={"dtype": "float32", "quantize": None}))
+        self.detector = Florence2Detector(model_config)
         self.model, self.processor = self.detector.model, self.detector.processor
         try:  # made only once the model loads: a run that cannot start leaves nothing behind
             out.mkdir(parents=True, exist_ok=True)

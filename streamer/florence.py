@@ -45,6 +45,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def torch_device(config: ModelConfig) -> torch.device:
+    """Where torch runs the model: with the OpenVINO backend torch has the text side, on the CPU."""
+    return torch.device("cpu") if config.backend == "openvino" else resolve_device(config.device)
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """fp32 on CPU (half precision is slow there); bf16 on GPUs that have it, else fp16."""
     if name != "auto":
@@ -152,7 +157,7 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
             except OSError:
                 raise _offline_error(config.id) from None
     model = model.to(device).eval()
-    if config.quantize == "int8":
+    if config.quantize == "int8" and config.backend == "torch":  # OpenVINO's: once its vision tower is converted
         model = _quantized(model, device)
     elif device.type == "cpu":
         _pick_output_layer(model)
@@ -272,7 +277,7 @@ class Florence2Detector:
     def __init__(self, config: ModelConfig, loaded: tuple | None = None, **generate_kwargs) -> None:
         """`loaded`: a (model, processor) pair already in memory (fine-tuning evaluates the model it trains)."""
         self.config = config
-        self.device = resolve_device(config.device)
+        self.device = torch_device(config)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.model, self.processor = loaded or load_florence(config, self.device, self.dtype)
         self.generate_kwargs = generate_kwargs
@@ -285,6 +290,13 @@ class Florence2Detector:
         self._prompts: dict[str, list[int]] = {}
         size = self.processor.image_processor.size
         self.input_size = (size["width"], size["height"])  # what a remote source shrinks keyframes to
+        self.vision = None  # the vision tower, when another backend than torch runs it
+        if config.backend == "openvino":
+            from streamer.openvino_backend import OpenVinoVision
+
+            self.vision = OpenVinoVision.load(self.model, config, self.input_size)
+            if config.quantize == "int8":  # the text side's layers (torch's vision tower is no longer run)
+                self.model = _quantized(self.model, self.device)
         if config.compile:
             self.model.forward = torch.compile(self.model.forward, dynamic=True)
 
@@ -304,7 +316,7 @@ class Florence2Detector:
         new = {key: k for key, k in zip(keys, keyframes) if key not in self._features}
         if new:
             pixels = torch.cat([self.pixel_values(k) for k in new.values()]).to(self.device, self.dtype)
-            features = self.model.get_image_features(pixels).pooler_output
+            features = self.vision(pixels) if self.vision else self.model.get_image_features(pixels).pooler_output
             for i, key in enumerate(new):
                 self._features[key] = features[i : i + 1]
         out = torch.cat([self._features[key] for key in keys])

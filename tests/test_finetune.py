@@ -288,3 +288,28 @@ def test_a_checkpoint_that_fills_the_disk_is_the_disks_fault_not_torchs_assertio
     with pytest.raises(OSError) as error:
         save_tensors({"weights": torch.zeros(1_000_000)}, small_disk / "optimizer.pt")
     assert error.value.errno == errno.ENOSPC
+
+
+def test_the_fine_tuned_folder_answers_through_openvino_as_through_torch(dataset, tuned, tmp_path, capsys):
+    """A user's own checkpoint through the OpenVINO backend: fp32 scores as torch does; int8 (NNCF's weight
+    compression, and torch's int8 for the text side) keeps what fine-tuning taught. Fine-tuning itself stays in
+    torch whatever the backend says."""
+    pytest.importorskip("openvino")
+    exact = evaluate(capsys, dataset, tuned)
+    for quantize in (None, "int8"):
+        config = tmp_path / f"openvino-{quantize}.yaml"
+        config.write_text(f"model:\n  backend: openvino\n  device: CPU\n  openvino_cache: {tmp_path / 'cache'}\n"
+                          + (f"  quantize: {quantize}\n" if quantize else ""))
+        assert main(["evaluate", str(dataset), "--model", str(tuned), "--config", str(config), "--format",
+                     "json"]) == 0
+        scored = json.loads(capsys.readouterr().out)
+        if quantize is None:
+            assert scored["map50"] == exact["map50"] and scored["recall"] == exact["recall"]
+        else:
+            assert scored["map50"] >= 0.9 and abs(scored["map50"] - exact["map50"]) <= 0.05
+    from streamer.config import Config
+    from streamer.dataset import load_dataset
+
+    settings = Config.model_validate({"model": {"path": str(tuned), "backend": "openvino", "device": "CPU"}})
+    trainer = Trainer(settings, load_dataset(dataset), tmp_path / "tuned-again")
+    assert trainer.detector.vision is None and trainer.model.model.vision_tower.training is False

@@ -1,0 +1,153 @@
+"""The OpenVINO backend: the vision tower converted from the loaded checkpoint, the same answers as torch for every
+task, the conversion kept and found again by the checkpoint it came from, and every way it cannot run said in one
+line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from streamer.config import ModelConfig
+from streamer.errors import StreamerError
+from streamer.florence import Florence2Detector
+from streamer.reader import open_reader
+from streamer.records import Keyframe
+from streamer.tasks import TASKS
+from tests.helpers import streamer_here
+from tests.tiny_florence import build_tiny_florence
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def frames(clip):
+    reader = open_reader(str(clip))
+    reader.start()
+    got = [f for f in reader.frames() if f.index in (0, 60, 120)]
+    reader.stop()
+    return got
+
+
+@pytest.fixture(scope="module")
+def tiny_random(tmp_path_factory):
+    """Random weights, no wired answer: what it says depends on the whole model, the image included."""
+    return build_tiny_florence(tmp_path_factory.mktemp("tiny-random"), None)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache for the module: each tiny model is converted once."""
+    return tmp_path_factory.mktemp("openvino-cache")
+
+
+def openvino(folder, cache, **more) -> Florence2Detector:
+    return Florence2Detector(ModelConfig(path=folder, backend="openvino", device="CPU", openvino_cache=cache,
+                                         max_new_tokens=24, **more))
+
+
+def prompt_of(task: str) -> str | None:
+    if not TASKS[task].needs_prompt:
+        return None
+    return "<loc_100><loc_150><loc_600><loc_700>" if task.startswith("<REGION_TO") else "a car"
+
+
+def test_openvino_answers_as_torch_does_for_every_task_batched(tiny_random, frames, cache, caplog):
+    torch_model = Florence2Detector(ModelConfig(path=tiny_random, device="cpu", max_new_tokens=24))
+    with caplog.at_level(logging.INFO, logger="streamer.openvino"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ov_model = openvino(tiny_random, cache)
+    assert "converting" in caplog.text
+    assert not [w for w in caught if "Tracer" in type(w.message).__name__]  # the tracer's notes are not the user's
+    one = [Keyframe(frames[0], "<OD>")]
+    np.testing.assert_allclose(ov_model.image_features(one).detach(), torch_model.image_features(one).detach(),
+                               atol=1e-5, rtol=1e-4)
+    for task in sorted(TASKS):
+        # a batch of three keyframes, the next task on the same images (their features shared)
+        keyframes = [Keyframe(f, task, prompt_of(task)) for f in frames]
+        for ours, theirs in zip(ov_model.detect(keyframes), torch_model.detect(keyframes)):
+            assert ours.text == theirs.text, task
+            np.testing.assert_array_equal(ours.detections.xyxy, theirs.detections.xyxy)
+            assert list(ours.detections.data.get("class_name", [])) == list(theirs.detections.data.get("class_name", []))
+            np.testing.assert_allclose(ours.detections.confidence, theirs.detections.confidence, rtol=1e-4)
+
+
+def test_the_conversion_is_kept_and_found_again_by_its_checkpoint(tiny_random, frames, cache, caplog):
+    from streamer.openvino_backend import _keep, _read, cache_key, checkpoint_folder
+
+    import openvino as ov
+
+    keyframe = [Keyframe(frames[0], "<CAPTION>")]
+    with caplog.at_level(logging.INFO, logger="streamer.openvino"):
+        first = openvino(tiny_random, cache).detect(keyframe)[0].text  # converted once for the module
+        caplog.clear()
+        again = openvino(tiny_random, cache)
+        assert again.detect(keyframe)[0].text == first
+        assert "converting" not in caplog.text  # read from the cache
+    config = ModelConfig(path=tiny_random, backend="openvino", openvino_cache=cache)
+    size = again.input_size
+    key = cache_key(config, checkpoint_folder(config), size, ov.__version__)
+    kept = cache / key
+    assert (kept / "vision.xml").is_file() and (kept / "vision.bin").is_file()
+    # the checkpoint changed (fine-tuned again into the same folder), or another OpenVINO: another key
+    weights = tiny_random / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    try:
+        assert cache_key(config, checkpoint_folder(config), size, ov.__version__) != key
+    finally:
+        os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert cache_key(config, checkpoint_folder(config), size, "2099.1") != key
+    assert cache_key(config.model_copy(update={"quantize": "int8"}), checkpoint_folder(config), size,
+                     ov.__version__) != key
+    # a damaged cached model is said, removed and converted again; a cache that cannot be written is said
+    core = ov.Core()
+    model = _read(core, kept)
+    copy = cache / "copy"
+    shutil.copytree(kept, copy)
+    (copy / "vision.xml").write_text("<net")
+    with caplog.at_level(logging.WARNING, logger="streamer.openvino"):
+        assert _read(core, copy) is None
+        assert "cannot be read" in caplog.text and not copy.exists()
+        blocked = cache / "a-file"
+        blocked.write_text("a file where the cache's folder would be")
+        _keep(ov, model, blocked / "key", config)
+        assert "cannot keep the converted model" in caplog.text
+    assert blocked.read_text() == "a file where the cache's folder would be"
+    _keep(ov, model, cache / "again", config)  # whole, and nothing left beside it
+    assert (cache / "again" / "vision.xml").is_file()
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]
+
+
+def test_what_openvino_cannot_do_is_one_line(tiny_od, tmp_path, monkeypatch):
+    with pytest.raises(StreamerError, match=r"OpenVINO device 'NPU' is not on this machine \(it has: CPU"):
+        Florence2Detector(ModelConfig(path=tiny_od, backend="openvino", device="NPU", openvino_cache=tmp_path))
+    with pytest.raises(ValueError, match="an OpenVINO device: set model.backend: openvino"):
+        ModelConfig(device="GPU")
+    with pytest.raises(ValueError, match="not one of OpenVINO's"):
+        ModelConfig(backend="openvino", device="cuda")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # not installed
+    with pytest.raises(StreamerError, match="needs OpenVINO: pip install openvino"):
+        Florence2Detector(ModelConfig(path=tiny_od, backend="openvino", openvino_cache=tmp_path))
+
+
+def test_the_command_line_runs_the_clip_on_openvino(tiny_od, clip, tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # the default cache's place
+    events = tmp_path / "events.jsonl"
+    done = streamer_here(capfd, "run", str(clip), "--model", tiny_od, "--backend", "openvino", "--device", "CPU",
+                         "--events", events, "--no-video")
+    assert done.returncode == 0, done.stderr
+    assert list((tmp_path / "xdg" / "streamer" / "openvino").glob("*/vision.xml"))
+    assert any(e.get("label") == "car" for e in map(json.loads, events.read_text().splitlines()))
+    refused = tmp_path / "refused.jsonl"
+    done = streamer_here(capfd, "run", str(clip), "--model", tiny_od, "--device", "GPU", "--events", refused,
+                         "--no-video")
+    assert done.returncode != 0 and "set model.backend: openvino" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not refused.exists()
