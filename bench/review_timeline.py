@@ -2,7 +2,9 @@
 
 A store is given a week of recorded segments (60 s each, an outage of a few minutes every day) and a few hundred
 events per camera, as a camera run for a week leaves it; the page is opened with the week chosen and timed from
-navigation to the timeline's rows drawn with their footage. The issue's target: under 0.5 s.
+navigation to the timeline's rows drawn with their footage: opened at the week (`/review?hours=168`, a bookmark
+or a reload) and, beside it, the week chosen once the page is open (6 hours drawn first). The issue's target:
+under 0.5 s.
 
     .venv/bin/python bench/review_timeline.py [--days 7] [--cameras 4] [--segment-s 60]
 """
@@ -78,23 +80,26 @@ def main() -> None:
         segments = fill(folder / "events.db", cameras, args.days, args.segment_s, folder)
         server = StatusServer("127.0.0.1:0", pipeline, view).start()
         hours = "72" if args.days <= 3 else "168"
-        times = []
+        times, chosen = [], []
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
                 choose = ("hours => { const h = document.getElementById('hours');"
-                          " h.append(new Option('week', hours)); h.value = hours;"
-                          " h.dispatchEvent(new Event('change')); }")
+                          " h.value = hours; h.dispatchEvent(new Event('change')); }")
                 drawn_js = ("n => document.querySelectorAll('#timeline .row[data-source]').length === n"
                             " && document.querySelectorAll('#timeline .row .seg').length > 0")
                 page.goto(server.address + "/review")  # warm: the browser's own start is not the page's
                 page.wait_for_function(drawn_js, arg=len(cameras), timeout=60000)
                 for _ in range(args.runs):
-                    started = time.perf_counter()
+                    started = time.perf_counter()  # the window chosen once the page is open (it loads 6 h first)
                     page.goto(server.address + "/review", wait_until="domcontentloaded")
                     page.wait_for_function("() => document.getElementById('source').options.length > 0", polling=10)
                     page.evaluate(choose, hours)
+                    page.wait_for_function(drawn_js, arg=len(cameras), timeout=60000, polling=10)
+                    chosen.append(time.perf_counter() - started)
+                    started = time.perf_counter()  # opened at the window: a bookmark, a reload
+                    page.goto(f"{server.address}/review?hours={hours}", wait_until="commit")
                     page.wait_for_function(drawn_js, arg=len(cameras), timeout=60000, polling=10)
                     times.append(time.perf_counter() - started)
                 drawn = page.evaluate("document.querySelectorAll('#timeline .seg').length")
@@ -102,8 +107,11 @@ def main() -> None:
         finally:
             server.close()
     times.sort()
+    chosen.sort()
     print(f"cameras={len(cameras)} days={args.days:g} segments={segments} divs_drawn={drawn} "
-          f"timeline_s_median={times[len(times) // 2]:.3f} timeline_s_max={times[-1]:.3f} target_s=0.5")
+          f"timeline_s_median={times[len(times) // 2]:.3f} timeline_s_max={times[-1]:.3f} "
+          f"chosen_after_opening_s_median={chosen[len(chosen) // 2]:.3f} chosen_s_max={chosen[-1]:.3f} "
+          "target_s=0.5")
 
 
 if __name__ == "__main__":

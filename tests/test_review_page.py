@@ -166,8 +166,10 @@ def test_a_click_on_a_cameras_timeline_plays_that_moment_and_the_live_page_shows
             page.goto(served.address + "/", wait_until="domcontentloaded")  # its MJPEG never ends loading
             page.wait_for_function("() => /^ended +[0-9.]+ fps/.test(document.querySelector('.state').textContent)",
                                    timeout=10000)  # the run is over: its camera's state as the server has it
-            page.goto(served.address + "/review")
+            page.goto(served.address + "/review?hours=24")  # a bookmarked window opens at it
+            assert page.input_value("#hours") == "24"
             page.select_option("#hours", "1")
+            assert page.url.endswith("/review?hours=1")  # the choice kept in the address, for a reload
             page.wait_for_load_state("networkidle")  # the timeline drawn for the hour, not the one before
             page.wait_for_selector("#timeline .seg", timeout=10000)
             box = page.locator("#timeline .seg").last.bounding_box()
