@@ -191,10 +191,13 @@ def test_sigterm_while_the_camera_is_frozen_closes_outputs_within_seconds(tiny_o
 
     from tests.helpers import ROOT, probe_video
 
-    video, log = tmp_path / "cam.mp4", tmp_path / "cam.jsonl"
+    from streamer.store import query
+
+    video, log, db = tmp_path / "cam.mp4", tmp_path / "cam.jsonl", tmp_path / "cam.db"
     with RtspServer() as server:
         proc = subprocess.Popen([sys.executable, "-m", "streamer", "run", server.url(), "--model", str(tiny_od),
-                                 "--out-video", str(video), "--events", str(log), "--config", str(_fast_config(tmp_path))],
+                                 "--out-video", str(video), "--events", str(log), "--db", str(db),
+                                 "--config", str(_fast_config(tmp_path))],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert wait_for(lambda: video.exists(), 30)
@@ -214,6 +217,7 @@ def test_sigterm_while_the_camera_is_frozen_closes_outputs_within_seconds(tiny_o
     assert probe_video(video)["count"] > 10
     for line in log.read_text().splitlines():
         json.loads(line)
+    assert query(db) == read_events(log) != []  # the store holds exactly the log's events
 
 
 def _fast_config(tmp_path):

@@ -1,11 +1,7 @@
 """The SQLite event store, `streamer events`, snapshots and dataset export."""
 
 import json
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,7 +13,7 @@ from streamer.errors import StreamerError
 from streamer.pipeline import Pipeline, SourceSpec
 from streamer.records import Logged
 from streamer.store import MIGRATIONS, connect, query
-from tests.helpers import CLIP, ROOT, car_and_person, read_events
+from tests.helpers import CLIP, car_and_person, read_events
 from tests.scripted import ScriptedDetector
 
 
@@ -33,24 +29,6 @@ def test_store_holds_exactly_the_logs_events(tmp_path):
     log, db = run(tmp_path)
     assert query(db) == read_events(log)
     assert len(read_events(log)) == 4
-
-
-def test_store_holds_the_logs_events_after_sigterm(tiny_od, tmp_path):
-    log, db = tmp_path / "e.jsonl", tmp_path / "e.db"
-    config = tmp_path / "slow.yaml"
-    config.write_text("sampler: {every_n_frames: 1, max_fps: null}\nmodel: {batch_size: 1}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "streamer", "run", str(CLIP), "--model", str(tiny_od), "--config",
-                             str(config), "--events", str(log), "--db", str(db), "--no-video"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not log.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=30)
-    assert proc.returncode == 130
-    events = read_events(log)
-    assert events and query(db) == events
 
 
 @pytest.mark.parametrize("filters, expected", [
