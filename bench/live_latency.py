@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from standins import MovingBoxDetector  # noqa: E402
 
 from streamer.config import Config  # noqa: E402
-from streamer.pipeline import Pipeline, SourceSpec  # noqa: E402
+from streamer.pipeline.local import Pipeline, SourceSpec  # noqa: E402
 from tests.rtsp_server import RtspServer, gstreamer_available  # noqa: E402
 
 LIVE_640 = ("videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=480,framerate=25/1 ! "

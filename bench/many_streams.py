@@ -24,7 +24,7 @@ from live_latency import LIVE_640  # noqa: E402
 from standins import NoOpDetector  # noqa: E402
 
 from streamer.config import Config  # noqa: E402
-from streamer.pipeline import Pipeline, SourceSpec  # noqa: E402
+from streamer.pipeline.local import Pipeline, SourceSpec  # noqa: E402
 from tests.rtsp_server import RtspServer, gstreamer_available  # noqa: E402
 
 

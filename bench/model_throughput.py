@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streamer.config import ModelConfig  # noqa: E402
-from streamer.florence import Florence2Detector  # noqa: E402
+from streamer.model.florence import Florence2Detector  # noqa: E402
 from streamer.records import Frame, Keyframe  # noqa: E402
 from tests.tiny_florence import make_processor  # noqa: E402
 

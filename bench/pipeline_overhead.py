@@ -31,7 +31,7 @@ from clipgen import make_clip  # noqa: E402
 from standins import MovingBoxDetector, NoOpDetector  # noqa: E402
 
 from streamer.config import Config  # noqa: E402
-from streamer.pipeline import Pipeline  # noqa: E402
+from streamer.pipeline.local import Pipeline  # noqa: E402
 
 
 def decode(clip: Path) -> int:

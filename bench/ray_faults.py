@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streamer.config import Config  # noqa: E402
-from streamer.pipeline import Pipeline, SourceSpec  # noqa: E402
+from streamer.pipeline.local import Pipeline, SourceSpec  # noqa: E402
 from tests.tiny_florence import build_tiny_florence  # noqa: E402
 from tests.helpers import OD_ANSWER, clip_times  # noqa: E402
 
@@ -122,7 +122,7 @@ def main(names: list[str]) -> None:
     model = build_tiny_florence(tmp / "tiny", OD_ANSWER)
     config = Config.model_validate({"model": {"path": str(model)},
                                     "sampler": {"every_n_frames": 2, "max_fps": None, "scene_threshold": None}})
-    from streamer.florence import Florence2Detector
+    from streamer.model.florence import Florence2Detector
 
     Pipeline(config, lambda: Florence2Detector(config.model)).run_many(
         [SourceSpec(str(clip), tmp / "reference.jsonl", None, name="a")])

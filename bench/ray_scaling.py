@@ -25,7 +25,7 @@ import standins  # noqa: E402
 from clipgen import make_clip  # noqa: E402
 
 from streamer.config import Config  # noqa: E402
-from streamer.pipeline import Pipeline, SourceSpec  # noqa: E402
+from streamer.pipeline.local import Pipeline, SourceSpec  # noqa: E402
 
 
 def kps(all_stats) -> float:

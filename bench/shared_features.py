@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from model_throughput import build, device_name, frames  # noqa: E402
 
 from streamer.config import ModelConfig  # noqa: E402
-from streamer.florence import Florence2Detector  # noqa: E402
+from streamer.model.florence import Florence2Detector  # noqa: E402
 from streamer.records import Keyframe  # noqa: E402
 
 
@@ -74,7 +74,7 @@ def main() -> None:
                 times[how].append(timed(frame, two, how))
             print(f"keyframe {frame.index}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
         head = detector.model.get_output_embeddings()
-        rows_first = "forward" in vars(head)  # what streamer.florence._pick_output_layer chose at load
+        rows_first = "forward" in vars(head)  # what streamer.model.florence._pick_output_layer chose at load
     a, b, c, d = (statistics.median(times[k]) for k in ("od", "together", "kept", "recomputed"))
     weights = f", quantize {args.quantize}" if args.quantize else ""
     print(f"device: {device_name(device)}; {args.model}{weights}, {args.tokens} tokens per answer, "

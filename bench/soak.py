@@ -23,7 +23,7 @@ from clipgen import loop_clip  # noqa: E402
 from standins import MovingBoxDetector  # noqa: E402
 
 from streamer.config import Config  # noqa: E402
-from streamer.pipeline import Pipeline  # noqa: E402
+from streamer.pipeline.local import Pipeline  # noqa: E402
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -18,13 +18,13 @@ from pathlib import Path
 from streamer import __version__
 from streamer.config import Config, load_config
 from streamer.errors import Stopped, StreamerError
-from streamer.outputs import Outputs
-from streamer.pipeline import Driver, Pipeline, RunStats, SourceSpec
-from streamer.stats import SourcesFailed
-from streamer.runfolder import check_outputs, new_run_folder
+from streamer.outputs.build import Outputs
+from streamer.pipeline.local import Driver, Pipeline, RunStats, SourceSpec
+from streamer.pipeline.stats import SourcesFailed
+from streamer.outputs.runfolder import check_outputs, new_run_folder
 from streamer.sources import display_name, safe_name, scrub
-from streamer.switches import Switches
-from streamer.worker import load_detector
+from streamer.outputs.switches import Switches
+from streamer.model.worker import load_detector
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -177,8 +177,8 @@ _seconds_or_zero = _seconds_in(lambda s: 0 <= s <= 3600, "from 0 to 3600")
 
 def _clip(args: argparse.Namespace) -> int:
     """`streamer clip`: one of --event, or --source with --from and --to."""
-    from streamer.clip import Span, cut, event_range
-    from streamer.store import epoch
+    from streamer.recording.clip import Span, cut, event_range
+    from streamer.outputs.store import epoch
 
     record = load_config(args.config).record
     pre = record.pre_s if args.pre is None else args.pre
@@ -199,7 +199,7 @@ def _clip(args: argparse.Namespace) -> int:
 def _serve_ml(args: argparse.Namespace) -> int:
     """`streamer serve-ml`: everything checked and the port bound before the model loads; runs until Ctrl-C or
     SIGTERM."""
-    from streamer.label_studio import Backend, MlServer
+    from streamer.annotation.label_studio import Backend, MlServer
 
     config = load_config(args.config, {**_model_overrides(args), "http.listen": args.listen})
     if args.media_root is not None and not args.media_root.is_dir():
@@ -227,9 +227,9 @@ def _find(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from streamer.find import find, render
-    from streamer.runfolder import find_store
-    from streamer.store import epoch, reading
+    from streamer.recording.find import find, render
+    from streamer.outputs.runfolder import find_store
+    from streamer.outputs.store import epoch, reading
 
     config = load_config(args.config, _model_overrides(args))
     if args.limit < 1:
@@ -449,12 +449,12 @@ def _summary(stats: RunStats) -> str:
 def _shared(config: Config, specs: list[SourceSpec], switches: Switches) -> tuple[list, object]:
     """The outputs this process serves for every source (closed by the caller, flushing what waits), and the
     live view among them (None without --http)."""
-    from streamer.outputs import process_outputs
+    from streamer.outputs.build import process_outputs
 
     names = [spec.name or display_name(spec.url) for spec in specs]
     shared, view = process_outputs(config, config.output.dir / "outbox", sources=names, switches=switches), None
     if config.http.listen:
-        from streamer.server import LiveView
+        from streamer.web.server import LiveView
 
         view = LiveView()
         shared.insert(0, view)
@@ -505,7 +505,7 @@ def _run(args: argparse.Namespace) -> int:
         pipeline, closers = Pipeline(config, functools.partial(load_detector, config.model), shared, switches), [
             Outputs(shared).close]
     if config.http.listen:
-        from streamer.server import StatusServer
+        from streamer.web.server import StatusServer
 
         server = StatusServer(config.http.listen, pipeline, view, config.http.mjpeg_fps, config.http.auth,
                               config.http.metrics_public).start()
@@ -557,19 +557,19 @@ def _model_command(args: argparse.Namespace) -> int:
         overrides["finetune.epochs"] = args.epochs
     config = load_config(args.config, overrides)
     if args.command == "evaluate":
-        from streamer.dataset import load_dataset
-        from streamer.evaluate import evaluate, render
+        from streamer.annotation.dataset import load_dataset
+        from streamer.annotation.evaluate import evaluate, render
 
         dataset = load_dataset(args.dataset)
         print(render(evaluate(load_detector(config.model), dataset, config.model.batch_size), args.format))
         return 0
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from streamer.evaluate import side_by_side
+    from streamer.annotation.evaluate import side_by_side
     from streamer.interrupts import held_back
 
     with held_back():  # torch imports with it
-        from streamer.finetune import finetune
+        from streamer.annotation.finetune import finetune
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
                   transient=True) as bar:
@@ -676,7 +676,7 @@ def _command(args: argparse.Namespace) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "events":
-            from streamer.store import COLUMNS, query, render
+            from streamer.outputs.store import COLUMNS, query, render
 
             found = query(args.db, source=args.source, type=args.type, label=args.label, since=args.since,
                           until=args.until, search=args.search, with_id=True)
@@ -693,7 +693,7 @@ def _command(args: argparse.Namespace) -> int:
         if args.command in ("evaluate", "finetune"):
             return _model_command(args)
         if args.command == "export":
-            from streamer.export import export
+            from streamer.annotation.export import export
 
             images, boxes = export(args.run, args.format, args.out, args.media_url)
             what = {"mot": "sources", "cvat": "videos", "label-studio": "videos"}.get(args.format, "keyframes")

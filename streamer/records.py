@@ -188,3 +188,22 @@ class Logged:
 def iso_time(epoch_s: float) -> str:
     """Epoch seconds as the ISO-8601 UTC time the event log and the API write."""
     return _dt.datetime.fromtimestamp(epoch_s, tz=_dt.timezone.utc).isoformat()
+
+
+@dataclass(slots=True)
+class Segment:
+    """One segment as the index holds it; `path` relative to the store's folder."""
+
+    source: str
+    path: str
+    start_wall: float
+    end_wall: float
+    start_pts: float | None
+    end_pts: float | None
+    first_frame: int | None
+    last_frame: int | None
+    bytes: int
+    id: int | None = None
+    original: bool = False  # a file source's own file, indexed as its recording: never deleted by retention
+    run: str | None = None  # the run that recorded it
+    tracks: str | None = None  # an original's tracks file (a recorded segment's lie beside it: `tracks_beside`)

@@ -13,8 +13,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from streamer.output import Output
-from streamer.reader import FrameQueue, Reader
+from streamer.outputs.protocol import Output
+from streamer.pipeline.reader import FrameQueue, Reader
 from streamer.records import Frame, StreamInfo
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,5 +1,5 @@
-"""The package's own imports, read from its source: records flow one way, so no module imports one that imports it
-back (directly or round a loop), a lazy import inside a function included."""
+"""The package's own imports, read from its source: records flow one way, so no module (and no folder) imports one
+that imports it back, directly or round a loop, a lazy import inside a function included."""
 
 import ast
 from pathlib import Path
@@ -55,6 +55,21 @@ def test_no_module_imports_its_way_back_to_itself():
     arrows = imports()
     assert len(arrows) > 40 and sum(map(len, arrows.values())) > 150  # the package was read, not an empty folder
     assert circles(arrows) == []
+
+
+def test_the_folders_import_one_way():
+    """A folder (the pipeline, the model, the outputs, recording, the web side, the annotation tools, the cluster)
+    may import from another only if that one imports nothing back from it."""
+    arrows = imports()
+    folder = lambda name: ".".join(name.split(".")[:2])  # noqa: E731 - streamer.outputs.store -> streamer.outputs
+    between: dict[str, set[str]] = {}
+    for source, targets in arrows.items():
+        between.setdefault(folder(source), set()).update(folder(t) for t in targets if folder(t) != folder(source))
+    for targets in list(between.values()):
+        for target in targets:
+            between.setdefault(target, set())
+    assert {"streamer.pipeline", "streamer.outputs", "streamer.web"} <= set(between)
+    assert circles(between) == []
 
 
 def test_a_loop_of_imports_is_found():

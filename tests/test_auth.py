@@ -14,8 +14,8 @@ import pytest
 from streamer.auth import hash_password
 from streamer.cli import main
 from streamer.config import Config
-from streamer.pipeline import Pipeline, SourceSpec
-from streamer.server import LiveView, StatusServer
+from streamer.pipeline.local import Pipeline, SourceSpec
+from streamer.web.server import LiveView, StatusServer
 from tests.brokers import require
 from tests.helpers import CLIP
 from tests.scripted import ScriptedDetector

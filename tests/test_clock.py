@@ -2,7 +2,7 @@
 
 import pytest
 
-from streamer.clock import MediaClock
+from streamer.pipeline.clock import MediaClock
 
 STEP = 0.04  # 25 fps
 NAN, INF = float("nan"), float("inf")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from streamer.config import Config
-from streamer.pipeline import Pipeline, SourceSpec
-from streamer.sinks import tracks_rows
+from streamer.pipeline.local import Pipeline, SourceSpec
+from streamer.outputs.sinks import tracks_rows
 from tests.brokers import Receiver
 from tests.helpers import CLIP, ROOT, clip_times, probe_video, read_events, streamer, without_wall_time
 from tests.rtsp_server import RtspServer, free_port, require_gstreamer, wait_for
@@ -59,7 +59,7 @@ def config_for(model: Path, **sections) -> Config:
 
 
 def single_process(config: Config, specs, duration_s=None):
-    from streamer.florence import Florence2Detector
+    from streamer.model.florence import Florence2Detector
 
     return Pipeline(config, lambda: Florence2Detector(config.model)).run_many(specs, duration_s=duration_s)
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from streamer.config import Config
-from streamer.pipeline import SourceSpec
+from streamer.pipeline.local import SourceSpec
 from tests.helpers import probe_video, read_events
 from tests.rtsp_server import RtspServer, require_gstreamer, wait_for
 from tests.test_cluster import FAST_LIVE, OnRay

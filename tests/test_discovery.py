@@ -9,8 +9,8 @@ import time
 import pytest
 
 from streamer.config import Config
-from streamer.delivery import MqttSink
-from streamer.pipeline import Pipeline, SourceSpec
+from streamer.outputs.delivery import MqttSink
+from streamer.pipeline.local import Pipeline, SourceSpec
 from tests.brokers import Mosquitto
 from tests.helpers import CLIP
 from tests.rtsp_server import wait_for
@@ -228,7 +228,7 @@ def test_a_camera_that_goes_down_shows_as_disconnected_until_its_picture_comes_b
 
     from streamer.records import Event, Logged
 
-    monkeypatch.setattr("streamer.delivery.FPS_EVERY_S", 0.3)
+    monkeypatch.setattr("streamer.outputs.delivery.FPS_EVERY_S", 0.3)
     cfg = config(broker)
     sink = MqttSink(cfg.mqtt, tmp_path / "outbox", ["gate"], {})
     ha = home_assistant()
@@ -257,7 +257,7 @@ def test_a_camera_that_goes_down_shows_as_disconnected_until_its_picture_comes_b
 def test_home_assistant_turns_a_cameras_switches_and_sees_their_state(tmp_path, broker, home_assistant):
     """Frigate's switches: a `switch` entity per configured feature, `ON`/`OFF` on its command topic acted on while
     running, the state retained; a word that is neither, or a feature the configuration lacks, changes nothing."""
-    from streamer.switches import Switches
+    from streamer.outputs.switches import Switches
 
     cfg = config(broker)  # snapshots on; recording on by default
     switches = Switches(cfg)

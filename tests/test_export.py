@@ -22,9 +22,9 @@ import pytest
 
 from streamer.cli import main
 from streamer.config import Config
-from streamer.dataset import load_dataset
-from streamer.pipeline import Pipeline, SourceSpec
-from streamer.sinks import tracks_rows
+from streamer.annotation.dataset import load_dataset
+from streamer.pipeline.local import Pipeline, SourceSpec
+from streamer.outputs.sinks import tracks_rows
 from tests.helpers import CLIP, ROOT, car_and_person, probe_video
 from tests.scripted import ScriptedDetector
 

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from streamer.cli import main
-from streamer.finetune import Trainer
-from streamer.sinks import tracks_rows
+from streamer.annotation.finetune import Trainer
+from streamer.outputs.sinks import tracks_rows
 from tests.helpers import CLIP, read_events
 from tests.tiny_florence import build_tiny_florence
 
@@ -90,7 +90,7 @@ def test_int8_keeps_what_fine_tuning_taught(dataset, tuned, tmp_path, capsys):
     from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
 
     from streamer.config import Config
-    from streamer.dataset import load_dataset
+    from streamer.annotation.dataset import load_dataset
 
     settings = Config.model_validate({"model": {"path": str(tuned), "device": "cpu", "quantize": "int8"}})
     trainer = Trainer(settings, load_dataset(dataset), tmp_path / "tuned-again")
@@ -283,7 +283,7 @@ def test_a_checkpoint_that_fills_the_disk_is_the_disks_fault_not_torchs_assertio
 
     import torch
 
-    from streamer.finetune import save_tensors
+    from streamer.annotation.finetune import save_tensors
 
     with pytest.raises(OSError) as error:
         save_tensors({"weights": torch.zeros(1_000_000)}, small_disk / "optimizer.pt")
@@ -308,7 +308,7 @@ def test_the_fine_tuned_folder_answers_through_openvino_as_through_torch(dataset
         else:
             assert scored["map50"] >= 0.9 and abs(scored["map50"] - exact["map50"]) <= 0.05
     from streamer.config import Config
-    from streamer.dataset import load_dataset
+    from streamer.annotation.dataset import load_dataset
 
     settings = Config.model_validate({"model": {"path": str(tuned), "backend": "openvino", "device": "CPU"}})
     trainer = Trainer(settings, load_dataset(dataset), tmp_path / "tuned-again")

@@ -7,8 +7,8 @@ import pytest
 
 from streamer.config import ModelConfig
 from streamer.errors import StreamerError
-from streamer.florence import Florence2Detector
-from streamer.reader import open_reader
+from streamer.model.florence import Florence2Detector
+from streamer.pipeline.reader import open_reader
 from streamer.records import Keyframe
 from tests.tiny_florence import build_tiny_florence
 

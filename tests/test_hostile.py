@@ -163,7 +163,7 @@ def test_an_odd_frame_size_is_padded_not_refused(tmp_path):
     import numpy as np
 
     from streamer.config import Config
-    from streamer.pipeline import Pipeline
+    from streamer.pipeline.local import Pipeline
     from tests.helpers import moving_car
     from tests.scripted import ScriptedDetector
 
@@ -185,8 +185,8 @@ def test_a_bad_query_to_the_live_page_is_a_400_not_a_dropped_connection():
     import urllib.request
 
     from streamer.config import Config
-    from streamer.pipeline import Pipeline
-    from streamer.server import LiveView, StatusServer
+    from streamer.pipeline.local import Pipeline
+    from streamer.web.server import LiveView, StatusServer
 
     view = LiveView()
     server = StatusServer(Config.model_validate({"http": {"listen": "0"}}).http.listen,
@@ -244,7 +244,7 @@ def test_a_full_disk_under_the_log_or_the_store_is_one_line(tiny_od, small_disk,
 
 def test_a_full_disk_under_the_outbox_is_one_line_and_never_taken_for_damage(small_disk):
     from streamer.errors import StreamerError
-    from streamer.outbox import Outbox
+    from streamer.outputs.outbox import Outbox
 
     outbox = Outbox(small_disk / "mqtt.outbox")
     with pytest.raises(OSError):
@@ -265,7 +265,7 @@ def test_a_full_or_closed_standard_output_is_one_line_or_quiet(tmp_path):
 
     from tests.helpers import ROOT
 
-    from streamer.store import EventStore
+    from streamer.outputs.store import EventStore
 
     EventStore(tmp_path / "e.db").close()
     command = [sys.executable, "-m", "streamer", "events", str(tmp_path / "e.db"), "--format", "json"]
@@ -292,7 +292,7 @@ def test_a_stop_mid_file_does_not_wait_for_the_model_and_keeps_every_frame_read(
     import time
 
     from streamer.config import Config
-    from streamer.pipeline import Pipeline, SourceSpec
+    from streamer.pipeline.local import Pipeline, SourceSpec
     from tests.helpers import moving_car
     from tests.scripted import ScriptedDetector
 
@@ -315,7 +315,7 @@ def test_a_stop_mid_file_does_not_wait_for_the_model_and_keeps_every_frame_read(
 def test_a_stop_while_the_model_loads_opens_no_output(tmp_path):
     from streamer.config import Config
     from streamer.errors import Stopped
-    from streamer.pipeline import Pipeline, SourceSpec
+    from streamer.pipeline.local import Pipeline, SourceSpec
     from tests.scripted import ScriptedDetector
 
     def load():
@@ -373,7 +373,7 @@ def _encode(path, frames, rate=25, fmt=None, times=None, rotation=None):
 
 def _run_clip(tmp_path, clip, every=5):
     from streamer.config import Config
-    from streamer.pipeline import Pipeline
+    from streamer.pipeline.local import Pipeline
     from tests.helpers import moving_car
     from tests.scripted import ScriptedDetector
 
@@ -510,8 +510,8 @@ def test_two_runs_into_one_folder_and_one_store_keep_each_others_files(tmp_path)
     """Snapshots beside one log folder and keyframes beside one store, from two runs: named by their run, so
     neither takes the other's files, and the store's boxes are not doubled."""
     from streamer.config import Config
-    from streamer.pipeline import Pipeline, SourceSpec
-    from streamer.store import keyframe_boxes
+    from streamer.pipeline.local import Pipeline, SourceSpec
+    from streamer.outputs.store import keyframe_boxes
     from tests.scripted import ScriptedDetector
 
     config = Config.model_validate({"sampler": {"every_n_frames": 10, "max_fps": None, "scene_threshold": None},
@@ -544,8 +544,8 @@ def test_odd_numbers_after_events_are_a_400_not_a_dropped_connection():
     import urllib.request
 
     from streamer.config import Config
-    from streamer.pipeline import Pipeline
-    from streamer.server import LiveView, StatusServer
+    from streamer.pipeline.local import Pipeline
+    from streamer.web.server import LiveView, StatusServer
 
     server = StatusServer("127.0.0.1:0", Pipeline(Config(), lambda: None), LiveView()).start()
     try:
@@ -574,8 +574,8 @@ def test_paths_the_system_refuses_and_yaml_nested_too_deep_are_one_line(tmp_path
 def test_a_damaged_outbox_or_store_row_does_not_stop_a_run_or_a_query(tmp_path, capsys):
     import sqlite3
 
-    from streamer.outbox import Outbox
-    from streamer.store import EventStore, query
+    from streamer.outputs.outbox import Outbox
+    from streamer.outputs.store import EventStore, query
     from streamer.records import Event, Logged
 
     (tmp_path / "mqtt.outbox").write_bytes(b"not a database, a power cut's leftovers" * 100)

@@ -16,8 +16,8 @@ import pytest
 
 from streamer.cli import main
 from streamer.config import Config
-from streamer.label_studio import Backend, MlServer
-from streamer.worker import load_detector
+from streamer.annotation.label_studio import Backend, MlServer
+from streamer.model.worker import load_detector
 
 CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
           '<Label value="Car"/><Label value="person"/></RectangleLabels></View>')
@@ -113,7 +113,7 @@ def test_predictions_are_label_studio_rectangles_in_percent_with_the_projects_la
 def test_labels_the_project_does_not_have_are_left_out_and_the_log_says_why_once(backend, caplog):
     address, images = backend
     config = CONFIG.replace('"Car"', '"bicycle"')
-    with caplog.at_level(logging.INFO, logger="streamer.label_studio"):
+    with caplog.at_level(logging.INFO, logger="streamer.annotation.label_studio"):
         for _ in range(2):
             status, body = predict(address, images, [{"id": 1, "data": {"image": "/data/upload/street.jpg"}}], config)
             assert status == 200 and body["results"][0]["result"] == []

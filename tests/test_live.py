@@ -7,8 +7,8 @@ import time
 import pytest
 
 from streamer.config import Config
-from streamer.output import Output
-from streamer.pipeline import Pipeline, SourceSpec
+from streamer.outputs.protocol import Output
+from streamer.pipeline.local import Pipeline, SourceSpec
 from tests.helpers import read_events, strict_json
 from tests.rtsp_server import LIVE, RtspServer, SilentServer, free_port, require_gstreamer, wait_for
 from tests.scripted import ScriptedDetector
@@ -191,7 +191,7 @@ def test_sigterm_while_the_camera_is_frozen_closes_outputs_within_seconds(tiny_o
 
     from tests.helpers import ROOT, probe_video
 
-    from streamer.store import query
+    from streamer.outputs.store import query
 
     video, log, db = tmp_path / "cam.mp4", tmp_path / "cam.jsonl", tmp_path / "cam.db"
     with RtspServer() as server:

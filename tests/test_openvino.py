@@ -16,8 +16,8 @@ import pytest
 
 from streamer.config import ModelConfig
 from streamer.errors import StreamerError
-from streamer.florence import Florence2Detector
-from streamer.reader import open_reader
+from streamer.model.florence import Florence2Detector
+from streamer.pipeline.reader import open_reader
 from streamer.records import Keyframe
 from streamer.tasks import TASKS
 from tests.helpers import streamer_here
@@ -79,7 +79,7 @@ def test_openvino_answers_as_torch_does_for_every_task_batched(tiny_random, fram
 
 
 def test_the_conversion_is_kept_and_found_again_by_its_checkpoint(tiny_random, frames, cache, caplog):
-    from streamer.openvino_backend import _keep, _read, cache_key, checkpoint_folder
+    from streamer.model.openvino_backend import _keep, _read, cache_key, checkpoint_folder
 
     import openvino as ov
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from streamer.config import Config
-from streamer.pipeline import Pipeline
+from streamer.pipeline.local import Pipeline
 from tests.helpers import moving_car, probe_video, read_events
 from tests.scripted import ScriptedDetector
 
@@ -145,8 +145,8 @@ def test_a_camera_with_video_on_gives_the_model_and_the_saved_keyframes_the_came
     snapshots on: every keyframe the model got, and every keyframe saved, is the decoded frame, not a drawn one."""
     import cv2
 
-    from streamer.source_run import SourceSpec
-    from streamer.store import keyframe_boxes
+    from streamer.pipeline.source_run import SourceSpec
+    from streamer.outputs.store import keyframe_boxes
 
     class Looking(ScriptedDetector):
         def __init__(self) -> None:

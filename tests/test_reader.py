@@ -3,7 +3,7 @@ import time
 import pytest
 
 from streamer.errors import StreamerError
-from streamer.reader import open_reader
+from streamer.pipeline.reader import open_reader
 from streamer.sources import display_name, scrub
 
 
@@ -115,7 +115,7 @@ def test_a_frame_that_cannot_be_made_never_leaves_an_up_without_its_down(clip, m
     import av
 
     from streamer.config import LiveConfig
-    from streamer.reader import Reader
+    from streamer.pipeline.reader import Reader
     from streamer.records import SourceStatus
 
     real, calls = Reader._picture, []

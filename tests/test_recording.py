@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 
 from streamer.cli import main
-from streamer.clip import cut, event_range
+from streamer.recording.clip import cut, event_range
 from streamer.config import Config, RecordConfig
-from streamer.pipeline import Pipeline
-from streamer.recorder import Segment
-from streamer.retention import Retention
-from streamer.source_run import SourceSpec
-from streamer.store import EventStore, query, recordings
-from streamer.sinks import tracks_rows
+from streamer.pipeline.local import Pipeline
+from streamer.recording.recorder import Segment
+from streamer.recording.retention import Retention
+from streamer.pipeline.source_run import SourceSpec
+from streamer.outputs.store import EventStore, query, recordings
+from streamer.outputs.sinks import tracks_rows
 from tests.helpers import OFFLINE, ROOT, probe_video
 from tests.rtsp_server import RtspServer, require_gstreamer, wait_for
 from tests.scripted import ScriptedDetector
@@ -111,7 +111,7 @@ def test_a_clip_of_an_event_starts_pre_s_before_it_and_plays(recorded, tmp_path,
 def test_a_looped_stream_whose_clock_goes_back_is_recorded_without_a_hole(tmp_path, clip):
     """A camera that loops a file (or splices streams) sends a keyframe whose time goes back: the segment ends
     there and the next starts on that keyframe; before, the muxer refused every packet to the next keyframe."""
-    from streamer.recorder import Recorder
+    from streamer.recording.recorder import Recorder
 
     store = EventStore(tmp_path / "s.db")
     recorder = Recorder(store, "cam", RecordConfig(segment_s=60), "run-")
@@ -129,7 +129,7 @@ def test_a_looped_stream_whose_clock_goes_back_is_recorded_without_a_hole(tmp_pa
 
 def test_recording_switched_off_ends_the_open_segment_and_on_again_starts_at_the_next_keyframe(tmp_path, clip):
     """Home Assistant's recording switch: the footage while it was off is not on disk, and what is there plays."""
-    from streamer.recorder import Recorder
+    from streamer.recording.recorder import Recorder
 
     store = EventStore(tmp_path / "s.db")
     wanted = [True]
@@ -199,7 +199,7 @@ def test_a_killed_run_leaves_every_closed_segment_indexed_and_the_open_one_playa
     [open_one] = files - indexed  # every closed segment is indexed; the open one is on disk
     assert indexed < files and frames_of(tmp_path / open_one) > 0
     # The camera recorded again: its recorder indexes what the killed run left open before anything else
-    from streamer.recorder import Recorder
+    from streamer.recording.recorder import Recorder
 
     store = EventStore(db)
     Recorder(store, "cam", RecordConfig(segment_s=2), "again-").close()
@@ -296,7 +296,7 @@ def test_a_retention_that_cannot_hold_one_segment_is_one_line(tmp_path, capsys):
 def test_segments_deleted_cut_or_replaced_by_hand_leave_the_rest_of_a_clip_playable(recorded, tmp_path):
     """Footage touched by hand under a running store: a segment deleted, one cut in half, one replaced by text.
     A clip over all of them has what is left, and plays; before, the first unreadable file failed the clip."""
-    from streamer.clip import Span
+    from streamer.recording.clip import Span
 
     shutil.copytree(recorded[0], tmp_path, dirs_exist_ok=True)  # damaged below: on a copy
     db = tmp_path / recorded[2].db_path.name
@@ -313,7 +313,7 @@ def test_segments_deleted_cut_or_replaced_by_hand_leave_the_rest_of_a_clip_playa
 
 @pytest.mark.live
 def test_a_recorded_cameras_tracks_go_beside_each_segment_and_are_pruned_with_it(recorded, tmp_path):
-    from streamer.sinks import tracks_beside
+    from streamer.outputs.sinks import tracks_beside
 
     shutil.copytree(recorded[0], tmp_path, dirs_exist_ok=True)  # retention below deletes: on a copy
     db = tmp_path / recorded[2].db_path.name
@@ -345,7 +345,7 @@ def _lines(path: Path) -> list[dict]:
 
 def test_a_cameras_event_log_rotates_at_midnight_and_old_days_are_deleted(tmp_path):
     from streamer.records import Event, Logged
-    from streamer.sinks import EventLog
+    from streamer.outputs.sinks import EventLog
 
     log = tmp_path / "events.jsonl"
     (tmp_path / "events.2001-01-01.jsonl").write_text("{}\n")  # a day long past
@@ -366,7 +366,7 @@ def test_the_server_serves_an_events_clip_and_any_stretch_with_range_requests(re
     import urllib.error
     import urllib.request
 
-    from streamer.server import LiveView, StatusServer
+    from streamer.web.server import LiveView, StatusServer
 
     folder, _, spec, pipeline = recorded
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from streamer.config import Config
-from streamer.pipeline import Pipeline, SourceSpec
-from streamer.server import LiveView, StatusServer
+from streamer.pipeline.local import Pipeline, SourceSpec
+from streamer.web.server import LiveView, StatusServer
 from tests.brokers import require
 from tests.helpers import CLIP
 from tests.scripted import ScriptedDetector
@@ -95,7 +95,7 @@ def test_one_car_is_one_review_item_that_plays_whole_is_marked_reviewed_and_new_
     its snapshot and the text read; playing it marks it reviewed in the store (a reload shows it so), and
     activity written after the page opened appears without a reload."""
     from streamer.records import Event, Logged
-    from streamer.store import EventStore
+    from streamer.outputs.store import EventStore
 
     page.wait_for_selector("#list li.item", timeout=10000)
     assert page.locator("#list li.item").count() == 1

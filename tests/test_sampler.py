@@ -2,7 +2,7 @@ import numpy as np
 
 from streamer.config import SamplerConfig
 from streamer.records import Frame
-from streamer.sampler import Sampler
+from streamer.pipeline.sampler import Sampler
 
 
 def frames(n, fps=25.0, image=lambda i: np.zeros((36, 64, 3), np.uint8)):

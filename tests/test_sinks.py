@@ -9,8 +9,8 @@ import threading
 import time
 
 from streamer.config import Config
-from streamer.delivery import MqttSink, WebhookSink, verify_signature
-from streamer.pipeline import Pipeline, SourceSpec
+from streamer.outputs.delivery import MqttSink, WebhookSink, verify_signature
+from streamer.pipeline.local import Pipeline, SourceSpec
 from tests.brokers import Mosquitto, Receiver, Subscriber
 from tests.helpers import CLIP, ROOT, read_events
 from tests.rtsp_server import RtspServer, require_gstreamer, wait_for
@@ -138,7 +138,7 @@ def test_metrics_parse_and_move_and_healthz_flips_when_a_source_dies(tmp_path):
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    from streamer.server import LiveView, StatusServer
+    from streamer.web.server import LiveView, StatusServer
 
     def get(url):
         try:
@@ -201,7 +201,7 @@ def test_an_event_the_receiver_refuses_is_set_aside_and_the_rest_still_go(tmp_pa
 
 def test_a_poisoned_outbox_from_an_earlier_run_does_not_block_delivery(tmp_path):
     """An outbox written before topics were checked holds an item with a wildcard topic: it is set aside."""
-    from streamer.outbox import Outbox
+    from streamer.outputs.outbox import Outbox
 
     broker = Mosquitto(tmp_path / "broker").start()
     subscriber = Subscriber(broker.port)

@@ -11,10 +11,10 @@ import pytest
 
 from streamer.config import Config
 from streamer.records import Keyframe
-from streamer.source_run import SourceRun, SourceSpec, Takeover
-from streamer.store import EventStore, query
-from streamer.worker import KeyframeModel
-from streamer.sinks import tracks_rows
+from streamer.pipeline.source_run import SourceRun, SourceSpec, Takeover
+from streamer.outputs.store import EventStore, query
+from streamer.model.worker import KeyframeModel
+from streamer.outputs.sinks import tracks_rows
 from tests.helpers import Events, Frames, MemoryReader, read_events
 from tests.rtsp_server import wait_for
 from tests.scripted import ScriptedDetector
@@ -229,7 +229,7 @@ def test_a_camera_back_at_another_size_with_a_keyframe_in_flight_starts_its_trac
 def test_a_camera_switched_off_sends_no_keyframes_ends_its_tracks_and_starts_over_when_back_on(tmp_path):
     """Home Assistant's detect switch: off, the tracks end at once (`detect_off`) and no keyframe goes to the model;
     on again, the car is found again under a new id. Recording and snapshots switches are read by their stages."""
-    from streamer.switches import Switches
+    from streamer.outputs.switches import Switches
 
     cfg = config().model_copy(update={"tracker": config().tracker.model_copy(update={"min_hits": 1})})
     switches = Switches(cfg)
@@ -290,7 +290,7 @@ def test_a_still_cameras_waiting_keyframe_gives_way_to_the_frame_where_someone_a
     """The model is busy with another camera; this quiet camera's keyframe waits behind it (still). When a person
     walks in, that keyframe is taken back and the frame with the person goes instead: the model never spends a
     call on the empty picture, and the person is seen on the first keyframe after they came."""
-    from streamer.worker import Worker
+    from streamer.model.worker import Worker
 
     released = threading.Event()
 

@@ -10,9 +10,9 @@ import supervision as sv
 from streamer.cli import main
 from streamer.config import Config
 from streamer.errors import StreamerError
-from streamer.pipeline import Pipeline, SourceSpec
+from streamer.pipeline.local import Pipeline, SourceSpec
 from streamer.records import Logged
-from streamer.store import MIGRATIONS, connect, query
+from streamer.outputs.store import MIGRATIONS, connect, query
 from tests.helpers import CLIP, car_and_person, read_events
 from tests.scripted import ScriptedDetector
 
@@ -179,7 +179,7 @@ def _event(kind, text=None, label=None, track_id=None, index=0):
 
 
 def test_search_finds_what_was_read_or_said_best_match_first(tmp_path, capsys):
-    from streamer.store import EventStore
+    from streamer.outputs.store import EventStore
 
     store = EventStore(tmp_path / "events.db").acquire()
     for event in [_event("object_appeared", label="person", track_id=1, index=1),
@@ -222,7 +222,7 @@ def test_an_older_store_is_indexed_for_search_when_migrated(tmp_path):
 def test_a_store_that_cannot_be_brought_up_to_date_on_a_full_disk_says_the_disk_is_full(small_disk):
     """Its migration fails for want of room; SQLite has rolled it back already, and that is not news: the full
     disk is (it said "cannot rollback - no transaction is active" before)."""
-    from streamer.store import EventStore
+    from streamer.outputs.store import EventStore
 
     path = small_disk / "old.db"
     with sqlite3.connect(path) as conn:

@@ -17,13 +17,13 @@ from trackers.eval import evaluate_mot_sequence
 
 from streamer.cli import main
 from streamer.config import Config
-from streamer.pipeline import Pipeline
+from streamer.pipeline.local import Pipeline
 from streamer.records import FrameDetections, Keyframe
-from streamer.source_run import SourceRun, SourceSpec
-from streamer.worker import KeyframeModel
+from streamer.pipeline.source_run import SourceRun, SourceSpec
+from streamer.model.worker import KeyframeModel
 from tests.helpers import probe_video, read_events
 from tests.scripted import ScriptedDetector
-from streamer.sinks import tracks_rows
+from streamer.outputs.sinks import tracks_rows
 from tests.helpers import Events, MemoryReader
 
 W, H, FPS, N, EVERY = 320, 240, 25, 100, 10
@@ -238,7 +238,7 @@ def test_a_track_lost_for_keyframes_is_found_again_by_its_look_and_another_objec
     stopped, far from where its velocity says it is: the same look takes its id back; a blue box there gets a
     new one."""
     from streamer.records import Frame
-    from streamer.tracker import Tracker
+    from streamer.pipeline.tracker import Tracker
 
     def final(colour):
         tracker = Tracker(config(lost_after_s=10.0).tracker, keyframe_rate=1.0)

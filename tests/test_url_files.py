@@ -9,8 +9,8 @@ import pytest
 
 from streamer.config import Config
 from streamer.errors import StreamerError
-from streamer.pipeline import Pipeline, SourceSpec
-from streamer.reader import open_reader
+from streamer.pipeline.local import Pipeline, SourceSpec
+from streamer.pipeline.reader import open_reader
 from tests.helpers import CLIP, moving_car, read_events, streamer, streamer_here, without_wall_time
 from tests.httpmedia import MediaServer
 from tests.scripted import ScriptedDetector
@@ -156,7 +156,7 @@ def test_a_bug_in_the_camera_reader_is_that_cameras_down_with_backoff_not_the_ru
     def broken(self, raw):
         raise ZeroDivisionError("a bug in the clock")
 
-    monkeypatch.setattr("streamer.reader.MediaClock.next", broken)
+    monkeypatch.setattr("streamer.pipeline.reader.MediaClock.next", broken)
     with MediaServer(served) as server:
         started = time.monotonic()
         stats = run(f"{server.base}/live.m3u8", tmp_path, duration_s=6)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from streamer.config import Config, ModelConfig
-from streamer.florence import Florence2Detector
-from streamer.pipeline import Pipeline
+from streamer.model.florence import Florence2Detector
+from streamer.pipeline.local import Pipeline
 from streamer.records import Frame, Keyframe
-from streamer.worker import Worker
+from streamer.model.worker import Worker
 from tests.helpers import read_events
 from tests.scripted import ScriptedDetector
 from tests.tiny_florence import build_tiny_florence
@@ -176,7 +176,7 @@ def test_tracks_of_two_tasks_never_share_an_id(clip, tmp_path):
 
 
 def test_two_tasks_on_one_keyframe_run_the_vision_tower_once_and_answer_as_from_pixels(tiny_two):
-    from streamer.florence import parse_answer
+    from streamer.model.florence import parse_answer
 
     detector = Florence2Detector(ModelConfig(path=tiny_two, device="cpu"))
     tower = detector.model.model.vision_tower
@@ -246,7 +246,7 @@ def test_int8_is_refused_for_a_gpu_and_beside_compile():
 
 
 def test_the_output_layer_computed_rows_first_gives_the_same_answers(tiny_two):
-    from streamer.florence import rows_first
+    from streamer.model.florence import rows_first
 
     detector = Florence2Detector(ModelConfig(path=tiny_two, device="cpu"))
     head = detector.model.get_output_embeddings()
@@ -268,7 +268,7 @@ def test_a_still_cameras_keyframe_waits_behind_moving_ones_but_never_past_the_fl
     """The model's time where something moves: detection keyframes of cameras whose picture changed (or that hold
     a track) go first, a still camera's waits behind them up to `still_wait_s` and then takes its turn, and a
     question waits behind every detection keyframe."""
-    from streamer.worker import _Line, _Waiting
+    from streamer.model.worker import _Line, _Waiting
 
     line, now = _Line(8, still_wait_s=2.0), time.monotonic()
 

@@ -3,7 +3,7 @@
 import pytest
 
 from streamer.config import Config
-from streamer.pipeline import Pipeline
+from streamer.pipeline.local import Pipeline
 from tests.helpers import read_events
 from tests.scripted import ScriptedDetector
 

@@ -27,10 +27,10 @@ from streamer.cluster.model_worker import ModelWorker, RemoteModel, cause_of
 from streamer.cluster.source_actor import POST_S, ProgressBoard, SourceActor
 from streamer.config import Config
 from streamer.errors import Stopped, StreamerError
-from streamer.source_run import SourceSpec
+from streamer.pipeline.source_run import SourceSpec
 from streamer.sources import display_name, is_url
-from streamer.stats import PostedStats, RunStats, outcome
-from streamer.worker import Detector, load_detector
+from streamer.pipeline.stats import PostedStats, RunStats, outcome
+from streamer.model.worker import Detector, load_detector
 
 _READY_TIMEOUT_S = 600.0  # a model load on a fresh node may download and compile for minutes
 _STOP_TIMEOUT_S = 30.0
@@ -99,7 +99,7 @@ def _quiet_cluster_errors() -> None:
 
 
 class RayPipeline:
-    """A `Driver` (see `streamer.pipeline`) on a Ray cluster."""
+    """A `Driver` (see `streamer.pipeline.local`) on a Ray cluster."""
 
     def __init__(self, config: Config, make_detector: Callable[[], Detector] | None = None,
                  notify: Callable[[str], None] | None = None) -> None:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from streamer.errors import StreamerError
 from streamer.records import Frame, FrameDetections, Keyframe
-from streamer.worker import Detector, KeyframeModel, Worker
+from streamer.model.worker import Detector, KeyframeModel, Worker
 
 
 def shrink(keyframe: Keyframe, size: tuple[int, int] | None) -> Keyframe:

@@ -21,13 +21,13 @@ from pathlib import Path
 
 from streamer.cluster.model_worker import RemoteModel
 from streamer.config import Config
-from streamer.reader import Reader, open_reader
+from streamer.pipeline.reader import Reader, open_reader
 from streamer.records import Event, SourceStatus, StreamInfo
-from streamer.source_run import SourceRun, SourceSpec, Takeover
+from streamer.pipeline.source_run import SourceRun, SourceSpec, Takeover
 from streamer.sources import safe_name
-from streamer.stats import RunStats
-from streamer.store import EventStore
-from streamer.switches import Switches
+from streamer.pipeline.stats import RunStats
+from streamer.outputs.store import EventStore
+from streamer.outputs.switches import Switches
 
 POST_S = 0.5
 
@@ -98,7 +98,7 @@ class SourceActor:
         return reader, spec, Takeover(append=True, first_track_id=first_track_id, counted=counted, closing=closing)
 
     def run(self, model: RemoteModel, board) -> RunStats:
-        from streamer.outputs import Outputs, process_outputs
+        from streamer.outputs.build import Outputs, process_outputs
 
         reader, spec, takeover = (self.reader, self.spec, None) if self.reader is not None else self._take_over(board)
         self.reader = None  # a retried `run` on this incarnation (not a restart) takes over too
