@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.model_throughput import build, device_name  # noqa: E402
 from streamer.config import ModelConfig  # noqa: E402
-from streamer.recording.find import Candidate, find, prerank  # noqa: E402
 from streamer.model.florence import Florence2Detector  # noqa: E402
-from streamer.records import Event, Logged  # noqa: E402
 from streamer.outputs.store import EventStore  # noqa: E402
+from streamer.recording.find import Candidate, find, prerank  # noqa: E402
+from streamer.records import Event, Logged  # noqa: E402
 
 DAY_START = 1767225600.0  # 2026-01-01 00:00 UTC
 

@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from model_throughput import build, device_name  # noqa: E402
 
-from streamer.config import Config  # noqa: E402
 from streamer.annotation.dataset import load_dataset  # noqa: E402
 from streamer.annotation.finetune import Trainer  # noqa: E402
+from streamer.config import Config  # noqa: E402
 
 
 def make_dataset(folder: Path, n: int) -> Path:

@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streamer.config import Config  # noqa: E402
-from streamer.pipeline.reader import FrameQueue, Reader  # noqa: E402
-from streamer.records import Frame, FrameDetections, StreamInfo  # noqa: E402
-from streamer.pipeline.source_run import SourceRun, SourceSpec  # noqa: E402
 from streamer.model.worker import Worker  # noqa: E402
+from streamer.pipeline.reader import FrameQueue, Reader  # noqa: E402
+from streamer.pipeline.source_run import SourceRun, SourceSpec  # noqa: E402
+from streamer.records import Frame, FrameDetections, StreamInfo  # noqa: E402
 
 W, H, FPS = 320, 240, 25
 

@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streamer.config import Config  # noqa: E402
-from streamer.records import FrameDetections, Keyframe  # noqa: E402
-from streamer.pipeline.source_run import SourceRun, SourceSpec  # noqa: E402
 from streamer.model.worker import KeyframeModel  # noqa: E402
+from streamer.pipeline.source_run import SourceRun, SourceSpec  # noqa: E402
+from streamer.records import FrameDetections, Keyframe  # noqa: E402
 from tests.scripted import ScriptedDetector  # noqa: E402
 from tests.test_source_run import MemoryReader  # noqa: E402
 

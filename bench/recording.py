@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 from live_latency import LIVE_640  # noqa: E402
 from many_streams import measured  # noqa: E402
 
-from streamer.recording import recorder as recorder_module  # noqa: E402
 from streamer.config import Config, RecordConfig  # noqa: E402
+from streamer.outputs.store import EventStore, recordings  # noqa: E402
 from streamer.pipeline.local import SourceSpec  # noqa: E402
+from streamer.recording import recorder as recorder_module  # noqa: E402
 from streamer.recording.recorder import Segment  # noqa: E402
 from streamer.recording.retention import Retention  # noqa: E402
-from streamer.outputs.store import EventStore, recordings  # noqa: E402
 from tests.rtsp_server import RtspServer, gstreamer_available  # noqa: E402
 
 LIVE_720 = LIVE_640.replace("width=640,height=480", "width=1280,height=720").replace("pattern=ball", "pattern=smpte")

@@ -42,12 +42,12 @@ from trackers import ByteTrackTracker  # noqa: E402
 from trackers.eval import evaluate_mot_sequence  # noqa: E402
 
 from streamer.config import Config  # noqa: E402
-from streamer.pipeline.reader import FrameQueue, Reader  # noqa: E402
-from streamer.records import Frame, StreamInfo  # noqa: E402
+from streamer.model.worker import KeyframeModel  # noqa: E402
 from streamer.outputs.sinks import tracks_rows  # noqa: E402
+from streamer.pipeline.reader import FrameQueue, Reader  # noqa: E402
 from streamer.pipeline.source_run import SourceRun, SourceSpec  # noqa: E402
 from streamer.pipeline.tracker import _IOU  # noqa: E402
-from streamer.model.worker import KeyframeModel  # noqa: E402
+from streamer.records import Frame, StreamInfo  # noqa: E402
 
 
 class HeldFrames(Reader):

@@ -18,13 +18,13 @@ from pathlib import Path
 from streamer import __version__
 from streamer.config import Config, load_config
 from streamer.errors import Stopped, StreamerError
+from streamer.model.worker import load_detector
 from streamer.outputs.build import Outputs
+from streamer.outputs.runfolder import check_outputs, new_run_folder
+from streamer.outputs.switches import Switches
 from streamer.pipeline.local import Driver, Pipeline, RunStats, SourceSpec
 from streamer.pipeline.stats import SourcesFailed
-from streamer.outputs.runfolder import check_outputs, new_run_folder
 from streamer.sources import display_name, safe_name, scrub
-from streamer.outputs.switches import Switches
-from streamer.model.worker import load_detector
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -177,8 +177,8 @@ _seconds_or_zero = _seconds_in(lambda s: 0 <= s <= 3600, "from 0 to 3600")
 
 def _clip(args: argparse.Namespace) -> int:
     """`streamer clip`: one of --event, or --source with --from and --to."""
-    from streamer.recording.clip import Span, cut, event_range
     from streamer.outputs.store import epoch
+    from streamer.recording.clip import Span, cut, event_range
 
     record = load_config(args.config).record
     pre = record.pre_s if args.pre is None else args.pre
@@ -227,9 +227,9 @@ def _find(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from streamer.recording.find import find, render
     from streamer.outputs.runfolder import find_store
     from streamer.outputs.store import epoch, reading
+    from streamer.recording.find import find, render
 
     config = load_config(args.config, _model_overrides(args))
     if args.limit < 1:

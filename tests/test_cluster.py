@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from streamer.config import Config
-from streamer.pipeline.local import Pipeline, SourceSpec
 from streamer.outputs.sinks import tracks_rows
+from streamer.pipeline.local import Pipeline, SourceSpec
 from tests.brokers import Receiver
 from tests.helpers import CLIP, ROOT, clip_times, probe_video, read_events, streamer, without_wall_time
 from tests.rtsp_server import RtspServer, free_port, require_gstreamer, wait_for

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamer.annotation.dataset import load_dataset
 from streamer.cli import main
 from streamer.config import Config
-from streamer.annotation.dataset import load_dataset
-from streamer.pipeline.local import Pipeline, SourceSpec
 from streamer.outputs.sinks import tracks_rows
+from streamer.pipeline.local import Pipeline, SourceSpec
 from tests.helpers import CLIP, ROOT, car_and_person, probe_video
 from tests.scripted import ScriptedDetector
 

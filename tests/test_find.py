@@ -9,10 +9,10 @@ import pytest
 from streamer.cli import main
 from streamer.config import Config
 from streamer.errors import StreamerError
-from streamer.recording.find import Candidate, find, prerank
-from streamer.pipeline.local import Pipeline, SourceSpec
-from streamer.recording.recorder import Segment
 from streamer.outputs.store import EventStore
+from streamer.pipeline.local import Pipeline, SourceSpec
+from streamer.recording.find import Candidate, find, prerank
+from streamer.recording.recorder import Segment
 from tests.helpers import CLIP, car_and_person, moving_car
 from tests.scripted import ScriptedDetector
 

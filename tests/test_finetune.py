@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from streamer.cli import main
 from streamer.annotation.finetune import Trainer
+from streamer.cli import main
 from streamer.outputs.sinks import tracks_rows
 from tests.helpers import CLIP, read_events
 from tests.tiny_florence import build_tiny_florence
@@ -89,8 +89,8 @@ def test_int8_keeps_what_fine_tuning_taught(dataset, tuned, tmp_path, capsys):
     # Fine-tuning with the same settings trains float layers: int8 ones would have nothing to learn with.
     from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
 
-    from streamer.config import Config
     from streamer.annotation.dataset import load_dataset
+    from streamer.config import Config
 
     settings = Config.model_validate({"model": {"path": str(tuned), "device": "cpu", "quantize": "int8"}})
     trainer = Trainer(settings, load_dataset(dataset), tmp_path / "tuned-again")
@@ -307,8 +307,8 @@ def test_the_fine_tuned_folder_answers_through_openvino_as_through_torch(dataset
             assert scored["map50"] == exact["map50"] and scored["recall"] == exact["recall"]
         else:
             assert scored["map50"] >= 0.9 and abs(scored["map50"] - exact["map50"]) <= 0.05
-    from streamer.config import Config
     from streamer.annotation.dataset import load_dataset
+    from streamer.config import Config
 
     settings = Config.model_validate({"model": {"path": str(tuned), "backend": "openvino", "device": "CPU"}})
     trainer = Trainer(settings, load_dataset(dataset), tmp_path / "tuned-again")

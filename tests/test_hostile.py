@@ -510,8 +510,8 @@ def test_two_runs_into_one_folder_and_one_store_keep_each_others_files(tmp_path)
     """Snapshots beside one log folder and keyframes beside one store, from two runs: named by their run, so
     neither takes the other's files, and the store's boxes are not doubled."""
     from streamer.config import Config
-    from streamer.pipeline.local import Pipeline, SourceSpec
     from streamer.outputs.store import keyframe_boxes
+    from streamer.pipeline.local import Pipeline, SourceSpec
     from tests.scripted import ScriptedDetector
 
     config = Config.model_validate({"sampler": {"every_n_frames": 10, "max_fps": None, "scene_threshold": None},

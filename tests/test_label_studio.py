@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
+from streamer.annotation.label_studio import Backend, MlServer
 from streamer.cli import main
 from streamer.config import Config
-from streamer.annotation.label_studio import Backend, MlServer
 from streamer.model.worker import load_detector
 
 CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from streamer.config import Config
+from streamer.outputs.switches import Switches
 from streamer.pipeline.local import Pipeline, SourceSpec
 from streamer.web.server import LiveView, StatusServer
-from streamer.outputs.switches import Switches
 from tests.brokers import require
 from tests.helpers import ROOT, read_events
 from tests.rtsp_server import RtspServer, require_gstreamer, wait_for

@@ -145,8 +145,8 @@ def test_a_camera_with_video_on_gives_the_model_and_the_saved_keyframes_the_came
     snapshots on: every keyframe the model got, and every keyframe saved, is the decoded frame, not a drawn one."""
     import cv2
 
-    from streamer.pipeline.source_run import SourceSpec
     from streamer.outputs.store import keyframe_boxes
+    from streamer.pipeline.source_run import SourceSpec
 
     class Looking(ScriptedDetector):
         def __init__(self) -> None:

@@ -8,11 +8,11 @@ from concurrent.futures import Future
 import numpy as np
 
 from streamer.config import Config
-from streamer.pipeline.local import Pipeline, SourceSpec
-from streamer.records import FrameDetections, Keyframe
-from streamer.pipeline.source_run import SourceRun
-from streamer.outputs.store import query
 from streamer.model.worker import KeyframeModel, load_detector
+from streamer.outputs.store import query
+from streamer.pipeline.local import Pipeline, SourceSpec
+from streamer.pipeline.source_run import SourceRun
+from streamer.records import FrameDetections, Keyframe
 from tests.helpers import CLIP, read_events
 from tests.scripted import ScriptedDetector
 from tests.helpers import Events, MemoryReader

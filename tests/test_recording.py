@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 
 from streamer.cli import main
-from streamer.recording.clip import cut, event_range
 from streamer.config import Config, RecordConfig
+from streamer.outputs.sinks import tracks_rows
+from streamer.outputs.store import EventStore, query, recordings
 from streamer.pipeline.local import Pipeline
+from streamer.pipeline.source_run import SourceSpec
+from streamer.recording.clip import cut, event_range
 from streamer.recording.recorder import Segment
 from streamer.recording.retention import Retention
-from streamer.pipeline.source_run import SourceSpec
-from streamer.outputs.store import EventStore, query, recordings
-from streamer.outputs.sinks import tracks_rows
 from tests.helpers import OFFLINE, ROOT, probe_video
 from tests.rtsp_server import RtspServer, require_gstreamer, wait_for
 from tests.scripted import ScriptedDetector
@@ -344,8 +344,8 @@ def _lines(path: Path) -> list[dict]:
 
 
 def test_a_cameras_event_log_rotates_at_midnight_and_old_days_are_deleted(tmp_path):
-    from streamer.records import Event, Logged
     from streamer.outputs.sinks import EventLog
+    from streamer.records import Event, Logged
 
     log = tmp_path / "events.jsonl"
     (tmp_path / "events.2001-01-01.jsonl").write_text("{}\n")  # a day long past

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.web import review
-from streamer.records import Event, Logged
 from streamer.outputs.store import EventStore
+from streamer.records import Event, Logged
+from streamer.web import review
 
 T0 = 1_780_000_000.0
 

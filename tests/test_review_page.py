@@ -94,8 +94,8 @@ def test_one_car_is_one_review_item_that_plays_whole_is_marked_reviewed_and_new_
     """Frigate's review items: the car's appearing, its plate read and its leaving are one row (not three), with
     its snapshot and the text read; playing it marks it reviewed in the store (a reload shows it so), and
     activity written after the page opened appears without a reload."""
-    from streamer.records import Event, Logged
     from streamer.outputs.store import EventStore
+    from streamer.records import Event, Logged
 
     page.wait_for_selector("#list li.item", timeout=10000)
     assert page.locator("#list li.item").count() == 1

@@ -12,8 +12,8 @@ import pytest
 
 from streamer.cli import main
 from streamer.config import Config
-from streamer.pipeline.local import Pipeline, SourceSpec
 from streamer.outputs.store import MIGRATIONS, connect, query
+from streamer.pipeline.local import Pipeline, SourceSpec
 from tests.helpers import CLIP, car_and_person, read_events
 from tests.scripted import ScriptedDetector
 

@@ -1,8 +1,8 @@
 import numpy as np
 
 from streamer.config import SamplerConfig
-from streamer.records import Frame
 from streamer.pipeline.sampler import Sampler
+from streamer.records import Frame
 
 
 def frames(n, fps=25.0, image=lambda i: np.zeros((36, 64, 3), np.uint8)):

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from streamer.config import Config
-from streamer.records import Keyframe
-from streamer.pipeline.source_run import SourceRun, SourceSpec, Takeover
-from streamer.outputs.store import EventStore, query
 from streamer.model.worker import KeyframeModel
 from streamer.outputs.sinks import tracks_rows
+from streamer.outputs.store import EventStore, query
+from streamer.pipeline.source_run import SourceRun, SourceSpec, Takeover
+from streamer.records import Keyframe
 from tests.helpers import Events, Frames, MemoryReader, read_events
 from tests.rtsp_server import wait_for
 from tests.scripted import ScriptedDetector

@@ -10,9 +10,9 @@ import supervision as sv
 from streamer.cli import main
 from streamer.config import Config
 from streamer.errors import StreamerError
+from streamer.outputs.store import MIGRATIONS, connect, query
 from streamer.pipeline.local import Pipeline, SourceSpec
 from streamer.records import Logged
-from streamer.outputs.store import MIGRATIONS, connect, query
 from tests.helpers import CLIP, car_and_person, read_events
 from tests.scripted import ScriptedDetector
 

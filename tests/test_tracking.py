@@ -17,10 +17,10 @@ from trackers.eval import evaluate_mot_sequence
 
 from streamer.cli import main
 from streamer.config import Config
-from streamer.pipeline.local import Pipeline
-from streamer.records import FrameDetections, Keyframe
-from streamer.pipeline.source_run import SourceRun, SourceSpec
 from streamer.model.worker import KeyframeModel
+from streamer.pipeline.local import Pipeline
+from streamer.pipeline.source_run import SourceRun, SourceSpec
+from streamer.records import FrameDetections, Keyframe
 from tests.helpers import probe_video, read_events
 from tests.scripted import ScriptedDetector
 from streamer.outputs.sinks import tracks_rows
@@ -237,8 +237,8 @@ def test_a_track_lost_for_keyframes_is_found_again_by_its_look_and_another_objec
     """A red box moving right stops behind something (two keyframes without it) and shows again where it
     stopped, far from where its velocity says it is: the same look takes its id back; a blue box there gets a
     new one."""
-    from streamer.records import Frame
     from streamer.pipeline.tracker import Tracker
+    from streamer.records import Frame
 
     def final(colour):
         tracker = Tracker(config(lost_after_s=10.0).tracker, keyframe_rate=1.0)

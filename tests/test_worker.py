@@ -8,9 +8,9 @@ import torch
 
 from streamer.config import Config, ModelConfig
 from streamer.model.florence import Florence2Detector
+from streamer.model.worker import Worker
 from streamer.pipeline.local import Pipeline
 from streamer.records import Frame, Keyframe
-from streamer.model.worker import Worker
 from tests.helpers import read_events
 from tests.scripted import ScriptedDetector
 from tests.tiny_florence import build_tiny_florence

@@ -22,8 +22,8 @@ import numpy as np
 import supervision as sv
 
 from streamer.annotation import tools as annotations
-from streamer.errors import StreamerError
 from streamer.annotation.samples import Dataset, Sample, image_size
+from streamer.errors import StreamerError
 
 
 def load_dataset(path: Path) -> Dataset:

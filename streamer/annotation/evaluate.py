@@ -19,8 +19,8 @@ from rapidfuzz.distance import Levenshtein
 from supervision.metrics import MeanAveragePrecision, Precision, Recall
 
 from streamer.annotation.samples import Dataset
-from streamer.records import TEXT, Frame, Keyframe
 from streamer.model.worker import Detector
+from streamer.records import TEXT, Frame, Keyframe
 
 
 @dataclass

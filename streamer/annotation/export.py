@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import supervision as sv
 
+from streamer.annotation.track_export import LABEL_STUDIO_FILES, TRACK_FORMATS, export_tracks, one_line, write_text
 from streamer.errors import StreamerError, cannot_write
 from streamer.outputs.runfolder import find_store
 from streamer.outputs.store import keyframe_boxes
-from streamer.annotation.track_export import LABEL_STUDIO_FILES, TRACK_FORMATS, export_tracks, one_line, write_text
 
 
 def build_dataset(store: Path) -> tuple[sv.DetectionDataset, dict[str, list[int]]]:

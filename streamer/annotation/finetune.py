@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from streamer.config import Config
 from streamer.annotation.dataset import load_dataset, split
-from streamer.annotation.samples import Dataset, Sample
-from streamer.errors import Stopped, StreamerError, cannot_write
 from streamer.annotation.evaluate import Report, evaluate
+from streamer.annotation.samples import Dataset, Sample
+from streamer.config import Config
+from streamer.errors import Stopped, StreamerError, cannot_write
 
 _CHECKPOINT = "checkpoints/last"
 OCR = "<OCR_WITH_REGION>"

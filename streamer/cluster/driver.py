@@ -27,10 +27,10 @@ from streamer.cluster.model_worker import ModelWorker, RemoteModel, cause_of
 from streamer.cluster.source_actor import POST_S, ProgressBoard, SourceActor
 from streamer.config import Config
 from streamer.errors import Stopped, StreamerError
-from streamer.pipeline.source_run import SourceSpec
-from streamer.sources import display_name, is_url
-from streamer.pipeline.stats import PostedStats, RunStats, outcome
 from streamer.model.worker import Detector, load_detector
+from streamer.pipeline.source_run import SourceSpec
+from streamer.pipeline.stats import PostedStats, RunStats, outcome
+from streamer.sources import display_name, is_url
 
 _READY_TIMEOUT_S = 600.0  # a model load on a fresh node may download and compile for minutes
 _STOP_TIMEOUT_S = 30.0

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from streamer.errors import StreamerError
-from streamer.records import Frame, FrameDetections, Keyframe
 from streamer.model.worker import Detector, KeyframeModel, Worker
+from streamer.records import Frame, FrameDetections, Keyframe
 
 
 def shrink(keyframe: Keyframe, size: tuple[int, int] | None) -> Keyframe:

@@ -21,13 +21,13 @@ from pathlib import Path
 
 from streamer.cluster.model_worker import RemoteModel
 from streamer.config import Config
-from streamer.pipeline.reader import Reader, open_reader
-from streamer.records import Event, SourceStatus, StreamInfo
-from streamer.pipeline.source_run import SourceRun, SourceSpec, Takeover
-from streamer.sources import safe_name
-from streamer.pipeline.stats import RunStats
 from streamer.outputs.store import EventStore
 from streamer.outputs.switches import Switches
+from streamer.pipeline.reader import Reader, open_reader
+from streamer.pipeline.source_run import SourceRun, SourceSpec, Takeover
+from streamer.pipeline.stats import RunStats
+from streamer.records import Event, SourceStatus, StreamInfo
+from streamer.sources import safe_name
 
 POST_S = 0.5
 

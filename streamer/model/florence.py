@@ -22,10 +22,10 @@ import supervision as sv
 import torch
 from safetensors import SafetensorError
 
-from streamer.model.confidence import align, answer_confidence, box_groups
 from streamer.config import ModelConfig
 from streamer.errors import StreamerError
 from streamer.interrupts import held_back
+from streamer.model.confidence import align, answer_confidence, box_groups
 from streamer.records import TEXT, FrameDetections, Keyframe
 from streamer.tasks import TASKS
 

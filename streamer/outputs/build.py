@@ -16,9 +16,9 @@ from pathlib import Path
 from streamer.config import Config
 from streamer.outputs.delivery import event_sinks
 from streamer.outputs.protocol import Output, Shown
-from streamer.records import Event, Logged, StreamInfo
 from streamer.outputs.sinks import AnnotatedVideo, EventLog, SegmentTracks, TracksFile
 from streamer.outputs.store import StoreOutput
+from streamer.records import Event, Logged, StreamInfo
 
 
 class Outputs:

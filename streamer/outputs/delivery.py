@@ -25,9 +25,9 @@ from streamer.config import Config, MqttConfig, WebhookConfig
 from streamer.outputs.discovery import Discovery, camera_topic, level
 from streamer.outputs.outbox import Outbox
 from streamer.outputs.protocol import Output
+from streamer.outputs.switches import SWITCHES, Switches
 from streamer.records import Logged
 from streamer.sources import safe_name
-from streamer.outputs.switches import SWITCHES, Switches
 
 log = logging.getLogger("streamer.outputs.delivery")
 _FLUSH_S = 5.0

@@ -26,10 +26,10 @@ from typing import Any
 
 from streamer.errors import StreamerError, cannot_write
 from streamer.outputs.protocol import Output, Shown
-from streamer.records import DETECTED, EVENT_TYPES, KIND, Logged, Segment
 from streamer.outputs.runfolder import find_store, relative, resolve
-from streamer.sources import safe_name
 from streamer.outputs.snapshots import save_jpeg
+from streamer.records import DETECTED, EVENT_TYPES, KIND, Logged, Segment
+from streamer.sources import safe_name
 
 log = logging.getLogger("streamer.outputs.store")
 

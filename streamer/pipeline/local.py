@@ -17,14 +17,14 @@ from typing import Protocol
 from streamer.config import Config
 from streamer.errors import Stopped
 from streamer.metrics import Metrics
-from streamer.pipeline.reader import Reader, open_reader
+from streamer.model.worker import Detector, Worker
 from streamer.outputs.protocol import Output
-from streamer.pipeline.source_run import DRAIN_S, SourceRun, SourceSpec
-from streamer.sources import display_name
-from streamer.pipeline.stats import PostedStats, RunStats, StatsView, outcome
 from streamer.outputs.store import EventStore
 from streamer.outputs.switches import Switches
-from streamer.model.worker import Detector, Worker
+from streamer.pipeline.reader import Reader, open_reader
+from streamer.pipeline.source_run import DRAIN_S, SourceRun, SourceSpec
+from streamer.pipeline.stats import PostedStats, RunStats, StatsView, outcome
+from streamer.sources import display_name
 
 __all__ = ["Driver", "Pipeline", "RunStats", "SourceSpec"]
 

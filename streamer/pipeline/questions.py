@@ -19,8 +19,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from streamer.config import ObjectsConfig
-from streamer.records import DETECTED, KIND, Frame, FrameDetections, Keyframe, Tracks
 from streamer.model.worker import KeyframeModel
+from streamer.records import DETECTED, KIND, Frame, FrameDetections, Keyframe, Tracks
 
 READ = "<OCR>"
 

@@ -37,9 +37,9 @@ import av
 import numpy as np
 
 from streamer.backoff import Backoff
-from streamer.pipeline.clock import MediaClock
 from streamer.config import LiveConfig
 from streamer.errors import StreamerError
+from streamer.pipeline.clock import MediaClock
 from streamer.records import Frame, SourceStatus, StreamInfo
 from streamer.sources import display_name, guess_live, is_url, scrub
 

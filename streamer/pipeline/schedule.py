@@ -8,8 +8,8 @@ to frame pixels by the worker).
 from __future__ import annotations
 
 from streamer.config import TaskEntry
-from streamer.records import Frame, Keyframe
 from streamer.pipeline.zones import to_pixels
+from streamer.records import Frame, Keyframe
 
 
 def zone_pixels(zone: tuple[float, float, float, float] | None, width: int, height: int):

@@ -31,26 +31,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from streamer.outputs.annotate import Annotator
 from streamer.config import Config
 from streamer.errors import StreamerError
-from streamer.pipeline.events import status_event, worker_event
-from streamer.pipeline.flow import small_grey
 from streamer.metrics import Metrics
-from streamer.outputs.protocol import Output, Shown
+from streamer.model.worker import KeyframeModel
+from streamer.outputs.annotate import Annotator
 from streamer.outputs.build import Outputs, source_outputs
-from streamer.pipeline.reader import Reader, fault_reason, keeps_tracebacks
-from streamer.recording.recorder import Recorder, Segment
-from streamer.records import Event, Frame, SourceStatus
-from streamer.pipeline.sampler import Sampler
-from streamer.pipeline.schedule import Schedule
+from streamer.outputs.protocol import Output, Shown
 from streamer.outputs.snapshots import Snapshots
-from streamer.sources import is_url, scrub
-from streamer.pipeline.stats import RunStats
 from streamer.outputs.store import EventStore
 from streamer.outputs.switches import Switches
+from streamer.pipeline.events import status_event, worker_event
+from streamer.pipeline.flow import small_grey
+from streamer.pipeline.reader import Reader, fault_reason, keeps_tracebacks
+from streamer.pipeline.sampler import Sampler
+from streamer.pipeline.schedule import Schedule
+from streamer.pipeline.stats import RunStats
 from streamer.pipeline.task_tracking import Grey, SourceTracking, TaskTracking
-from streamer.model.worker import KeyframeModel
+from streamer.recording.recorder import Recorder, Segment
+from streamer.records import Event, Frame, SourceStatus
+from streamer.sources import is_url, scrub
 
 log = logging.getLogger("streamer.source")
 DRAIN_S = 5.0  # how long a stopping camera waits for its keyframe in flight

@@ -13,14 +13,14 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from streamer.config import Config, TaskEntry
+from streamer.model.worker import KeyframeModel
 from streamer.pipeline.events import EventMaker
 from streamer.pipeline.flow import small_grey
 from streamer.pipeline.motion import Motion
 from streamer.pipeline.questions import Questions
-from streamer.records import Event, Frame, FrameDetections, FrameTracks, StreamInfo, Tracks
 from streamer.pipeline.tracker import Tracker
-from streamer.model.worker import KeyframeModel
 from streamer.pipeline.zones import ZoneWatcher
+from streamer.records import Event, Frame, FrameDetections, FrameTracks, StreamInfo, Tracks
 
 
 class TaskTracking:

@@ -22,9 +22,9 @@ import numpy as np
 import supervision as sv
 
 from streamer.errors import StreamerError, cannot_write
-from streamer.records import TEXT
 from streamer.outputs.sinks import tracks_beside, tracks_rows
 from streamer.outputs.store import original, reading, recordings
+from streamer.records import TEXT
 
 log = logging.getLogger("streamer.recording.clip")
 
@@ -203,8 +203,8 @@ def _annotate(path: Path, shown: list[tuple[int, Path]]) -> None:
     """Draw on every frame of the clip at `path` the boxes its tracks file has for the frame it came from
     (`shown`: (frame index, tracks file) in the clip's order), and encode it again in its place."""
     from streamer.outputs.annotate import Annotator
-    from streamer.records import StreamInfo
     from streamer.outputs.sinks import VideoSink
+    from streamer.records import StreamInfo
 
     boxes = boxes_of(shown)
     annotator = Annotator()

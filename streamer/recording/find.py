@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 
 from streamer.errors import StreamerError
-from streamer.records import Frame, Keyframe
 from streamer.outputs.runfolder import resolve
+from streamer.records import Frame, Keyframe
 from streamer.tasks import PROMPT_MAX
 
 TASK = "<CAPTION_TO_PHRASE_GROUNDING>"

@@ -24,8 +24,8 @@ import av
 
 from streamer.config import RecordConfig
 from streamer.errors import StreamerError
-from streamer.records import Segment
 from streamer.recording.retention import Retention
+from streamer.records import Segment
 from streamer.sources import safe_name
 
 log = logging.getLogger("streamer.recording.recorder")

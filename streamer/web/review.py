@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamer.recording.clip import Span
 from streamer.errors import StreamerError, cannot_write
-from streamer.records import iso_time
 from streamer.outputs.store import connect, original, reading
+from streamer.recording.clip import Span
+from streamer.records import iso_time
 
 GAP_S = 5.0  # an object appearing this soon after the last one left belongs to the same activity
 _LOOK_BACK_S = 3600.0  # how far back an item is looked for when named by its id

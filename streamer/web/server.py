@@ -36,14 +36,14 @@ import cv2
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from streamer.outputs.annotate import Annotator
 from streamer.auth import COOKIE, SESSION_S, Guard, is_loopback
 from streamer.errors import StreamerError
+from streamer.outputs.annotate import Annotator
 from streamer.outputs.protocol import Output, Shown
+from streamer.outputs.switches import SWITCHES
 from streamer.pipeline.local import Pipeline
 from streamer.records import Logged, iso_time
 from streamer.sources import safe_name
-from streamer.outputs.switches import SWITCHES
 
 log = logging.getLogger("streamer.web.server")
 
@@ -347,8 +347,8 @@ class _Clips:
 
     def cut(self, db, span):
         """(the clip's file, its `clip.Cut`), cut now or kept from before."""
-        from streamer.recording.clip import cut
         from streamer.outputs.store import recordings
+        from streamer.recording.clip import cut
 
         held = () if span.run is not None else tuple(s.id for s in recordings(db, span.source, span.start, span.end))
         key = (str(db), span, held)
@@ -788,8 +788,8 @@ class StatusServer:
                 segments recorded (start, end, seconds, bytes), oldest first; with `stretches`: the stretches of
                 footage without an outage instead (start, end, seconds, segments), what a timeline draws (a week
                 of minute segments is a few rows, not 10,000)."""
-                from streamer.recording.clip import Span
                 from streamer.outputs.store import epoch, recorded_spans, recordings
+                from streamer.recording.clip import Span
 
                 start, end = query.get("from", [None])[0], query.get("to", [None])[0]
                 if start is None and end is None and "stretches" in query:
@@ -977,8 +977,8 @@ class StatusServer:
             def _find(self, query) -> None:
                 """`streamer find` on the run's stores with the run's own model, hits as NDJSON lines the moment
                 they are found (then a last line `{"done": ..., "hits": N}`), links instead of server paths."""
-                from streamer.recording.find import OnWorker, find
                 from streamer.outputs.store import epoch
+                from streamer.recording.find import OnWorker, find
 
                 phrase = " ".join(query.get("phrase", [""])[0].split())
                 worker = server.pipeline.worker
