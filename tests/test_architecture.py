@@ -16,7 +16,10 @@ def imports() -> dict[str, set[str]]:
         found = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("streamer"):
-                found |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+                # `from streamer.cli import run`: the module streamer.cli.run; `from streamer.records import Frame`:
+                # streamer.records itself
+                named = {f"{node.module}.{a.name}" for a in node.names}
+                found |= (named & modules.keys()) | ({node.module} if named - modules.keys() else set())
             elif isinstance(node, ast.Import):
                 found |= {a.name for a in node.names}
         arrows[name] = {m for m in found if m in modules and m != name}
