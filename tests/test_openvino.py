@@ -151,3 +151,28 @@ def test_the_command_line_runs_the_clip_on_openvino(tiny_od, clip, tmp_path, cap
     assert done.returncode != 0 and "set model.backend: openvino" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not refused.exists()
+
+
+def test_a_hub_models_cache_key_follows_its_revision(tmp_path, monkeypatch):
+    """A hub model is keyed by the snapshot it was loaded from: a new revision of the model is converted anew."""
+    import huggingface_hub.constants
+
+    from streamer.model.openvino_backend import cache_key, checkpoint_folder
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--someone--florence"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    keys = []
+    for revision, weights in (("a" * 40, b"old weights"), ("b" * 40, b"new weights, longer")):
+        snapshot = repo / "snapshots" / revision
+        snapshot.mkdir(parents=True)
+        for name, data in (("config.json", b"{}"), ("model.safetensors", weights)):
+            blob = repo / "blobs" / f"{revision[0]}-{name}"
+            blob.write_bytes(data)
+            (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+        (repo / "refs" / "main").write_text(revision)
+        config = ModelConfig(id="someone/florence", backend="openvino")
+        assert checkpoint_folder(config) == snapshot
+        keys.append(cache_key(config, checkpoint_folder(config), (768, 768), "2026.4.1"))
+    assert keys[0] != keys[1]

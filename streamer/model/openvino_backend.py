@@ -1,7 +1,7 @@
 """Florence-2's vision tower on OpenVINO (`model.backend: openvino`), for the Intel CPUs and iGPUs cameras run on.
 
-On a CPU the vision tower and its projector are most of a keyframe (Florence-2-base: 5.5 s of 6.5 s on a 2-core
-machine), so that is the part converted: from the checkpoint as loaded (a user's fine-tuned folder the same as a
+On a CPU the vision tower and its projector are about half a keyframe (Florence-2-base at 64 tokens: 4 s of 8 s
+on a 2-core machine; more where answers are short), so that is the part converted: from the checkpoint as loaded (a user's fine-tuned folder the same as a
 hub model) with OpenVINO's own converter, once, and kept in a cache keyed by the checkpoint's files, the OpenVINO
 version and the settings that change the converted model. The text encoder and the decoder stay in torch, which
 keeps every task, batching, per-box confidences and the shared image features exactly as they are.
@@ -53,7 +53,8 @@ def checkpoint_folder(config: ModelConfig) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(config.id, "config.json")
-    return Path(found).resolve().parent if isinstance(found, str) else None
+    # the snapshot's folder (named by the revision; its files are links into the cache's blobs, not resolved)
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def cache_key(config: ModelConfig, folder: Path | None, size: tuple[int, int], version: str) -> str:
