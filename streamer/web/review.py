@@ -68,10 +68,12 @@ class Item:
                 data = json.loads(line)
             except ValueError:  # a row cut short (a disk that filled): its zone and snapshot are not known
                 data = {}
-            zone = data.get("zone") if isinstance(data, dict) else None
+            if not isinstance(data, dict):
+                data = {}
+            zone = data.get("zone")
             if type_ == "zone_entered" and isinstance(zone, str) and zone not in self.zones:
                 self.zones.append(zone)
-            if self.snapshot is None and isinstance(data, dict) and "snapshot" in data:
+            if self.snapshot is None and "snapshot" in data:
                 self.snapshot = event_id
 
     def seconds(self) -> float:

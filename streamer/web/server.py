@@ -873,10 +873,10 @@ class StatusServer:
             def _sources(self, query) -> None:
                 """Each source's state and frame rate, for the pages."""
                 out = []
+                switches = server.pipeline.switches
                 for run in server.pipeline.runs:
                     st = run.stats()
                     name = safe_name(st.source)
-                    switches = server.pipeline.switches
                     out.append({"name": name, "live": st.live, "state": st.state,
                                 "fps": round(server.rate(name, st), 1), "frames": st.frames,
                                 "switches": {} if switches is None else {
