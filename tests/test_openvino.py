@@ -126,6 +126,10 @@ def test_the_conversion_is_kept_and_found_again_by_its_checkpoint(tiny_random, f
 
 
 def test_what_openvino_cannot_do_is_one_line(tiny_od, tmp_path, monkeypatch):
+    def never(*_):
+        raise AssertionError("the model was loaded before OpenVINO and its device were checked")
+
+    monkeypatch.setattr("streamer.model.florence.load_florence", never)
     with pytest.raises(StreamerError, match=r"OpenVINO device 'NPU' is not on this machine \(it has: CPU"):
         Florence2Detector(ModelConfig(path=tiny_od, backend="openvino", device="NPU", openvino_cache=tmp_path))
     with pytest.raises(ValueError, match="an OpenVINO device: set model.backend: openvino"):
@@ -150,6 +154,11 @@ def test_the_command_line_runs_the_clip_on_openvino(tiny_od, clip, tmp_path, cap
                          "--no-video")
     assert done.returncode != 0 and "set model.backend: openvino" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+    # an iGPU by its number, as a config file may name it, is taken from the command line too
+    done = streamer_here(capfd, "run", str(clip), "--model", tiny_od, "--backend", "openvino", "--device", "GPU.1",
+                         "--events", refused, "--no-video")
+    assert done.returncode != 0 and "OpenVINO device 'GPU.1' is not on this machine" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not refused.exists()
     assert not refused.exists()
 
 

@@ -17,8 +17,9 @@ def model_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of every command that loads the model, the same everywhere."""
     parser.add_argument("--config", type=Path, help="YAML config (see configs/default.yaml)")
     parser.add_argument("--model", help="hub id or local Florence-2 folder (sets model.id or model.path)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "CPU", "GPU", "NPU", "AUTO"],
-                        help="where the model runs (sets model.device; CPU, GPU, NPU, AUTO are OpenVINO's)")
+    parser.add_argument("--device", metavar="DEVICE",  # checked by the config, as model.device in a file is
+                        help="where the model runs: auto, cpu or cuda; with --backend openvino CPU, GPU (GPU.1 ...), "
+                             "NPU or AUTO (sets model.device)")
     parser.add_argument("--backend", choices=["torch", "openvino"],
                         help="what runs the model (sets model.backend; openvino: the vision tower on OpenVINO)")
 

@@ -279,6 +279,11 @@ class Florence2Detector:
         self.config = config
         self.device = torch_device(config)
         self.dtype = resolve_dtype(config.dtype, self.device)
+        opened = None
+        if config.backend == "openvino":  # OpenVINO and its device checked before the model loads
+            from streamer.model.openvino_backend import open_device
+
+            opened = open_device(config)
         self.model, self.processor = loaded or load_florence(config, self.device, self.dtype)
         self.generate_kwargs = generate_kwargs
         tokenizer = self.processor.tokenizer
@@ -291,10 +296,10 @@ class Florence2Detector:
         size = self.processor.image_processor.size
         self.input_size = (size["width"], size["height"])  # what a remote source shrinks keyframes to
         self.vision = None  # the vision tower, when another backend than torch runs it
-        if config.backend == "openvino":
+        if opened is not None:
             from streamer.model.openvino_backend import OpenVinoVision
 
-            self.vision = OpenVinoVision.load(self.model, config, self.input_size)
+            self.vision = OpenVinoVision.load(self.model, config, self.input_size, opened)
             if config.quantize == "int8":  # the text side's layers (torch's vision tower is no longer run)
                 self.model = _quantized(self.model, self.device)
         if config.compile:

@@ -80,6 +80,26 @@ class _Vision(torch.nn.Module):
         return self.model.get_image_features(pixel_values).pooler_output
 
 
+def open_device(config: ModelConfig) -> tuple:
+    """(the openvino module, its Core, the device to compile for) as `model.device` names it, checked before any
+    model loads: a missing OpenVINO or a device this machine lacks is one StreamerError naming what to do."""
+    try:
+        with held_back():  # a Ctrl-C inside a C++ extension's import kills the process (see interrupts)
+            import openvino as ov
+    except ImportError:
+        raise StreamerError("model.backend openvino needs OpenVINO: pip install openvino (or streamer[openvino]), "
+                            "or set model.backend: torch") from None
+    core = ov.Core()
+    device = openvino_device(config.device)
+    there = core.available_devices
+    if device == "AUTO" and there == ["CPU"]:
+        device = "CPU"  # nothing to choose: the CPU, with the settings `load` gives it
+    if device != "AUTO" and device not in there and not (device == "GPU" and any(d.startswith("GPU") for d in there)):
+        raise StreamerError(f"OpenVINO device '{device}' is not on this machine (it has: {', '.join(there)}); "
+                            "set model.device to one of them, or AUTO")
+    return ov, core, device
+
+
 class OpenVinoVision:
     """The converted vision tower, compiled for one OpenVINO device; called as `get_image_features` is."""
 
@@ -92,24 +112,10 @@ class OpenVinoVision:
         return torch.from_numpy(np.ascontiguousarray(out)).to(self.dtype)
 
     @classmethod
-    def load(cls, model, config: ModelConfig, size: tuple[int, int]) -> "OpenVinoVision":
-        """Converted from `model` (the loaded torch checkpoint) or read from the cache; compiled for
-        `model.device`. A missing OpenVINO, a device that is not there or a model that cannot be converted is one
-        StreamerError naming what to do."""
-        try:
-            with held_back():  # a Ctrl-C inside a C++ extension's import kills the process (see interrupts)
-                import openvino as ov
-        except ImportError:
-            raise StreamerError("model.backend openvino needs OpenVINO: pip install openvino (or streamer[openvino]), "
-                                "or set model.backend: torch") from None
-        core = ov.Core()
-        device = openvino_device(config.device)
-        there = core.available_devices
-        if device == "AUTO" and there == ["CPU"]:
-            device = "CPU"  # nothing to choose: the CPU, with the settings below
-        if device != "AUTO" and device not in there and not (device == "GPU" and any(d.startswith("GPU") for d in there)):
-            raise StreamerError(f"OpenVINO device '{device}' is not on this machine (it has: {', '.join(there)}); "
-                                "set model.device to one of them, or AUTO")
+    def load(cls, model, config: ModelConfig, size: tuple[int, int], opened: tuple) -> "OpenVinoVision":
+        """Converted from `model` (the loaded torch checkpoint) or read from the cache; compiled for the device
+        `open_device` found. A model that cannot be converted or run there is one StreamerError."""
+        ov, core, device = opened
         folder = checkpoint_folder(config)
         key = cache_key(config, folder, size, ov.__version__)
         place = cache_root(config) / key
