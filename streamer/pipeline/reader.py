@@ -262,7 +262,7 @@ class CameraReader(Reader):
     def _run(self) -> None:
         backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
         clock: MediaClock | None = None
-        down_since: float | None = None
+        down: tuple[float, float | None] | None = None  # (wall time, monotonic time) it went down
         if self._reconnect_at_start:
             try:
                 self._connect()
@@ -270,14 +270,14 @@ class CameraReader(Reader):
                 self._first_error = str(exc) if isinstance(exc, StreamerError) else _reason(exc)
         if self.resume is not None:
             clock = MediaClock(1.0 / float(self.info.fps), last=self.resume.pts) if self.info else None
-            down_since = self.resume.wall_time
+            down = (self.resume.wall_time, None)  # before a restart: only its wall time is known
             self.frames_decoded = self.resume.frame_index + 1
             self.state = "down"
             self._put(self.resume)
         elif self._container is None:  # unreachable at start
-            down_since = time.time()
+            down = (time.time(), time.monotonic())
             self.state = "down"
-            self._put(SourceStatus(self.name, "down", down_since, 0.0, 0, reason=self._first_error or "unreachable"))
+            self._put(SourceStatus(self.name, "down", down[0], 0.0, 0, reason=self._first_error or "unreachable"))
         error: BaseException | None = None
         failed = 0  # attempts since frames last came, for `max_retries`
         try:
@@ -300,10 +300,10 @@ class CameraReader(Reader):
                         continue
                 if clock is None:
                     clock = MediaClock(1.0 / float(self.info.fps), last=self.resume.pts if self.resume else None)
-                clock.start_session(0.0 if down_since is None else time.time() - down_since)
+                clock.start_session(0.0 if down is None else _down_for(down))
                 self._fault = None
                 began = time.monotonic()
-                frames, reason = self._decode_session(clock, down_since)
+                frames, reason = self._decode_session(clock, down)
                 if self._stop.is_set():
                     break
                 self._close()
@@ -311,10 +311,10 @@ class CameraReader(Reader):
                     failed = 0
                     if time.monotonic() - began >= self.config.backoff_max_s:
                         backoff.reset()  # up for a while: back off from the start; one that keeps failing waits longer
-                if frames or down_since is None:  # it was up (or is not reported down yet): down once, with why
-                    down_since = time.time()
+                if frames or down is None:  # it was up (or is not reported down yet): down once, with why
+                    down = (time.time(), time.monotonic())
                     self.state = "down"
-                    self._put(SourceStatus(self.name, "down", down_since, clock.last if clock.last is not None else 0.0,
+                    self._put(SourceStatus(self.name, "down", down[0], clock.last if clock.last is not None else 0.0,
                                            max(self.frames_decoded - 1, 0), reason=reason))
         except Exception as exc:  # a StreamerError (the recording cannot go on), or a bug outside any session
             error = exc
@@ -326,7 +326,7 @@ class CameraReader(Reader):
                 error = error or exc
         self._put(_End(error))
 
-    def _decode_session(self, clock: MediaClock, down_since: float | None) -> tuple[int, str]:
+    def _decode_session(self, clock: MediaClock, down: tuple[float, float | None] | None) -> tuple[int, str]:
         """Decode until the stream ends or fails: (frames decoded, why it stopped)."""
         container = self._container
         stream = container.streams.video[0]
@@ -352,8 +352,8 @@ class CameraReader(Reader):
                 frame = Frame(self.name, self.frames_decoded, pts, now, self._picture(av_frame), camera_time)
                 if frames == 0:
                     self.state = "up"
-                    if down_since is not None:
-                        self._put(SourceStatus(self.name, "up", now, pts, self.frames_decoded, gap_s=now - down_since))
+                    if down is not None:
+                        self._put(SourceStatus(self.name, "up", now, pts, self.frames_decoded, gap_s=_down_for(down)))
                 self._put(frame)
                 frames += 1
                 self.frames_decoded += 1
@@ -371,6 +371,14 @@ class CameraReader(Reader):
             if recorder is not None:
                 recorder.cut()
         return frames, "stream ended"
+
+
+def _down_for(down: tuple[float, float | None]) -> float:
+    """Seconds a camera has been down, on the monotonic clock: the wall clock stepped by NTP during an outage (as a
+    fresh machine's is in its first minutes) would make the gap negative or minutes too long. A camera down since
+    before a restart has only its wall time."""
+    wall, mono = down
+    return time.monotonic() - mono if mono is not None else max(0.0, time.time() - wall)
 
 
 def _flushed(container, stream, recorder=None):
