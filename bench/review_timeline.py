@@ -29,7 +29,8 @@ from streamer.outputs.store import EventStore  # noqa: E402
 from streamer.pipeline.local import Pipeline, SourceSpec  # noqa: E402
 from streamer.recording.recorder import Segment  # noqa: E402
 from streamer.records import Event, Logged  # noqa: E402
-from streamer.web.server import LiveView, StatusServer  # noqa: E402
+from streamer.web.live import LiveView  # noqa: E402
+from streamer.web.server import StatusServer  # noqa: E402
 
 FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 

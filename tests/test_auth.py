@@ -15,7 +15,8 @@ from streamer.auth import hash_password
 from streamer.cli import main
 from streamer.config import Config
 from streamer.pipeline.local import Pipeline, SourceSpec
-from streamer.web.server import LiveView, StatusServer
+from streamer.web.live import LiveView
+from streamer.web.server import StatusServer
 from tests.brokers import require
 from tests.helpers import CLIP
 from tests.scripted import ScriptedDetector
@@ -134,10 +135,12 @@ def test_signing_out_ends_the_session_everywhere_it_was_copied(served):
 
 
 def raw(server, request: bytes) -> bytes:
-    """The status line a raw request gets (b"" when the connection was dropped unanswered)."""
+    """The status line a raw request gets (b"" when the connection was dropped unanswered). HTTP/1.1 requires a
+    Host header (a request without one is a 400, RFC 9112 3.2): it is added after the request line."""
     port = int(server.address.rsplit(":", 1)[1])
+    line, _, rest = request.partition(b"\r\n")
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(request)
+        s.sendall(line + f"\r\nHost: 127.0.0.1:{port}\r\n".encode() + rest)
         return s.makefile("rb").readline().strip()
 
 

@@ -186,7 +186,8 @@ def test_a_bad_query_to_the_live_page_is_a_400_not_a_dropped_connection():
 
     from streamer.config import Config
     from streamer.pipeline.local import Pipeline
-    from streamer.web.server import LiveView, StatusServer
+    from streamer.web.live import LiveView
+    from streamer.web.server import StatusServer
 
     view = LiveView()
     server = StatusServer(Config.model_validate({"http": {"listen": "0"}}).http.listen,
@@ -545,7 +546,8 @@ def test_odd_numbers_after_events_are_a_400_not_a_dropped_connection():
 
     from streamer.config import Config
     from streamer.pipeline.local import Pipeline
-    from streamer.web.server import LiveView, StatusServer
+    from streamer.web.live import LiveView
+    from streamer.web.server import StatusServer
 
     server = StatusServer("127.0.0.1:0", Pipeline(Config(), lambda: None), LiveView()).start()
     try:

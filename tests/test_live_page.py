@@ -10,7 +10,8 @@ import pytest
 from streamer.config import Config
 from streamer.outputs.switches import Switches
 from streamer.pipeline.local import Pipeline, SourceSpec
-from streamer.web.server import LiveView, StatusServer
+from streamer.web.live import LiveView
+from streamer.web.server import StatusServer
 from tests.brokers import require
 from tests.helpers import ROOT, read_events
 from tests.rtsp_server import RtspServer, require_gstreamer, wait_for
@@ -159,7 +160,7 @@ def test_a_live_event_names_its_camera_as_the_pages_do():
     """The live page links an event to its camera's row on the review page by the name the pages use (a file's
     stem, a URL's host and path without credentials), given by the server, not worked out again in the page."""
     from streamer.records import Event, Logged
-    from streamer.web.server import LiveView
+    from streamer.web.live import LiveView
 
     view = LiveView()
     for source in ("clips/street.mp4", "rtsp://user:secret@192.0.2.10:554/stream1"):

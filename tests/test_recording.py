@@ -366,7 +366,8 @@ def test_the_server_serves_an_events_clip_and_any_stretch_with_range_requests(re
     import urllib.error
     import urllib.request
 
-    from streamer.web.server import LiveView, StatusServer
+    from streamer.web.live import LiveView
+    from streamer.web.server import StatusServer
 
     folder, _, spec, pipeline = recorded
 
@@ -374,9 +375,9 @@ def test_the_server_serves_an_events_clip_and_any_stretch_with_range_requests(re
         request = urllib.request.Request(server.address + path, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, dict(response.headers), response.read()
+                return response.status, response.headers, response.read()
         except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers), err.read()
+            return err.code, err.headers, err.read()
 
     server = StatusServer("127.0.0.1:0", pipeline, LiveView()).start()
     try:

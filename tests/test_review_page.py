@@ -15,7 +15,8 @@ import pytest
 
 from streamer.config import Config
 from streamer.pipeline.local import Pipeline, SourceSpec
-from streamer.web.server import LiveView, StatusServer
+from streamer.web.live import LiveView
+from streamer.web.server import StatusServer
 from tests.brokers import require
 from tests.helpers import CLIP
 from tests.scripted import ScriptedDetector
@@ -118,7 +119,7 @@ def test_one_car_is_one_review_item_that_plays_whole_is_marked_reviewed_and_new_
     page.wait_for_function("() => document.getElementById('list').textContent.includes('nothing going on')",
                            timeout=10000)
     # a new activity, as a camera writes it: on the page within a poll
-    db = server.stores()[0]
+    db = server.site.stores()[0]
     store = EventStore(db)
     now = time.time()
     for kind in ("object_appeared", "object_left"):

@@ -138,7 +138,8 @@ def test_metrics_parse_and_move_and_healthz_flips_when_a_source_dies(tmp_path):
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    from streamer.web.server import LiveView, StatusServer
+    from streamer.web.live import LiveView
+    from streamer.web.server import StatusServer
 
     def get(url):
         try:

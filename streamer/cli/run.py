@@ -294,7 +294,7 @@ def _shared(config: Config, specs: list[SourceSpec], switches: Switches) -> tupl
     names = [spec.name or display_name(spec.url) for spec in specs]
     shared, view = process_outputs(config, config.output.dir / "outbox", sources=names, switches=switches), None
     if config.http.listen:
-        from streamer.web.server import LiveView
+        from streamer.web.live import LiveView
 
         view = LiveView()
         shared.insert(0, view)

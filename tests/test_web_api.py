@@ -1,0 +1,176 @@
+"""The web side under the watchers a camera page gets: fifty at once, one that stops reading, one that never
+finishes its request, a stop while they watch; and the API's description, behind the sign-in like the rest."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import streamer.web.api.live as live
+import streamer.web.server as web
+from streamer.config import Config
+from streamer.outputs.annotate import Annotator
+from streamer.outputs.protocol import Shown
+from streamer.pipeline.local import Pipeline
+from streamer.pipeline.stats import RunStats
+from streamer.records import Frame
+from streamer.web.live import LiveView
+from streamer.web.server import StatusServer
+
+TOKEN = "a-token-of-some-length"
+
+
+class Camera:
+    """A source's frames into the live view at 25 fps, as the pipeline puts them there, each a new picture."""
+
+    def __init__(self, view: LiveView, name: str = "cam", noise: bool = False) -> None:
+        self.view, self.name, self.noise, self._stop = view, name, noise, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        annotator, index, rng = Annotator(), 0, np.random.default_rng(0)
+        while not self._stop.wait(0.04):
+            image = (rng.integers(0, 255, (480, 640, 3), np.uint8) if self.noise  # 200 kB a JPEG
+                     else np.full((120, 160, 3), index % 250, np.uint8))
+            image.setflags(write=False)
+            self.view.frame(Shown(Frame(self.name, index, index / 25, time.time(), image), [], annotator))
+            index += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join()
+
+
+class Watcher:
+    """An MJPEG client counting the frames it gets; `read=False`: a tab that stopped reading (small buffers)."""
+
+    def __init__(self, address: str, read: bool = True) -> None:
+        host, port = address.removeprefix("http://").split(":")
+        self.frames, self.closed = 0, threading.Event()
+        self.sock = socket.socket()
+        if not read:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect((host, int(port)))
+        self.sock.sendall(f"GET /sources/cam/mjpeg HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        if read:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            while data := self.sock.recv(65536):
+                self.frames += data.count(b"--frame\r\n")
+        except OSError:
+            pass
+        self.closed.set()
+
+
+def serve(monkeypatch, noise: bool = False):
+    monkeypatch.setattr(live, "CLIENT_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(web, "HEAD_TIMEOUT_S", 2.0)
+    view = LiveView()
+    pipeline = Pipeline(Config(), lambda: None)
+    pipeline.runs = [SimpleNamespace(stats=lambda: RunStats(source="cam"))]  # the run's one source, as the pages see it
+    return Camera(view, noise=noise), StatusServer("127.0.0.1:0", pipeline, view, mjpeg_fps=10.0).start()
+
+
+@pytest.fixture
+def served(monkeypatch):
+    camera, server = serve(monkeypatch)
+    yield server
+    camera.stop()
+    server.close()
+
+
+@pytest.fixture
+def served_large(monkeypatch):
+    camera, server = serve(monkeypatch, noise=True)
+    yield server
+    camera.stop()
+    server.close()
+
+
+def test_fifty_watchers_and_a_slowloris_are_served_and_every_stream_ends_at_a_stop(served):
+    server = served
+    host, port = server.address.removeprefix("http://").split(":")
+    slowloris = socket.create_connection((host, int(port)))
+    slowloris.sendall(b"GET /metrics HTTP/1.1\r\nHo")
+    watchers = [Watcher(server.address) for _ in range(50)]
+    time.sleep(3.0)
+    counts = [w.frames for w in watchers]
+    assert min(counts) >= 10, counts  # about 30 each at 10 fps: every watcher is fed
+    started = time.monotonic()
+    with urllib.request.urlopen(server.address + "/api/sources", timeout=5) as response:
+        assert json.loads(response.read())[0]["name"] == "cam"
+    assert time.monotonic() - started < 1.0  # the pages still answer at once
+    slowloris.settimeout(5)
+    assert slowloris.recv(100) == b""  # the unfinished request let go (after 2 s here, 30 s in a run)
+    started = time.monotonic()
+    server.close()  # a stop ends every stream at once
+    assert time.monotonic() - started < 5
+    assert all(w.closed.wait(5) for w in watchers)
+
+
+def test_a_watcher_that_stops_reading_is_let_go_and_holds_no_one_up(served_large):
+    server = served_large
+    stalled, other = Watcher(server.address, read=False), Watcher(server.address)
+    time.sleep(8.0)  # not reading: the socket's buffers fill in about 2 s, then it has 2 s to take something
+    stalled.sock.settimeout(2.0)
+    deadline = time.monotonic() + 5
+    try:
+        while stalled.sock.recv(1 << 20):  # what was in its buffers, then the end (a stream let go on for ever)
+            assert time.monotonic() < deadline, "the stalled watcher was never let go"
+    except socket.timeout:
+        pytest.fail("the stalled watcher's stream is neither going on nor closed")
+    before = other.frames
+    time.sleep(1.5)
+    assert other.frames - before >= 5 and not other.closed.is_set()  # the one reading went on all along
+
+
+def get(url: str, **headers):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, err.read()
+
+
+def test_the_api_is_described_behind_the_sign_in_and_every_path_it_lists_is_served(monkeypatch):
+    auth = Config.model_validate({"http": {"auth": {"token": TOKEN}}}).http.auth
+    view = LiveView()
+    server = StatusServer("127.0.0.1:0", Pipeline(Config(), lambda: None), view, auth=auth).start()
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        for path in ("/openapi.json", "/docs"):
+            status, headers, _ = get(server.address + path)
+            assert status == 401 and "Bearer" in headers["WWW-Authenticate"], path
+        status, _, body = get(server.address + "/docs", **bearer)
+        assert status == 200 and b"swagger" in body.lower() and b"/openapi.json" in body
+        status, _, body = get(server.address + "/openapi.json", **bearer)
+        described = json.loads(body)
+        paths = described["paths"]
+        for expected in ("/", "/review", "/api/review", "/api/events/{event_id}/clip.mp4", "/api/recordings/{source}",
+                         "/api/find", "/api/search", "/sources/{name}/mjpeg", "/metrics", "/healthz", "/login"):
+            assert expected in paths, expected
+        assert described["info"]["title"] == "streamer" and len(paths) >= 20
+        # each GET the document lists answers, signed in, with what it says (no path it lists is missing)
+        for path, ops in paths.items():
+            if "get" not in ops or "{" in path or path in ("/api/find",):
+                continue
+            status, _, _ = get(server.address + path, **bearer)
+            assert status in (200, 303, 400, 404, 503) and status != 500, (path, status)
+            if status == 404:
+                assert path.startswith("/api/recordings"), path
+        # parameters that are not what the document says are one line, not a traceback
+        status, headers, body = get(server.address + "/api/events/abc/clip.mp4", **bearer)
+        assert status == 404 and headers["Content-Type"].startswith("text/plain") and body.count(b"\n") == 1
+    finally:
+        server.close()
