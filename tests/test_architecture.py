@@ -1,5 +1,6 @@
 """The package's own imports, read from its source: records flow one way, so no module (and no folder) imports one
-that imports it back, directly or round a loop, a lazy import inside a function included."""
+that imports it back, directly or round a loop, a lazy import inside a function included. And its rooms stay a
+size a newcomer reads."""
 
 import ast
 from pathlib import Path
@@ -77,3 +78,17 @@ def test_the_folders_import_one_way():
 
 def test_a_loop_of_imports_is_found():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_class_over_250_lines_and_no_function_over_70():
+    """Rooms a newcomer can read: a class that grows past 250 lines, or a function past 70, is split by what it
+    does (as `SourceRun` into its file and camera loops over the steps)."""
+    too_big = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            lines = getattr(node, "end_lineno", 0) - getattr(node, "lineno", 0) + 1
+            if (isinstance(node, ast.ClassDef) and lines > 250) or (
+                    isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and lines > 70):
+                too_big.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} {lines} lines")
+    assert too_big == []
+    assert len(list(PACKAGE.rglob("*.py"))) > 60  # the package was read

@@ -204,7 +204,7 @@ def test_debug_shows_the_traceback_of_a_bug_in_a_source(tiny_od, tmp_path, monke
     def broken(self, *args):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr("streamer.pipeline.source_run.TaskTracking.update", broken)
+    monkeypatch.setattr("streamer.pipeline.task_tracking.TaskTracking.update", broken)
     args = ["run", str(CLIP), "--model", str(tiny_od), "--no-video", "--events", str(tmp_path / "e.jsonl")]
     assert main(args) == 1
     plain = capsys.readouterr().err

@@ -20,55 +20,21 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from streamer.cluster.model_worker import ModelWorker, RemoteModel, cause_of
 from streamer.cluster.source_actor import POST_S, ProgressBoard, SourceActor
+from streamer.cluster.views import SILENT_S, SourceView, WorkerView, poll, status_lines
 from streamer.config import Config
 from streamer.errors import Stopped, StreamerError
 from streamer.model.worker import Detector, load_detector
 from streamer.pipeline.source_run import SourceSpec
-from streamer.pipeline.stats import PostedStats, RunStats, outcome
+from streamer.pipeline.stats import RunStats, outcome
 from streamer.sources import display_name, is_url
 
 _READY_TIMEOUT_S = 600.0  # a model load on a fresh node may download and compile for minutes
 _STOP_TIMEOUT_S = 30.0
-_SILENT_S = 3.0  # a source that posted nothing for this long is shown as Ray has its actor, not as it last said
 _STOP_GRACE_S = 5.0  # after a stop, sources still silent this long after it are not waited for
-
-
-@dataclass
-class _SourceView(PostedStats):
-    """What the driver knows of a source actor (`handle`): its latest posted stats, which incarnation posted
-    them, how often it was restarted, and when this driver first heard of it (the actor's clock may be another
-    host's)."""
-
-    handle: object = None
-    incarnation: str | None = None
-    restarts: int = 0
-    first_heard: float | None = None
-    age_s: float = 0.0  # since its last post
-    lost: str | None = None  # why the driver gave up on it
-    actor_state: str | None = None  # Ray's word for its actor while it is silent (RESTARTING, ...)
-
-    def stats(self) -> RunStats:
-        """Its last post; while it is silent, a running camera or file is not shown "up" but as Ray has it."""
-        if self.lost is not None or self.age_s < _SILENT_S or self.current.state in ("ended", "starting"):
-            return self.current
-        return dataclasses.replace(self.current, state=_shown(self.actor_state, "silent"))
-
-
-@dataclass
-class _WorkerView:
-    """What the driver knows of a model worker actor: whether it answered the last poll, its last answer, and
-    how often it came back from a restart."""
-
-    handle: object
-    up: bool = False
-    last: dict | None = None
-    restarts: int = 0
-    actor_state: str | None = None  # Ray's word for its actor when it did not answer (RESTARTING, ALIVE: busy)
 
 
 # Ray's own lines (its retries of a restarting actor, "repeated 643x") stay in its logs (/tmp/ray/session_latest/
@@ -109,8 +75,8 @@ class RayPipeline:
         self.make_detector = make_detector
         self.notify = notify
         self._stop = threading.Event()
-        self.runs: list[_SourceView] = []
-        self.workers: list[_WorkerView] = []
+        self.runs: list[SourceView] = []
+        self.workers: list[WorkerView] = []
         self.model_loaded = False
         self.description = ""
         self._ray = None  # the ray module, imported on connecting (an optional dependency)
@@ -204,7 +170,7 @@ class RayPipeline:
             sources = [source_cls.remote(str(i), spec, self.config) for i, spec in enumerate(specs)]
             actors += sources
             infos = self._gather([s.open.remote() for s in sources], "open the sources")
-            self.runs = [_SourceView(RunStats(source=spec.name or display_name(spec.url), info=info), handle)
+            self.runs = [SourceView(RunStats(source=spec.name or display_name(spec.url), info=info), handle)
                          for spec, info, handle in zip(specs, infos, sources)]
             # 2. The model workers, each loading the model.
             started = time.monotonic()
@@ -214,7 +180,7 @@ class RayPipeline:
             handles = [worker_cls.remote(make_detector, model.batch_size, model.max_wait_ms,
                                          self.config.pipeline.still_wait_s) for _ in range(n_workers)]
             actors += handles
-            self.workers = [_WorkerView(handle) for handle in handles]
+            self.workers = [WorkerView(handle) for handle in handles]
             ready = self._gather([w.ready.remote() for w in handles], "load the model")
             for answer in ready:
                 if answer["error"]:
@@ -250,16 +216,6 @@ class RayPipeline:
         for name, place in zip(names, places):
             self.notify(f"{name} on {place}")
 
-    def _say_moved(self, name: str, handle) -> None:
-        """Where a restarted actor runs now (on another node, when its own was lost)."""
-        from ray.exceptions import RayError
-
-        if self.notify is None:
-            return
-        try:
-            self.notify(f"{name} restarted, now on {self._ray.get(handle.where.remote(), timeout=5)}")
-        except RayError:
-            self.notify(f"{name} restarted")
 
     def _gather(self, refs: list, what: str) -> list:
         """Results of `refs`, a StreamerError from inside raised as itself, or one line when the cluster cannot
@@ -291,7 +247,7 @@ class RayPipeline:
             _, pending = self._ray.wait(pending, num_returns=len(pending), timeout=0.2)
             if time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + POST_S
-                self._poll(board, on_progress)
+                poll(self._ray, board, self.runs, self.workers, on_progress, self.notify)
                 hurry = stopping is not None and time.monotonic() - stopping >= _STOP_GRACE_S
                 pending = [ref for ref in pending if not self._lost(self.runs[refs.index(ref)], hurry)]
             if deadline is not None and time.monotonic() >= deadline:
@@ -300,15 +256,15 @@ class RayPipeline:
                 stopping = time.monotonic()
                 for source in sources:
                     source.stop.remote()
-        self._poll(board, None)
+        poll(self._ray, board, self.runs, self.workers, None, self.notify)
 
-    def _lost(self, view: _SourceView, hurry: bool = False) -> bool:
+    def _lost(self, view: SourceView, hurry: bool = False) -> bool:
         """A source silent for `cluster.restart_timeout_s` whose actor answers no ping (restarting where no node
         has room: its node is gone) is lost; the run goes on without it and says so. `hurry`: the run was asked
         to stop `_STOP_GRACE_S` ago; a source silent by then is not waited for (Ctrl-C ends a run in seconds)."""
         from ray.exceptions import RayError
 
-        limit = _SILENT_S if hurry else self.config.cluster.restart_timeout_s
+        limit = SILENT_S if hurry else self.config.cluster.restart_timeout_s
         if view.lost is not None or view.age_s < limit:
             return view.lost is not None
         try:
@@ -322,50 +278,14 @@ class RayPipeline:
             self._note(view.lost)
             return True
 
+    def status_lines(self) -> list[str]:
+        """One line per model worker, and the restarts seen: for the console's status lines and the summary."""
+        return status_lines(self.runs, self.workers)
+
     def _note(self, line: str) -> None:
         if self.notify is not None:
             self.notify(line)
 
-    def _poll(self, board, on_progress) -> None:
-        """The latest posts of the sources and an answer from each worker, within a second or so; what does not
-        answer in time (a slow or restarting actor) is asked again at the next poll."""
-        from ray.exceptions import RayError
-
-        try:
-            posts = self._ray.get(board.all.remote(), timeout=5)
-        except RayError:
-            return
-        for key, post in posts.items():
-            view = self.runs[int(key)]
-            if view.incarnation not in (None, post["incarnation"]):
-                view.restarts += 1
-                self._say_moved(f"[{post['stats'].source}] source", view.handle)
-            view.incarnation = post["incarnation"]
-            moved = post["stats"].frames != view.current.frames
-            # `started` is on the actor's clock, perhaps another host's: the console measures on this one.
-            if view.first_heard is None:
-                view.first_heard = time.monotonic()
-            view.current = dataclasses.replace(post["stats"], started=view.first_heard)
-            view.age_s = post["age_s"]
-            view.actor_state = _actor_state(view.handle) if view.age_s >= _SILENT_S else None
-            if moved and on_progress is not None:
-                on_progress(view.current)
-        refs = [w.handle.stats.remote() for w in self.workers]
-        ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=1)
-        for i, (worker, ref) in enumerate(zip(self.workers, refs)):
-            worker.up = False  # until it answers: restarting, or busy beyond a second
-            worker.actor_state = None
-            if ref not in ready:
-                worker.actor_state = _actor_state(worker.handle)
-                continue
-            try:
-                answer = self._ray.get(ref)
-            except RayError:
-                continue
-            if worker.last is not None and worker.last["incarnation"] != answer["incarnation"]:
-                worker.restarts += 1
-                self._say_moved(f"[worker-{i}] model worker", worker.handle)
-            worker.up, worker.last = True, answer
 
     def _result(self, ref, last: RunStats) -> RunStats:
         from ray.exceptions import ActorDiedError, RayTaskError
@@ -390,35 +310,6 @@ class RayPipeline:
             ray.kill(actor, no_restart=True)
         if self._started_ray:
             ray.shutdown()
-
-    def status_lines(self) -> list[str]:
-        """One line per model worker, and the restarts seen: for the console's status lines and the summary."""
-        lines = []
-        for i, worker in enumerate(self.workers):
-            state = "up" if worker.up else _shown(worker.actor_state, "busy")
-            keyframes = (worker.last or {}).get("keyframes", 0)
-            restarts = f", restarted {worker.restarts}x" if worker.restarts else ""
-            lines.append(f"[worker-{i}] {state}, keyframes {keyframes}{restarts}")
-        lines += [f"[{view.current.source}] source actor restarted {view.restarts}x" for view in self.runs
-                  if view.restarts]
-        return lines
-
-
-def _shown(actor_state: str | None, otherwise: str) -> str:
-    """How a status line names an actor that did not answer: as Ray has it when it is being (re)placed or dead,
-    else `otherwise` (alive but silent: busy, or taking over)."""
-    return {"RESTARTING": "restarting", "PENDING_CREATION": "restarting", "DEAD": "dead"}.get(actor_state, otherwise)
-
-
-def _actor_state(handle) -> str | None:
-    """Ray's state of an actor (ALIVE, RESTARTING, DEAD, PENDING_CREATION), from its control store, which
-    answers while the actor cannot; None where this Ray cannot say."""
-    try:
-        from ray._private.state import actors
-
-        return actors(actor_id=handle._actor_id.hex()).get("State")
-    except Exception:  # noqa: BLE001 - a debugging API of Ray's: without it the line says less, nothing breaks
-        return None
 
 
 def _absolute(spec: SourceSpec) -> SourceSpec:

@@ -22,7 +22,8 @@ from streamer.outputs.protocol import Output
 from streamer.outputs.store import EventStore
 from streamer.outputs.switches import Switches
 from streamer.pipeline.reader import Reader, open_reader
-from streamer.pipeline.source_run import DRAIN_S, SourceRun, SourceSpec
+from streamer.pipeline.camera_loop import DRAIN_S
+from streamer.pipeline.source_run import SourceRun, SourceSpec
 from streamer.pipeline.stats import PostedStats, RunStats, StatsView, outcome
 from streamer.sources import display_name
 
