@@ -93,7 +93,13 @@ def sources(site: Here) -> JSONResponse:
     return JSONResponse(out)
 
 
-@router.post("/api/switches/{camera}/{name}", dependencies=[Depends(same_site)])
+def flag_body(key: str) -> dict:
+    """The OpenAPI description of a `{"<key>": true}` body (read by `flag`, which takes nothing but a boolean)."""
+    schema = {"type": "object", "properties": {key: {"type": "boolean"}}, "required": [key]}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+@router.post("/api/switches/{camera}/{name}", dependencies=[Depends(same_site)], openapi_extra=flag_body("on"))
 async def switch(camera: str, name: str, request: Request, site: Here) -> JSONResponse:
     """A camera's switch (detect, record, snapshots) turned with `{"on": true}` or false, as from Home Assistant
     (MQTT says so too)."""

@@ -57,7 +57,11 @@ def login_page(site: Here, next: str = "/") -> HTMLResponse:
     return HTMLResponse(form(site.guard, then=local(next)))
 
 
-@router.post("/login", dependencies=[Depends(same_site)], response_class=HTMLResponse, status_code=303)
+_FORM = {"type": "object", "properties": {k: {"type": "string"} for k in ("user", "password", "token", "next")}}
+
+
+@router.post("/login", dependencies=[Depends(same_site)], response_class=HTMLResponse, status_code=303,
+             openapi_extra={"requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": _FORM}}}})
 async def login(request: Request, site: Here) -> Response:
     """The login form posted: a session cookie for whoever gives the credentials, one slow refusal else."""
     length = request.headers.get("content-length", "")

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from streamer.errors import StreamerError
 from streamer.records import iso_time
-from streamer.web.api.live import flag
+from streamer.web.api.live import flag, flag_body
 from streamer.web.api.login import SignedIn, same_site, signout
 from streamer.web.files import MediaFile
 from streamer.web.site import Here, Site, whole
@@ -54,7 +54,7 @@ def review_items(site: Here, hours: str = "6", reviewed: str | None = None, sour
     return JSONResponse([_item_links(i) for i in found])
 
 
-@router.post("/api/review/{item_id}", dependencies=[Depends(same_site)])
+@router.post("/api/review/{item_id}", dependencies=[Depends(same_site)], openapi_extra=flag_body("reviewed"))
 async def mark(item_id: Id, request: Request, site: Here, store: Store = None) -> JSONResponse:
     """`{"reviewed": true}` (or false) for a review item, kept in its store."""
     from streamer.web.review import NoItem, mark
