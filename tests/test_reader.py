@@ -140,3 +140,16 @@ def test_a_frame_that_cannot_be_made_never_leaves_an_up_without_its_down(clip, m
     finally:
         reader.stop()
     assert states == ["down", "up", "down"]
+
+
+def test_an_outage_is_measured_on_the_monotonic_clock_whatever_the_wall_clock_does(monkeypatch):
+    """NTP steps a fresh machine's wall clock (22 s once, in CI): a camera's outage, its `gap_s` and the media
+    time it adds, must not step with it."""
+    import time
+
+    from streamer.pipeline import reader
+
+    down = (time.time(), time.monotonic())
+    monkeypatch.setattr(time, "time", lambda: down[0] - 3600.0)  # the wall clock set back an hour mid-outage
+    assert 0.0 <= reader._down_for(down) < 1.0
+    assert reader._down_for((down[0], None)) == 0.0  # down since before a restart: only a wall time, never negative
