@@ -459,14 +459,14 @@ class Chaos:
         and then that comes and goes, half of them with a reset."""
         rng = random.Random(self.random.random())
         names = [c.name for c in self.cams]
-        stay = [_Watcher(self.http, names[0]) for _ in range(self.watchers)]
-        stalled = _Watcher(self.http, names[0], read=False)
+        stay = [Watcher(self.http, names[0]) for _ in range(self.watchers)]
+        stalled = Watcher(self.http, names[0], read=False)
         host, port = self.http.removeprefix("http://").split(":")
         slow = socket.create_connection((host, int(port)), timeout=10)
         slow.sendall(f"GET /sources/{names[0]}/mjpeg HTTP/1.1\r\nHo".encode())
         while not self._done.wait(rng.uniform(1, 5)):
             try:
-                watcher = _Watcher(self.http, rng.choice(names))
+                watcher = Watcher(self.http, rng.choice(names))
             except OSError:  # the run has ended
                 break
             time.sleep(rng.uniform(0.5, 4))
@@ -607,16 +607,18 @@ class Chaos:
             report.problems.append(f"not delivered: MQTT {missing_mqtt}, webhook {missing_hook}")
 
 
-class _Watcher:
-    """An MJPEG client counting the frames it gets; with `read=False`, one that never reads (its socket's buffer
-    small, so the server's writes to it block)."""
+class Watcher:
+    """An MJPEG client counting the frames it gets (`closed` once its stream ended); with `read=False`, one that
+    never reads (its socket's buffer made small before it connects, so the server's writes to it block)."""
 
     def __init__(self, base: str, name: str, read: bool = True) -> None:
         host, port = base.removeprefix("http://").split(":")
-        self.frames = 0
-        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.frames, self.closed = 0, threading.Event()
+        self.sock = socket.socket()
         if not read:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(10)
+        self.sock.connect((host, int(port)))
         self.sock.sendall(f"GET /sources/{name}/mjpeg HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         self.sock.settimeout(None)  # a camera down for minutes sends nothing new: the watcher waits, as a browser does
         if read:
@@ -628,6 +630,7 @@ class _Watcher:
                 self.frames += data.count(b"--frame\r\n")
         except OSError:
             pass
+        self.closed.set()
 
     def close(self, rst: bool = False) -> None:
         if rst:

@@ -24,6 +24,7 @@ from streamer.pipeline.stats import RunStats
 from streamer.records import Frame
 from streamer.web.live import LiveView
 from streamer.web.server import StatusServer
+from tests.chaos import Watcher
 
 TOKEN = "a-token-of-some-length"
 
@@ -48,29 +49,6 @@ class Camera:
     def stop(self) -> None:
         self._stop.set()
         self.thread.join()
-
-
-class Watcher:
-    """An MJPEG client counting the frames it gets; `read=False`: a tab that stopped reading (small buffers)."""
-
-    def __init__(self, address: str, read: bool = True) -> None:
-        host, port = address.removeprefix("http://").split(":")
-        self.frames, self.closed = 0, threading.Event()
-        self.sock = socket.socket()
-        if not read:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.connect((host, int(port)))
-        self.sock.sendall(f"GET /sources/cam/mjpeg HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-        if read:
-            threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            while data := self.sock.recv(65536):
-                self.frames += data.count(b"--frame\r\n")
-        except OSError:
-            pass
-        self.closed.set()
 
 
 def serve(monkeypatch, noise: bool = False):
@@ -103,7 +81,7 @@ def test_fifty_watchers_and_a_slowloris_are_served_and_every_stream_ends_at_a_st
     host, port = server.address.removeprefix("http://").split(":")
     slowloris = socket.create_connection((host, int(port)))
     slowloris.sendall(b"GET /metrics HTTP/1.1\r\nHo")
-    watchers = [Watcher(server.address) for _ in range(50)]
+    watchers = [Watcher(server.address, "cam") for _ in range(50)]
     time.sleep(3.0)
     counts = [w.frames for w in watchers]
     assert min(counts) >= 10, counts  # about 30 each at 10 fps: every watcher is fed
@@ -121,7 +99,7 @@ def test_fifty_watchers_and_a_slowloris_are_served_and_every_stream_ends_at_a_st
 
 def test_a_watcher_that_stops_reading_is_let_go_and_holds_no_one_up(served_large):
     server = served_large
-    stalled, other = Watcher(server.address, read=False), Watcher(server.address)
+    stalled, other = Watcher(server.address, "cam", read=False), Watcher(server.address, "cam")
     time.sleep(8.0)  # not reading: the socket's buffers fill in about 2 s, then it has 2 s to take something
     stalled.sock.settimeout(2.0)
     deadline = time.monotonic() + 5
