@@ -91,7 +91,7 @@ def whole(text: str) -> bool:
     return re.fullmatch(r"[0-9]{1,18}", text) is not None
 
 
-def current(request: Request) -> Site:
+async def current(request: Request) -> Site:
     return request.app.state.site
 
 

@@ -13,9 +13,9 @@ from streamer.web.api.login import signed_in
 from streamer.web.site import Here
 
 
-def scraper(request: Request) -> None:
+async def scraper(request: Request) -> None:
     if not request.app.state.site.metrics_public:
-        signed_in(request)
+        await signed_in(request)
 
 
 router = APIRouter(tags=["metrics and health"], dependencies=[Depends(scraper)])
@@ -30,7 +30,7 @@ def metrics(site: Here) -> Response:
 
 
 @router.get("/healthz")
-def healthz(site: Here) -> JSONResponse:
+async def healthz(site: Here) -> JSONResponse:
     """200 when the model is loaded and every source is up; 503 naming the sources that are not."""
     pipeline = site.pipeline
     down = [st.source for st in (r.stats() for r in pipeline.runs) if not st.up]

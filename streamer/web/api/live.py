@@ -23,7 +23,7 @@ router = APIRouter(tags=["live"], dependencies=SignedIn)
 
 
 @router.get("/", response_class=HTMLResponse)
-def page(request: Request, site: Here) -> HTMLResponse:
+async def page(request: Request, site: Here) -> HTMLResponse:
     """Every camera's live view, a search box over what was seen (or, ticked, find in the footage), and the
     latest events, updating without reload."""
     cameras = "".join(
@@ -71,7 +71,7 @@ class Watched(StreamingResponse):
 
 
 @router.get("/api/events")
-def events(site: Here, after: str = "0") -> JSONResponse:
+async def events(site: Here, after: str = "0") -> JSONResponse:
     """The latest events (up to 200) after the `seq` of the last one seen, for the page."""
     after = after or "0"
     if not whole(after):
@@ -80,7 +80,7 @@ def events(site: Here, after: str = "0") -> JSONResponse:
 
 
 @router.get("/api/sources")
-def sources(site: Here) -> JSONResponse:
+async def sources(site: Here) -> JSONResponse:
     """Each source's state, frame rate over the last seconds, frames and switches."""
     out = []
     switches = site.pipeline.switches

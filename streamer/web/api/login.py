@@ -8,6 +8,7 @@ import html
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from streamer.auth import COOKIE, SESSION_S, Guard
@@ -22,13 +23,16 @@ class SignInFirst(Exception):
     """A request without credentials: a person opening a page gets the form, a program a 401 (`answer`)."""
 
 
-def signed_in(request: Request) -> None:
-    """The dependency of every router but this one: a bearer token, HTTP Basic, or the login's session cookie."""
-    if not request.app.state.site.guard.request(request.headers):
+async def signed_in(request: Request) -> None:
+    """The dependency of every router but this one: a bearer token, HTTP Basic, or the login's session cookie.
+    HTTP Basic's password is checked with scrypt (tens of ms) on a worker thread, the rest at once."""
+    guard = request.app.state.site.guard
+    basic = request.headers.get("authorization", "")[:6].lower() == "basic "
+    if not (await run_in_threadpool(guard.request, request.headers) if basic else guard.request(request.headers)):
         raise SignInFirst()
 
 
-def same_site(request: Request) -> None:
+async def same_site(request: Request) -> None:
     """A write (a sign-in, a switch, a review mark) from another site's page is refused: a browser always says
     whose page it is."""
     origin = request.headers.get("origin")
@@ -52,7 +56,7 @@ def answer(request: Request, exc: SignInFirst) -> Response:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(site: Here, next: str = "/") -> HTMLResponse:
+async def login_page(site: Here, next: str = "/") -> HTMLResponse:
     """The sign-in form; `next`: the page to go back to."""
     return HTMLResponse(form(site.guard, then=local(next)))
 

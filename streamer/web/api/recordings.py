@@ -27,7 +27,7 @@ router = APIRouter(tags=["review and recordings"], dependencies=SignedIn)
 
 
 @router.get("/review", response_class=HTMLResponse)
-def review_page(request: Request) -> HTMLResponse:
+async def review_page(request: Request) -> HTMLResponse:
     """The review page: a timeline per camera, review items, events, search, and the player."""
     return HTMLResponse(REVIEW.replace("<!--signout-->", signout(request)))
 
