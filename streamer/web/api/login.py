@@ -74,7 +74,7 @@ async def login(request: Request, site: Here) -> Response:
     fields = parse_qs((await request.body()).decode("utf-8", "replace"))
     field = lambda name: fields.get(name, [None])[0]  # noqa: E731
     then = local(field("next"))
-    if site.guard.credentials(field("token"), field("user"), field("password")):
+    if await run_in_threadpool(site.guard.credentials, field("token"), field("user"), field("password")):  # scrypt
         return _redirect(then, cookie=site.guard.session())
     await asyncio.sleep(0.5)  # guessing stays slow
     return HTMLResponse(form(site.guard, failed=True, then=then), 401)
