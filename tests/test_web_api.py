@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import streamer.serving as serving
 import streamer.web.api.live as live
-import streamer.web.server as web
 from streamer.config import Config
 from streamer.outputs.annotate import Annotator
 from streamer.outputs.protocol import Shown
@@ -53,7 +53,7 @@ class Camera:
 
 def serve(monkeypatch, noise: bool = False):
     monkeypatch.setattr(live, "CLIENT_TIMEOUT_S", 2.0)
-    monkeypatch.setattr(web, "HEAD_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(serving, "HEAD_TIMEOUT_S", 2.0)
     view = LiveView()
     pipeline = Pipeline(Config(), lambda: None)
     pipeline.runs = [SimpleNamespace(stats=lambda: RunStats(source="cam"))]  # the run's one source, as the pages see it

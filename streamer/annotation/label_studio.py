@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import urllib.error
 import urllib.parse
@@ -29,12 +30,12 @@ import urllib.request
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
 import numpy as np
 import supervision as sv
+from starlette.requests import Request  # resolved by name in the app's routes (annotations are strings here)
 
 from streamer import __version__
 from streamer.auth import Guard, is_loopback
@@ -300,107 +301,109 @@ def _shown(url: str) -> str:
 
 
 class MlServer:
-    """The backend over HTTP, on its own threads; `stop` ends it."""
+    """The backend over HTTP (FastAPI on uvicorn, on a thread of its own); `stop` ends it."""
 
     def __init__(self, listen: str, auth=None) -> None:
         """Bound at once (a port in use is said before the model loads); served from `start`."""
-        host, port = listen.rsplit(":", 1)
+        from streamer.serving import Served
+
+        host, _ = listen.rsplit(":", 1)
         if auth is None and not is_loopback(host):
             raise StreamerError(f"serve-ml on {listen} is open beyond this machine: set http.auth (Label Studio "
                                 "sends a user and password with 'Use basic auth') first, or listen on 127.0.0.1")
-
-        class Handler(_Handler):
-            guard = Guard(auth)
-
-        self._handler = Handler
-        try:
-            self.httpd = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
-        except OSError as exc:
-            raise StreamerError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-        self.httpd.daemon_threads = True
-        bound_host, bound_port = self.httpd.server_address[:2]
-        self.address = f"http://{host}:{bound_port}" if host else f"http://{bound_host}:{bound_port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="serve-ml", daemon=True)
+        self._app = _app(Guard(auth))
+        self._served = Served(self._app, listen, "serve-ml")
+        self.address = self._served.address
 
     def start(self, backend: Backend) -> "MlServer":
-        self._handler.backend = backend
-        self._thread.start()
+        self._app.state.backend = backend
+        self._served.start()
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(timeout=5)
+        self._served.close()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    backend: Backend
-    guard: Guard
-    server_version = f"streamer/{__version__}"
+class _Refused(Exception):
+    """A request without the credentials `http.auth` asks for."""
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
-        log.info("serve-ml: " + format, *args)  # each request, under --debug
 
-    def _reply(self, status: int, body) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+def _app(guard: Guard):
+    """Label Studio's ML backend protocol: `/health`, `/setup`, `/predict`, `/webhook` (`/train` refused: streamer
+    fine-tunes from an export). Every request needs the credentials; each is logged under --debug."""
+    from fastapi import Depends, FastAPI
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import JSONResponse, Response
+    from starlette.exceptions import HTTPException
 
-    def _allowed(self) -> bool:
-        if self.guard.request(self.headers):
-            return True
-        self.send_response(401)
-        self.send_header("WWW-Authenticate", 'Basic realm="streamer"')
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-        return False
+    async def allowed(request: Request) -> None:
+        if not await run_in_threadpool(guard.request, request.headers):  # HTTP Basic: scrypt, off the event loop
+            raise _Refused()
 
-    def do_GET(self):  # noqa: N802 - http.server's name
-        if not self._allowed():
-            return
-        path = urllib.parse.urlparse(self.path).path
-        if path in ("/", "/health"):
-            self._reply(200, {"status": "UP", "model_class": "Florence-2", "model_version": self.backend.version})
-        elif path == "/metrics":
-            self._reply(200, {})
-        else:
-            self._reply(404, {"error": "not found"})
+    app = FastAPI(title="streamer serve-ml", version=__version__, openapi_url=None, docs_url=None, redoc_url=None,
+                  dependencies=[Depends(allowed)])
+    app.add_exception_handler(_Refused, lambda request, exc: Response(
+        status_code=401, headers={"WWW-Authenticate": 'Basic realm="streamer"'}))
+    app.add_exception_handler(HTTPException, lambda request, exc: JSONResponse({"error": str(exc.detail).lower()},
+                                                                               exc.status_code))  # "not found"
 
-    def do_POST(self):  # noqa: N802 - http.server's name
-        if not self._allowed():
-            return
-        path = urllib.parse.urlparse(self.path).path
-        routes = {"/setup": self.backend.setup, "/predict": self.backend.predict,
-                  "/webhook": lambda body: {}}
-        if path == "/train":
-            self._reply(400, {"error": "streamer does not train from Label Studio: export the corrected project "
-                                       "and run `streamer finetune` on it"})
-            return
-        if path not in routes:
-            self._reply(404, {"error": "not found"})
-            return
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY:
-            self._reply(413, {"error": f"a request of {MAX_BODY} bytes at most"})
-            return
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("not an object")
-        except ValueError as exc:
-            self._reply(400, {"error": f"the request is not a JSON object: {exc}"})
-            return
-        try:
-            self._reply(201 if path == "/webhook" else 200, routes[path](body))
-        except TaskError as exc:
-            log.warning("serve-ml: %s", exc)
-            self._reply(500 if path == "/predict" else 400, {"error": str(exc)})
-        except Exception as exc:  # a bug: said to Label Studio and in the log, the server goes on
-            log.exception("serve-ml: %s failed", path)
-            self._reply(500, {"error": f"{type(exc).__name__}: {exc}"})
+    @app.middleware("http")
+    async def logged(request: Request, call_next):
+        response = await call_next(request)
+        log.info('serve-ml: "%s %s HTTP/%s" %s', request.method, request.url.path,
+                 request.scope.get("http_version", "1.1"), response.status_code)  # each request, under --debug
+        return response
+
+    @app.get("/")
+    @app.get("/health")
+    def health(request: Request) -> dict:
+        return {"status": "UP", "model_class": "Florence-2", "model_version": request.app.state.backend.version}
+
+    @app.get("/metrics")
+    def metrics() -> dict:
+        return {}
+
+    @app.post("/train")
+    def train() -> JSONResponse:
+        return JSONResponse({"error": "streamer does not train from Label Studio: export the corrected project and "
+                                      "run `streamer finetune` on it"}, 400)
+
+    @app.post("/setup")
+    async def setup(request: Request) -> JSONResponse:
+        return await _answer(request, "/setup")
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        return await _answer(request, "/predict")
+
+    @app.post("/webhook")
+    async def webhook(request: Request) -> JSONResponse:
+        return await _answer(request, "/webhook", 201)
+
+    return app
+
+
+async def _answer(request: Request, path: str, status: int = 200):
+    """The JSON object a route takes, answered by the backend on a worker thread (the model is slow)."""
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import JSONResponse
+
+    length = request.headers.get("content-length") or "0"
+    if not re.fullmatch(r"[0-9]{1,18}", length) or int(length) > MAX_BODY:  # '²' is a digit to isdigit
+        return JSONResponse({"error": f"a request of {MAX_BODY} bytes at most"}, 413)
+    try:
+        body = json.loads(await request.body() or b"{}")
+        if not isinstance(body, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        return JSONResponse({"error": f"the request is not a JSON object: {exc}"}, 400)
+    backend = request.app.state.backend
+    route = {"/setup": backend.setup, "/predict": backend.predict, "/webhook": lambda body: {}}[path]
+    try:
+        return JSONResponse(await run_in_threadpool(route, body), status)
+    except TaskError as exc:
+        log.warning("serve-ml: %s", exc)
+        return JSONResponse({"error": str(exc)}, 500 if path == "/predict" else 400)
+    except Exception as exc:  # a bug: said to Label Studio and in the log, the server goes on
+        log.exception("serve-ml: %s failed", path)
+        return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, 500)

@@ -5,31 +5,23 @@ both behind the same sign-in."""
 
 from __future__ import annotations
 
-import logging
-import socket
-import threading
-
-import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from streamer import __version__
 from streamer.auth import Guard, is_loopback
 from streamer.errors import StreamerError
 from streamer.pipeline.local import Pipeline
+from streamer.serving import Served
 from streamer.web.api import events, find, health, live, login, recordings
 from streamer.web.api.login import SignInFirst, signed_in
 from streamer.web.live import LiveView
 from streamer.web.site import Site
 
-log = logging.getLogger("streamer.web.server")
-
 ROUTERS = (login.router, live.router, recordings.router, events.router, find.router, health.router)
-HEAD_TIMEOUT_S = 30.0  # a client that opens a connection and never finishes its request (slowloris) is let go
 
 
 def app_of(site: Site) -> FastAPI:
@@ -93,43 +85,6 @@ class _NoStore:
         await self.app(scope, receive, sending)
 
 
-class _Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 with a deadline for a new connection's first request: one that never finishes its
-    request's head is closed after `HEAD_TIMEOUT_S` (uvicorn waits on it for ever)."""
-
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
-        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_late)
-
-    def handle_events(self) -> None:
-        super().handle_events()
-        if self.cycle is not None and self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def connection_lost(self, exc) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-        super().connection_lost(exc)
-
-    def _head_late(self) -> None:
-        self._head_timer = None
-        if not self.transport.is_closing():
-            self.transport.close()
-
-
-class _Quiet(logging.Filter):
-    """uvicorn's own lines (a client gone mid-stream, a request it could not parse, its start) go only to a
-    debug log: a client's trouble is not the console's."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return log.isEnabledFor(logging.DEBUG)
-
-
-_QUIET = _Quiet()
-
-
 class StatusServer:
     def __init__(self, listen: str, pipeline: Pipeline, view: LiveView, mjpeg_fps: float = 10.0, auth=None,
                  metrics_public: bool = False) -> None:
@@ -141,30 +96,16 @@ class StatusServer:
                                 "password hash from `streamer password`) first, or listen on 127.0.0.1")
         self.site = Site(pipeline, view, Guard(auth), mjpeg_fps, metrics_public)
         pipeline.metrics.registry.register(health.Counters(pipeline))
-        bare = host.strip("[]")
-        try:  # bound here, so a port in use is said before the run starts
-            self._socket = socket.create_server((bare, int(port)), family=socket.AF_INET6 if ":" in bare
-                                                else socket.AF_INET)
-        except OSError as exc:
-            raise StreamerError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-        self.address = f"http://{host}:{self._socket.getsockname()[1]}"
+        self._served = Served(app_of(self.site), listen, "http")  # bound here: a port in use is said before the run
+        self.address = self._served.address
         self.loopback = is_loopback(host)
-        logging.getLogger("uvicorn.error").addFilter(_QUIET)
-        config = uvicorn.Config(app_of(self.site), http=_Protocol, ws="none", lifespan="off", log_config=None,
-                                access_log=False, server_header=False, timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, name="http",
-                                        daemon=True)
 
     def start(self) -> "StatusServer":
-        self._thread.start()
+        self._served.start()
         return self
 
     def close(self) -> None:
         """Every stream ends, the server stops taking connections and lets the last answers finish (2 s at most)."""
         self.site.closing.set()
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-        self._socket.close()
+        self._served.close()
         self.site.clips.close()

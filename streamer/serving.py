@@ -1,0 +1,83 @@
+"""An ASGI app served by uvicorn on a thread of this process, as the run's web side and `serve-ml` are: bound at
+once (a port in use is said before a model loads), quiet on the console (uvicorn's own lines go to the debug
+log), a connection whose request never finishes let go, and stopped by `close` within seconds."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from streamer.errors import StreamerError
+
+log = logging.getLogger("streamer.serving")
+HEAD_TIMEOUT_S = 30.0  # a client that opens a connection and never finishes its request (slowloris) is let go
+
+
+class _Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 with a deadline for a new connection's first request: one that never finishes its
+    request's head is closed after `HEAD_TIMEOUT_S` (uvicorn waits on it for ever)."""
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_late)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.cycle is not None and self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+class _Quiet(logging.Filter):
+    """uvicorn's own lines (a client gone mid-stream, a request it could not parse, its start) go only to a
+    debug log: a client's trouble is not the console's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return log.isEnabledFor(logging.DEBUG)
+
+
+logging.getLogger("uvicorn.error").addFilter(_Quiet())
+
+
+class Served:
+    """`app` on `listen` (HOST:PORT; an IPv6 host in brackets), on a thread named `name` once `start`ed."""
+
+    def __init__(self, app, listen: str, name: str) -> None:
+        host, port = listen.rsplit(":", 1)
+        bare = host.strip("[]")
+        try:
+            self._socket = socket.create_server((bare, int(port)),
+                                                family=socket.AF_INET6 if ":" in bare else socket.AF_INET)
+        except OSError as exc:
+            raise StreamerError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+        self.address = f"http://{host}:{self._socket.getsockname()[1]}"
+        config = uvicorn.Config(app, http=_Protocol, ws="none", lifespan="off", log_config=None, access_log=False,
+                                server_header=False, timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, name=name,
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """No new connection; the answers in hand finish (2 s at most), then the thread ends."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self._socket.close()
