@@ -48,11 +48,14 @@ def free_port() -> int:
 
 
 def install() -> None:
-    if (VENV / ".installed").exists():
+    """Label Studio in a venv of its own. sentry-sdk 3 dropped an option Label Studio 1.23 passes it
+    (`TypeError: Unknown option 'send_default_pii'` at start), and Label Studio does not cap it: held below 3."""
+    if (VENV / ".installed-2").exists():
         return
-    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", LABEL_STUDIO], check=True)
-    (VENV / ".installed").touch()
+    if not (VENV / "bin" / "pip").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", LABEL_STUDIO, "sentry-sdk<3"], check=True)
+    (VENV / ".installed-2").touch()
 
 
 class Api:
