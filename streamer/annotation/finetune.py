@@ -31,7 +31,7 @@ from streamer.annotation.dataset import load_dataset, split
 from streamer.annotation.evaluate import Report, evaluate
 from streamer.annotation.samples import Dataset, Sample
 from streamer.config import Config
-from streamer.errors import Stopped, StreamerError, cannot_write
+from streamer.errors import Stopped, StreamerError, cannot_write, first_line
 
 _CHECKPOINT = "checkpoints/last"
 OCR = "<OCR_WITH_REGION>"
@@ -92,9 +92,8 @@ def _damaged(checkpoint: Path):
     try:
         yield
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StreamerError(f"the checkpoint {checkpoint} is damaged ({reason[:200]}): remove it to start this "
-                            "fine-tuning again from the start") from None
+        raise StreamerError(f"the checkpoint {checkpoint} is damaged ({first_line(exc, 200)}): remove it to start "
+                            "this fine-tuning again from the start") from None
 
 
 class Trainer:

@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 
 from streamer.config import ModelConfig
-from streamer.errors import StreamerError
+from streamer.errors import StreamerError, first_line
 from streamer.interrupts import held_back
 from streamer.model.confidence import align, answer_confidence, box_groups
 from streamer.records import TEXT, FrameDetections, Keyframe
@@ -145,7 +145,7 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
             raise StreamerError(f"cannot load a Florence-2 model from {folder}: its weights do not fit its "
                                 "config.json (layers of other sizes): the two are of different models") from None
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:  # transformers' ways of saying no
-            raise StreamerError(f"cannot load a Florence-2 model from {folder}: {_first_line(exc)}") from None
+            raise StreamerError(f"cannot load a Florence-2 model from {folder}: {first_line(exc)}") from None
     else:
         try:
             model, processor = _load(config.id, cached)  # cached: from the cache; else downloaded now
@@ -255,11 +255,6 @@ def _impossible_sizes(config, where: str = "") -> str | None:
             if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
                 return f"{name} {json.dumps(value)}"
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 class Florence2Detector:

@@ -1,9 +1,9 @@
 """Florence-2's vision tower on OpenVINO (`model.backend: openvino`), for the Intel CPUs and iGPUs cameras run on.
 
 On a CPU the vision tower and its projector are about half a keyframe (Florence-2-base at 64 tokens: 4 s of 8 s
-on a 2-core machine; more where answers are short), so that is the part converted: from the checkpoint as loaded (a user's fine-tuned folder the same as a
-hub model) with OpenVINO's own converter, once, and kept in a cache keyed by the checkpoint's files, the OpenVINO
-version and the settings that change the converted model. The text encoder and the decoder stay in torch, which
+on a 2-core machine; more where answers are short), so that is the part converted: from the checkpoint as loaded
+(a user's fine-tuned folder the same as a hub model) with OpenVINO's own converter, once, and kept in a cache
+keyed by the checkpoint's files, the OpenVINO version and the settings that change the converted model. The text encoder and the decoder stay in torch, which
 keeps every task, batching, per-box confidences and the shared image features exactly as they are.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from streamer.config import ModelConfig
-from streamer.errors import StreamerError
+from streamer.errors import StreamerError, first_line
 from streamer.interrupts import held_back
 
 log = logging.getLogger("streamer.openvino")
@@ -131,9 +131,8 @@ class OpenVinoVision:
         try:
             compiled = core.compile_model(converted, device, properties)
         except RuntimeError as exc:
-            raise StreamerError(f"OpenVINO cannot run the vision model on '{device}': {_first_line(exc)}") from None
-        dtype = next(model.parameters()).dtype
-        return cls(compiled, torch.float32 if dtype not in (torch.float16, torch.bfloat16) else dtype)
+            raise StreamerError(f"OpenVINO cannot run the vision model on '{device}': {first_line(exc, 300)}") from None
+        return cls(compiled, next(model.parameters()).dtype if _is_half(model) else torch.float32)
 
 
 def _read(core, place: Path):
@@ -144,7 +143,8 @@ def _read(core, place: Path):
     try:
         return core.read_model(xml)
     except RuntimeError as exc:
-        log.warning("the converted vision model in %s cannot be read (%s); converting it again", place, _first_line(exc))
+        log.warning("the converted vision model in %s cannot be read (%s); converting it again", place,
+                    first_line(exc, 300))
         shutil.rmtree(place, ignore_errors=True)  # the cache's own folder, named by its key
         return None
 
@@ -161,7 +161,7 @@ def _convert(ov, model, config: ModelConfig, size: tuple[int, int]):
                                          example_input=example,
                                          input=[ov.PartialShape([-1, 3, height, width])])
     except Exception as exc:  # noqa: BLE001 - the converter's own errors have no common type
-        raise StreamerError(f"OpenVINO cannot convert this model's vision tower ({_first_line(exc)}); "
+        raise StreamerError(f"OpenVINO cannot convert this model's vision tower ({first_line(exc, 300)}); "
                             "set model.backend: torch") from None
     if config.quantize == "int8":
         try:
@@ -198,11 +198,6 @@ def _keep(ov, converted, place: Path, config: ModelConfig) -> None:
                         place, exc.strerror or exc)
     except RuntimeError as exc:  # OpenVINO's own words for a failed write (a full disk)
         log.warning("cannot keep the converted model in %s (%s): it is converted again at every start", place,
-                    _first_line(exc))
+                    first_line(exc, 300))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
