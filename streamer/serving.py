@@ -5,6 +5,7 @@ log), a connection whose request never finishes let go, and stopped by `close` w
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 
@@ -15,6 +16,12 @@ from streamer.errors import StreamerError
 
 log = logging.getLogger("streamer.serving")
 HEAD_TIMEOUT_S = 30.0  # a client that opens a connection and never finishes its request (slowloris) is let go
+
+
+def whole(text: str) -> bool:
+    """A whole number as a client may send one (a Content-Length, a query's count): ASCII digits, at most 18
+    (`isdigit` takes '²' and other scripts' digits, which `int` refuses or reads, and `int` has no end)."""
+    return re.fullmatch(r"[0-9]{1,18}", text) is not None
 
 
 class _Protocol(H11Protocol):

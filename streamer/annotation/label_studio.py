@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import urllib.error
 import urllib.parse
@@ -388,8 +387,10 @@ async def _answer(request: Request, path: str, status: int = 200):
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import JSONResponse
 
+    from streamer.serving import whole
+
     length = request.headers.get("content-length") or "0"
-    if not re.fullmatch(r"[0-9]{1,18}", length) or int(length) > MAX_BODY:  # '²' is a digit to isdigit
+    if not whole(length) or int(length) > MAX_BODY:
         return JSONResponse({"error": f"a request of {MAX_BODY} bytes at most"}, 413)
     try:
         body = json.loads(await request.body() or b"{}")

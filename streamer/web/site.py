@@ -1,19 +1,21 @@
 """What every router of the web side reads: the run (its sources, stores, model and switches), the live view,
 the sign-in guard, the clips cut for the pages and the frame rates they show. One per server, in the app's
-state; a route asks for it as `site: Here`."""
+state; a route asks for it as `site: Here`. Beside it, what routers share of a request: an id in a path (`Id`),
+the store a query names (`Store`), a write's `{"<key>": bool}` body (`flag`)."""
 
 from __future__ import annotations
 
 import collections
-import re
+import json
 import threading
 import time
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 
 from streamer.auth import Guard
 from streamer.pipeline.local import Pipeline
+from streamer.serving import whole
 from streamer.sources import safe_name
 from streamer.web.files import Clips
 from streamer.web.live import LiveView
@@ -85,14 +87,29 @@ class Site:
         return one
 
 
-def whole(text: str) -> bool:
-    """A whole number as a client may send one: ASCII digits, at most 18 (`isdigit` takes '²' and other scripts'
-    digits, which `int` refuses or reads, and `int` has no end)."""
-    return re.fullmatch(r"[0-9]{1,18}", text) is not None
-
-
 async def current(request: Request) -> Site:
     return request.app.state.site
 
 
 Here = Annotated[Site, Depends(current)]
+Id = Annotated[str, Path(pattern=r"^[0-9]{1,18}$", description="an event's or review item's id")]
+Store = Annotated[str | None, Query(description="the store's place in the run's list (all stores if not given)")]
+
+
+async def flag(request: Request, key: str) -> bool:
+    """A write's `{"<key>": true}` or false; a 400 for anything else."""
+    length = request.headers.get("content-length", "")
+    body = await request.body() if whole(length) and int(length) <= 1024 else b""
+    try:
+        value = json.loads(body)[key]
+    except (ValueError, KeyError, TypeError):
+        value = None
+    if not isinstance(value, bool):
+        raise HTTPException(400, f'send {{"{key}": true}} or {{"{key}": false}}')
+    return value
+
+
+def flag_body(key: str) -> dict:
+    """The OpenAPI description of a `{"<key>": true}` body (read by `flag`, which takes nothing but a boolean)."""
+    schema = {"type": "object", "properties": {key: {"type": "boolean"}}, "required": [key]}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

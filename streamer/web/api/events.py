@@ -11,9 +11,8 @@ from fastapi.responses import JSONResponse, Response
 from streamer.errors import StreamerError
 from streamer.sources import safe_name
 from streamer.web.api.login import SignedIn
-from streamer.web.api.recordings import Id, Store
 from streamer.web.files import MediaFile
-from streamer.web.site import Here, whole
+from streamer.web.site import Here, Id, Store, whole
 
 JPEG = {200: {"content": {"image/jpeg": {}}}}
 

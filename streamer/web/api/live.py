@@ -4,7 +4,6 @@ watches, once for all of them), the latest events, the sources' states, and the 
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import anyio
@@ -14,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from streamer.outputs.switches import SWITCHES
 from streamer.sources import safe_name
 from streamer.web.api.login import SignedIn, same_site, signout
-from streamer.web.site import Here, Site, whole
+from streamer.web.site import Here, Site, flag, flag_body, whole
 
 PAGE = (Path(__file__).parent.parent / "pages" / "live.html").read_text(encoding="utf-8")
 CLIENT_TIMEOUT_S = 30.0  # a watcher that takes no frame this long (a tab asleep, a dead peer) is let go
@@ -93,12 +92,6 @@ async def sources(site: Here) -> JSONResponse:
     return JSONResponse(out)
 
 
-def flag_body(key: str) -> dict:
-    """The OpenAPI description of a `{"<key>": true}` body (read by `flag`, which takes nothing but a boolean)."""
-    schema = {"type": "object", "properties": {key: {"type": "boolean"}}, "required": [key]}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
 @router.post("/api/switches/{camera}/{name}", dependencies=[Depends(same_site)], openapi_extra=flag_body("on"))
 async def switch(camera: str, name: str, request: Request, site: Here) -> JSONResponse:
     """A camera's switch (detect, record, snapshots) turned with `{"on": true}` or false, as from Home Assistant
@@ -110,16 +103,3 @@ async def switch(camera: str, name: str, request: Request, site: Here) -> JSONRe
     if not switches.set(source, name, on):
         raise HTTPException(409, f"{name} is off in the configuration, so it cannot be switched on")
     return JSONResponse({"camera": camera, "switch": name, "on": on})
-
-
-async def flag(request: Request, key: str) -> bool:
-    """A write's `{"<key>": true}` or false; a 400 for anything else."""
-    length = request.headers.get("content-length", "")
-    body = await request.body() if whole(length) and int(length) <= 1024 else b""
-    try:
-        value = json.loads(body)[key]
-    except (ValueError, KeyError, TypeError):
-        value = None
-    if not isinstance(value, bool):
-        raise HTTPException(400, f'send {{"{key}": true}} or {{"{key}": false}}')
-    return value

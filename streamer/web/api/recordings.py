@@ -8,19 +8,16 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path as At, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from streamer.errors import StreamerError
 from streamer.records import iso_time
-from streamer.web.api.live import flag, flag_body
 from streamer.web.api.login import SignedIn, same_site, signout
 from streamer.web.files import MediaFile
-from streamer.web.site import Here, Site, whole
+from streamer.web.site import Here, Id, Site, Store, flag, flag_body, whole
 
 REVIEW = (Path(__file__).parent.parent / "pages" / "review.html").read_text(encoding="utf-8")
-Id = Annotated[str, At(pattern=r"^[0-9]{1,18}$", description="an event's or review item's id")]
-Store = Annotated[str | None, Query(description="the store's place in the run's list (all stores if not given)")]
 MP4 = {200: {"content": {"video/mp4": {}}}, 206: {"description": "the byte range asked for"}}
 
 router = APIRouter(tags=["review and recordings"], dependencies=SignedIn)
