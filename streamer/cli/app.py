@@ -143,7 +143,6 @@ def _command(args: argparse.Namespace) -> int:
             print(f"streamer: internal error: {type(exc).__name__}: {_one_line(_scrub(str(exc), args))} (run with "
                   "--debug for details)", file=sys.stderr)
         return EXIT_ERROR
-    return EXIT_ERROR
 
 
 if __name__ == "__main__":
