@@ -35,7 +35,7 @@ class ModelConfig(_Section):
     id: str = DEFAULT_MODEL_ID
     path: Path | None = Field(default=None, description="Local checkpoint folder; wins over `id` when set.")
     backend: Literal["torch", "openvino"] = Field(
-        default="torch", description="openvino: the vision tower on OpenVINO (Intel CPUs and iGPUs), the rest in torch.")
+        default="torch", description="openvino: the whole model converted to OpenVINO (Intel CPUs and iGPUs).")
     device: str = Field(default="auto", description="auto, cpu or cuda; with backend openvino: CPU, GPU, NPU or AUTO.")
     openvino_cache: Path | None = Field(
         default=None, description="Where converted models are kept (default: ~/.cache/streamer/openvino).")

@@ -292,8 +292,8 @@ def test_a_checkpoint_that_fills_the_disk_is_the_disks_fault_not_torchs_assertio
 
 def test_the_fine_tuned_folder_answers_through_openvino_as_through_torch(dataset, tuned, tmp_path, capsys):
     """A user's own checkpoint through the OpenVINO backend: fp32 scores as torch does; int8 (NNCF's weight
-    compression, and torch's int8 for the text side) keeps what fine-tuning taught. Fine-tuning itself stays in
-    torch whatever the backend says."""
+    compression of every part) keeps what fine-tuning taught. Fine-tuning itself stays in torch whatever the
+    backend says."""
     pytest.importorskip("openvino")
     exact = evaluate(capsys, dataset, tuned)
     for quantize in (None, "int8"):
@@ -312,4 +312,4 @@ def test_the_fine_tuned_folder_answers_through_openvino_as_through_torch(dataset
 
     settings = Config.model_validate({"model": {"path": str(tuned), "backend": "openvino", "device": "CPU"}})
     trainer = Trainer(settings, load_dataset(dataset), tmp_path / "tuned-again")
-    assert trainer.detector.vision is None and trainer.model.model.vision_tower.training is False
+    assert trainer.detector.openvino is None and trainer.model.model.vision_tower.training is False

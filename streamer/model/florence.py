@@ -157,7 +157,9 @@ def load_florence(config: ModelConfig, device: torch.device, dtype: torch.dtype)
             except OSError:
                 raise _offline_error(config.id) from None
     model = model.to(device).eval()
-    if config.quantize == "int8" and config.backend == "torch":  # OpenVINO's: once its vision tower is converted
+    if config.backend == "openvino":  # converted as it is (int8 by OpenVINO's own tools)
+        return model, processor
+    if config.quantize == "int8":
         model = _quantized(model, device)
     elif device.type == "cpu":
         _pick_output_layer(model)
@@ -290,13 +292,12 @@ class Florence2Detector:
         self._prompts: dict[str, list[int]] = {}
         size = self.processor.image_processor.size
         self.input_size = (size["width"], size["height"])  # what a remote source shrinks keyframes to
-        self.vision = None  # the vision tower, when another backend than torch runs it
+        self.openvino = None  # the converted model, when OpenVINO runs it
         if opened is not None:
-            from streamer.model.openvino_backend import OpenVinoVision
+            from streamer.model.openvino_backend import OpenVinoFlorence
 
-            self.vision = OpenVinoVision.load(self.model, config, self.input_size, opened)
-            if config.quantize == "int8":  # the text side's layers (torch's vision tower is no longer run)
-                self.model = _quantized(self.model, self.device)
+            self.openvino = OpenVinoFlorence.load(self.model, config, self.input_size, opened)
+            self.openvino.take_over(self.model)
         if config.compile:
             self.model.forward = torch.compile(self.model.forward, dynamic=True)
 
@@ -316,7 +317,8 @@ class Florence2Detector:
         new = {key: k for key, k in zip(keys, keyframes) if key not in self._features}
         if new:
             pixels = torch.cat([self.pixel_values(k) for k in new.values()]).to(self.device, self.dtype)
-            features = self.vision(pixels) if self.vision else self.model.get_image_features(pixels).pooler_output
+            features = (self.openvino.vision(pixels) if self.openvino else
+                        self.model.get_image_features(pixels).pooler_output)
             for i, key in enumerate(new):
                 self._features[key] = features[i : i + 1]
         out = torch.cat([self._features[key] for key in keys])
@@ -381,7 +383,8 @@ class Florence2Detector:
         features = self.image_features(keyframes).to(embeds.device, embeds.dtype)
         mask = (ids == self.model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
         attention = text["attention_mask"].to(self.device)
-        outputs = self.model.get_encoder()(inputs_embeds=embeds.masked_scatter(mask, features), attention_mask=attention)
+        encoder = self.openvino.encoder if self.openvino else self.model.get_encoder()
+        outputs = encoder(inputs_embeds=embeds.masked_scatter(mask, features), attention_mask=attention)
         return {"encoder_outputs": outputs, "attention_mask": attention}
 
     @torch.inference_mode()

@@ -1,10 +1,11 @@
-"""Florence-2's vision tower on OpenVINO (`model.backend: openvino`), for the Intel CPUs and iGPUs cameras run on.
+"""Florence-2 on OpenVINO (`model.backend: openvino`), for the Intel CPUs and iGPUs cameras run on.
 
-On a CPU the vision tower and its projector are about half a keyframe (Florence-2-base at 64 tokens: 4 s of 8 s
-on a 2-core machine; more where answers are short), so that is the part converted: from the checkpoint as loaded
-(a user's fine-tuned folder the same as a hub model) with OpenVINO's own converter, once, and kept in a cache
-keyed by the checkpoint's files, the OpenVINO version and the settings that change the converted model. The text encoder and the decoder stay in torch, which
-keeps every task, batching, per-box confidences and the shared image features exactly as they are.
+The whole model is converted (vision tower and projector, text encoder, decoder; see `openvino_graphs`) from the
+checkpoint as loaded, a user's fine-tuned folder the same as a hub model, with OpenVINO's own converter, once, and
+kept in a cache keyed by the checkpoint's files, the OpenVINO version and the settings that change the converted
+model. transformers' `generate` still drives decoding around the converted step, so every task, batching, beams,
+per-box confidences and the shared image features are exactly as with torch; on an iGPU (`device: GPU`) nothing
+of the model is left on the CPU but the token embedding and the search.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
 from streamer.config import ModelConfig
 from streamer.errors import StreamerError, first_line
 from streamer.interrupts import held_back
+from streamer.model.openvino_graphs import NAMES, convert, layout
 
 log = logging.getLogger("streamer.openvino")
 
-_FORMAT = 1  # what is converted and how: a change here makes every cached model stale
+_FORMAT = 2  # what is converted and how: a change here makes every cached model stale
 _WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 
 
@@ -69,17 +73,6 @@ def cache_key(config: ModelConfig, folder: Path | None, size: tuple[int, int], v
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:20]
 
 
-class _Vision(torch.nn.Module):
-    """Pixels in, the projected image features the text encoder takes in place of its image tokens out."""
-
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.get_image_features(pixel_values).pooler_output
-
-
 def open_device(config: ModelConfig) -> tuple:
     """(the openvino module, its Core, the device to compile for) as `model.device` names it, checked before any
     model loads: a missing OpenVINO or a device this machine lacks is one StreamerError naming what to do."""
@@ -100,19 +93,67 @@ def open_device(config: ModelConfig) -> tuple:
     return ov, core, device
 
 
-class OpenVinoVision:
-    """The converted vision tower, compiled for one OpenVINO device; called as `get_image_features` is."""
+class OpenVinoFlorence:
+    """The converted model compiled for one OpenVINO device, called where the torch model's parts would be: the
+    vision tower as `get_image_features`, the text encoder as `get_encoder()`, and a decoding step as the model's
+    `forward` is by `generate` (whose cache keeps the keys and values, so beams reorder them as they do in torch)."""
 
-    def __init__(self, compiled, dtype: torch.dtype) -> None:
-        self.compiled = compiled
-        self.dtype = dtype
+    def __init__(self, compiled: dict, dtype: torch.dtype, layers: int, heads: int, head: int) -> None:
+        self.requests = {name: compiled[name].create_infer_request() for name in NAMES}
+        self.dtype, self.layers, self.heads, self.head = dtype, layers, heads, head
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        out = self.compiled(pixels.to(torch.float32).numpy())[0]
-        return torch.from_numpy(np.ascontiguousarray(out)).to(self.dtype)
+    def _run(self, name: str, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        arrays = [np.ascontiguousarray(x.numpy() if x.dtype == torch.long else x.to(torch.float32).numpy())
+                  for x in inputs]
+        out = self.requests[name].infer(arrays, share_inputs=True)
+        return [torch.from_numpy(out[i]) for i in range(len(out))]  # copies: the request's buffers are reused
+
+    def vision(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._run("vision", pixels)[0].to(self.dtype)
+
+    def encoder(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> BaseModelOutput:
+        return BaseModelOutput(last_hidden_state=self._run("encoder", inputs_embeds, attention_mask)[0])
+
+    def forward(self, decoder_input_ids: torch.Tensor, encoder_outputs=None, attention_mask=None, cache=None,
+                **_) -> Seq2SeqLMOutput:
+        """What `generate` asks the model for at each step: the logits of the tokens given (one a row once the
+        cache holds the start), the cache grown by their keys and values."""
+        if cache is None:
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        mine, theirs = cache.self_attention_cache, cache.cross_attention_cache
+        rows = decoder_input_ids.shape[0]
+        if theirs.get_seq_length() == 0:
+            keys_values = self._run("cross", encoder_outputs[0])
+            for i in range(self.layers):
+                theirs.update(keys_values[2 * i], keys_values[2 * i + 1], i)
+                cache.is_updated[i] = True
+        cross = [x for layer in theirs.layers[: self.layers] for x in (layer.keys, layer.values)]
+        mask = attention_mask if attention_mask is not None else torch.ones(encoder_outputs[0].shape[:2],
+                                                                            dtype=torch.long)
+        logits = []
+        for t in range(decoder_input_ids.shape[1]):
+            seen = mine.get_seq_length()
+            past = ([x for layer in mine.layers[: self.layers] for x in (layer.keys, layer.values)] if seen else
+                    [torch.zeros(rows, self.heads, 0, self.head)] * (2 * self.layers))
+            out = self._run("decoder", decoder_input_ids[:, t : t + 1], torch.full((rows, 1), seen), mask.long(),
+                            *past, *cross)
+            for i in range(self.layers):
+                mine.update(out[1 + 2 * i], out[2 + 2 * i], i)
+            logits.append(out[0])
+        return Seq2SeqLMOutput(logits=torch.cat(logits, 1), cache=cache)
+
+    def take_over(self, model) -> None:
+        """`model` decodes through the converted step from now on, and lets go of its own copies of what was
+        converted, which nothing runs any more (Florence-2-base: 190 M of its 231 M parameters). What stays is what
+        `generate` and the prompt's embedding use: the config, the token embedding and the output layer tied to it."""
+        model.forward = self.forward
+        inner = model.model
+        inner.vision_tower = inner.multi_modal_projector = None
+        for part in (inner.language_model.encoder, inner.language_model.decoder):
+            part.layers = torch.nn.ModuleList()
 
     @classmethod
-    def load(cls, model, config: ModelConfig, size: tuple[int, int], opened: tuple) -> "OpenVinoVision":
+    def load(cls, model, config: ModelConfig, size: tuple[int, int], opened: tuple) -> "OpenVinoFlorence":
         """Converted from `model` (the loaded torch checkpoint) or read from the cache; compiled for the device
         `open_device` found. A model that cannot be converted or run there is one StreamerError."""
         ov, core, device = opened
@@ -122,46 +163,61 @@ class OpenVinoVision:
         converted = _read(core, place)
         if converted is None:
             # said whatever the log level: the first start waits for it (about a minute for Florence-2-base)
-            log.warning("converting the vision tower to OpenVINO, once for this checkpoint (kept in %s)", place)
+            log.warning("converting the model to OpenVINO, once for this checkpoint (kept in %s)", place)
             converted = _convert(ov, model, config, size)
             _keep(ov, converted, place, config)
-        properties = {}
-        if device.startswith("CPU") and config.dtype in ("auto", "float32"):
-            properties["INFERENCE_PRECISION_HINT"] = "f32"  # the same answers as torch (CPUs with bf16 default to it)
-        try:
-            compiled = core.compile_model(converted, device, properties)
-        except RuntimeError as exc:
-            raise StreamerError(f"OpenVINO cannot run the vision model on '{device}': {first_line(exc, 300)}") from None
-        return cls(compiled, next(model.parameters()).dtype if _is_half(model) else torch.float32)
+        properties = compile_properties(device, config)
+        compiled = {}
+        for name in NAMES:
+            try:
+                compiled[name] = core.compile_model(converted[name], device, properties)
+            except RuntimeError as exc:
+                raise StreamerError(f"OpenVINO cannot run the model's {name} on '{device}': "
+                                    f"{first_line(exc, 300)}") from None
+        layers, heads, head, _ = layout(model)
+        return cls(compiled, next(model.parameters()).dtype if _is_half(model) else torch.float32, layers, heads, head)
 
 
-def _read(core, place: Path):
-    """The cached model, or None (none yet, or one damaged: converted again)."""
-    xml = place / "vision.xml"
-    if not xml.is_file():
+def compile_properties(device: str, config: ModelConfig) -> dict:
+    """What the CPU is told when it runs the model (AUTO passes it on to its CPU).
+
+    - Separate operations for attention, not OpenVINO's fused attention kernels ("snippets"): in OpenVINO 2026.4
+      on an AVX2 CPU these give wrong numbers once the keys are 8 or more long with lengths left free, as the
+      decoder's cache is (logits off by 5 at the 8th token; measured, and as fast without them).
+    - fp32, for the same answers as torch, unless `model.dtype` asks for half (CPUs with bf16 default to it).
+    """
+    cpu = {"SNIPPETS_MODE": "DISABLE"}
+    if config.dtype in ("auto", "float32"):
+        cpu["INFERENCE_PRECISION_HINT"] = "f32"
+    if device.startswith("CPU"):
+        return cpu
+    return {"DEVICE_PROPERTIES": {"CPU": cpu}} if device == "AUTO" else {}
+
+
+def _read(core, place: Path) -> dict | None:
+    """The cached graphs by name, or None (none yet, or one missing or damaged: all converted again)."""
+    if not _whole(place):
         return None
     try:
-        return core.read_model(xml)
+        return {name: core.read_model(place / f"{name}.xml") for name in NAMES}
     except RuntimeError as exc:
-        log.warning("the converted vision model in %s cannot be read (%s); converting it again", place,
-                    first_line(exc, 300))
+        log.warning("the converted model in %s cannot be read (%s); converting it again", place, first_line(exc, 300))
         shutil.rmtree(place, ignore_errors=True)  # the cache's own folder, named by its key
         return None
 
 
-def _convert(ov, model, config: ModelConfig, size: tuple[int, int]):
+def _whole(place: Path) -> bool:
+    return all((place / f"{name}.xml").is_file() for name in NAMES)
+
+
+def _convert(ov, model, config: ModelConfig, size: tuple[int, int]) -> dict:
     """OpenVINO's converter on the loaded checkpoint (float32: the cache holds one model whatever torch ran)."""
-    vision = _Vision(model).eval()
-    height, width = size[1], size[0]
-    example = torch.zeros(1, 3, height, width)
     try:
         with torch.inference_mode(), warnings.catch_warnings():  # the tracer's notes are for torch's developers
             warnings.simplefilter("ignore")
-            converted = ov.convert_model(copy.deepcopy(vision).float() if _is_half(model) else vision,
-                                         example_input=example,
-                                         input=[ov.PartialShape([-1, 3, height, width])])
+            converted = convert(ov, copy.deepcopy(model).float() if _is_half(model) else model, size)
     except Exception as exc:  # noqa: BLE001 - the converter's own errors have no common type
-        raise StreamerError(f"OpenVINO cannot convert this model's vision tower ({first_line(exc, 300)}); "
+        raise StreamerError(f"OpenVINO cannot convert this model ({first_line(exc, 300)}); "
                             "set model.backend: torch") from None
     if config.quantize == "int8":
         try:
@@ -171,7 +227,7 @@ def _convert(ov, model, config: ModelConfig, size: tuple[int, int]):
                                 "leave model.quantize unset") from None
         nncf.set_log_level(logging.WARNING)
         with contextlib.redirect_stdout(io.StringIO()):  # its tables and progress bars: not in a JSON answer
-            converted = nncf.compress_weights(converted)  # int8 weights, activations as they are
+            converted = {name: nncf.compress_weights(graph) for name, graph in converted.items()}  # int8 weights
     return converted
 
 
@@ -179,7 +235,7 @@ def _is_half(model) -> bool:
     return next(model.parameters()).dtype in (torch.float16, torch.bfloat16)
 
 
-def _keep(ov, converted, place: Path, config: ModelConfig) -> None:
+def _keep(ov, converted: dict, place: Path, config: ModelConfig) -> None:
     """Saved whole or not at all: written beside its place and renamed there; a cache that cannot be written is
     said once, and the model converted again at the next start."""
     try:
@@ -190,10 +246,11 @@ def _keep(ov, converted, place: Path, config: ModelConfig) -> None:
                     "model.openvino_cache to a folder that can be written", place.parent, exc.strerror or exc)
         return
     try:
-        ov.save_model(converted, staging / "vision.xml", compress_to_fp16=config.dtype in ("float16", "bfloat16"))
+        for name, graph in converted.items():
+            ov.save_model(graph, staging / f"{name}.xml", compress_to_fp16=config.dtype in ("float16", "bfloat16"))
         os.replace(staging, place)
     except OSError as exc:
-        if not (place / "vision.xml").is_file():  # another process put it there first: theirs is as good
+        if not _whole(place):  # another process put it there first: theirs is as good
             log.warning("cannot keep the converted model in %s (%s): it is converted again at every start",
                         place, exc.strerror or exc)
     except RuntimeError as exc:  # OpenVINO's own words for a failed write (a full disk)
