@@ -152,3 +152,38 @@ def test_the_api_is_described_behind_the_sign_in_and_every_path_it_lists_is_serv
         assert status == 404 and headers["Content-Type"].startswith("text/plain") and body.count(b"\n") == 1
     finally:
         server.close()
+
+
+def test_a_find_whose_client_leaves_stops_at_the_batch_in_hand(monkeypatch, tmp_path):
+    """A phrase seen nowhere sends nothing until find ends: a client that leaves meanwhile stops it after the batch
+    the model has in hand, rather than the model being asked about every kept keyframe for nobody."""
+    from streamer.web.site import Site
+    from tests.rtsp_server import wait_for
+
+    batches = []
+
+    def slow_find(store, phrase, detector, model_name, *, on_progress=None, **_):
+        for n in range(200):
+            time.sleep(0.05)  # a batch of kept keyframes through the model
+            batches.append(n)
+            if on_progress is not None:
+                on_progress(4 * (n + 1), 800)
+        return []
+
+    monkeypatch.setattr("streamer.recording.find.find", slow_find)
+    monkeypatch.setattr(Site, "stores", lambda self, asked=None: [tmp_path / "events.db"])
+    pipeline = Pipeline(Config(), lambda: None)
+    pipeline.worker = SimpleNamespace()  # the run's model; never asked, find being scripted
+    server = StatusServer("127.0.0.1:0", pipeline, LiveView()).start()
+    try:
+        host, port = server.address.removeprefix("http://").split(":")
+        client = socket.create_connection((host, int(port)), timeout=5)
+        client.sendall(b"GET /api/find?phrase=zebra HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert wait_for(lambda: len(batches) >= 3, 5)
+        client.close()
+        time.sleep(1.0)
+        stopped = len(batches)
+        time.sleep(1.0)
+        assert len(batches) == stopped < 60
+    finally:
+        server.close()

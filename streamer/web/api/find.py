@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
+import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
@@ -46,21 +47,26 @@ def find_in_footage(site: Here, phrase: str = "", source: str | None = None,
     return StreamingResponse(_hits(site, phrase, source, *span), media_type="application/x-ndjson")
 
 
-def _hits(site: Site, phrase: str, source: str | None, start: float | None, end: float | None):
-    """The lines of the answer, from find running on a thread of its own; a client that leaves stops it."""
+async def _hits(site: Site, phrase: str, source: str | None, start: float | None, end: float | None):
+    """The lines of the answer, from find running on a thread of its own. A client that leaves stops it after the
+    batch of keyframes the model has in hand: Starlette cancels this generator when the client disconnects, even
+    while it waits for a line that may not come (a phrase seen nowhere sends nothing until the end)."""
     from streamer.recording.find import OnWorker, find
 
     lines: queue.Queue[str | None] = queue.Queue()
     gone = threading.Event()
     model = OnWorker(site.pipeline.worker)
 
+    def still_wanted(*_) -> None:
+        if gone.is_set():
+            raise _Gone()
+
     def run() -> None:
         count = 0
 
         def sent(hit, n: int) -> None:
             nonlocal count
-            if gone.is_set():
-                raise _Gone()
+            still_wanted()
             count += 1
             lines.put(json.dumps(_found(hit, n)) + "\n")
 
@@ -68,7 +74,8 @@ def _hits(site: Site, phrase: str, source: str | None, start: float | None, end:
             for n, db in enumerate(site.stores()):
                 try:
                     find(db, phrase, lambda: model, site.model_name, source=source, start=start, end=end,
-                         min_confidence=site.find_floor, on_hit=lambda hit, n=n: sent(hit, n))
+                         min_confidence=site.find_floor, on_hit=lambda hit, n=n: sent(hit, n),
+                         on_progress=still_wanted)
                 except StreamerError as exc:
                     if "nothing was kept" not in str(exc) and "keeps no keyframes" not in str(exc):
                         lines.put(json.dumps({"error": str(exc)}) + "\n")
@@ -80,7 +87,7 @@ def _hits(site: Site, phrase: str, source: str | None, start: float | None, end:
 
     threading.Thread(target=run, name="find", daemon=True).start()
     try:
-        while (line := lines.get()) is not None:
+        while (line := await anyio.to_thread.run_sync(lines.get, abandon_on_cancel=True)) is not None:
             yield line
     finally:
         gone.set()
