@@ -23,7 +23,7 @@ router = APIRouter(tags=["find"], dependencies=SignedIn)
 
 
 class _Gone(Exception):
-    """The client went away: find stops at its next hit."""
+    """The client went away: find stops at its next batch or hit."""
 
 
 @router.get("/api/find", response_class=StreamingResponse,
