@@ -83,10 +83,15 @@ def test_openvino_answers_as_torch_does_for_every_task_batched(tiny_random, fram
         finite = torch.isfinite(b)
         assert torch.equal(torch.isfinite(a), finite), step
         torch.testing.assert_close(a[finite], b[finite], atol=1e-4, rtol=1e-4, msg=f"step {step}")
-    for task in sorted(TASKS):
-        # a batch of three keyframes, the next task on the same images (their features shared)
-        keyframes = [Keyframe(f, task, prompt_of(task)) for f in frames]
+    tasks = sorted(TASKS)
+    # a batch of three keyframes, the next task on the same images (their features shared); then batches of
+    # mixed tasks, whose prompts of other lengths are padded (the encoder's mask and the cross-attention's)
+    batches = [[Keyframe(f, task, prompt_of(task)) for f in frames] for task in tasks]
+    batches += [[Keyframe(frames[i % 3], task, prompt_of(task)) for i, task in enumerate(tasks[at : at + 4])]
+                for at in range(0, len(tasks), 4)]
+    for keyframes in batches:
         for ours, theirs in zip(ov_model.detect(keyframes), torch_model.detect(keyframes)):
+            task = ours.keyframe.task
             assert ours.text == theirs.text, task
             np.testing.assert_array_equal(ours.detections.xyxy, theirs.detections.xyxy)
             assert list(ours.detections.data.get("class_name", [])) == list(theirs.detections.data.get("class_name", []))
