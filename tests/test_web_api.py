@@ -132,6 +132,11 @@ def test_the_api_is_described_behind_the_sign_in_and_every_path_it_lists_is_serv
             assert status == 401 and "Bearer" in headers["WWW-Authenticate"], path
         status, _, body = get(server.address + "/docs", **bearer)
         assert status == 200 and b"swagger" in body.lower() and b"/openapi.json" in body
+        assert b"https://" not in body  # Swagger UI's files come from the run, not a CDN
+        status, headers, script = get(server.address + "/docs/swagger-ui-bundle.js", **bearer)
+        assert status == 200 and "javascript" in headers["Content-Type"] and len(script) > 100_000
+        assert get(server.address + "/docs/swagger-ui-bundle.js")[0] == 401
+        assert get(server.address + "/docs/core.py", **bearer)[0] == 404  # its files, no others beside them
         status, _, body = get(server.address + "/openapi.json", **bearer)
         described = json.loads(body)
         paths = described["paths"]
@@ -185,5 +190,31 @@ def test_a_find_whose_client_leaves_stops_at_the_batch_in_hand(monkeypatch, tmp_
         stopped = len(batches)
         time.sleep(1.0)
         assert len(batches) == stopped < 60
+    finally:
+        server.close()
+
+
+def test_the_api_page_works_in_a_browser_without_internet():
+    """/docs in Chromium (no internet here, as on many cameras' networks): Swagger UI renders every operation from
+    the run's own files, and nothing is asked of another host."""
+    from tests.brokers import require
+    from tests.test_live_page import CHROMIUM_FLAGS
+
+    chromium = require("chromium", "chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    auth = Config.model_validate({"http": {"auth": {"token": TOKEN}}}).http.auth
+    server = StatusServer("127.0.0.1:0", Pipeline(Config(), lambda: None), LiveView(), auth=auth).start()
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+            page = browser.new_context(extra_http_headers={"Authorization": f"Bearer {TOKEN}"}).new_page()
+            elsewhere = []
+            page.on("request", lambda r: None if r.url.startswith(server.address) else elsewhere.append(r.url))
+            page.goto(server.address + "/docs")
+            page.wait_for_selector(".opblock", timeout=15000)
+            assert page.locator(".opblock").count() >= 20
+            assert page.locator(".opblock-summary-path", has_text="/api/find").count() == 1
+            assert not elsewhere, elsewhere
+            browser.close()
     finally:
         server.close()

@@ -5,10 +5,12 @@ both behind the same sign-in."""
 
 from __future__ import annotations
 
+from importlib import resources
+
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 
 from streamer import __version__
@@ -21,6 +23,7 @@ from streamer.web.api.login import SignInFirst, signed_in
 from streamer.web.live import LiveView
 from streamer.web.site import Site
 
+_DOCS_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")
 ROUTERS = (login.router, live.router, recordings.router, events.router, find.router, health.router)
 
 
@@ -39,7 +42,17 @@ def app_of(site: Site) -> FastAPI:
 
     @app.get("/docs", include_in_schema=False, dependencies=[Depends(signed_in)])
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="streamer: API")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="streamer: API",
+                                   swagger_js_url="/docs/swagger-ui-bundle.js", swagger_css_url="/docs/swagger-ui.css",
+                                   swagger_favicon_url="/docs/favicon.png")
+
+    @app.get("/docs/{name}", include_in_schema=False, dependencies=[Depends(signed_in)])
+    def docs_file(name: str) -> FileResponse:
+        """Swagger UI's own files, from the run (fastapi-offline's copy), not a CDN the camera's network may not
+        reach."""
+        if name not in _DOCS_FILES:
+            raise HTTPException(404, "not found")
+        return FileResponse(resources.files("fastapi_offline") / "static" / name)
 
     app.add_exception_handler(SignInFirst, login.answer)
     app.add_exception_handler(HTTPException, _plain)
