@@ -99,6 +99,10 @@ class Guard:
             return hmac.compare_digest(user.encode(), auth.user.encode()) & check_password(password, auth.password_hash)
         return False
 
+    def slow(self, headers) -> bool:
+        """Whether checking these headers runs scrypt (tens of ms): HTTP Basic's password, where one is asked."""
+        return self.auth is not None and headers.get("Authorization", "").partition(" ")[0].lower() == "basic"
+
     def request(self, headers) -> bool:
         """Whether a request's headers carry credentials: a bearer token, HTTP Basic, or a session cookie."""
         if self.auth is None:

@@ -9,9 +9,12 @@ import re
 import socket
 import threading
 
+import anyio.to_thread
 import uvicorn
+from starlette.requests import Request
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from streamer.auth import Guard
 from streamer.errors import StreamerError
 
 log = logging.getLogger("streamer.serving")
@@ -22,6 +25,28 @@ def whole(text: str) -> bool:
     """A whole number as a client may send one (a Content-Length, a query's count): ASCII digits, at most 18
     (`isdigit` takes '²' and other scripts' digits, which `int` refuses or reads, and `int` has no end)."""
     return re.fullmatch(r"[0-9]{1,18}", text) is not None
+
+
+async def admitted(guard: Guard, headers) -> bool:
+    """`guard.request` for an ASGI app: HTTP Basic's scrypt on a worker thread, so the other requests the event
+    loop serves meanwhile do not wait on it; a token or a session cookie checked at once."""
+    if guard.slow(headers):
+        return await anyio.to_thread.run_sync(guard.request, headers)
+    return guard.request(headers)
+
+
+async def body_within(request: Request, limit: int) -> bytes | None:
+    """A request's body, or None when it is longer than `limit` bytes: by its Content-Length (ASCII digits only),
+    or, sent in chunks without one, as soon as what came passes the limit (never read whole first)."""
+    length = request.headers.get("content-length")
+    if length is not None and (not whole(length) or int(length) > limit):
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 class _Protocol(H11Protocol):

@@ -218,3 +218,51 @@ def test_the_api_page_works_in_a_browser_without_internet():
             browser.close()
     finally:
         server.close()
+
+
+def status_of(address: str, head: str, body: bytes = b"") -> int:
+    """The status line's code of one raw request (`head` without its blank line)."""
+    host, port = address.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head.encode("utf-8") + b"\r\n\r\n" + body)
+        return int(conn.recv(4096).split(b" ", 2)[1])
+
+
+def chunked(data: bytes, size: int = 1000) -> bytes:
+    parts = [data[i : i + size] for i in range(0, len(data), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+def test_every_body_a_client_sends_is_bounded_sent_whole_or_in_chunks(monkeypatch):
+    """A login form, a switch and serve-ml's JSON each take a body up to their bound: one said to be longer, one
+    whose length is not in ASCII digits, or one sent in chunks that runs past it is refused, never read whole;
+    within the bound, chunks are read as a body is."""
+    import streamer.annotation.label_studio as label_studio
+    from streamer.annotation.label_studio import MlServer
+
+    monkeypatch.setattr(label_studio, "MAX_BODY", 10_000)
+    auth = Config.model_validate({"http": {"auth": {"token": TOKEN}}}).http.auth
+    server = StatusServer("127.0.0.1:0", Pipeline(Config(), lambda: None), LiveView(), auth=auth).start()
+    def never(body):
+        raise AssertionError("a body past the bound reached the model")
+
+    ml = MlServer("127.0.0.1:0").start(SimpleNamespace(version="v", setup=never, predict=never))
+    form = "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+    try:
+        assert status_of(server.address, form + "\r\nContent-Length: 5000", b"token=" + b"a" * 4994) == 400
+        assert status_of(server.address, form + "\r\nContent-Length: \u00b2") == 400
+        assert status_of(server.address, form + "\r\nTransfer-Encoding: chunked", chunked(b"a" * 100_000)) == 400
+        assert status_of(server.address, form + "\r\nTransfer-Encoding: chunked",
+                         chunked(f"token={TOKEN}".encode(), 7)) == 303  # signed in
+        switch = f"POST /api/switches/cam/detect HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}"
+        assert status_of(server.address, switch + "\r\nTransfer-Encoding: chunked", chunked(b" " * 5000)) == 400
+        # read, so the camera is looked for (there is none)
+        assert status_of(server.address, switch + "\r\nTransfer-Encoding: chunked", chunked(b'{"on": true}')) == 404
+        predict = "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+        assert status_of(ml.address, predict + "\r\nTransfer-Encoding: chunked", chunked(b" " * 50_000)) == 413
+        assert status_of(ml.address, predict + "\r\nContent-Length: 99999999999") == 413
+        assert status_of(ml.address, "POST /webhook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked",
+                         chunked(b'{"action": "x"}')) == 201
+    finally:
+        ml.stop()
+        server.close()

@@ -331,12 +331,13 @@ def _app(guard: Guard):
     """Label Studio's ML backend protocol: `/health`, `/setup`, `/predict`, `/webhook` (`/train` refused: streamer
     fine-tunes from an export). Every request needs the credentials; each is logged under --debug."""
     from fastapi import Depends, FastAPI
-    from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException
 
+    from streamer.serving import admitted
+
     async def allowed(request: Request) -> None:
-        if not await run_in_threadpool(guard.request, request.headers):  # HTTP Basic: scrypt, off the event loop
+        if not await admitted(guard, request.headers):
             raise _Refused()
 
     app = FastAPI(title="streamer serve-ml", version=__version__, openapi_url=None, docs_url=None, redoc_url=None,
@@ -369,37 +370,35 @@ def _app(guard: Guard):
 
     @app.post("/setup")
     async def setup(request: Request) -> JSONResponse:
-        return await _answer(request, "/setup")
+        return await _answer(request, "/setup", request.app.state.backend.setup)
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
-        return await _answer(request, "/predict")
+        return await _answer(request, "/predict", request.app.state.backend.predict)
 
     @app.post("/webhook")
     async def webhook(request: Request) -> JSONResponse:
-        return await _answer(request, "/webhook", 201)
+        return await _answer(request, "/webhook", lambda body: {}, 201)
 
     return app
 
 
-async def _answer(request: Request, path: str, status: int = 200):
+async def _answer(request: Request, path: str, route, status: int = 200):
     """The JSON object a route takes, answered by the backend on a worker thread (the model is slow)."""
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import JSONResponse
 
-    from streamer.serving import whole
+    from streamer.serving import body_within
 
-    length = request.headers.get("content-length") or "0"
-    if not whole(length) or int(length) > MAX_BODY:
+    body = await body_within(request, MAX_BODY)
+    if body is None:
         return JSONResponse({"error": f"a request of {MAX_BODY} bytes at most"}, 413)
     try:
-        body = json.loads(await request.body() or b"{}")
+        body = json.loads(body or b"{}")
         if not isinstance(body, dict):
             raise ValueError("not an object")
     except ValueError as exc:
         return JSONResponse({"error": f"the request is not a JSON object: {exc}"}, 400)
-    backend = request.app.state.backend
-    route = {"/setup": backend.setup, "/predict": backend.predict, "/webhook": lambda body: {}}[path]
     try:
         return JSONResponse(await run_in_threadpool(route, body), status)
     except TaskError as exc:

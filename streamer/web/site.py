@@ -15,7 +15,7 @@ from fastapi import Depends, HTTPException, Path, Query, Request
 
 from streamer.auth import Guard
 from streamer.pipeline.local import Pipeline
-from streamer.serving import whole
+from streamer.serving import body_within, whole
 from streamer.sources import safe_name
 from streamer.web.files import Clips
 from streamer.web.live import LiveView
@@ -98,10 +98,8 @@ Store = Annotated[str | None, Query(description="the store's place in the run's 
 
 async def flag(request: Request, key: str) -> bool:
     """A write's `{"<key>": true}` or false; a 400 for anything else."""
-    length = request.headers.get("content-length", "")
-    body = await request.body() if whole(length) and int(length) <= 1024 else b""
     try:
-        value = json.loads(body)[key]
+        value = json.loads(await body_within(request, 1024) or b"")[key]
     except (ValueError, KeyError, TypeError):
         value = None
     if not isinstance(value, bool):

@@ -12,7 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from streamer.auth import COOKIE, SESSION_S, Guard
-from streamer.web.site import Here, whole
+from streamer.serving import admitted, body_within
+from streamer.web.site import Here
 
 PAGES = ("/", "/review")  # what a person opens: signed out, they are sent to the sign-in form and back
 
@@ -26,9 +27,7 @@ class SignInFirst(Exception):
 async def signed_in(request: Request) -> None:
     """The dependency of every router but this one: a bearer token, HTTP Basic, or the login's session cookie.
     HTTP Basic's password is checked with scrypt (tens of ms) on a worker thread, the rest at once."""
-    guard = request.app.state.site.guard
-    basic = request.headers.get("authorization", "")[:6].lower() == "basic "
-    if not (await run_in_threadpool(guard.request, request.headers) if basic else guard.request(request.headers)):
+    if not await admitted(request.app.state.site.guard, request.headers):
         raise SignInFirst()
 
 
@@ -68,10 +67,10 @@ _FORM = {"type": "object", "properties": {k: {"type": "string"} for k in ("user"
              openapi_extra={"requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": _FORM}}}})
 async def login(request: Request, site: Here) -> Response:
     """The login form posted: a session cookie for whoever gives the credentials, one slow refusal else."""
-    length = request.headers.get("content-length", "")
-    if not whole(length) or int(length) > 4096:
+    body = await body_within(request, 4096)
+    if body is None:
         raise HTTPException(400, "a login form is a few fields")
-    fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+    fields = parse_qs(body.decode("utf-8", "replace"))
     field = lambda name: fields.get(name, [None])[0]  # noqa: E731
     then = local(field("next"))
     if await run_in_threadpool(site.guard.credentials, field("token"), field("user"), field("password")):  # scrypt
