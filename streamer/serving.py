@@ -59,15 +59,17 @@ class _Protocol(H11Protocol):
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self.cycle is not None and self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        if self.cycle is not None:  # a request's head came whole
+            self._no_deadline()
 
     def connection_lost(self, exc) -> None:
+        self._no_deadline()
+        super().connection_lost(exc)
+
+    def _no_deadline(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        super().connection_lost(exc)
 
     def _head_late(self) -> None:
         self._head_timer = None
